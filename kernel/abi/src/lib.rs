@@ -1,0 +1,214 @@
+//! The user/kernel ABI: system-call numbers, error codes, wait statuses and the
+//! structures the debug system calls fill in. Shared by `kernel` and `user`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+/// System-call numbers, passed in `eax` to `int 0x80`; arguments in `ebx`, `ecx`, `edx`.
+///
+/// Numbers that exist in Linux 0.11 (`include/unistd.h`) keep their 0.11 value so a
+/// reader can put both side by side; the debug calls live at 200 and above.
+pub mod nr {
+    /// `exit(code)`: never returns.
+    pub const EXIT: u32 = 1;
+    /// `fork()`: child pid to the parent, 0 to the child, `-errno` on failure.
+    pub const FORK: u32 = 2;
+    /// `write(fd, buf, len)`: fd 1 and 2 go to the console.
+    pub const WRITE: u32 = 4;
+    /// `waitpid(pid, *status, options)`: pid -1 = any child; options `WNOHANG`.
+    pub const WAITPID: u32 = 7;
+    /// `execve(name, arg)`: both NUL-terminated; `name` is a program of the image.
+    pub const EXECVE: u32 = 11;
+    /// `getpid()`.
+    pub const GETPID: u32 = 20;
+    /// `kill(pid)`: terminates the task as if by SIGKILL.
+    pub const KILL: u32 = 37;
+    /// `brk(addr)`: sets the break (0 = query); returns the new break.
+    pub const BRK: u32 = 45;
+    /// `getppid()`.
+    pub const GETPPID: u32 = 64;
+    /// `sched_yield()` (stands in for 0.11's `pause`, which needs signals).
+    pub const YIELD: u32 = 158;
+    /// `sleep(ticks)`: sleeps for that many timer ticks (100 Hz).
+    pub const SLEEP: u32 = 162;
+    /// `getarg(buf, len)`: copies the argument string given to `execve` (or on the
+    /// kernel command line for the first task); returns its length.
+    pub const GETARG: u32 = 200;
+    /// `meminfo(*MemInfo)`: fills a [`MemInfo`](super::MemInfo).
+    pub const MEMINFO: u32 = 201;
+    /// `pageinfo(addr, *PageInfo)`: walks the caller's own address `addr`.
+    pub const PAGEINFO: u32 = 202;
+    /// `checkmm()`: runs the consistency check; returns the number of mismatches.
+    pub const CHECKMM: u32 = 203;
+    /// `debug(op, arg)`: kernel-side test operations, see [`debug_op`](super::debug_op).
+    pub const DEBUG: u32 = 204;
+}
+
+/// Error numbers, returned negated in `eax` (as Linux does).
+pub mod errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const ESRCH: i32 = 3;
+    pub const E2BIG: i32 = 7;
+    pub const ENOEXEC: i32 = 8;
+    pub const ECHILD: i32 = 10;
+    pub const EAGAIN: i32 = 11;
+    pub const ENOMEM: i32 = 12;
+    pub const EFAULT: i32 = 14;
+    pub const EINVAL: i32 = 22;
+    pub const ENOSYS: i32 = 38;
+
+    /// A short name for an error number, for messages.
+    pub fn name(errno: i32) -> &'static str {
+        match errno {
+            EPERM => "EPERM",
+            ENOENT => "ENOENT",
+            ESRCH => "ESRCH",
+            E2BIG => "E2BIG",
+            ENOEXEC => "ENOEXEC",
+            ECHILD => "ECHILD",
+            EAGAIN => "EAGAIN",
+            ENOMEM => "ENOMEM",
+            EFAULT => "EFAULT",
+            EINVAL => "EINVAL",
+            ENOSYS => "ENOSYS",
+            _ => "E?",
+        }
+    }
+}
+
+/// `waitpid` option: return 0 at once when no child has exited.
+pub const WNOHANG: u32 = 1;
+
+/// Signal numbers used in wait statuses (the kernel has no signal delivery; a task the
+/// kernel kills reports the signal that Linux would have sent).
+pub mod signal {
+    pub const SIGKILL: u32 = 9;
+    pub const SIGSEGV: u32 = 11;
+}
+
+/// Wait status encoding, as Linux: `code << 8` for a normal exit, the signal number
+/// in the low 7 bits for a task that was killed.
+pub mod wait_status {
+    pub const fn exited(code: u32) -> u32 {
+        (code & 0xff) << 8
+    }
+    pub const fn killed(signal: u32) -> u32 {
+        signal & 0x7f
+    }
+    pub const fn if_exited(status: u32) -> bool {
+        status & 0x7f == 0
+    }
+    pub const fn exit_code(status: u32) -> u32 {
+        (status >> 8) & 0xff
+    }
+    pub const fn term_signal(status: u32) -> u32 {
+        status & 0x7f
+    }
+}
+
+/// Size of one task's linear slot (0.12 `TASK_SIZE`): task *n* owns
+/// `[n * TASK_SIZE, (n + 1) * TASK_SIZE)`, and its segments have limit `TASK_SIZE`.
+pub const TASK_SIZE: u32 = 0x0400_0000;
+/// The initial user stack pointer (an offset in the task's segment): the top of the slot.
+pub const USER_STACK_TOP: u32 = TASK_SIZE;
+/// Page size.
+pub const PAGE_SIZE: u32 = 4096;
+/// Longest argument string `execve` and `getarg` carry, NUL excluded.
+pub const MAX_ARG_LEN: usize = 127;
+/// Longest program name `execve` accepts, NUL excluded.
+pub const MAX_NAME_LEN: usize = 31;
+
+/// Page-fault counts of one task, by what the fault handler did.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// `do_no_page` mapped a fresh zero-filled page.
+    pub demand_zero: u32,
+    /// `do_no_page` read the page from the program image.
+    pub loaded: u32,
+    /// `do_no_page` shared the page with another task running the same program.
+    pub shared: u32,
+    /// `do_wp_page` copied a page shared copy-on-write.
+    pub cow_copied: u32,
+    /// `do_wp_page` found the page's count at 1 and only made it writable.
+    pub cow_made_writable: u32,
+}
+
+/// What `meminfo` reports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemInfo {
+    /// Frames between LOW_MEM and HIGH_MEMORY that `mem_map` manages.
+    pub paging_frames: u32,
+    /// Frames whose count is 0.
+    pub free_frames: u32,
+    /// Frames whose count is above 1 (shared copy-on-write or between programs).
+    pub shared_frames: u32,
+    /// Present pages mapped in the caller's slot.
+    pub task_pages: u32,
+    /// Page tables owned by the caller's slot.
+    pub task_page_tables: u32,
+    /// Live tasks (not counting the kernel's task 0).
+    pub nr_tasks: u32,
+    /// The caller's own fault counts.
+    pub faults: FaultCounts,
+}
+
+/// `PageInfo::flags` bits.
+pub mod page_flags {
+    /// The page-directory entry is present (a page table exists).
+    pub const TABLE_PRESENT: u32 = 1 << 0;
+    /// The page-table entry is present.
+    pub const PRESENT: u32 = 1 << 1;
+    /// The page-table entry is writable.
+    pub const WRITABLE: u32 = 1 << 2;
+    /// The page-table entry is user-accessible.
+    pub const USER: u32 = 1 << 3;
+    /// The page-table entry's accessed bit.
+    pub const ACCESSED: u32 = 1 << 4;
+    /// The page-table entry's dirty bit.
+    pub const DIRTY: u32 = 1 << 5;
+}
+
+/// What `pageinfo` reports about one of the caller's addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageInfo {
+    /// [`page_flags`] bits.
+    pub flags: u32,
+    /// The linear address the offset translated to (segment base + offset).
+    pub linear: u32,
+    /// The raw page-table entry (0 when the table is absent).
+    pub pte: u32,
+    /// The physical frame address (0 when not present).
+    pub frame: u32,
+    /// That frame's `mem_map` count (0 when not present).
+    pub map_count: u32,
+}
+
+/// Operations of the `debug` system call.
+pub mod debug_op {
+    /// `free_page_tables(arg, 4 MiB)` on a range the caller names: returns 0 when freed,
+    /// `-EPERM` when the guard refused it (kernel memory), `-EINVAL` on bad alignment.
+    pub const FREE_PAGE_TABLES: u32 = 1;
+    /// Number of free frames (same as `MemInfo::free_frames`), cheap.
+    pub const FREE_FRAMES: u32 = 2;
+    /// Write the word `0x5157_0000 | (arg & 0xffff)` into the caller's memory at offset
+    /// `arg & !3` the way 0.11 kernel code does (`verify_area` + a ring-0 store), so a
+    /// test can watch `write_verify` break copy-on-write.
+    pub const KERNEL_WRITE: u32 = 3;
+}
+
+/// Exit statuses of QEMU through `isa-debug-exit` (the device exits with `v << 1 | 1`).
+pub mod qemu_exit {
+    /// Everything the scenario asked for held, checkmm clean, no frame leaked.
+    pub const PASS: u32 = 0x10;
+    /// The scenario or the kernel's end-of-run checks failed.
+    pub const FAIL: u32 = 0x11;
+    /// The kernel crashed (unexpected exception or panic).
+    pub const CRASH: u32 = 0x12;
+    /// The process exit status QEMU reports for a device value `v`.
+    pub const fn process_status(v: u32) -> u32 {
+        (v << 1) | 1
+    }
+}
