@@ -1,0 +1,361 @@
+//! `checkmm`: verifies that `mem_map` agrees with every page table (the invariants at the
+//! end of the semantics note) and names every mismatch: which frame or entry, expected, found.
+//!
+//! Like Linux's "bad page state" and `check_mm`, it recounts every reference from
+//! scratch (page-table entries, directory entries, the kernel's own frames) and compares.
+
+use crate::addr::{
+    Frame, LinearAddr, ENTRIES_PER_TABLE, NR_TASKS, PDES_PER_TASK,
+};
+use crate::entry::{Entry, EntryFlags, KERNEL_RW, USER_RW};
+use crate::mem_map::USED;
+use crate::memory::Mm;
+use crate::phys::PhysMem;
+use core::fmt;
+
+/// Marks a scratch count as "this frame is a page table".
+const TABLE_MARK: u16 = 0x8000;
+
+/// One violated invariant, precise enough to find the culprit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// Invariant 1: `mem_map` holds `found`, the page tables and kernel references add
+    /// up to `expected`. `expected == 0` is a leak; `found == 0` a mapped free frame.
+    Count { frame: Frame, expected: u32, found: u8 },
+    /// Invariant 2: a present user entry maps a frame `mem_map` does not hand out
+    /// (at/above HIGH_MEMORY, or in the reserved memory below `start_mem`).
+    BadFrame { linear: LinearAddr, frame: Frame },
+    /// Invariant 3: the free counter or the free index disagrees with the counts.
+    FreeCount { counter: u32, counted: u32 },
+    FreeIndex { frame: Frame },
+    /// Invariant 4: a page-table frame with `owners` directory entries and `mappings`
+    /// page-table entries referencing it (expected: one owner, no mapping).
+    TableOwnership { frame: Frame, owners: u32, mappings: u32 },
+    /// Invariant 5: a writable user entry maps a frame whose count is above 1.
+    WritableShared { linear: LinearAddr, frame: Frame, count: u8 },
+    /// Invariant 6/8: a directory entry in the slot of a task that does not exist.
+    DeadSlot { pde_index: usize, slot: usize, entry: Entry },
+    /// Invariant 6: an entry of the kernel's identity map differs from what it must be.
+    KernelMapping { linear: LinearAddr, expected: Entry, found: Entry },
+    /// A user directory or table entry without the user/writable bits the kernel always
+    /// sets (0.11's flags 7 on tables).
+    EntryFlags { linear: LinearAddr, entry: Entry, level: Level },
+    /// Invariant 7: a swap entry while no swap is configured.
+    UnexpectedSwapEntry { linear: LinearAddr, entry: Entry },
+    /// A frame the kernel holds (a task structure) that `mem_map` does not cover.
+    BadKernelReference { frame: Frame },
+}
+
+/// The level of a page-table structure, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Directory,
+    Table,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Mismatch::Count { frame, expected, found } => {
+                write!(f, "frame {frame}: mem_map count {found}, page tables and kernel hold {expected}")?;
+                if expected == 0 {
+                    f.write_str(" (leaked)")
+                } else if found == 0 {
+                    f.write_str(" (mapped but free)")
+                } else {
+                    Ok(())
+                }
+            }
+            Mismatch::BadFrame { linear, frame } => {
+                write!(f, "linear {linear} maps frame {frame}, which paging does not hand out")
+            }
+            Mismatch::FreeCount { counter, counted } => {
+                write!(f, "free counter says {counter} free frames, mem_map has {counted}")
+            }
+            Mismatch::FreeIndex { frame } => {
+                write!(f, "frame {frame}: free index disagrees with its mem_map count")
+            }
+            Mismatch::TableOwnership { frame, owners, mappings } => write!(
+                f,
+                "page table {frame}: {owners} directory entries and {mappings} page mappings \
+                 reference it (expected 1 and 0)"
+            ),
+            Mismatch::WritableShared { linear, frame, count } => write!(
+                f,
+                "linear {linear} maps frame {frame} writable, but its count is {count} \
+                 (copy-on-write broken)"
+            ),
+            Mismatch::DeadSlot { pde_index, slot, entry } => write!(
+                f,
+                "directory entry {pde_index} ({entry:?}) belongs to slot {slot}, which has no task"
+            ),
+            Mismatch::KernelMapping { linear, expected, found } => write!(
+                f,
+                "kernel identity map at {linear}: expected {:#010x}, found {:#010x}",
+                expected.raw(),
+                found.raw()
+            ),
+            Mismatch::EntryFlags { linear, entry, level } => write!(
+                f,
+                "{} entry for {linear} has flags {} (expected P RW US)",
+                match level {
+                    Level::Directory => "directory",
+                    Level::Table => "page-table",
+                },
+                entry.describe()
+            ),
+            Mismatch::UnexpectedSwapEntry { linear, entry } => write!(
+                f,
+                "linear {linear} holds swap entry {:#010x} but no swap is configured",
+                entry.raw()
+            ),
+            Mismatch::BadKernelReference { frame } => {
+                write!(f, "kernel reference to frame {frame}, which mem_map does not cover")
+            }
+        }
+    }
+}
+
+/// What the check needs to know besides the page tables.
+pub struct CheckInput<'a> {
+    /// Bit n set: task slot n has a live task (slot 0, the kernel, is implied).
+    pub live_slots: u64,
+    /// Frames the kernel itself holds references to (task structures...).
+    pub kernel_refs: &'a [Frame],
+}
+
+/// The tally of a check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckSummary {
+    /// Frames whose count was compared.
+    pub frames: u32,
+    pub present_pdes: u32,
+    pub present_ptes: u32,
+    pub kernel_refs: u32,
+    pub mismatches: u32,
+}
+
+impl CheckSummary {
+    pub fn is_clean(&self) -> bool {
+        self.mismatches == 0
+    }
+}
+
+impl fmt::Display for CheckSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({} frames, {} directory entries, {} page-table entries, {} kernel references checked",
+            if self.is_clean() { "OK" } else { "MISMATCH" },
+            self.frames,
+            self.present_pdes,
+            self.present_ptes,
+            self.kernel_refs,
+        )?;
+        if !self.is_clean() {
+            write!(f, "; {} mismatches", self.mismatches)?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl<P: PhysMem> Mm<P> {
+    /// Runs every check. `scratch` needs one `u16` per frame `mem_map` covers (a static
+    /// buffer in the kernel: no allocation); each mismatch goes to `report` as it is found.
+    pub fn check_mm(
+        &self,
+        input: &CheckInput<'_>,
+        scratch: &mut [u16],
+        report: &mut dyn FnMut(Mismatch),
+    ) -> CheckSummary {
+        let nr_pages = self.mem_map.nr_pages();
+        assert!(scratch.len() >= nr_pages, "checkmm scratch too small");
+        let refs = &mut scratch[..nr_pages];
+        refs.fill(0);
+        let mut summary = CheckSummary::default();
+        let mut emit = |m: Mismatch, summary: &mut CheckSummary| {
+            summary.mismatches += 1;
+            report(m);
+        };
+        let start_mem = self.mem_map.start_mem();
+
+        self.check_kernel_slot(&mut summary, &mut emit);
+
+        for dir in PDES_PER_TASK..ENTRIES_PER_TABLE {
+            let pde = self.pde(dir);
+            let dir_linear = LinearAddr::from_indices(dir, 0);
+            if !pde.is_present() {
+                if pde.raw() != 0 {
+                    emit(
+                        Mismatch::EntryFlags { linear: dir_linear, entry: pde, level: Level::Directory },
+                        &mut summary,
+                    );
+                }
+                continue;
+            }
+            summary.present_pdes += 1;
+            let slot = dir / PDES_PER_TASK;
+            if input.live_slots & (1 << slot) == 0 {
+                emit(Mismatch::DeadSlot { pde_index: dir, slot, entry: pde }, &mut summary);
+            }
+            if pde.flags() & USER_RW != USER_RW {
+                emit(
+                    Mismatch::EntryFlags { linear: dir_linear, entry: pde, level: Level::Directory },
+                    &mut summary,
+                );
+            }
+            let table = pde.frame();
+            match self.mem_map.map_nr(table) {
+                Some(i) if table.as_u32() >= start_mem => {
+                    refs[i] = refs[i].saturating_add(1) | TABLE_MARK;
+                    // A second owner shows up as a count above 1 in the table pass below.
+                }
+                _ => {
+                    emit(Mismatch::BadFrame { linear: dir_linear, frame: table }, &mut summary);
+                    continue;
+                }
+            }
+            for index in 0..ENTRIES_PER_TABLE {
+                let pte = self.phys.read_entry(table, index);
+                let linear = LinearAddr::from_indices(dir, index);
+                if !pte.is_present() {
+                    if pte.is_swap() {
+                        emit(Mismatch::UnexpectedSwapEntry { linear, entry: pte }, &mut summary);
+                    }
+                    continue;
+                }
+                summary.present_ptes += 1;
+                if !pte.is_user() {
+                    emit(Mismatch::EntryFlags { linear, entry: pte, level: Level::Table }, &mut summary);
+                }
+                let frame = pte.frame();
+                match self.mem_map.map_nr(frame) {
+                    Some(i) if frame.as_u32() >= start_mem => {
+                        let marked = refs[i] & TABLE_MARK;
+                        refs[i] = ((refs[i] & !TABLE_MARK).saturating_add(1)) | marked;
+                    }
+                    _ => {
+                        emit(Mismatch::BadFrame { linear, frame }, &mut summary);
+                        continue;
+                    }
+                }
+                if pte.is_writable() {
+                    if let Some(count) = self.mem_map.count(frame).filter(|&c| c > 1) {
+                        emit(Mismatch::WritableShared { linear, frame, count }, &mut summary);
+                    }
+                }
+            }
+        }
+
+        for &frame in input.kernel_refs {
+            summary.kernel_refs += 1;
+            match self.mem_map.map_nr(frame) {
+                Some(i) if frame.as_u32() >= start_mem => {
+                    let marked = refs[i] & TABLE_MARK;
+                    refs[i] = ((refs[i] & !TABLE_MARK).saturating_add(1)) | marked;
+                }
+                _ => emit(Mismatch::BadKernelReference { frame }, &mut summary),
+            }
+        }
+
+        // Page tables: exactly one owning directory entry, no page mappings. A table frame
+        // also mapped as a page shows up here; the counts were summed into one number, so
+        // recount this table's owners precisely.
+        for (i, &r) in refs.iter().enumerate() {
+            if r & TABLE_MARK != 0 && r & !TABLE_MARK != 1 {
+                let frame = self.mem_map.frame_of(i);
+                let owners = self.owners_of_table(frame);
+                emit(
+                    Mismatch::TableOwnership {
+                        frame,
+                        owners,
+                        mappings: u32::from(r & !TABLE_MARK) - owners.min(u32::from(r & !TABLE_MARK)),
+                    },
+                    &mut summary,
+                );
+            }
+        }
+
+        let mut counted_free = 0u32;
+        for (i, &found) in self.mem_map.counts().iter().enumerate() {
+            let frame = self.mem_map.frame_of(i);
+            summary.frames += 1;
+            if found == 0 {
+                counted_free += 1;
+            }
+            let expected = if frame.as_u32() < start_mem {
+                // Reserved memory keeps USED; references to it were reported as BadFrame.
+                u32::from(USED)
+            } else {
+                u32::from(refs[i] & !TABLE_MARK)
+            };
+            if u32::from(found) != expected {
+                emit(Mismatch::Count { frame, expected, found }, &mut summary);
+            }
+        }
+        if counted_free != self.mem_map.nr_free() as u32 {
+            emit(
+                Mismatch::FreeCount { counter: self.mem_map.nr_free() as u32, counted: counted_free },
+                &mut summary,
+            );
+        }
+        if let Some(i) = self.mem_map.first_index_out_of_sync() {
+            emit(Mismatch::FreeIndex { frame: self.mem_map.frame_of(i) }, &mut summary);
+        }
+        summary
+    }
+
+    /// Slot 0: the identity map must be intact, and nothing else may be mapped there.
+    fn check_kernel_slot(
+        &self,
+        summary: &mut CheckSummary,
+        emit: &mut dyn FnMut(Mismatch, &mut CheckSummary),
+    ) {
+        let high = self.high_memory();
+        let accessed_dirty = EntryFlags::ACCESSED | EntryFlags::DIRTY;
+        for dir in 0..PDES_PER_TASK {
+            let pde = self.pde(dir);
+            let linear = LinearAddr::from_indices(dir, 0);
+            let Some(&table) = self.kernel_tables().get(dir) else {
+                if pde.raw() != 0 {
+                    emit(Mismatch::KernelMapping { linear, expected: Entry::EMPTY, found: pde }, summary);
+                }
+                continue;
+            };
+            summary.present_pdes += u32::from(pde.is_present());
+            let expected = Entry::new(table, KERNEL_RW);
+            if pde.without_flags(accessed_dirty) != expected {
+                emit(Mismatch::KernelMapping { linear, expected, found: pde }, summary);
+                continue;
+            }
+            for index in 0..ENTRIES_PER_TABLE {
+                let linear = LinearAddr::from_indices(dir, index);
+                let found = self.phys.read_entry(table, index);
+                let expected = if linear.as_u32() < high {
+                    Entry::new(Frame::containing(linear.as_u32()), KERNEL_RW)
+                } else {
+                    Entry::EMPTY
+                };
+                summary.present_ptes += u32::from(found.is_present());
+                if found.without_flags(accessed_dirty) != expected {
+                    emit(Mismatch::KernelMapping { linear, expected, found }, summary);
+                }
+            }
+        }
+    }
+
+    /// How many directory entries outside slot 0 point at `table`.
+    fn owners_of_table(&self, table: Frame) -> u32 {
+        (PDES_PER_TASK..ENTRIES_PER_TABLE)
+            .filter(|&d| {
+                let e = self.pde(d);
+                e.is_present() && e.frame() == table
+            })
+            .count() as u32
+    }
+}
+
+/// The slot numbers set in a live-slot mask, for callers building [`CheckInput`].
+pub fn live_slot_mask(slots: impl IntoIterator<Item = usize>) -> u64 {
+    slots.into_iter().filter(|&s| s < NR_TASKS).fold(0, |m, s| m | (1 << s))
+}

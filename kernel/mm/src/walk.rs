@@ -1,0 +1,146 @@
+//! Software page walks and usage counts: `walk` (one address), 0.12 `show_mem`, per-slot usage.
+//!
+//! These only read: they never fault a page in, never change an entry or a count, so the
+//! debugger and the system calls can look at any address safely.
+
+use crate::addr::{slot_base, Frame, LinearAddr, ENTRIES_PER_TABLE, NR_TASKS, PDES_PER_TASK};
+use crate::entry::Entry;
+use crate::memory::Mm;
+use crate::phys::PhysMem;
+
+/// Where a walk stopped, when it did not reach a present page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkStop {
+    /// The page-directory entry is not present: no page table.
+    NoPageTable,
+    /// The page-table entry is zero: never mapped (the next access is a not-present fault).
+    NotMapped,
+    /// The page-table entry is not present but not zero: a 0.12 swap entry.
+    SwappedOut { slot: u32 },
+}
+
+/// The result of walking one linear address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk {
+    pub linear: LinearAddr,
+    pub pde_index: usize,
+    pub pde: Entry,
+    pub pte_index: usize,
+    /// The page-table entry, when the page table exists.
+    pub pte: Option<Entry>,
+    /// The frame and its `mem_map` count (`None` for frames `mem_map` does not cover).
+    pub frame: Option<(Frame, Option<u8>)>,
+    /// Why the walk stopped before a present page, if it did.
+    pub stop: Option<WalkStop>,
+}
+
+impl Walk {
+    /// The physical address the linear address translates to.
+    pub fn physical(&self) -> Option<u32> {
+        self.frame.map(|(f, _)| f.as_u32() | self.linear.page_offset())
+    }
+}
+
+/// Pages and page tables one task slot holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotUsage {
+    /// Present pages.
+    pub pages: u32,
+    /// Present pages whose frame is shared (count above 1).
+    pub shared_pages: u32,
+    /// Page tables.
+    pub page_tables: u32,
+    /// Non-present, non-zero entries (swap entries).
+    pub swapped: u32,
+}
+
+/// 0.12 `show_mem`: the whole picture of frame use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemStats {
+    /// Frames `mem_map` hands out (`[start_mem, HIGH_MEMORY)`).
+    pub paging_frames: u32,
+    pub free_frames: u32,
+    /// Frames with a count above 1.
+    pub shared_frames: u32,
+    /// 0.12's "shared pages": the sum of (count - 1) over shared frames.
+    pub shared_references: u32,
+    /// Frames reserved below `start_mem` (count `USED`).
+    pub reserved_frames: u32,
+    /// Per task slot (index = slot; slot 0 is the kernel's identity map).
+    pub slots: [SlotUsage; NR_TASKS],
+}
+
+impl<P: PhysMem> Mm<P> {
+    /// Walks `linear` through the page directory and its page table, in software.
+    pub fn walk(&self, linear: LinearAddr) -> Walk {
+        let pde_index = linear.dir_index();
+        let pde = self.pde(pde_index);
+        let pte_index = linear.table_index();
+        let mut walk =
+            Walk { linear, pde_index, pde, pte_index, pte: None, frame: None, stop: None };
+        if !pde.is_present() {
+            walk.stop = Some(WalkStop::NoPageTable);
+            return walk;
+        }
+        let pte = self.phys.read_entry(pde.frame(), pte_index);
+        walk.pte = Some(pte);
+        if pte.is_present() {
+            walk.frame = Some((pte.frame(), self.mem_map.count(pte.frame())));
+        } else if pte.is_swap() {
+            walk.stop = Some(WalkStop::SwappedOut { slot: pte.swap_slot() });
+        } else {
+            walk.stop = Some(WalkStop::NotMapped);
+        }
+        walk
+    }
+
+    /// Pages and page tables of task slot `slot`.
+    pub fn slot_usage(&self, slot: usize) -> SlotUsage {
+        let mut usage = SlotUsage::default();
+        let first = slot_base(slot).dir_index();
+        for dir in first..first + PDES_PER_TASK {
+            let pde = self.pde(dir);
+            if !pde.is_present() {
+                continue;
+            }
+            usage.page_tables += 1;
+            for index in 0..ENTRIES_PER_TABLE {
+                let pte = self.phys.read_entry(pde.frame(), index);
+                if pte.is_present() {
+                    usage.pages += 1;
+                    if self.mem_map.count(pte.frame()).is_some_and(|c| c > 1) {
+                        usage.shared_pages += 1;
+                    }
+                } else if pte.is_swap() {
+                    usage.swapped += 1;
+                }
+            }
+        }
+        usage
+    }
+
+    /// 0.12 `show_mem`, without its endless loop on a bad directory entry.
+    pub fn show_mem(&self) -> MemStats {
+        let mut stats = MemStats {
+            paging_frames: self.mem_map.nr_paging_frames() as u32,
+            free_frames: self.mem_map.nr_free() as u32,
+            shared_frames: 0,
+            shared_references: 0,
+            reserved_frames: 0,
+            slots: [SlotUsage::default(); NR_TASKS],
+        };
+        let start = self.mem_map.start_mem();
+        for (index, &count) in self.mem_map.counts().iter().enumerate() {
+            if self.mem_map.frame_of(index).as_u32() < start {
+                stats.reserved_frames += 1;
+            } else if count > 1 {
+                stats.shared_frames += 1;
+                stats.shared_references += u32::from(count - 1);
+            }
+        }
+        for (slot, usage) in stats.slots.iter_mut().enumerate().skip(1) {
+            *usage = self.slot_usage(slot);
+        }
+        stats
+    }
+}
