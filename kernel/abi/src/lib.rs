@@ -212,3 +212,48 @@ pub mod qemu_exit {
         (v << 1) | 1
     }
 }
+
+// Byte images of the structures the kernel copies to user memory (little endian, the
+// `#[repr(C)]` layout), built field by field so that no `unsafe` is needed.
+
+impl MemInfo {
+    /// Size in bytes.
+    pub const SIZE: usize = 11 * 4;
+    /// The structure's bytes, in its `#[repr(C)]` layout.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let f = &self.faults;
+        words_to_bytes([
+            self.paging_frames,
+            self.free_frames,
+            self.shared_frames,
+            self.task_pages,
+            self.task_page_tables,
+            self.nr_tasks,
+            f.demand_zero,
+            f.loaded,
+            f.shared,
+            f.cow_copied,
+            f.cow_made_writable,
+        ])
+    }
+}
+
+impl PageInfo {
+    /// Size in bytes.
+    pub const SIZE: usize = 5 * 4;
+    /// The structure's bytes, in its `#[repr(C)]` layout.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        words_to_bytes([self.flags, self.linear, self.pte, self.frame, self.map_count])
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<MemInfo>() == MemInfo::SIZE);
+const _: () = assert!(core::mem::size_of::<PageInfo>() == PageInfo::SIZE);
+
+fn words_to_bytes<const W: usize, const B: usize>(words: [u32; W]) -> [u8; B] {
+    let mut out = [0u8; B];
+    for (chunk, word) in out.chunks_exact_mut(4).zip(words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    out
+}
