@@ -1,0 +1,7 @@
+//! `ktest`: placeholder.
+#![no_std]
+#![no_main]
+user::entry!(main);
+fn main() -> i32 {
+    0
+}

@@ -1,0 +1,52 @@
+//! `memhog`: grows its break 1 MiB at a time and writes every page, until the kernel's oom() kills it (or an optional limit in MiB).
+#![no_std]
+#![no_main]
+
+use user::abi::MAX_ARG_LEN;
+use user::mem::{grow_break, MIB};
+use user::{free_frames, getarg, say};
+
+user::entry!(main);
+
+/// Progress is printed every this many MiB.
+const REPORT_EVERY_MIB: usize = 4;
+/// Exit code when the break cannot grow any more before memory ran out.
+const BREAK_EXHAUSTED: i32 = 2;
+
+fn main() -> i32 {
+    let mut arg_buf = [0u8; MAX_ARG_LEN + 1];
+    let arg = getarg(&mut arg_buf).unwrap_or("").trim();
+    let limit: Option<usize> = if arg.is_empty() {
+        None
+    } else if let Ok(mib) = arg.parse() {
+        Some(mib)
+    } else {
+        say!("unknown argument '{arg}' (expected a limit in MiB, or nothing)");
+        return 2;
+    };
+    match limit {
+        Some(mib) => say!("touching memory 1 MiB at a time, up to {mib} MiB"),
+        None => say!("touching memory 1 MiB at a time until the kernel runs out"),
+    }
+    let mut touched_mib = 0;
+    loop {
+        if limit == Some(touched_mib) {
+            say!("reached {touched_mib} MiB, stopping");
+            return 0;
+        }
+        let region = match grow_break(MIB) {
+            Ok(region) => region,
+            Err(error) => {
+                say!("brk refused at {touched_mib} MiB: {error}; memory never ran out");
+                return BREAK_EXHAUSTED;
+            }
+        };
+        // Each first write to a page is a demand-zero fault that takes a frame.
+        region.touch_pages(touched_mib as u32);
+        touched_mib += 1;
+        if touched_mib % REPORT_EVERY_MIB == 0 {
+            let free = free_frames().unwrap_or(0);
+            say!("{touched_mib} MiB touched, {free} frames free");
+        }
+    }
+}
