@@ -14,7 +14,7 @@ use core::fmt;
 /// 0.11 `USED`: the count of frames that paging must never hand out.
 pub const USED: u8 = 100;
 /// The highest count `mem_map` may hold. 0.11's `unsigned char` wraps silently at 256;
-/// here an increment past this is refused (deviation D2 in docs/deviations.md).
+/// here an increment past this is refused (deviation D2 in kernel/docs/deviations.md).
 pub const MAX_MAP_COUNT: u8 = u8::MAX;
 
 const BITS: usize = 32;

@@ -2,7 +2,7 @@
 //!
 //! Every public function here has the name of its 0.11 counterpart. Where this code
 //! deliberately behaves differently (a bug fixed, a panic turned into an error, a faster
-//! search), the comment says so and names the row of `docs/deviations.md` (D1, D2...).
+//! search), the comment says so and names the row of `kernel/docs/deviations.md` (D1, D2...).
 //! Errors are typed; the kernel decides what the original's `panic`/`oom()` becomes.
 
 use crate::addr::{
