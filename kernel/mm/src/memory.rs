@@ -684,7 +684,12 @@ impl<P: PhysMem> Mm<P> {
             }
         }
         self.phys.copy_frame(old, new);
-        self.phys.write_entry(table, index, Entry::new(new, USER_RW));
+        // The copy holds what the old page held: keep its DIRTY bit. 0.11 maps `new | 7`,
+        // so a copy made by `write_verify` with no store after it (a `read()` of 0 bytes)
+        // looks clean, and `try_to_share` would hand another task modified data as if it
+        // were the program's page.
+        let dirty = pte.flags() & EntryFlags::DIRTY;
+        self.phys.write_entry(table, index, Entry::new(new, USER_RW | dirty));
         self.phys.invalidate_page(address.page_base());
         Ok(WpOutcome::Copied { from: old, to: new })
     }
