@@ -1,7 +1,254 @@
-//! `demo`: placeholder.
+//! `demo`: a narrated tour of the Linux 0.11 memory management (copy-on-write, demand-zero, sharing, faults, oom), the default init.
 #![no_std]
 #![no_main]
+
+use user::abi::{signal, MemInfo};
+use user::check::{expect_exit, expect_killed, spawn, CowDelta, Failed, OrFail, Outcome, PageView};
+use user::mem::{grow_break, peek, prefault_image, touch_stack, PageBuffer, MIB};
+use user::{check, check_eq, execve, faults, free_frames, meminfo, say, sleep};
+
 user::entry!(main);
+
+/// Stack pages preloaded at start, so the demo's own footprint stays put.
+const STACK_PAGES: usize = 8;
+/// The shared variable's value before the fork, and what each side writes.
+const INITIAL: u32 = 1000;
+const CHILD_VALUE: u32 = 2000;
+const PARENT_VALUE: u32 = 3000;
+/// Ticks the parent waits so the child's lines come first.
+const TURN_TICKS: u32 = 10;
+/// Megabytes the demand-zero step touches.
+const DEMAND_MIB: usize = 4;
+/// An offset beyond the 64 MiB segment.
+const OUTSIDE_SEGMENT: usize = 0x0500_0000;
+
+/// The variable parent and child both write: one page of `.data`, alone on its page
+/// so the page-table facts printed are about it only.
+static VARIABLE: PageBuffer<1> = PageBuffer::filled(INITIAL);
+
+fn show(who: &str, view: &PageView) {
+    say!(
+        "  {who}: frame {:?}, mapped {} time(s), {}",
+        view.frame,
+        view.count,
+        if view.writable {
+            "writable"
+        } else {
+            "read-only"
+        }
+    );
+}
+
+fn step_cow() -> Outcome {
+    say!("");
+    say!("[1] fork and copy-on-write");
+    let addr = VARIABLE.page_addr(0);
+    let before = PageView::of(addr)?;
+    say!(
+        "  The variable at {addr:#x} holds {} before fork:",
+        VARIABLE.read(0, 0)
+    );
+    show("parent", &before);
+    let child = spawn(|| {
+        let shared = PageView::of(addr)?;
+        say!("  After fork the child sees the same frame, now read-only and counted twice:");
+        show("child", &shared);
+        check_eq!(
+            shared,
+            PageView::shared(before.frame, 2),
+            "child: variable page right after fork"
+        );
+        touch_stack(STACK_PAGES);
+        let start = faults().or_fail("meminfo")?;
+        VARIABLE.write(0, 0, CHILD_VALUE);
+        let end = faults().or_fail("meminfo")?;
+        let own = PageView::of(addr)?;
+        say!(
+            "  The child writes {CHILD_VALUE}: a write-protect fault copies the page (do_wp_page):"
+        );
+        show("child", &own);
+        check_eq!(
+            CowDelta::between(&start, &end),
+            CowDelta::COPY,
+            "child: faults of its write"
+        );
+        check!(
+            own.frame != before.frame,
+            "child: still on frame {:?} after writing",
+            before.frame
+        );
+        say!("  child reads {} (its own copy)", VARIABLE.read(0, 0));
+        Ok(())
+    })?;
+    sleep(TURN_TICKS);
+    expect_exit(child, 0, "the child")?;
+    touch_stack(STACK_PAGES);
+    let alone = PageView::of(addr)?;
+    say!("  The child has exited; the parent's frame is counted once again, still read-only:");
+    show("parent", &alone);
+    let start = faults().or_fail("meminfo")?;
+    VARIABLE.write(0, 0, PARENT_VALUE);
+    let end = faults().or_fail("meminfo")?;
+    let own = PageView::of(addr)?;
+    say!(
+        "  The parent writes {PARENT_VALUE}: count 1, so the page is only made writable, no copy:"
+    );
+    show("parent", &own);
+    check_eq!(
+        CowDelta::between(&start, &end),
+        CowDelta::MADE_WRITABLE,
+        "parent: faults of its write"
+    );
+    check_eq!(
+        own,
+        PageView::private(before.frame),
+        "parent: variable page after its write"
+    );
+    say!(
+        "  parent reads {} -- each side only ever saw its own value",
+        VARIABLE.read(0, 0)
+    );
+    Ok(())
+}
+
+fn step_demand_zero(baseline: u32) -> Outcome {
+    say!("");
+    say!("[2] demand-zero: a child grows its break by {DEMAND_MIB} MiB and touches it");
+    let child = spawn(|| {
+        let start = faults().or_fail("meminfo")?;
+        let region = grow_break(DEMAND_MIB * MIB).or_fail("brk")?;
+        say!("  brk only moved a limit: no page is there until touched");
+        region.touch_pages(1);
+        let end = faults().or_fail("meminfo")?;
+        let free = free_frames().or_fail("debug(FREE_FRAMES)")?;
+        let zero_faults = end.demand_zero - start.demand_zero;
+        say!(
+            "  {} pages touched: {zero_faults} demand-zero faults, free frames {baseline} -> {free}",
+            region.pages()
+        );
+        check!(
+            zero_faults >= region.pages() as u32,
+            "only {zero_faults} demand-zero faults"
+        );
+        Ok(())
+    })?;
+    expect_exit(child, 0, "the demand-zero child")?;
+    let free = free_frames().or_fail("debug(FREE_FRAMES)")?;
+    say!("  The child exited: free frames back to {free}");
+    check_eq!(free, baseline, "free frames after the demand-zero child");
+    Ok(())
+}
+
+fn spawn_hello(arg: &'static str) -> Result<i32, Failed> {
+    spawn(|| {
+        let error = execve("hello", arg);
+        say!("execve(hello) failed: {error}");
+        Err(Failed)
+    })
+}
+
+fn step_sharing() -> Outcome {
+    say!("");
+    say!("[3] two tasks running the same program share its pages (share_page)");
+    say!("  Notice the second hello's 'shared' count: pages taken from the first, not loaded");
+    let first = spawn_hello("hold")?;
+    sleep(TURN_TICKS);
+    let second = spawn_hello("report-shared 8")?;
+    expect_exit(second, 0, "the second hello")?;
+    expect_exit(first, 0, "the first hello")
+}
+
+fn step_bad_access() -> Outcome {
+    say!("");
+    say!("[4] a child reads {OUTSIDE_SEGMENT:#x}, beyond its 64 MiB segment");
+    let child = spawn(|| {
+        // SAFETY: meant to fault: the segment limit raises #GP and the kernel kills us.
+        let word = unsafe { peek(OUTSIDE_SEGMENT) };
+        say!("  the read returned {word:#x}: it should have been stopped");
+        Err(Failed)
+    })?;
+    expect_killed(
+        child,
+        signal::SIGSEGV,
+        "the child reading beyond its segment",
+    )?;
+    say!("  The kernel killed it with SIGSEGV; the demo goes on");
+    Ok(())
+}
+
+fn step_oom(baseline: u32) -> Outcome {
+    say!("");
+    say!("[5] a child runs memhog, which touches memory until there is none left");
+    let child = spawn(|| {
+        let error = execve("memhog", "");
+        say!("execve(memhog) failed: {error}");
+        Err(Failed)
+    })?;
+    expect_killed(child, signal::SIGSEGV, "memhog")?;
+    let free = free_frames().or_fail("debug(FREE_FRAMES)")?;
+    say!("  oom() killed memhog with SIGSEGV; free frames back to {free} (baseline {baseline})");
+    check_eq!(free, baseline, "free frames after memhog");
+    Ok(())
+}
+
 fn main() -> i32 {
-    0
+    // Load every page of the demo and some stack now, so its own footprint does not
+    // change while it compares free-frame counts.
+    prefault_image();
+    touch_stack(STACK_PAGES);
+    let info: MemInfo = match meminfo() {
+        Ok(info) => info,
+        Err(error) => {
+            say!("meminfo failed: {error}");
+            return 1;
+        }
+    };
+    let baseline = info.free_frames;
+    say!(
+        "Linux 0.11 memory management, live: {} frames of 4 KiB for paging",
+        info.paging_frames
+    );
+    say!("free frames at start: {baseline}");
+
+    let steps: [(&str, Outcome); 5] = [
+        ("copy-on-write fork", step_cow()),
+        ("demand-zero pages", step_demand_zero(baseline)),
+        ("page sharing between two hellos", step_sharing()),
+        ("bad access killed", step_bad_access()),
+        ("oom kill and recovery", step_oom(baseline)),
+    ];
+
+    say!("");
+    say!("[6] summary");
+    let free = free_frames().unwrap_or(0);
+    let mut ok = true;
+    for (name, outcome) in &steps {
+        say!(
+            "  {name}: {}",
+            if outcome.is_ok() {
+                "as expected"
+            } else {
+                "FAILED"
+            }
+        );
+        ok &= outcome.is_ok();
+    }
+    say!("  free frames: {baseline} at start, {free} now");
+    if free != baseline {
+        say!("  CHECK FAILED: free frames at the end (expected {baseline}, found {free})");
+        ok = false;
+    }
+    say!(
+        "{}",
+        if ok {
+            "everything behaved"
+        } else {
+            "something did not behave"
+        }
+    );
+    if ok {
+        0
+    } else {
+        1
+    }
 }
