@@ -89,7 +89,11 @@ impl MemMap {
     pub fn mem_init(&mut self, start_mem: u32, end_mem: u32) {
         let end = (end_mem & !(PAGE_SIZE - 1)).clamp(LOW_MEM, crate::addr::MAX_HIGH_MEMORY);
         let start = start_mem.next_multiple_of(PAGE_SIZE).clamp(LOW_MEM, end);
-        *self = MemMap::new();
+        // Reset in place: a MemMap is ~18 KiB, too big to build on a kernel stack.
+        self.counts.fill(USED);
+        self.free_bits.fill(0);
+        self.summary.fill(0);
+        self.nr_free = 0;
         self.high_memory = end;
         self.start_mem = start;
         self.nr_pages = ((end - LOW_MEM) >> PAGE_SHIFT) as usize;

@@ -24,7 +24,7 @@ const HEADER_CHECKSUM: u32 = 0u32.wrapping_sub(HEADER_MAGIC.wrapping_add(HEADER_
 
 /// Size of the stack `kernel_main` starts on (later task 0's kernel stack, if the kernel
 /// wants it so).
-pub const BOOT_STACK_SIZE: usize = 16 * 1024;
+pub const BOOT_STACK_SIZE: usize = 128 * 1024;
 
 /// The boot stack, in .bss.
 static BOOT_STACK: HwCell<Stack<BOOT_STACK_SIZE>> = HwCell::new(Stack::new());

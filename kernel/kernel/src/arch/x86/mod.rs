@@ -11,6 +11,7 @@ pub mod gdt;
 pub mod idt;
 mod libc_shims;
 pub mod multiboot;
+pub mod phys;
 pub mod pic;
 pub mod pit;
 pub mod qemu_exit;

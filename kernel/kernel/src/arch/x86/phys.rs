@@ -1,0 +1,125 @@
+//! Physical memory through the kernel's identity map: the kernel's implementation of
+//! `mm::PhysMem`, and the two ways the kernel reaches memory by address.
+//!
+//! The identity map covers `[0, HIGH_MEMORY)` (task 0's slot), so a physical address
+//! below HIGH_MEMORY is also a valid kernel pointer, before and after paging is on.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use mm::addr::{Frame, LinearAddr, PhysAddr, PAGE_SIZE};
+use mm::PhysMem;
+
+use super::cpu;
+
+/// The end of the identity map: set once at boot, before any `KernelPhys` access.
+static IDENTITY_END: AtomicU32 = AtomicU32::new(0);
+
+/// Physical memory as the paging code sees it. Only one exists (the kernel's `Mm` owns it).
+pub struct KernelPhys {
+    _only_through_new: (),
+}
+
+impl KernelPhys {
+    /// The kernel's physical memory, identity-mapped up to `identity_end`.
+    ///
+    /// # Safety
+    /// `[0, identity_end)` must be RAM (or harmless memory-mapped space) that stays
+    /// identity-mapped for the kernel's lifetime, and only one `KernelPhys` may exist, since
+    /// it writes page tables and frames that no Rust reference covers.
+    pub unsafe fn new(identity_end: u32) -> KernelPhys {
+        IDENTITY_END.store(identity_end, Ordering::Relaxed);
+        KernelPhys {
+            _only_through_new: (),
+        }
+    }
+
+    /// A pointer to `len` bytes at physical `addr`, after checking the range is identity-mapped.
+    fn ptr(&self, addr: PhysAddr, len: usize) -> *mut u8 {
+        check_identity(addr.as_u32(), len);
+        addr.as_u32() as *mut u8
+    }
+}
+
+/// Panics unless `[addr, addr + len)` lies inside the identity map: a paging bug that
+/// names a frame outside RAM must stop the kernel with a message, not scribble.
+fn check_identity(addr: u32, len: usize) {
+    let end = IDENTITY_END.load(Ordering::Relaxed);
+    let ok = (addr as u64 + len as u64) <= end as u64;
+    assert!(
+        ok,
+        "physical access {addr:#010x}+{len:#x} beyond the identity map ({end:#010x})"
+    );
+}
+
+impl PhysMem for KernelPhys {
+    fn read_u32(&self, addr: PhysAddr) -> u32 {
+        let p = self.ptr(addr, 4) as *const u32;
+        // SAFETY: `ptr` checked the word lies in identity-mapped RAM; page-table words are
+        // 4-aligned (callers pass entry addresses); volatile because the MMU reads and
+        // writes (accessed/dirty bits) the same memory behind the compiler's back.
+        unsafe { p.read_volatile() }
+    }
+    fn write_u32(&mut self, addr: PhysAddr, value: u32) {
+        let p = self.ptr(addr, 4) as *mut u32;
+        // SAFETY: as in read_u32; `&mut self` serialises writers (one KernelPhys, locked).
+        unsafe { p.write_volatile(value) }
+    }
+    fn zero_frame(&mut self, frame: Frame) {
+        let p = self.ptr(frame.addr(), PAGE_SIZE as usize);
+        // SAFETY: a whole identity-mapped frame that the caller owns (just allocated).
+        unsafe { core::ptr::write_bytes(p, 0, PAGE_SIZE as usize) }
+    }
+    fn copy_frame(&mut self, from: Frame, to: Frame) {
+        let src = self.ptr(from.addr(), PAGE_SIZE as usize);
+        let dst = self.ptr(to.addr(), PAGE_SIZE as usize);
+        // SAFETY: two distinct identity-mapped frames (`to` was just allocated, so it is
+        // not `from`): the ranges do not overlap.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, PAGE_SIZE as usize) }
+    }
+    fn write_bytes(&mut self, addr: PhysAddr, bytes: &[u8]) {
+        let dst = self.ptr(addr, bytes.len());
+        // SAFETY: identity-mapped destination checked above; `bytes` is a Rust slice that
+        // cannot overlap a frame handed out by mem_map (frames are never Rust objects).
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
+    }
+    fn read_bytes(&self, addr: PhysAddr, out: &mut [u8]) {
+        let src = self.ptr(addr, out.len());
+        // SAFETY: as in write_bytes, in the other direction.
+        unsafe { core::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) }
+    }
+    fn flush_tlb(&mut self) {
+        let cr3 = cpu::read_cr3();
+        if cpu::read_cr0() & (1 << 31) != 0 {
+            // SAFETY: reloading the current CR3 changes no mapping, it only flushes the TLB.
+            unsafe { cpu::write_cr3(cr3) }
+        }
+    }
+    fn invalidate_page(&mut self, page: LinearAddr) {
+        cpu::invlpg(page.as_u32());
+    }
+}
+
+/// The bytes of a boot module (the program image) in reserved physical memory.
+///
+/// # Safety
+/// `[start, start + len)` must be identity-mapped memory that nothing ever writes again
+/// (the frames are below `start_mem`, so `mem_map` never hands them out).
+pub unsafe fn reserved_bytes(start: u32, len: usize) -> &'static [u8] {
+    check_identity(start, len);
+    // SAFETY: the caller guarantees the range is immutable, reserved, identity-mapped RAM.
+    unsafe { core::slice::from_raw_parts(start as *const u8, len) }
+}
+
+/// Stores `bytes` at a user linear address the way 0.11's `put_fs_byte` does: a ring-0
+/// store through the MMU. CR0.WP is clear, so the store ignores the page's RW bit; that
+/// is exactly why `write_verify` must have broken copy-on-write first.
+///
+/// # Safety
+/// Every page of `[linear, linear + len)` must be present in the current page tables and
+/// belong to a user task slot (never the kernel's identity map), and must have been
+/// through `write_verify`.
+pub unsafe fn store_to_user_linear(linear: u32, bytes: &[u8]) {
+    // SAFETY: the caller guarantees the pages are present user pages: the store cannot
+    // fault and cannot overwrite kernel memory; user frames are never Rust objects.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), linear as *mut u8, bytes.len()) }
+}

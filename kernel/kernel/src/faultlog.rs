@@ -1,0 +1,113 @@
+//! The recent page faults: a ring of records (task, address, error code, eip, action)
+//! that the debugger's `monitor faults` and the console read.
+
+use spin::Mutex;
+
+/// How many faults are remembered.
+pub const FAULT_LOG_LEN: usize = 64;
+
+/// What the fault handler did about one fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// `do_no_page`: a fresh zero page.
+    ZeroPage,
+    /// `do_no_page`: read from the program image.
+    Loaded,
+    /// `do_no_page`: shared with another task running the same program.
+    Shared,
+    /// `do_wp_page`: the shared page was copied.
+    CowCopied,
+    /// `do_wp_page`: the count was 1, the page only became writable.
+    CowMadeWritable,
+    /// The entry was already fine (stale TLB): flushed.
+    Spurious,
+    /// `oom()` killed the task.
+    OutOfMemory,
+    /// The access was illegal: the task was killed.
+    Killed,
+}
+
+impl FaultAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultAction::ZeroPage => "zero page",
+            FaultAction::Loaded => "loaded from image",
+            FaultAction::Shared => "shared",
+            FaultAction::CowCopied => "COW copied",
+            FaultAction::CowMadeWritable => "COW made writable",
+            FaultAction::Spurious => "spurious",
+            FaultAction::OutOfMemory => "out of memory, killed",
+            FaultAction::Killed => "killed",
+        }
+    }
+}
+
+/// One remembered fault.
+#[derive(Clone, Copy, Debug)]
+pub struct FaultRecord {
+    /// Sequence number since boot (1 = the first fault).
+    pub seq: u64,
+    pub pid: u32,
+    pub linear: u32,
+    pub error_code: u32,
+    pub eip: u32,
+    /// Set when the kernel took the fault on the task's behalf (`verify_area`, reads of
+    /// user memory) rather than the CPU.
+    pub by_kernel: bool,
+    pub action: FaultAction,
+}
+
+/// Every action, in a fixed order (the index into the totals).
+const ACTIONS: [FaultAction; 8] = [
+    FaultAction::ZeroPage,
+    FaultAction::Loaded,
+    FaultAction::Shared,
+    FaultAction::CowCopied,
+    FaultAction::CowMadeWritable,
+    FaultAction::Spurious,
+    FaultAction::OutOfMemory,
+    FaultAction::Killed,
+];
+
+struct FaultLog {
+    records: [Option<FaultRecord>; FAULT_LOG_LEN],
+    next_seq: u64,
+    /// Faults since boot, by action (index in `ACTIONS`).
+    totals: [u64; ACTIONS.len()],
+}
+
+static LOG: Mutex<FaultLog> = Mutex::new(FaultLog {
+    records: [None; FAULT_LOG_LEN],
+    next_seq: 1,
+    totals: [0; ACTIONS.len()],
+});
+
+/// Remembers a fault and returns its sequence number.
+pub fn record(mut rec: FaultRecord) -> u64 {
+    let mut log = LOG.lock();
+    rec.seq = log.next_seq;
+    log.next_seq += 1;
+    if let Some(i) = ACTIONS.iter().position(|&a| a == rec.action) {
+        log.totals[i] += 1;
+    }
+    let index = (rec.seq as usize) % FAULT_LOG_LEN;
+    log.records[index] = Some(rec);
+    rec.seq
+}
+
+/// Calls `f` for the remembered faults, oldest first.
+pub fn for_each(mut f: impl FnMut(&FaultRecord)) {
+    let log = LOG.lock();
+    let mut records: [Option<FaultRecord>; FAULT_LOG_LEN] = log.records;
+    drop(log);
+    records.sort_unstable_by_key(|r| r.map_or(0, |r| r.seq));
+    records.iter().flatten().for_each(|r| f(r));
+}
+
+/// Calls `f` with each action and how many faults ended that way since boot.
+pub fn totals(mut f: impl FnMut(FaultAction, u64)) {
+    let totals = LOG.lock().totals;
+    for (action, n) in ACTIONS.iter().zip(totals) {
+        f(*action, n);
+    }
+}

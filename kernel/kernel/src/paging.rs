@@ -1,0 +1,136 @@
+//! The kernel's paging state: RAM sizing, the identity map and the one `Mm` (0.11's
+//! `mem_init` and `head.s` `setup_paging`), behind a lock.
+
+use mm::addr::{Frame, LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE, PDE_SPAN};
+use mm::memory::{FrameSearch, NeverFail};
+use mm::Mm;
+use spin::{Mutex, MutexGuard, Once};
+
+use crate::arch::x86::{cpu, phys::KernelPhys};
+
+/// The least RAM the kernel runs with: the Linux 0.11 machine had 16 MiB.
+pub const MIN_RAM: u32 = 16 << 20;
+
+/// The paging state and the failure policy every allocation consults.
+pub struct Paging {
+    pub mm: Mm<KernelPhys>,
+    /// Failure injection's decision point (never fails for now).
+    pub policy: NeverFail,
+}
+
+static PAGING: Once<Mutex<Paging>> = Once::new();
+
+/// Locks the paging state. Re-entering (a fault inside the paging code) is a kernel bug
+/// and stops the kernel with a message instead of deadlocking.
+pub fn paging() -> MutexGuard<'static, Paging> {
+    PAGING
+        .get()
+        .expect("paging used before paging::init")
+        .try_lock()
+        .expect("paging state locked twice (a fault inside the paging code?)")
+}
+
+/// Why the machine cannot run the kernel.
+#[derive(Debug)]
+pub enum MemoryError {
+    TooLittleRam { found: u64 },
+    ReservedTooLarge { start_mem: u32, high: u32 },
+}
+
+impl core::fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MemoryError::TooLittleRam { found } => write!(
+                f,
+                "only {} KiB of RAM from 1 MiB up: this kernel needs at least {} MiB (qemu -m 16M or more)",
+                found / 1024,
+                MIN_RAM >> 20
+            ),
+            MemoryError::ReservedTooLarge { start_mem, high } => write!(
+                f,
+                "kernel and image end at {start_mem:#x}, leaving no paging memory below {high:#x}"
+            ),
+        }
+    }
+}
+
+/// What `init` decided, for the boot messages.
+pub struct Layout {
+    pub ram_end: u64,
+    pub high_memory: u32,
+    pub start_mem: u32,
+    pub pg_dir: u32,
+}
+
+/// Sizes RAM, builds the page directory and the identity map in the frames right after
+/// `reserved_end` (the kernel image and boot modules), sets up `mem_map` for the rest
+/// (0.11 `mem_init(main_memory_start, memory_end)`) and turns paging on.
+pub fn init(ram_end: u64, reserved_end: u32, linear_scan: bool) -> Result<Layout, MemoryError> {
+    if ram_end < MIN_RAM as u64 {
+        return Err(MemoryError::TooLittleRam {
+            found: ram_end.saturating_sub(LOW_MEM as u64),
+        });
+    }
+    if ram_end > MAX_HIGH_MEMORY as u64 {
+        println!(
+            "memory: {} MiB of RAM, using the first {} MiB (the kernel's identity map must fit \
+             in task 0's 64 MiB slot, as in Linux 0.11's layout)",
+            ram_end >> 20,
+            MAX_HIGH_MEMORY >> 20
+        );
+    }
+    let high = (ram_end.min(MAX_HIGH_MEMORY as u64) as u32) & !(PAGE_SIZE - 1);
+    // The directory and the identity map's tables: one table per 4 MiB of RAM.
+    let pg_dir = reserved_end.next_multiple_of(PAGE_SIZE);
+    let nr_tables = high.div_ceil(PDE_SPAN);
+    let mut tables = [Frame::default(); mm::addr::PDES_PER_TASK];
+    for (i, table) in tables.iter_mut().take(nr_tables as usize).enumerate() {
+        *table = Frame::containing(pg_dir + PAGE_SIZE * (1 + i as u32));
+    }
+    let start_mem = pg_dir + PAGE_SIZE * (1 + nr_tables);
+    if start_mem >= high {
+        return Err(MemoryError::ReservedTooLarge { start_mem, high });
+    }
+    // SAFETY: [0, high) is RAM below the 64 MiB the identity map covers, identity-mapped
+    // now (paging is off) and after enable_paging below; this is the only KernelPhys.
+    let phys = unsafe { KernelPhys::new(high) };
+    let mut mm = Mm::new(
+        phys,
+        Frame::containing(pg_dir),
+        &tables[..nr_tables as usize],
+        start_mem,
+        high,
+    );
+    if linear_scan {
+        mm.frame_search = FrameSearch::LinearScan0_11;
+    }
+    // SAFETY: Mm::new identity-mapped [0, high), which holds the kernel, its stacks and the
+    // tables themselves.
+    unsafe { cpu::enable_paging(pg_dir) };
+    PAGING.call_once(|| {
+        Mutex::new(Paging {
+            mm,
+            policy: NeverFail,
+        })
+    });
+    Ok(Layout {
+        ram_end,
+        high_memory: high,
+        start_mem,
+        pg_dir,
+    })
+}
+
+/// The program image, as `do_no_page` reads it.
+pub struct ImageProgram(pub image::Program<'static>);
+
+impl mm::ProgramPages for ImageProgram {
+    fn end_data(&self) -> u32 {
+        self.0.end_data
+    }
+    fn page_bytes(&self, offset: u32) -> &[u8] {
+        let start = (offset as usize).min(self.0.data.len());
+        let end = (start + PAGE_SIZE as usize).min(self.0.data.len());
+        &self.0.data[start..end]
+    }
+}

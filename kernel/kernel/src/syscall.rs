@@ -1,0 +1,210 @@
+//! System calls through `int 0x80` (0.11 `system_call.s` + `sys_call_table`): the number
+//! in `eax`, arguments in `ebx`, `ecx`, `edx`, the result (or `-errno`) back in `eax`.
+
+use abi::errno::{EFAULT, EINVAL, ENOSYS, EPERM};
+use abi::{debug_op, nr, MemInfo, PageInfo};
+use mm::addr::{slot_base, LinearAddr, PDE_SPAN, TASK_SIZE};
+use mm::memory::FreeTablesError;
+
+use crate::arch::x86::trap_entry::TrapFrame;
+use crate::console;
+use crate::kcheck;
+use crate::paging::paging;
+use crate::task::{current, exec, exit, fork, sched, tasks, TaskState};
+use crate::uaccess;
+
+/// An error number (positive), returned to user mode negated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+/// Handles the system call in `frame` and stores its result in `frame.eax`.
+pub fn dispatch(frame: &mut TrapFrame) {
+    let (number, a, b, c) = (frame.eax, frame.ebx, frame.ecx, frame.edx);
+    let result = match number {
+        nr::EXIT => exit::do_exit(abi::wait_status::exited(a)),
+        nr::FORK => fork::sys_fork(frame),
+        nr::WRITE => sys_write(a, b, c),
+        nr::WAITPID => exit::sys_waitpid(a as i32, b, c),
+        nr::EXECVE => exec::sys_execve(frame, a, b),
+        nr::GETPID => Ok(tasks().get(current()).pid),
+        nr::KILL => exit::sys_kill(a),
+        nr::BRK => Ok(sys_brk(a)),
+        nr::GETPPID => Ok(getppid()),
+        nr::YIELD => {
+            sched::schedule();
+            Ok(0)
+        }
+        nr::SLEEP => sys_sleep(a),
+        nr::GETARG => sys_getarg(a, b),
+        nr::MEMINFO => sys_meminfo(a),
+        nr::PAGEINFO => sys_pageinfo(a, b),
+        nr::CHECKMM => Ok(kcheck::run("checkmm syscall").mismatches),
+        nr::DEBUG => sys_debug(a, b),
+        _ => Err(Errno(ENOSYS)),
+    };
+    // execve replaced the whole frame: its eax must be 0 (the new program's start).
+    frame.eax = match result {
+        Ok(value) => value,
+        Err(Errno(e)) => (-e) as u32,
+    };
+}
+
+/// `write(fd, buf, len)`: fds 1 and 2 are the console.
+fn sys_write(fd: u32, buf: u32, len: u32) -> Result<u32, Errno> {
+    if fd != 1 && fd != 2 {
+        return Err(Errno(abi::errno::EINVAL));
+    }
+    uaccess::check_range(buf, len)?;
+    let mut chunk = [0u8; 128];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(chunk.len() as u32);
+        uaccess::copy_from_user(buf + done, &mut chunk[..n as usize])?;
+        console::write_bytes(&chunk[..n as usize]);
+        done += n;
+    }
+    Ok(len)
+}
+
+/// 0.11 `sys_brk(end_data_seg)`: moves the break when it stays between `end_code` and
+/// 16 KiB below the stack; always returns the (possibly unchanged) break. Like 0.11 it
+/// frees nothing when the break shrinks.
+fn sys_brk(end: u32) -> u32 {
+    let mut t = tasks();
+    let task = t.get_mut(current());
+    const STACK_GAP: u32 = 16384;
+    if end >= task.end_code && end < task.start_stack - STACK_GAP {
+        task.brk = end;
+    }
+    task.brk
+}
+
+fn getppid() -> u32 {
+    let t = tasks();
+    let parent = t.get(current()).parent;
+    t.slots[parent].as_ref().map_or(0, |p| p.pid)
+}
+
+/// `sleep(ticks)`.
+fn sys_sleep(ticks: u32) -> Result<u32, Errno> {
+    if ticks == 0 {
+        return Ok(0);
+    }
+    {
+        let mut t = tasks();
+        t.get_mut(current()).wake_at = sched::ticks() + u64::from(ticks);
+    }
+    sched::sleep_in(TaskState::Sleeping);
+    exit::exit_if_killed();
+    Ok(0)
+}
+
+/// `getarg(buf, len)`: copies the argument string (cut to `len`), returns its full length.
+fn sys_getarg(buf: u32, len: u32) -> Result<u32, Errno> {
+    let mut arg = [0u8; abi::MAX_ARG_LEN];
+    let n = {
+        let t = tasks();
+        let a = t.get(current()).arg();
+        arg[..a.len()].copy_from_slice(a);
+        a.len()
+    };
+    let copy = n.min(len as usize);
+    uaccess::copy_to_user(buf, &arg[..copy])?;
+    Ok(n as u32)
+}
+
+/// `meminfo(ptr)`.
+fn sys_meminfo(ptr: u32) -> Result<u32, Errno> {
+    uaccess::check_range(ptr, core::mem::size_of::<MemInfo>() as u32)?;
+    let slot = current();
+    let (faults, nr_tasks) = {
+        let t = tasks();
+        (t.get(slot).faults, t.user_tasks().count() as u32)
+    };
+    let info = {
+        let p = paging();
+        let usage = p.mm.slot_usage(slot);
+        let map = &p.mm.mem_map;
+        MemInfo {
+            paging_frames: map.nr_paging_frames() as u32,
+            free_frames: map.nr_free() as u32,
+            shared_frames: map
+                .counts()
+                .iter()
+                .filter(|&&c| c > 1 && c != mm::mem_map::USED)
+                .count() as u32,
+            task_pages: usage.pages,
+            task_page_tables: usage.page_tables,
+            nr_tasks,
+            faults,
+        }
+    };
+    uaccess::copy_to_user(ptr, &info.to_bytes())?;
+    Ok(0)
+}
+
+/// `pageinfo(addr, ptr)`: a software walk of the caller's own offset `addr`.
+fn sys_pageinfo(addr: u32, ptr: u32) -> Result<u32, Errno> {
+    if addr >= TASK_SIZE {
+        return Err(Errno(EFAULT));
+    }
+    uaccess::check_range(ptr, core::mem::size_of::<PageInfo>() as u32)?;
+    let linear = LinearAddr::new(slot_base(current()).as_u32() + addr);
+    let walk = paging().mm.walk(linear);
+    let mut info = PageInfo {
+        linear: linear.as_u32(),
+        ..PageInfo::default()
+    };
+    use abi::page_flags as pf;
+    if walk.pde.is_present() {
+        info.flags |= pf::TABLE_PRESENT;
+    }
+    if let Some(pte) = walk.pte {
+        info.pte = pte.raw();
+        let flags = pte.flags();
+        for (bit, flag) in [
+            (mm::EntryFlags::PRESENT, pf::PRESENT),
+            (mm::EntryFlags::WRITABLE, pf::WRITABLE),
+            (mm::EntryFlags::USER, pf::USER),
+            (mm::EntryFlags::ACCESSED, pf::ACCESSED),
+            (mm::EntryFlags::DIRTY, pf::DIRTY),
+        ] {
+            if flags.contains(bit) {
+                info.flags |= flag;
+            }
+        }
+    }
+    if let Some((frame, count)) = walk.frame {
+        info.frame = frame.as_u32();
+        info.map_count = count.map_or(0, u32::from);
+    }
+    uaccess::copy_to_user(ptr, &info.to_bytes())?;
+    Ok(0)
+}
+
+/// `debug(op, arg)`: kernel-side operations for the in-QEMU tests.
+fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
+    match op {
+        debug_op::FREE_PAGE_TABLES => {
+            let from = LinearAddr::new(arg);
+            match paging().mm.free_page_tables(from, PDE_SPAN) {
+                Ok(_) => Ok(0),
+                Err(e @ FreeTablesError::KernelMemory(_)) => {
+                    crate::kevent!("free_page_tables({from}, 4 MiB) refused: {e}");
+                    Err(Errno(EPERM))
+                }
+                Err(e) => {
+                    crate::kevent!("free_page_tables({from}, 4 MiB) refused: {e}");
+                    Err(Errno(EINVAL))
+                }
+            }
+        }
+        debug_op::FREE_FRAMES => Ok(paging().mm.mem_map.nr_free() as u32),
+        debug_op::KERNEL_WRITE => {
+            let value = 0x5157_0000 | (arg & 0xffff);
+            uaccess::copy_to_user(arg & !3, &value.to_le_bytes())?;
+            Ok(0)
+        }
+        _ => Err(Errno(EINVAL)),
+    }
+}

@@ -1,0 +1,87 @@
+//! User memory from the kernel: range checks, `verify_area`/`write_verify`, copies.
+//!
+//! A user pointer is an offset in the task's data segment (base `slot * 64 MiB`, limit
+//! 64 MiB), as in 0.11 where the kernel reaches user memory through `fs`. Deviation D9:
+//! 0.11 lets the kernel's own access fault a missing page in; this kernel faults it in
+//! explicitly (the same `do_no_page`) before touching it, so a page fault in ring 0 is
+//! always a kernel bug and is reported as one.
+
+use abi::errno::{E2BIG, EFAULT};
+use mm::addr::{LinearAddr, PAGE_SIZE, TASK_SIZE};
+
+use crate::arch::x86::phys::store_to_user_linear;
+use crate::fault;
+use crate::paging::paging;
+use crate::syscall::Errno;
+use crate::task::current;
+use mm::addr::slot_base;
+
+/// The linear address of `[ptr, ptr + len)` in the current task, if the whole range lies
+/// inside its segment (0.11's segment limit check, done by the CPU there).
+pub fn check_range(ptr: u32, len: u32) -> Result<LinearAddr, Errno> {
+    match ptr.checked_add(len) {
+        Some(end) if end <= TASK_SIZE => Ok(LinearAddr::new(slot_base(current()).as_u32() + ptr)),
+        _ => Err(Errno(EFAULT)),
+    }
+}
+
+/// The pages of `[start, start + len)`, one linear page base at a time.
+fn pages(start: LinearAddr, len: u32) -> impl Iterator<Item = LinearAddr> {
+    let first = start.page_base().as_u32();
+    let end = start.as_u32() + len;
+    (first..end)
+        .step_by(PAGE_SIZE as usize)
+        .map(LinearAddr::new)
+}
+
+/// 0.11 `verify_area(addr, size)`: before the kernel writes `[ptr, ptr + len)`, every
+/// page is faulted in (D9) and passed through `write_verify`, which breaks copy-on-write
+/// because ring 0 would otherwise write straight into the shared frame.
+pub fn verify_area(ptr: u32, len: u32) -> Result<LinearAddr, Errno> {
+    let start = check_range(ptr, len)?;
+    for page in pages(start, len) {
+        fault::kernel_touch(page)?;
+        fault::kernel_write_verify(page)?;
+    }
+    Ok(start)
+}
+
+/// Copies `bytes` to user memory at `ptr`: `verify_area`, then ring-0 stores through the
+/// MMU, as 0.11's `put_fs_byte`.
+pub fn copy_to_user(ptr: u32, bytes: &[u8]) -> Result<(), Errno> {
+    let start = verify_area(ptr, bytes.len() as u32)?;
+    // SAFETY: verify_area made every page of the range present and private (write_verify),
+    // and check_range kept it inside the current task's slot; nothing runs in between
+    // (the kernel is not preemptible), so the pages stay present.
+    unsafe { store_to_user_linear(start.as_u32(), bytes) };
+    Ok(())
+}
+
+/// Copies user memory at `ptr` into `out`, faulting pages in as the task would.
+pub fn copy_from_user(ptr: u32, out: &mut [u8]) -> Result<(), Errno> {
+    let start = check_range(ptr, out.len() as u32)?;
+    let mut done = 0usize;
+    while done < out.len() {
+        let linear = LinearAddr::new(start.as_u32() + done as u32);
+        let chunk = ((PAGE_SIZE - linear.page_offset()) as usize).min(out.len() - done);
+        fault::kernel_touch(linear.page_base())?;
+        let p = paging();
+        let phys = p.mm.translate(linear).ok_or(Errno(EFAULT))?;
+        mm::PhysMem::read_bytes(&p.mm.phys, phys, &mut out[done..done + chunk]);
+        done += chunk;
+    }
+    Ok(())
+}
+
+/// Copies a NUL-terminated string from user memory into `buf`; returns its length
+/// (without the NUL). `E2BIG` when no NUL comes within `buf.len()` bytes.
+pub fn copy_string_from_user(ptr: u32, buf: &mut [u8]) -> Result<usize, Errno> {
+    for i in 0..buf.len() {
+        let addr = ptr.checked_add(i as u32).ok_or(Errno(EFAULT))?;
+        copy_from_user(addr, &mut buf[i..i + 1])?;
+        if buf[i] == 0 {
+            return Ok(i);
+        }
+    }
+    Err(Errno(E2BIG))
+}
