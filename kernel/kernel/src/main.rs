@@ -20,7 +20,7 @@ mod trap;
 mod uaccess;
 
 use arch::x86::multiboot::BootInfo;
-use arch::x86::{boot, cpu, gdt, idt, pic, pit, qemu_exit};
+use arch::x86::{boot, gdt, idt, pic, pit, qemu_exit};
 
 /// The entry from `_start` (arch/x86/boot.rs), on the boot stack with interrupts off.
 #[no_mangle]
@@ -90,7 +90,8 @@ pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
             abi::errno::name(e.0)
         ));
     }
-    cpu::enable_interrupts();
+    // Interrupts stay off: the kernel is not preemptible, as 0.11. The idle loop opens
+    // them only while it halts (cpu::idle_wait), and user mode runs with IF set.
     run.idle_loop()
 }
 

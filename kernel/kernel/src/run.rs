@@ -90,10 +90,17 @@ impl Run {
             "run: free frames {free}, before init {}",
             self.baseline_free
         );
+        println!(
+            "run: deepest kernel stack use {} of {} bytes (one task page)",
+            crate::task::exit::deepest_stack_use(),
+            mm::addr::PAGE_SIZE
+        );
         print!("run: page faults since boot:");
+        let mut separator = " ";
         faultlog::totals(|action, n| {
             if n != 0 {
-                print!(" {n} {},", action.name());
+                print!("{separator}{n} {}", action.name());
+                separator = ", ";
             }
         });
         println!();

@@ -6,7 +6,10 @@
 
 use abi::errno::{ECHILD, EFAULT, EINVAL, EPERM, ESRCH};
 use abi::{wait_status, WNOHANG};
-use mm::addr::{slot_base, TASK_SIZE};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use mm::addr::{slot_base, Frame, PAGE_SIZE, TASK_SIZE};
+use mm::PhysMem;
 
 use super::sched::{schedule, sleep_in, wake};
 use super::{current, tasks, TaskState, TaskTable};
@@ -80,12 +83,34 @@ pub fn release(t: &mut TaskTable, slot: usize) -> (u32, u32) {
     let task = t.slots[slot].take().expect("releasing an empty slot");
     debug_assert_eq!(task.state, TaskState::Zombie);
     if let Some(page) = task.task_page {
-        paging()
-            .mm
-            .free_page(page.addr())
-            .expect("task page is counted");
+        let mut p = paging();
+        note_stack_use(&p.mm.phys, page);
+        p.mm.free_page(page.addr()).expect("task page is counted");
     }
     (task.pid, task.exit_status)
+}
+
+/// The deepest any task's kernel stack has gone, in bytes (of one 4 KiB task page).
+static DEEPEST_STACK: AtomicU32 = AtomicU32::new(0);
+
+/// How deep the task page's stack went: the page came zero-filled from
+/// `get_free_page`, so the bytes below the deepest push are still zero.
+fn note_stack_use(phys: &impl PhysMem, page: Frame) {
+    let mut word = [0u8; 4];
+    let untouched = (0..PAGE_SIZE)
+        .step_by(4)
+        .take_while(|&off| {
+            phys.read_bytes(page.addr().offset(off), &mut word);
+            word == [0; 4]
+        })
+        .count() as u32
+        * 4;
+    DEEPEST_STACK.fetch_max(PAGE_SIZE - untouched, Ordering::Relaxed);
+}
+
+/// The deepest kernel stack use seen so far, in bytes.
+pub fn deepest_stack_use() -> u32 {
+    DEEPEST_STACK.load(Ordering::Relaxed)
 }
 
 /// `waitpid(pid, status, options)`: pid -1 waits for any child. The status pointer is

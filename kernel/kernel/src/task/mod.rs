@@ -193,6 +193,11 @@ static SAVED_ESP: [AtomicU32; NR_TASKS] = [const { AtomicU32::new(0) }; NR_TASKS
 
 /// Locks the task table. Taking it twice is a kernel bug and stops with a message.
 pub fn tasks() -> MutexGuard<'static, TaskTable> {
+    // The timer interrupt takes this lock too: kernel code must run with interrupts off.
+    assert!(
+        !crate::arch::x86::cpu::interrupts_enabled(),
+        "task table taken with interrupts on"
+    );
     TASKS.try_lock().expect("task table locked twice")
 }
 
