@@ -40,7 +40,7 @@ fn show(who: &str, view: &PageView) {
 }
 
 fn step_cow() -> Outcome {
-    say!("");
+    user::println!();
     say!("[1] fork and copy-on-write");
     let addr = VARIABLE.page_addr(0);
     let before = PageView::of(addr)?;
@@ -112,7 +112,7 @@ fn step_cow() -> Outcome {
 }
 
 fn step_demand_zero(baseline: u32) -> Outcome {
-    say!("");
+    user::println!();
     say!("[2] demand-zero: a child grows its break by {DEMAND_MIB} MiB and touches it");
     let child = spawn(|| {
         let start = faults().or_fail("meminfo")?;
@@ -148,7 +148,7 @@ fn spawn_hello(arg: &'static str) -> Result<i32, Failed> {
 }
 
 fn step_sharing() -> Outcome {
-    say!("");
+    user::println!();
     say!("[3] two tasks running the same program share its pages (share_page)");
     say!("  Notice the second hello's 'shared' count: pages taken from the first, not loaded");
     let first = spawn_hello("hold")?;
@@ -159,7 +159,7 @@ fn step_sharing() -> Outcome {
 }
 
 fn step_bad_access() -> Outcome {
-    say!("");
+    user::println!();
     say!("[4] a child reads {OUTSIDE_SEGMENT:#x}, beyond its 64 MiB segment");
     let child = spawn(|| {
         // SAFETY: meant to fault: the segment limit raises #GP and the kernel kills us.
@@ -177,7 +177,7 @@ fn step_bad_access() -> Outcome {
 }
 
 fn step_oom(baseline: u32) -> Outcome {
-    say!("");
+    user::println!();
     say!("[5] a child runs memhog, which touches memory until there is none left");
     let child = spawn(|| {
         let error = execve("memhog", "");
@@ -218,7 +218,7 @@ fn main() -> i32 {
         ("oom kill and recovery", step_oom(baseline)),
     ];
 
-    say!("");
+    user::println!();
     say!("[6] summary");
     let free = free_frames().unwrap_or(0);
     let mut ok = true;

@@ -14,7 +14,7 @@ use user::mem::{touch_stack, PageBuffer};
 use user::raw::syscall1;
 use user::{check, check_eq, debug, faults, getppid, meminfo, say, sleep, yield_now};
 
-use crate::util::{expect_buffer, wait_until, yield_until, INIT_PID, SETTLE_TICKS};
+use crate::util::{expect_buffer, wait_until, INIT_PID, SETTLE_TICKS};
 use crate::{BUFFER, BUFFER_PAGES, STACK_PAGES};
 
 /// What the first task writes before forking.
@@ -132,9 +132,10 @@ fn outliving_child(frame: Hex) -> Outcome {
         "C: buffer page right after fork"
     );
     touch_stack(STACK_PAGES);
-    wait_until("C: reparented to task 1 after P exited", || {
-        Ok(getppid() == INIT_PID)
-    })?;
+    wait_until(
+        format_args!("C: reparented to task 1 after P exited"),
+        || Ok(getppid() == INIT_PID),
+    )?;
     say!("C: P has exited, my parent is now task {INIT_PID}");
     expect_buffer(0, PATTERN_A, PATTERN_A, "C")?;
     check_eq!(
@@ -186,18 +187,60 @@ pub fn child_exits_first() -> Outcome {
     Ok(())
 }
 
-/// Writes this side's word into each buffer page in turn, yielding between pages;
-/// returns the copy-on-write work done.
-fn alternate_writes(word: fn(usize) -> u32, who: &str) -> Result<CowDelta, Failed> {
+/// The two sides of cow-both-write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Parent,
+    Child,
+}
+
+impl Side {
+    /// Who writes page `page` first (and so copies it): the parent the even pages,
+    /// the child the odd ones.
+    fn first_writer(page: usize) -> Self {
+        if page.is_multiple_of(2) {
+            Self::Parent
+        } else {
+            Self::Child
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Parent => "parent",
+            Self::Child => "C",
+        }
+    }
+
+    fn word(self, page: usize) -> u32 {
+        match self {
+            Self::Parent => parent_word(page),
+            Self::Child => child_word(page),
+        }
+    }
+}
+
+/// Writes this side's word into each buffer page in turn. On a page the other side
+/// writes first, it waits until that copy has left the original frame to it alone
+/// (count 1), so the two sides really alternate. Returns the copy-on-write work done.
+fn alternate_writes(me: Side) -> Result<CowDelta, Failed> {
+    let who = me.name();
     let before = faults().or_fail("meminfo")?;
     for page in 0..BUFFER_PAGES {
-        BUFFER.write(page, 0, word(page));
+        if Side::first_writer(page) != me {
+            let addr = BUFFER.page_addr(page);
+            wait_until(
+                format_args!("{who}: the other side writes buffer page {page} first"),
+                || Ok(PageView::of(addr)?.count == 1),
+            )?;
+        }
+        BUFFER.write(page, 0, me.word(page));
         yield_now();
     }
     let after = faults().or_fail("meminfo")?;
     let delta = CowDelta::between(&before, &after);
     for page in 0..BUFFER_PAGES {
-        expect_buffer(page, word(page), PATTERN_A, who)?;
+        expect_buffer(page, me.word(page), PATTERN_A, who)?;
         let view = PageView::of(BUFFER.page_addr(page))?;
         check_eq!(
             view,
@@ -205,13 +248,19 @@ fn alternate_writes(word: fn(usize) -> u32, who: &str) -> Result<CowDelta, Faile
             "{who}: buffer page {page} after the writes"
         );
     }
+    let firsts = (0..BUFFER_PAGES)
+        .filter(|&page| Side::first_writer(page) == me)
+        .count() as u32;
     check_eq!(
-        delta.copied + delta.made_writable,
-        BUFFER_PAGES as u32,
-        "{who}: write faults for {BUFFER_PAGES} pages (copies + made writable)"
+        delta,
+        CowDelta {
+            copied: firsts,
+            made_writable: BUFFER_PAGES as u32 - firsts
+        },
+        "{who}: copy-on-write work of writing {BUFFER_PAGES} pages, {firsts} of them first"
     );
     say!(
-        "{who}: {} pages copied, {} made writable in place",
+        "{who}: {} pages copied (written first), {} made writable in place (written second)",
         delta.copied,
         delta.made_writable
     );
@@ -230,13 +279,12 @@ pub fn both_write() -> Outcome {
     }
     let c = spawn_code(|| {
         touch_stack(STACK_PAGES);
-        // Start once the parent has written page 0, so the turns interleave.
-        yield_until("C: the parent wrote page 0", || {
-            Ok(PageView::of(BUFFER.page_addr(0))?.count == 1)
-        })?;
-        let delta = alternate_writes(child_word, "C")?;
+        // The child reports its copies in its exit status for the parent's sum.
+        let delta = alternate_writes(Side::Child)?;
         Ok(CHILD_REPORT_BASE + delta.copied as i32)
     })?;
+    // Nothing is written before this: the child's first write waits for the parent's
+    // write of page 0.
     for (page, &frame) in frames.iter().enumerate() {
         check_eq!(
             PageView::of(BUFFER.page_addr(page))?,
@@ -245,7 +293,7 @@ pub fn both_write() -> Outcome {
         );
     }
     touch_stack(STACK_PAGES);
-    let delta = alternate_writes(parent_word, "parent")?;
+    let delta = alternate_writes(Side::Parent)?;
     let child_copies = BUFFER_PAGES as i32 - delta.copied as i32;
     let status = wait_child(c)?;
     check_eq!(
@@ -253,7 +301,7 @@ pub fn both_write() -> Outcome {
         Status::exited(CHILD_REPORT_BASE + child_copies),
         "C's exit status ({CHILD_REPORT_BASE} + its copies): the two sides' copies must add up to {BUFFER_PAGES}"
     );
-    say!("copies and pages made writable add up to {BUFFER_PAGES} each");
+    say!("{BUFFER_PAGES} copies and {BUFFER_PAGES} pages made writable between the two sides");
     Ok(())
 }
 
@@ -284,13 +332,16 @@ pub fn fork_of_fork() -> Outcome {
                 "C1: buffer page right after forking C2"
             );
             touch_stack(STACK_PAGES);
-            wait_until("C1: C2 has written (count 2)", count_is(2))?;
+            wait_until(format_args!("C1: C2 has written (count 2)"), count_is(2))?;
             write_and_check(0, PATTERN_B, CowDelta::COPY, frame, "C1")?;
             expect_buffer(0, PATTERN_B, PATTERN_A, "C1")?;
             user::check::expect_exit(c2, 0, "C2")
         })?;
         touch_stack(STACK_PAGES);
-        wait_until("P: C1 and C2 have written (count 1)", count_is(1))?;
+        wait_until(
+            format_args!("P: C1 and C2 have written (count 1)"),
+            count_is(1),
+        )?;
         check_eq!(
             PageView::of(addr)?,
             PageView::read_only(frame),

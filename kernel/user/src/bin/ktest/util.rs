@@ -1,9 +1,11 @@
 //! Helpers of the ktest scenarios: bounded waiting, reaping, checkmm, buffer contents.
 
+use core::fmt;
+
 use user::abi::signal;
 use user::check::{Failed, Hex, Outcome, Status};
 use user::mem::WORDS_PER_PAGE;
-use user::{check, check_eq, checkmm, say, sleep, waitpid, yield_now, Errno};
+use user::{check, check_eq, checkmm, say, sleep, waitpid, Errno};
 
 use crate::BUFFER;
 
@@ -11,14 +13,15 @@ use crate::BUFFER;
 pub const SETTLE_TICKS: u32 = 10;
 /// The longest a scenario waits for another task to reach a point (10 s at 100 Hz).
 pub const WAIT_TIMEOUT_TICKS: u32 = 1000;
-/// Yields a task spins through while waiting for a task that is running, before it
-/// gives up (the other task needs only a few system calls per turn).
-pub const YIELD_POLLS: u32 = 200_000;
 /// The pid of task 1, which adopts orphans.
 pub const INIT_PID: i32 = 1;
 
-/// Sleeps a tick at a time until `done` says so, for at most [`WAIT_TIMEOUT_TICKS`].
-pub fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool, Failed>) -> Outcome {
+/// Sleeps a tick at a time until `done` says so, for at most [`WAIT_TIMEOUT_TICKS`]
+/// (sleeping rather than yielding lets the awaited task run at once).
+pub fn wait_until(
+    what: fmt::Arguments<'_>,
+    mut done: impl FnMut() -> Result<bool, Failed>,
+) -> Outcome {
     for _ in 0..WAIT_TIMEOUT_TICKS {
         if done()? {
             return Ok(());
@@ -26,19 +29,6 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool, Failed>) ->
         sleep(1);
     }
     check!(false, "{what} (timed out after {WAIT_TIMEOUT_TICKS} ticks)");
-    Ok(())
-}
-
-/// Yields until `done` says so, for at most [`YIELD_POLLS`] turns: for waiting on a
-/// task that is running, without sleeping through its turns.
-pub fn yield_until(what: &str, mut done: impl FnMut() -> Result<bool, Failed>) -> Outcome {
-    for _ in 0..YIELD_POLLS {
-        if done()? {
-            return Ok(());
-        }
-        yield_now();
-    }
-    check!(false, "{what} (still not so after {YIELD_POLLS} yields)");
     Ok(())
 }
 
