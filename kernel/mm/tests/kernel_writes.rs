@@ -33,7 +33,11 @@ fn kernel_write_to_an_absent_page_faults_it_in() {
     let a = k.spawn(Some(prog.clone())).unwrap();
     k.kernel_write_word(a, 0x1004, 0xCAFE).unwrap();
     assert_eq!(k.read_word(a, 0x1004), Ok(0xCAFE));
-    assert_eq!(k.read_word(a, 0x1008), Ok(prog.initial_word(0x1008)), "the rest of the page is loaded");
+    assert_eq!(
+        k.read_word(a, 0x1008),
+        Ok(prog.initial_word(0x1008)),
+        "the rest of the page is loaded"
+    );
     assert!(pte_of(&k.mm, user(a, 0x1000)).is_dirty());
     k.kernel_write_word(a, 0x0200_0000, 1).unwrap();
     assert_eq!(k.read_word(a, 0x0200_0000), Ok(1));
@@ -51,11 +55,24 @@ fn a_page_shared_by_the_kernel_store_fault_must_be_verified_again_before_the_sto
     let b = k.spawn(Some(prog.clone())).unwrap();
     k.read_word(a, 0x1000).unwrap();
     let page = k.mm.translate(user(a, 0x1000)).unwrap().frame();
-    assert_eq!(k.mm.write_verify(user(b, 0x1000), &mut NeverFail), Ok(None), "absent: nothing verified");
-    assert_eq!(k.no_page_fault(b, user(b, 0x1000), fault_code::WRITE), Ok(NoPageOutcome::Shared(page)));
-    assert!(!pte_of(&k.mm, user(b, 0x1000)).is_writable(), "a ring-0 store now would hit a's page");
+    assert_eq!(
+        k.mm.write_verify(user(b, 0x1000), &mut NeverFail),
+        Ok(None),
+        "absent: nothing verified"
+    );
+    assert_eq!(
+        k.no_page_fault(b, user(b, 0x1000), fault_code::WRITE),
+        Ok(NoPageOutcome::Shared(page))
+    );
+    assert!(
+        !pte_of(&k.mm, user(b, 0x1000)).is_writable(),
+        "a ring-0 store now would hit a's page"
+    );
     let again = k.mm.write_verify(user(b, 0x1000), &mut NeverFail).unwrap();
-    assert!(matches!(again, Some(WpOutcome::Copied { from, .. }) if from == page), "{again:?}");
+    assert!(
+        matches!(again, Some(WpOutcome::Copied { from, .. }) if from == page),
+        "{again:?}"
+    );
 
     // The simulated kernel does exactly this.
     let c = k.spawn(Some(prog.clone())).unwrap();
@@ -75,7 +92,10 @@ fn a_copy_made_by_write_verify_keeps_the_dirty_bit_of_the_page_it_copies() {
     // A read() into b's page that returns 0 bytes: COW broken, nothing stored.
     k.verify_area(b, 0x1000).unwrap();
     let pte = pte_of(&k.mm, user(b, 0x1000));
-    assert!(pte.is_writable() && pte.is_dirty(), "the copy holds a's modified data: {pte:?}");
+    assert!(
+        pte.is_writable() && pte.is_dirty(),
+        "the copy holds a's modified data: {pte:?}"
+    );
     // So a third task running the program loads the page instead of sharing b's copy.
     let c = k.spawn(Some(prog.clone())).unwrap();
     assert_eq!(k.read_word(c, 0x1000), Ok(prog.initial_word(0x1000)));
@@ -92,9 +112,14 @@ fn a_copy_of_a_clean_page_stays_clean_and_shareable() {
     let b = k.fork(a).unwrap();
     k.verify_area(b, 0x2000).unwrap();
     let pte = pte_of(&k.mm, user(b, 0x2000));
-    assert_eq!(pte.flags() & (EntryFlags::WRITABLE | EntryFlags::DIRTY), EntryFlags::WRITABLE);
+    assert_eq!(
+        pte.flags() & (EntryFlags::WRITABLE | EntryFlags::DIRTY),
+        EntryFlags::WRITABLE
+    );
     let c = k.spawn(Some(prog.clone())).unwrap();
-    let outcome = k.no_page_fault(c, user(c, 0x2000), fault_code::USER).unwrap();
+    let outcome = k
+        .no_page_fault(c, user(c, 0x2000), fault_code::USER)
+        .unwrap();
     assert!(matches!(outcome, NoPageOutcome::Shared(_)), "{outcome:?}");
     assert_eq!(k.read_word(c, 0x2000), Ok(prog.initial_word(0x2000)));
     k.assert_clean();

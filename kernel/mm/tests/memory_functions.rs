@@ -18,7 +18,10 @@ const SLOT1: LinearAddr = slot_base(1);
 const SLOT2: LinearAddr = slot_base(2);
 
 fn oom(site: AllocSite) -> OutOfMemory {
-    OutOfMemory { site, injected: false }
+    OutOfMemory {
+        site,
+        injected: false,
+    }
 }
 
 /// A task in slot 1 with pages at offsets 0, 0x1000 and 0x0040_3000 (two page tables).
@@ -39,21 +42,36 @@ fn get_free_page_returns_the_highest_free_frame_zero_filled_with_count_one() {
     mm.phys.write_bytes(top.addr(), &[0xAA; PAGE_SIZE as usize]);
     let f = mm.get_free_page(AllocSite::NoPage).unwrap();
     assert_eq!(f, top);
-    assert!(mm.phys.frame_bytes(f).iter().all(|&b| b == 0), "get_free_page zero-fills");
+    assert!(
+        mm.phys.frame_bytes(f).iter().all(|&b| b == 0),
+        "get_free_page zero-fills"
+    );
     assert_eq!(count(&mm, f), 1);
-    assert_eq!(mm.get_free_page(AllocSite::NoPage).unwrap(), frame(DEFAULT_RAM - 2 * PAGE_SIZE));
+    assert_eq!(
+        mm.get_free_page(AllocSite::NoPage).unwrap(),
+        frame(DEFAULT_RAM - 2 * PAGE_SIZE)
+    );
     assert_eq!(mm.counters.allocations[AllocSite::NoPage.index()], 2);
 }
 
 #[test]
 fn get_free_page_reuses_the_highest_freed_frame_first() {
     let mut mm = new_mm(DEFAULT_RAM);
-    let frames: Vec<Frame> = (0..5).map(|_| mm.get_free_page(AllocSite::NoPage).unwrap()).collect();
+    let frames: Vec<Frame> = (0..5)
+        .map(|_| mm.get_free_page(AllocSite::NoPage).unwrap())
+        .collect();
     mm.free_page(frames[3].addr()).unwrap();
     mm.free_page(frames[1].addr()).unwrap();
-    assert_eq!(mm.get_free_page(AllocSite::NoPage).unwrap(), frames[1], "higher of the two freed");
+    assert_eq!(
+        mm.get_free_page(AllocSite::NoPage).unwrap(),
+        frames[1],
+        "higher of the two freed"
+    );
     assert_eq!(mm.get_free_page(AllocSite::NoPage).unwrap(), frames[3]);
-    assert_eq!(mm.get_free_page(AllocSite::NoPage).unwrap(), frame(frames[4].as_u32() - PAGE_SIZE));
+    assert_eq!(
+        mm.get_free_page(AllocSite::NoPage).unwrap(),
+        frame(frames[4].as_u32() - PAGE_SIZE)
+    );
 }
 
 #[test]
@@ -82,9 +100,21 @@ fn get_free_page_reports_out_of_memory_when_every_frame_is_taken() {
     for search in [FrameSearch::Bitmap, FrameSearch::LinearScan0_11] {
         let mut mm = new_mm(ram_with_frames(3));
         mm.frame_search = search;
-        let frames: Vec<Frame> = (0..3).map(|_| mm.get_free_page(AllocSite::CowCopy).unwrap()).collect();
-        assert_eq!(frames, [frame(START_MEM + 0x2000), frame(START_MEM + 0x1000), frame(START_MEM)]);
-        assert_eq!(mm.get_free_page(AllocSite::CowCopy), Err(oom(AllocSite::CowCopy)));
+        let frames: Vec<Frame> = (0..3)
+            .map(|_| mm.get_free_page(AllocSite::CowCopy).unwrap())
+            .collect();
+        assert_eq!(
+            frames,
+            [
+                frame(START_MEM + 0x2000),
+                frame(START_MEM + 0x1000),
+                frame(START_MEM)
+            ]
+        );
+        assert_eq!(
+            mm.get_free_page(AllocSite::CowCopy),
+            Err(oom(AllocSite::CowCopy))
+        );
         assert_eq!(mm.counters.failures[AllocSite::CowCopy.index()], 1);
         mm.free_page(frames[1].addr()).unwrap();
         assert_eq!(mm.get_free_page(AllocSite::CowCopy), Ok(frames[1]));
@@ -98,11 +128,18 @@ fn injected_allocation_failure_changes_no_state() {
     let mut policy = Injector::fail_after(Some(AllocSite::PageTable), 0);
     assert_eq!(
         mm.get_free_page_with(AllocSite::PageTable, &mut policy),
-        Err(OutOfMemory { site: AllocSite::PageTable, injected: true })
+        Err(OutOfMemory {
+            site: AllocSite::PageTable,
+            injected: true
+        })
     );
     assert_eq!(mm.mem_map.nr_free(), free);
     assert_eq!(mm.counters.failures[AllocSite::PageTable.index()], 1);
-    assert!(mm.get_free_page_with(AllocSite::PageTable, &mut policy).is_ok(), "disarmed");
+    assert!(
+        mm.get_free_page_with(AllocSite::PageTable, &mut policy)
+            .is_ok(),
+        "disarmed"
+    );
 }
 
 // ---------------------------------------------------------------- free_page
@@ -121,8 +158,14 @@ fn free_page_below_low_mem_is_silently_ignored() {
 fn free_page_of_a_frame_at_or_above_high_memory_is_nonexistent() {
     let mut mm = new_mm(DEFAULT_RAM);
     let high = frame(DEFAULT_RAM);
-    assert_eq!(mm.free_page(high.addr()), Err(MapCountError::Nonexistent(high)));
-    assert_eq!(mm.free_page(mm::PhysAddr::new(0x0100_0123)), Err(MapCountError::Nonexistent(frame(0x0100_0000))));
+    assert_eq!(
+        mm.free_page(high.addr()),
+        Err(MapCountError::Nonexistent(high))
+    );
+    assert_eq!(
+        mm.free_page(mm::PhysAddr::new(0x0100_0123)),
+        Err(MapCountError::Nonexistent(frame(0x0100_0000)))
+    );
 }
 
 #[test]
@@ -159,7 +202,15 @@ fn free_page_tables_frees_pages_and_tables_clears_entries_and_flushes_the_tlb() 
     let flushes = mm.phys.tlb_flushes;
 
     let freed = mm.free_page_tables(SLOT1, TASK_SIZE).unwrap();
-    assert_eq!((freed.pages, freed.page_tables, freed.swap_entries, freed.bad_frees), (3, 2, 0, 0));
+    assert_eq!(
+        (
+            freed.pages,
+            freed.page_tables,
+            freed.swap_entries,
+            freed.bad_frees
+        ),
+        (3, 2, 0, 0)
+    );
     assert_eq!(mm.mem_map.nr_free(), free);
     for f in pages.iter().chain(&tables) {
         assert_eq!(count(&mm, *f), 0, "{f} freed");
@@ -168,7 +219,10 @@ fn free_page_tables_frees_pages_and_tables_clears_entries_and_flushes_the_tlb() 
         assert_eq!(mm.pde(dir), Entry::EMPTY);
     }
     for t in tables {
-        assert!(mm.phys.frame_bytes(t).iter().all(|&b| b == 0), "the table's entries are zeroed");
+        assert!(
+            mm.phys.frame_bytes(t).iter().all(|&b| b == 0),
+            "the table's entries are zeroed"
+        );
     }
     assert_eq!(mm.phys.tlb_flushes, flushes + 1);
     assert!(checkmm_of(&mm, &[], &[]).is_empty());
@@ -178,7 +232,8 @@ fn free_page_tables_frees_pages_and_tables_clears_entries_and_flushes_the_tlb() 
 fn free_page_tables_of_a_child_only_drops_its_references_to_shared_pages() {
     let mut mm = new_mm(DEFAULT_RAM);
     let pages = parent_with_three_pages(&mut mm);
-    mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail).unwrap();
+    mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail)
+        .unwrap();
     let freed = mm.free_page_tables(SLOT2, TASK_SIZE).unwrap();
     assert_eq!((freed.pages, freed.page_tables), (3, 2));
     for p in pages {
@@ -192,7 +247,10 @@ fn free_page_tables_refuses_a_misaligned_start() {
     let mut mm = new_mm(DEFAULT_RAM);
     map_page(&mut mm, user(1, 0), 1);
     let from = lin(SLOT1.as_u32() + PAGE_SIZE);
-    assert_eq!(mm.free_page_tables(from, PDE_SPAN), Err(FreeTablesError::Misaligned(from)));
+    assert_eq!(
+        mm.free_page_tables(from, PDE_SPAN),
+        Err(FreeTablesError::Misaligned(from))
+    );
     assert!(mm.pde(16).is_present(), "nothing freed");
 }
 
@@ -202,11 +260,22 @@ fn free_page_tables_refuses_every_start_inside_the_kernel_slot_not_only_zero() {
     let flushes = mm.phys.tlb_flushes;
     // 0.11 refuses only from == 0; 4 MiB and 60 MiB are the "BUG" the seed text marks.
     for from in [0, 4 * MIB, 60 * MIB] {
-        assert_eq!(mm.free_page_tables(lin(from), PDE_SPAN), Err(FreeTablesError::KernelMemory(lin(from))));
+        assert_eq!(
+            mm.free_page_tables(lin(from), PDE_SPAN),
+            Err(FreeTablesError::KernelMemory(lin(from)))
+        );
     }
     assert_eq!(mm.phys.tlb_flushes, flushes);
-    assert!(checkmm_of(&mm, &[], &[]).is_empty(), "the identity map is intact");
-    assert_eq!(mm.free_page_tables(lin(64 * MIB), TASK_SIZE).map(|f| f.pages), Ok(0), "64 MiB is task 1's");
+    assert!(
+        checkmm_of(&mm, &[], &[]).is_empty(),
+        "the identity map is intact"
+    );
+    assert_eq!(
+        mm.free_page_tables(lin(64 * MIB), TASK_SIZE)
+            .map(|f| f.pages),
+        Ok(0),
+        "64 MiB is task 1's"
+    );
 }
 
 #[test]
@@ -214,7 +283,10 @@ fn free_page_tables_refuses_a_range_past_4_gib() {
     let mut mm = new_mm(DEFAULT_RAM);
     let last = slot_base(63);
     assert!(mm.free_page_tables(last, TASK_SIZE).is_ok());
-    assert_eq!(mm.free_page_tables(last, 2 * TASK_SIZE), Err(FreeTablesError::OutOfRange(last, 2 * TASK_SIZE)));
+    assert_eq!(
+        mm.free_page_tables(last, 2 * TASK_SIZE),
+        Err(FreeTablesError::OutOfRange(last, 2 * TASK_SIZE))
+    );
 }
 
 #[test]
@@ -226,7 +298,10 @@ fn free_page_tables_clears_swap_entries_and_counts_refused_frees() {
     set_pte(&mut mm, user(1, 0x2000), Entry::new(free_frame, USER_RW));
     let table = mm.pde(16).frame();
     let freed = mm.free_page_tables(SLOT1, TASK_SIZE).unwrap();
-    assert_eq!((freed.pages, freed.swap_entries, freed.bad_frees), (1, 1, 1));
+    assert_eq!(
+        (freed.pages, freed.swap_entries, freed.bad_frees),
+        (1, 1, 1)
+    );
     assert_eq!(freed.first_bad_free, Some(MapCountError::Free(free_frame)));
     assert!(mm.phys.frame_bytes(table).iter().all(|&b| b == 0));
     assert!(checkmm_of(&mm, &[], &[]).is_empty());
@@ -239,19 +314,34 @@ fn copy_page_tables_write_protects_both_sides_and_adds_one_reference_per_page() 
     let mut mm = new_mm(DEFAULT_RAM);
     let pages = parent_with_three_pages(&mut mm);
     let flushes = mm.phys.tlb_flushes;
-    let copied = mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail).unwrap();
-    assert_eq!(copied, CopiedTables { page_tables: 2, pages: 3 });
+    let copied = mm
+        .copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail)
+        .unwrap();
+    assert_eq!(
+        copied,
+        CopiedTables {
+            page_tables: 2,
+            pages: 3
+        }
+    );
     for (offset, page) in [0, 0x1000, 0x0040_3000].into_iter().zip(pages) {
         let parent = pte_of(&mm, user(1, offset));
         let child = pte_of(&mm, user(2, offset));
-        assert_eq!(parent, Entry::new(page, EntryFlags::PRESENT | EntryFlags::USER));
+        assert_eq!(
+            parent,
+            Entry::new(page, EntryFlags::PRESENT | EntryFlags::USER)
+        );
         assert_eq!(child, parent);
         assert_eq!(count(&mm, page), 2);
     }
     for dir in [32, 33] {
         let pde = mm.pde(dir);
         assert_eq!(pde.flags(), USER_RW);
-        assert_ne!(pde.frame(), mm.pde(dir - 16).frame(), "the child has its own table");
+        assert_ne!(
+            pde.frame(),
+            mm.pde(dir - 16).frame(),
+            "the child has its own table"
+        );
         assert_eq!(count(&mm, pde.frame()), 1);
     }
     assert_eq!(mm.phys.tlb_flushes, flushes + 1);
@@ -264,7 +354,8 @@ fn copy_page_tables_keeps_accessed_and_dirty_bits_and_skips_absent_entries() {
     let page = map_page(&mut mm, user(1, 0x5000), 1);
     let marked = Entry::new(page, USER_RW | EntryFlags::ACCESSED | EntryFlags::DIRTY);
     set_pte(&mut mm, user(1, 0x5000), marked);
-    mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail).unwrap();
+    mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail)
+        .unwrap();
     let expected = marked.without_flags(EntryFlags::WRITABLE);
     assert_eq!(pte_of(&mm, user(2, 0x5000)), expected);
     assert_eq!(pte_of(&mm, user(1, 0x5000)), expected);
@@ -280,8 +371,16 @@ fn copy_page_tables_allocates_one_table_per_present_source_directory_entry() {
     set_pte(&mut mm, user(1, 0x0100_0000), Entry::EMPTY);
     mm.free_page(lonely.addr()).unwrap();
     let free = mm.mem_map.nr_free();
-    let copied = mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail).unwrap();
-    assert_eq!(copied, CopiedTables { page_tables: 3, pages: 3 });
+    let copied = mm
+        .copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail)
+        .unwrap();
+    assert_eq!(
+        copied,
+        CopiedTables {
+            page_tables: 3,
+            pages: 3
+        }
+    );
     assert_eq!(mm.mem_map.nr_free(), free - 3);
     let present: Vec<usize> = (32..48).filter(|&d| mm.pde(d).is_present()).collect();
     assert_eq!(present, [32, 33, 36]);
@@ -293,7 +392,10 @@ fn copy_page_tables_refuses_a_destination_that_already_has_a_table() {
     let pages = parent_with_three_pages(&mut mm);
     map_page(&mut mm, user(2, 0), 9);
     let counts = mm.mem_map.counts().to_vec();
-    assert_eq!(mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail), Err(CopyError::AlreadyExists(32)));
+    assert_eq!(
+        mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail),
+        Err(CopyError::AlreadyExists(32))
+    );
     assert_eq!(mm.mem_map.counts(), &counts[..], "nothing shared");
     assert!(pte_of(&mm, user(1, 0)).is_writable());
     assert_eq!(count(&mm, pages[0]), 1);
@@ -304,10 +406,22 @@ fn copy_page_tables_refuses_misalignment_and_a_destination_in_the_kernel_slot() 
     let mut mm = new_mm(DEFAULT_RAM);
     parent_with_three_pages(&mut mm);
     let odd = lin(SLOT2.as_u32() + PAGE_SIZE);
-    assert_eq!(mm.copy_page_tables(SLOT1, odd, TASK_SIZE, &mut NeverFail), Err(CopyError::Misaligned));
-    assert_eq!(mm.copy_page_tables(odd, SLOT2, TASK_SIZE, &mut NeverFail), Err(CopyError::Misaligned));
-    assert_eq!(mm.copy_page_tables(SLOT1, lin(4 * MIB), PDE_SPAN, &mut NeverFail), Err(CopyError::OutOfRange));
-    assert_eq!(mm.copy_page_tables(SLOT1, slot_base(63), 2 * TASK_SIZE, &mut NeverFail), Err(CopyError::OutOfRange));
+    assert_eq!(
+        mm.copy_page_tables(SLOT1, odd, TASK_SIZE, &mut NeverFail),
+        Err(CopyError::Misaligned)
+    );
+    assert_eq!(
+        mm.copy_page_tables(odd, SLOT2, TASK_SIZE, &mut NeverFail),
+        Err(CopyError::Misaligned)
+    );
+    assert_eq!(
+        mm.copy_page_tables(SLOT1, lin(4 * MIB), PDE_SPAN, &mut NeverFail),
+        Err(CopyError::OutOfRange)
+    );
+    assert_eq!(
+        mm.copy_page_tables(SLOT1, slot_base(63), 2 * TASK_SIZE, &mut NeverFail),
+        Err(CopyError::OutOfRange)
+    );
     assert!(checkmm_of(&mm, &[1], &[]).is_empty());
 }
 
@@ -317,18 +431,31 @@ fn copy_page_tables_out_of_memory_leaves_tables_that_free_page_tables_releases_c
     let pages = parent_with_three_pages(&mut mm);
     let held = hog_until(&mut mm, 1);
     let err = mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail);
-    assert_eq!(err, Err(CopyError::OutOfMemory(oom(AllocSite::CopyPageTables))));
+    assert_eq!(
+        err,
+        Err(CopyError::OutOfMemory(oom(AllocSite::CopyPageTables)))
+    );
     // The first table was built: its two pages are shared, the third page is not.
     assert!(mm.pde(32).is_present() && !mm.pde(33).is_present());
-    assert_eq!([pages[0], pages[1], pages[2]].map(|p| count(&mm, p)), [2, 2, 1]);
+    assert_eq!(
+        [pages[0], pages[1], pages[2]].map(|p| count(&mm, p)),
+        [2, 2, 1]
+    );
     assert!(pte_of(&mm, user(1, 0x0040_3000)).is_writable());
-    assert!(checkmm_of(&mm, &[1, 2], &held).is_empty(), "half-built but consistent");
+    assert!(
+        checkmm_of(&mm, &[1, 2], &held).is_empty(),
+        "half-built but consistent"
+    );
 
     // 0.11 copy_mem: free_page_tables of the child.
     let flushes = mm.phys.tlb_flushes;
     let freed = mm.free_page_tables(SLOT2, TASK_SIZE).unwrap();
     assert_eq!((freed.pages, freed.page_tables, freed.bad_frees), (2, 1, 0));
-    assert_eq!(mm.phys.tlb_flushes, flushes + 1, "the cleanup flushes the write-protected parent");
+    assert_eq!(
+        mm.phys.tlb_flushes,
+        flushes + 1,
+        "the cleanup flushes the write-protected parent"
+    );
     assert_eq!(mm.mem_map.nr_free(), 1);
     assert_eq!(pages.map(|p| count(&mm, p)), [1, 1, 1]);
     assert!(checkmm_of(&mm, &[1], &held).is_empty());
@@ -342,7 +469,10 @@ fn copy_page_tables_injected_failure_on_the_first_table_builds_nothing() {
     let mut policy = Injector::fail_after(Some(AllocSite::CopyPageTables), 0);
     assert_eq!(
         mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut policy),
-        Err(CopyError::OutOfMemory(OutOfMemory { site: AllocSite::CopyPageTables, injected: true }))
+        Err(CopyError::OutOfMemory(OutOfMemory {
+            site: AllocSite::CopyPageTables,
+            injected: true
+        }))
     );
     assert_eq!(mm.mem_map.counts(), &counts[..]);
     assert!((32..48).all(|d| mm.pde(d) == Entry::EMPTY));
@@ -353,15 +483,31 @@ fn copy_page_tables_from_zero_copies_only_160_entries_and_leaves_low_pages_uncou
     let mut mm = new_mm(DEFAULT_RAM);
     let kernel = mm.kernel_tables()[0];
     let counts = mm.mem_map.counts().to_vec();
-    let copied = mm.copy_page_tables(lin(0), SLOT1, PDE_SPAN, &mut NeverFail).unwrap();
-    assert_eq!(copied, CopiedTables { page_tables: 1, pages: 160 });
+    let copied = mm
+        .copy_page_tables(lin(0), SLOT1, PDE_SPAN, &mut NeverFail)
+        .unwrap();
+    assert_eq!(
+        copied,
+        CopiedTables {
+            page_tables: 1,
+            pages: 160
+        }
+    );
     let child = mm.pde(16).frame();
     for index in 0..1024 {
         let entry = mm.phys.read_entry(child, index);
         if index < 160 {
             let page = frame(index as u32 * PAGE_SIZE);
-            assert_eq!(entry, Entry::new(page, EntryFlags::PRESENT), "entry {index}: read-only copy");
-            assert_eq!(mm.phys.read_entry(kernel, index), Entry::new(page, KERNEL_RW), "kernel keeps RW");
+            assert_eq!(
+                entry,
+                Entry::new(page, EntryFlags::PRESENT),
+                "entry {index}: read-only copy"
+            );
+            assert_eq!(
+                mm.phys.read_entry(kernel, index),
+                Entry::new(page, KERNEL_RW),
+                "kernel keeps RW"
+            );
         } else {
             assert_eq!(entry, Entry::EMPTY, "entry {index}: past 640 KiB");
         }
@@ -369,7 +515,10 @@ fn copy_page_tables_from_zero_copies_only_160_entries_and_leaves_low_pages_uncou
     let table_index = mm.mem_map.map_nr(child).unwrap();
     for (index, (&now, &before)) in mm.mem_map.counts().iter().zip(&counts).enumerate() {
         let expected = if index == table_index { 1 } else { before };
-        assert_eq!(now, expected, "pages below LOW_MEM are never counted (index {index})");
+        assert_eq!(
+            now, expected,
+            "pages below LOW_MEM are never counted (index {index})"
+        );
     }
 }
 
@@ -377,13 +526,22 @@ fn copy_page_tables_from_zero_copies_only_160_entries_and_leaves_low_pages_uncou
 fn copy_page_tables_refuses_a_count_overflow_instead_of_wrapping() {
     let mut mm = new_mm(DEFAULT_RAM);
     let pages = parent_with_three_pages(&mut mm);
-    mm.mem_map.set_count_for_debugging(pages[1], MAX_MAP_COUNT).unwrap();
+    mm.mem_map
+        .set_count_for_debugging(pages[1], MAX_MAP_COUNT)
+        .unwrap();
     assert_eq!(
         mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail),
         Err(CopyError::CountOverflow(pages[1]))
     );
-    assert_eq!(count(&mm, pages[1]), MAX_MAP_COUNT, "0.11's u8 would wrap to 0");
-    assert!(pte_of(&mm, user(1, 0x1000)).is_writable(), "the refused page is untouched");
+    assert_eq!(
+        count(&mm, pages[1]),
+        MAX_MAP_COUNT,
+        "0.11's u8 would wrap to 0"
+    );
+    assert!(
+        pte_of(&mm, user(1, 0x1000)).is_writable(),
+        "the refused page is untouched"
+    );
     assert_eq!(pte_of(&mm, user(2, 0x1000)), Entry::EMPTY);
     assert_eq!(count(&mm, pages[0]), 2, "the page before it is shared");
     mm.free_page_tables(SLOT2, TASK_SIZE).unwrap();
@@ -405,10 +563,14 @@ fn put_page_allocates_the_missing_page_table_and_maps_with_flags_7() {
     assert_eq!(mm.counters.allocations[AllocSite::PageTable.index()], 1);
     assert_eq!(mm.pde(at.dir_index()).flags(), USER_RW);
     assert_eq!(pte_of(&mm, at).raw(), page.as_u32() | 7);
-    assert_eq!(mm.translate(lin(at.as_u32() + 0x10)), Some(page.addr().offset(0x10)));
+    assert_eq!(
+        mm.translate(lin(at.as_u32() + 0x10)),
+        Some(page.addr().offset(0x10))
+    );
     // A second page in the same 4 MiB reuses the table.
     let other = mm.get_free_page(AllocSite::NoPage).unwrap();
-    mm.put_page(other, user(1, 0x0080_6000), &mut NeverFail).unwrap();
+    mm.put_page(other, user(1, 0x0080_6000), &mut NeverFail)
+        .unwrap();
     assert_eq!(mm.counters.allocations[AllocSite::PageTable.index()], 1);
 }
 
@@ -416,7 +578,10 @@ fn put_page_allocates_the_missing_page_table_and_maps_with_flags_7() {
 fn put_page_refuses_a_frame_outside_paging_memory() {
     let mut mm = new_mm(DEFAULT_RAM);
     for bad in [frame(0x9_F000), frame(DEFAULT_RAM)] {
-        assert_eq!(mm.put_page(bad, user(1, 0), &mut NeverFail), Err(PutPageError::BadFrame(bad)));
+        assert_eq!(
+            mm.put_page(bad, user(1, 0), &mut NeverFail),
+            Err(PutPageError::BadFrame(bad))
+        );
     }
     assert_eq!(mm.pde(16), Entry::EMPTY, "no table allocated");
 }
@@ -429,7 +594,10 @@ fn put_page_refuses_a_frame_whose_count_is_not_one() {
     let free = frame(START_MEM);
     let reserved = frame(LOW_MEM);
     for (page, n) in [(shared, 2), (free, 0), (reserved, USED)] {
-        assert_eq!(mm.put_page(page, user(1, 0), &mut NeverFail), Err(PutPageError::NotExclusive(page, n)));
+        assert_eq!(
+            mm.put_page(page, user(1, 0), &mut NeverFail),
+            Err(PutPageError::NotExclusive(page, n))
+        );
     }
     assert_eq!(mm.pde(16), Entry::EMPTY);
 }
@@ -450,9 +618,11 @@ fn put_page_reports_out_of_memory_for_the_page_table() {
 /// A page of `fill` at offset 0x3000 of slot 1, shared copy-on-write with slot 2.
 fn shared_page(mm: &mut mm::Mm<impl PhysMem>) -> Frame {
     let page = mm.get_free_page(AllocSite::NoPage).unwrap();
-    mm.phys.write_bytes(page.addr(), &[0x5A; PAGE_SIZE as usize]);
+    mm.phys
+        .write_bytes(page.addr(), &[0x5A; PAGE_SIZE as usize]);
     mm.put_page(page, user(1, 0x3000), &mut NeverFail).unwrap();
-    mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail).unwrap();
+    mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail)
+        .unwrap();
     page
 }
 
@@ -460,10 +630,23 @@ fn shared_page(mm: &mut mm::Mm<impl PhysMem>) -> Frame {
 fn un_wp_page_with_count_one_makes_the_page_writable_in_place() {
     let mut mm = new_mm(DEFAULT_RAM);
     let page = map_page(&mut mm, user(1, 0x3000), 7);
-    set_pte(&mut mm, user(1, 0x3000), Entry::new(page, EntryFlags::PRESENT | EntryFlags::USER | EntryFlags::DIRTY));
+    set_pte(
+        &mut mm,
+        user(1, 0x3000),
+        Entry::new(
+            page,
+            EntryFlags::PRESENT | EntryFlags::USER | EntryFlags::DIRTY,
+        ),
+    );
     let (free, inval) = (mm.mem_map.nr_free(), mm.phys.page_invalidations);
-    assert_eq!(mm.un_wp_page(user(1, 0x3123), &mut NeverFail), Ok(WpOutcome::MadeWritable(page)));
-    assert_eq!(pte_of(&mm, user(1, 0x3000)), Entry::new(page, USER_RW | EntryFlags::DIRTY));
+    assert_eq!(
+        mm.un_wp_page(user(1, 0x3123), &mut NeverFail),
+        Ok(WpOutcome::MadeWritable(page))
+    );
+    assert_eq!(
+        pte_of(&mm, user(1, 0x3000)),
+        Entry::new(page, USER_RW | EntryFlags::DIRTY)
+    );
     assert_eq!(mm.mem_map.nr_free(), free, "no copy");
     assert_eq!(mm.phys.page_invalidations, inval + 1);
 }
@@ -472,15 +655,25 @@ fn un_wp_page_with_count_one_makes_the_page_writable_in_place() {
 fn un_wp_page_of_a_shared_page_gives_a_private_copy_and_drops_one_reference() {
     let mut mm = new_mm(DEFAULT_RAM);
     let old = shared_page(&mut mm);
-    let WpOutcome::Copied { from, to } = mm.un_wp_page(user(2, 0x3000), &mut NeverFail).unwrap() else {
+    let WpOutcome::Copied { from, to } = mm.un_wp_page(user(2, 0x3000), &mut NeverFail).unwrap()
+    else {
         panic!("expected a copy");
     };
     assert_eq!(from, old);
-    assert!(mm.phys.frame_bytes(to).iter().all(|&b| b == 0x5A), "the copy holds the data");
+    assert!(
+        mm.phys.frame_bytes(to).iter().all(|&b| b == 0x5A),
+        "the copy holds the data"
+    );
     assert_eq!(pte_of(&mm, user(2, 0x3000)).raw(), to.as_u32() | 7);
     assert_eq!((count(&mm, old), count(&mm, to)), (1, 1));
-    assert!(!pte_of(&mm, user(1, 0x3000)).is_writable(), "the parent still faults, then un-protects in place");
-    assert_eq!(mm.un_wp_page(user(1, 0x3000), &mut NeverFail), Ok(WpOutcome::MadeWritable(old)));
+    assert!(
+        !pte_of(&mm, user(1, 0x3000)).is_writable(),
+        "the parent still faults, then un-protects in place"
+    );
+    assert_eq!(
+        mm.un_wp_page(user(1, 0x3000), &mut NeverFail),
+        Ok(WpOutcome::MadeWritable(old))
+    );
     assert!(checkmm_of(&mm, &[1, 2], &[]).is_empty());
 }
 
@@ -491,16 +684,28 @@ fn un_wp_page_copies_before_it_remaps() {
     let old = shared_page(&mut mm);
     let (table, index, _) = mm.pte(user(2, 0x3000)).unwrap();
     mm.phys.log.clear();
-    let WpOutcome::Copied { to, .. } = mm.un_wp_page(user(2, 0x3000), &mut NeverFail).unwrap() else {
+    let WpOutcome::Copied { to, .. } = mm.un_wp_page(user(2, 0x3000), &mut NeverFail).unwrap()
+    else {
         panic!("expected a copy");
     };
     let log = &mm.phys.log;
-    let copy = log.iter().position(|op| *op == Op::Copy { from: old, to }).expect("a copy");
+    let copy = log
+        .iter()
+        .position(|op| *op == Op::Copy { from: old, to })
+        .expect("a copy");
     let remap = log
         .iter()
-        .position(|op| *op == Op::Write { addr: table.addr().offset(index as u32 * 4), value: to.as_u32() | 7 })
+        .position(|op| {
+            *op == Op::Write {
+                addr: table.addr().offset(index as u32 * 4),
+                value: to.as_u32() | 7,
+            }
+        })
         .expect("the entry is rewritten");
-    let zero = log.iter().position(|op| *op == Op::Zero(to)).expect("get_free_page zero-fills");
+    let zero = log
+        .iter()
+        .position(|op| *op == Op::Zero(to))
+        .expect("get_free_page zero-fills");
     assert!(zero < copy && copy < remap, "{log:?}");
     assert_eq!(log.last(), Some(&Op::Invalidate(user(2, 0x3000))));
 }
@@ -521,9 +726,15 @@ fn un_wp_page_out_of_memory_changes_nothing() {
 #[test]
 fn un_wp_page_of_an_unmapped_address_is_refused() {
     let mut mm = new_mm(DEFAULT_RAM);
-    assert_eq!(mm.un_wp_page(user(1, 0), &mut NeverFail), Err(WpError::NotMapped(user(1, 0))));
+    assert_eq!(
+        mm.un_wp_page(user(1, 0), &mut NeverFail),
+        Err(WpError::NotMapped(user(1, 0)))
+    );
     map_page(&mut mm, user(1, 0), 1);
-    assert_eq!(mm.un_wp_page(user(1, 0x1000), &mut NeverFail), Err(WpError::NotMapped(user(1, 0x1000))));
+    assert_eq!(
+        mm.un_wp_page(user(1, 0x1000), &mut NeverFail),
+        Err(WpError::NotMapped(user(1, 0x1000)))
+    );
 }
 
 #[test]
@@ -531,8 +742,14 @@ fn do_wp_page_refuses_an_address_outside_the_faulting_task() {
     let mut mm = new_mm(DEFAULT_RAM);
     shared_page(&mut mm);
     let code = fault_code::PRESENT | fault_code::WRITE | fault_code::USER;
-    assert_eq!(mm.do_wp_page(code, user(2, 0x3000), SLOT1, &mut NeverFail), Err(WpError::OutsideTask(user(2, 0x3000))));
-    assert_eq!(mm.do_wp_page(code, lin(0x3000), SLOT1, &mut NeverFail), Err(WpError::OutsideTask(lin(0x3000))));
+    assert_eq!(
+        mm.do_wp_page(code, user(2, 0x3000), SLOT1, &mut NeverFail),
+        Err(WpError::OutsideTask(user(2, 0x3000)))
+    );
+    assert_eq!(
+        mm.do_wp_page(code, lin(0x3000), SLOT1, &mut NeverFail),
+        Err(WpError::OutsideTask(lin(0x3000)))
+    );
     assert!(!pte_of(&mm, user(2, 0x3000)).is_writable());
 }
 
@@ -542,7 +759,10 @@ fn do_wp_page_refuses_a_protection_fault_on_a_read() {
     let mut mm = new_mm(DEFAULT_RAM);
     let old = shared_page(&mut mm);
     let code = fault_code::PRESENT | fault_code::USER;
-    assert_eq!(mm.do_wp_page(code, user(2, 0x3000), SLOT2, &mut NeverFail), Err(WpError::NotAWrite(user(2, 0x3000))));
+    assert_eq!(
+        mm.do_wp_page(code, user(2, 0x3000), SLOT2, &mut NeverFail),
+        Err(WpError::NotAWrite(user(2, 0x3000)))
+    );
     assert_eq!(count(&mm, old), 2);
 }
 
@@ -553,7 +773,10 @@ fn do_wp_page_on_an_already_writable_page_only_flushes() {
     let before = pte_of(&mm, user(1, 0x3000));
     let inval = mm.phys.page_invalidations;
     let code = fault_code::PRESENT | fault_code::WRITE | fault_code::USER;
-    assert_eq!(mm.do_wp_page(code, user(1, 0x3004), SLOT1, &mut NeverFail), Ok(WpOutcome::AlreadyWritable(page)));
+    assert_eq!(
+        mm.do_wp_page(code, user(1, 0x3004), SLOT1, &mut NeverFail),
+        Ok(WpOutcome::AlreadyWritable(page))
+    );
     assert_eq!(pte_of(&mm, user(1, 0x3000)), before);
     assert_eq!(mm.phys.page_invalidations, inval + 1);
 }
@@ -563,7 +786,9 @@ fn do_wp_page_on_a_write_to_a_shared_page_copies_it() {
     let mut mm = new_mm(DEFAULT_RAM);
     let old = shared_page(&mut mm);
     let code = fault_code::PRESENT | fault_code::WRITE | fault_code::USER;
-    let outcome = mm.do_wp_page(code, user(1, 0x3ffc), SLOT1, &mut NeverFail).unwrap();
+    let outcome = mm
+        .do_wp_page(code, user(1, 0x3ffc), SLOT1, &mut NeverFail)
+        .unwrap();
     assert!(matches!(outcome, WpOutcome::Copied { from, .. } if from == old));
 }
 
@@ -573,7 +798,9 @@ fn do_wp_page_on_a_write_to_a_shared_page_copies_it() {
 fn write_verify_breaks_copy_on_write_of_a_shared_page() {
     let mut mm = new_mm(DEFAULT_RAM);
     let old = shared_page(&mut mm);
-    let Some(WpOutcome::Copied { from, to }) = mm.write_verify(user(2, 0x3010), &mut NeverFail).unwrap() else {
+    let Some(WpOutcome::Copied { from, to }) =
+        mm.write_verify(user(2, 0x3010), &mut NeverFail).unwrap()
+    else {
         panic!("expected a copy");
     };
     assert_eq!(from, old);
@@ -586,21 +813,48 @@ fn write_verify_breaks_copy_on_write_of_a_shared_page() {
 fn write_verify_of_a_read_only_page_with_count_one_makes_it_writable() {
     let mut mm = new_mm(DEFAULT_RAM);
     let page = map_page(&mut mm, user(1, 0), 1);
-    set_pte(&mut mm, user(1, 0), Entry::new(page, EntryFlags::PRESENT | EntryFlags::USER));
-    assert_eq!(mm.write_verify(user(1, 0), &mut NeverFail), Ok(Some(WpOutcome::MadeWritable(page))));
+    set_pte(
+        &mut mm,
+        user(1, 0),
+        Entry::new(page, EntryFlags::PRESENT | EntryFlags::USER),
+    );
+    assert_eq!(
+        mm.write_verify(user(1, 0), &mut NeverFail),
+        Ok(Some(WpOutcome::MadeWritable(page)))
+    );
 }
 
 #[test]
 fn write_verify_leaves_writable_and_absent_pages_alone() {
     let mut mm = new_mm(DEFAULT_RAM);
-    assert_eq!(mm.write_verify(user(1, 0), &mut NeverFail), Ok(None), "no page table");
+    assert_eq!(
+        mm.write_verify(user(1, 0), &mut NeverFail),
+        Ok(None),
+        "no page table"
+    );
     let page = map_page(&mut mm, user(1, 0), 1);
     let free = mm.mem_map.nr_free();
-    assert_eq!(mm.write_verify(user(1, 0), &mut NeverFail), Ok(None), "writable");
-    assert_eq!(mm.write_verify(user(1, 0x1000), &mut NeverFail), Ok(None), "not present");
-    assert_eq!(mm.write_verify(lin(0x0010_0000), &mut NeverFail), Ok(None), "kernel identity map");
+    assert_eq!(
+        mm.write_verify(user(1, 0), &mut NeverFail),
+        Ok(None),
+        "writable"
+    );
+    assert_eq!(
+        mm.write_verify(user(1, 0x1000), &mut NeverFail),
+        Ok(None),
+        "not present"
+    );
+    assert_eq!(
+        mm.write_verify(lin(0x0010_0000), &mut NeverFail),
+        Ok(None),
+        "kernel identity map"
+    );
     assert_eq!((mm.mem_map.nr_free(), count(&mm, page)), (free, 1));
-    assert_eq!(mm.pte(user(1, 0x1000)).unwrap().2, Entry::EMPTY, "nothing faulted in");
+    assert_eq!(
+        mm.pte(user(1, 0x1000)).unwrap().2,
+        Entry::EMPTY,
+        "nothing faulted in"
+    );
 }
 
 // ---------------------------------------------------------------- get_empty_page
@@ -636,7 +890,10 @@ fn try_to_share_maps_a_clean_page_read_only_in_both_tasks_and_counts_it() {
     let mut mm = new_mm(DEFAULT_RAM);
     let page = map_page(&mut mm, user(1, 0x2000), 3);
     let flushes = mm.phys.tlb_flushes;
-    assert_eq!(mm.try_to_share(0x2000, SLOT1, SLOT2, &mut NeverFail), Ok(true));
+    assert_eq!(
+        mm.try_to_share(0x2000, SLOT1, SLOT2, &mut NeverFail),
+        Ok(true)
+    );
     let ro = Entry::new(page, EntryFlags::PRESENT | EntryFlags::USER);
     assert_eq!(pte_of(&mm, user(1, 0x2000)), ro);
     assert_eq!(pte_of(&mm, user(2, 0x2000)), ro);
@@ -651,7 +908,10 @@ fn try_to_share_refuses_a_dirty_page() {
     let page = map_page(&mut mm, user(1, 0x2000), 3);
     let dirty = Entry::new(page, USER_RW | EntryFlags::DIRTY);
     set_pte(&mut mm, user(1, 0x2000), dirty);
-    assert_eq!(mm.try_to_share(0x2000, SLOT1, SLOT2, &mut NeverFail), Ok(false));
+    assert_eq!(
+        mm.try_to_share(0x2000, SLOT1, SLOT2, &mut NeverFail),
+        Ok(false)
+    );
     assert_eq!(pte_of(&mm, user(1, 0x2000)), dirty);
     assert_eq!(count(&mm, page), 1);
     assert_eq!(mm.pde(32), Entry::EMPTY, "no table allocated for nothing");
@@ -660,11 +920,25 @@ fn try_to_share_refuses_a_dirty_page() {
 #[test]
 fn try_to_share_refuses_absent_pages_and_full_counts() {
     let mut mm = new_mm(DEFAULT_RAM);
-    assert_eq!(mm.try_to_share(0x2000, SLOT1, SLOT2, &mut NeverFail), Ok(false), "no table");
+    assert_eq!(
+        mm.try_to_share(0x2000, SLOT1, SLOT2, &mut NeverFail),
+        Ok(false),
+        "no table"
+    );
     let page = map_page(&mut mm, user(1, 0x2000), 3);
-    assert_eq!(mm.try_to_share(0x3000, SLOT1, SLOT2, &mut NeverFail), Ok(false), "not present");
-    mm.mem_map.set_count_for_debugging(page, MAX_MAP_COUNT).unwrap();
-    assert_eq!(mm.try_to_share(0x2000, SLOT1, SLOT2, &mut NeverFail), Ok(false), "count full (D2)");
+    assert_eq!(
+        mm.try_to_share(0x3000, SLOT1, SLOT2, &mut NeverFail),
+        Ok(false),
+        "not present"
+    );
+    mm.mem_map
+        .set_count_for_debugging(page, MAX_MAP_COUNT)
+        .unwrap();
+    assert_eq!(
+        mm.try_to_share(0x2000, SLOT1, SLOT2, &mut NeverFail),
+        Ok(false),
+        "count full (D2)"
+    );
     assert!(pte_of(&mm, user(1, 0x2000)).is_writable());
 }
 
@@ -705,9 +979,15 @@ fn do_no_page_shares_the_page_of_another_task_running_the_same_program() {
     let prog = program();
     let a = k.spawn(Some(prog.clone())).unwrap();
     let b = k.spawn(Some(prog.clone())).unwrap();
-    let first = k.no_page_fault(a, user(a, 0x1000), fault_code::USER).unwrap();
-    let NoPageOutcome::Loaded(page) = first else { panic!("{first:?}") };
-    let second = k.no_page_fault(b, user(b, 0x1008), fault_code::USER).unwrap();
+    let first = k
+        .no_page_fault(a, user(a, 0x1000), fault_code::USER)
+        .unwrap();
+    let NoPageOutcome::Loaded(page) = first else {
+        panic!("{first:?}")
+    };
+    let second = k
+        .no_page_fault(b, user(b, 0x1008), fault_code::USER)
+        .unwrap();
     assert_eq!(second, NoPageOutcome::Shared(page));
     assert_eq!(count(&k.mm, page), 2);
     assert_eq!(k.read_word(b, 0x1008).unwrap(), prog.initial_word(0x1008));
@@ -721,11 +1001,25 @@ fn do_no_page_loads_instead_of_sharing_a_page_a_peer_has_written() {
     let a = k.spawn(Some(prog.clone())).unwrap();
     let b = k.spawn(Some(prog.clone())).unwrap();
     k.write_word(a, 0x1000, 0xDEAD_BEEF).unwrap();
-    assert!(pte_of(&k.mm, user(a, 0x1000)).is_dirty(), "the MMU marked it dirty");
-    let outcome = k.no_page_fault(b, user(b, 0x1000), fault_code::USER).unwrap();
-    let NoPageOutcome::Loaded(page) = outcome else { panic!("{outcome:?}") };
-    assert_ne!(Some(page), k.mm.translate(user(a, 0x1000)).map(|p| p.frame()));
-    assert_eq!(k.read_word(b, 0x1000).unwrap(), prog.initial_word(0x1000), "the program's bytes");
+    assert!(
+        pte_of(&k.mm, user(a, 0x1000)).is_dirty(),
+        "the MMU marked it dirty"
+    );
+    let outcome = k
+        .no_page_fault(b, user(b, 0x1000), fault_code::USER)
+        .unwrap();
+    let NoPageOutcome::Loaded(page) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_ne!(
+        Some(page),
+        k.mm.translate(user(a, 0x1000)).map(|p| p.frame())
+    );
+    assert_eq!(
+        k.read_word(b, 0x1000).unwrap(),
+        prog.initial_word(0x1000),
+        "the program's bytes"
+    );
     k.assert_clean();
 }
 
@@ -734,7 +1028,11 @@ fn share_page_skips_the_faulting_task_itself_and_tasks_without_the_page() {
     let mut mm = new_mm(DEFAULT_RAM);
     let prog = program();
     let peers = [SLOT1, slot_base(3)];
-    let ctx = FaultContext { base: SLOT1, program: Some(&*prog), peers: &peers };
+    let ctx = FaultContext {
+        base: SLOT1,
+        program: Some(&*prog),
+        peers: &peers,
+    };
     assert_eq!(mm.share_page(0x1000, &ctx, &mut NeverFail), Ok(None));
     let page = map_page(&mut mm, user(3, 0x1000), 1);
     assert_eq!(mm.share_page(0x1000, &ctx, &mut NeverFail), Ok(Some(page)));
@@ -747,13 +1045,27 @@ fn do_no_page_loads_program_bytes_and_zeroes_past_end_data() {
     let mut mm = new_mm(DEFAULT_RAM);
     let prog = program();
     // Dirty the frame get_free_page will pick, to see the zero-fill.
-    mm.phys.write_bytes(frame(DEFAULT_RAM - PAGE_SIZE).addr(), &[0xFF; PAGE_SIZE as usize]);
-    let ctx = FaultContext { base: SLOT1, program: Some(&*prog), peers: &[] };
-    let outcome = mm.do_no_page(fault_code::USER, user(1, 0x2345), &ctx, &mut NeverFail).unwrap();
-    let NoPageOutcome::Loaded(page) = outcome else { panic!("{outcome:?}") };
+    mm.phys.write_bytes(
+        frame(DEFAULT_RAM - PAGE_SIZE).addr(),
+        &[0xFF; PAGE_SIZE as usize],
+    );
+    let ctx = FaultContext {
+        base: SLOT1,
+        program: Some(&*prog),
+        peers: &[],
+    };
+    let outcome = mm
+        .do_no_page(fault_code::USER, user(1, 0x2345), &ctx, &mut NeverFail)
+        .unwrap();
+    let NoPageOutcome::Loaded(page) = outcome else {
+        panic!("{outcome:?}")
+    };
     let bytes = mm.phys.frame_bytes(page);
     assert_eq!(&bytes[..0x800], &prog.image[0x2000..0x2800]);
-    assert!(bytes[0x800..].iter().all(|&b| b == 0), "past end_data: zero, not the file's bytes");
+    assert!(
+        bytes[0x800..].iter().all(|&b| b == 0),
+        "past end_data: zero, not the file's bytes"
+    );
     assert_eq!(pte_of(&mm, user(1, 0x2000)).raw(), page.as_u32() | 7);
     assert_eq!(prog.page_bytes(0x2000).len(), 0x800);
 }
@@ -762,16 +1074,38 @@ fn do_no_page_loads_program_bytes_and_zeroes_past_end_data() {
 fn do_no_page_maps_a_zero_page_past_end_data_or_without_a_program() {
     let mut mm = new_mm(DEFAULT_RAM);
     let prog = program();
-    let ctx = FaultContext { base: SLOT1, program: Some(&*prog), peers: &[] };
-    let outcome = mm.do_no_page(fault_code::USER, user(1, 0x3000), &ctx, &mut NeverFail).unwrap();
+    let ctx = FaultContext {
+        base: SLOT1,
+        program: Some(&*prog),
+        peers: &[],
+    };
+    let outcome = mm
+        .do_no_page(fault_code::USER, user(1, 0x3000), &ctx, &mut NeverFail)
+        .unwrap();
     assert!(matches!(outcome, NoPageOutcome::ZeroPage(_)), "{outcome:?}");
     assert!(mm.phys.frame_bytes(outcome.frame()).iter().all(|&b| b == 0));
-    let no_program = FaultContext { base: SLOT2, program: None, peers: &[] };
-    let outcome = mm.do_no_page(fault_code::USER, user(2, 0), &no_program, &mut NeverFail).unwrap();
+    let no_program = FaultContext {
+        base: SLOT2,
+        program: None,
+        peers: &[],
+    };
+    let outcome = mm
+        .do_no_page(fault_code::USER, user(2, 0), &no_program, &mut NeverFail)
+        .unwrap();
     assert!(matches!(outcome, NoPageOutcome::ZeroPage(_)), "{outcome:?}");
-    let stack = mm.do_no_page(fault_code::WRITE, user(2, TASK_SIZE - 4), &no_program, &mut NeverFail).unwrap();
+    let stack = mm
+        .do_no_page(
+            fault_code::WRITE,
+            user(2, TASK_SIZE - 4),
+            &no_program,
+            &mut NeverFail,
+        )
+        .unwrap();
     assert!(matches!(stack, NoPageOutcome::ZeroPage(_)));
-    assert_eq!(pte_of(&mm, user(2, TASK_SIZE - PAGE_SIZE)).frame(), stack.frame());
+    assert_eq!(
+        pte_of(&mm, user(2, TASK_SIZE - PAGE_SIZE)).frame(),
+        stack.frame()
+    );
 }
 
 #[test]
@@ -779,18 +1113,29 @@ fn do_no_page_on_a_present_page_only_flushes() {
     let mut mm = new_mm(DEFAULT_RAM);
     let page = map_page(&mut mm, user(1, 0x3000), 1);
     let (free, inval) = (mm.mem_map.nr_free(), mm.phys.page_invalidations);
-    let ctx = FaultContext { base: SLOT1, program: None, peers: &[] };
+    let ctx = FaultContext {
+        base: SLOT1,
+        program: None,
+        peers: &[],
+    };
     assert_eq!(
         mm.do_no_page(fault_code::USER, user(1, 0x3008), &ctx, &mut NeverFail),
         Ok(NoPageOutcome::AlreadyPresent(page))
     );
-    assert_eq!((mm.mem_map.nr_free(), mm.phys.page_invalidations), (free, inval + 1));
+    assert_eq!(
+        (mm.mem_map.nr_free(), mm.phys.page_invalidations),
+        (free, inval + 1)
+    );
 }
 
 #[test]
 fn do_no_page_refuses_an_address_outside_the_task() {
     let mut mm = new_mm(DEFAULT_RAM);
-    let ctx = FaultContext { base: SLOT1, program: None, peers: &[] };
+    let ctx = FaultContext {
+        base: SLOT1,
+        program: None,
+        peers: &[],
+    };
     assert_eq!(
         mm.do_no_page(fault_code::USER, user(2, 0), &ctx, &mut NeverFail),
         Err(NoPageError::OutsideTask(user(2, 0)))
@@ -805,9 +1150,19 @@ fn do_no_page_out_of_memory_leaks_nothing() {
         // 0: no frame for the page; 1: the page but no frame for its table.
         let mut mm = new_mm(DEFAULT_RAM);
         let held = hog_until(&mut mm, free);
-        let ctx = FaultContext { base: SLOT1, program: Some(&*prog), peers: &[] };
-        let err = mm.do_no_page(fault_code::USER, user(1, 0x1000), &ctx, &mut NeverFail).unwrap_err();
-        let site = if free == 0 { AllocSite::NoPage } else { AllocSite::PageTable };
+        let ctx = FaultContext {
+            base: SLOT1,
+            program: Some(&*prog),
+            peers: &[],
+        };
+        let err = mm
+            .do_no_page(fault_code::USER, user(1, 0x1000), &ctx, &mut NeverFail)
+            .unwrap_err();
+        let site = if free == 0 {
+            AllocSite::NoPage
+        } else {
+            AllocSite::PageTable
+        };
         assert_eq!(err, NoPageError::OutOfMemory(oom(site)));
         assert_eq!(mm.mem_map.nr_free(), free);
         assert!(checkmm_of(&mm, &[1], &held).is_empty());
@@ -880,7 +1235,11 @@ fn a_task_that_faults_out_of_memory_is_killed_and_its_frames_return() {
     k.hold_until(0);
     assert_eq!(k.write_word(a, 0x1000, 2), Err(SimError::Killed));
     assert!(!k.is_live(a));
-    assert_eq!((k.kills, k.free_frames()), (1, 3), "page, table, task structure");
+    assert_eq!(
+        (k.kills, k.free_frames()),
+        (1, 3),
+        "page, table, task structure"
+    );
     k.assert_clean();
 }
 
@@ -890,7 +1249,11 @@ fn byte_accesses_reach_the_program_bytes_and_zeroes() {
     let prog = program();
     let a = k.spawn(Some(prog.clone())).unwrap();
     for offset in [0, 1, 0x27ff, 0x2800, 0x2fff, 0x5000] {
-        assert_eq!(k.read_byte(a, offset), Ok(prog.initial_byte(offset)), "offset {offset:#x}");
+        assert_eq!(
+            k.read_byte(a, offset),
+            Ok(prog.initial_byte(offset)),
+            "offset {offset:#x}"
+        );
     }
     k.write_byte(a, 0x27ff, 0x42).unwrap();
     assert_eq!(k.read_byte(a, 0x27ff), Ok(0x42));

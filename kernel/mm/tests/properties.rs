@@ -8,9 +8,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
+use mm::addr::{LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE};
 use mm::mem_map::MemMap;
 use mm::memory::AllocSite;
-use mm::addr::{LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use support::*;
@@ -26,23 +26,56 @@ const TOUCH_BASE: u32 = 0x0100_0000;
 const TOUCH_PAGES: u32 = 2048;
 
 fn programs() -> [Rc<Program>; 2] {
-    [Program::patterned("first", 1, 0x2800), Program::patterned("second", 2, 0x4002)]
+    [
+        Program::patterned("first", 1, 0x2800),
+        Program::patterned("second", 2, 0x4002),
+    ]
 }
 
 #[derive(Clone, Debug)]
 enum Step {
-    Spawn { program: Option<usize> },
-    Fork { task: Index },
-    Write { task: Index, at: u32, value: u32 },
-    Read { task: Index, at: u32 },
-    Touch { task: Index, page: u32, value: u32 },
-    Exec { task: Index, program: Option<usize> },
-    KernelWrite { task: Index, at: u32, value: u32 },
+    Spawn {
+        program: Option<usize>,
+    },
+    Fork {
+        task: Index,
+    },
+    Write {
+        task: Index,
+        at: u32,
+        value: u32,
+    },
+    Read {
+        task: Index,
+        at: u32,
+    },
+    Touch {
+        task: Index,
+        page: u32,
+        value: u32,
+    },
+    Exec {
+        task: Index,
+        program: Option<usize>,
+    },
+    KernelWrite {
+        task: Index,
+        at: u32,
+        value: u32,
+    },
     /// `verify_area` with no store after it (a `read()` that returned 0 bytes).
-    VerifyArea { task: Index, at: u32 },
-    Exit { task: Index },
+    VerifyArea {
+        task: Index,
+        at: u32,
+    },
+    Exit {
+        task: Index,
+    },
     /// Make the next allocation at a site fail after `skip` successful ones.
-    Inject { site: usize, skip: u32 },
+    Inject {
+        site: usize,
+        skip: u32,
+    },
 }
 
 /// How a run mixes its steps: which pages the accesses use, which programs run, and the
@@ -139,7 +172,10 @@ struct ModelTask {
 impl ModelTask {
     fn expected(&self, programs: &[Rc<Program>], at: u32) -> u32 {
         let program = self.program.map(|p| &*programs[p]);
-        self.written.get(&at).copied().unwrap_or_else(|| initial_word(program, at))
+        self.written
+            .get(&at)
+            .copied()
+            .unwrap_or_else(|| initial_word(program, at))
     }
 }
 
@@ -161,7 +197,13 @@ impl Run {
 
     fn spawn(&mut self, program: Option<usize>) {
         if let Ok(slot) = self.k.spawn(program.map(|p| self.programs[p].clone())) {
-            self.model.insert(slot, ModelTask { program, written: BTreeMap::new() });
+            self.model.insert(
+                slot,
+                ModelTask {
+                    program,
+                    written: BTreeMap::new(),
+                },
+            );
         }
     }
 
@@ -181,7 +223,9 @@ impl Run {
         match *step {
             Step::Spawn { program } => self.spawn(program),
             Step::Fork { ref task } => {
-                let Some(parent) = self.pick(task) else { return Ok(()) };
+                let Some(parent) = self.pick(task) else {
+                    return Ok(());
+                };
                 match self.k.fork(parent) {
                     Ok(child) => {
                         let copy = self.model[&parent].clone();
@@ -191,30 +235,50 @@ impl Run {
                     Err(e) => panic!("fork: {e:?}"),
                 }
             }
-            Step::Write { ref task, at, value } => {
-                let Some(slot) = self.pick(task) else { return Ok(()) };
+            Step::Write {
+                ref task,
+                at,
+                value,
+            } => {
+                let Some(slot) = self.pick(task) else {
+                    return Ok(());
+                };
                 let r = self.k.write_word(slot, at, value);
                 if self.settle(slot, r).is_some() {
                     self.model.get_mut(&slot).unwrap().written.insert(at, value);
                 }
             }
-            Step::Touch { ref task, page, value } => {
-                let Some(slot) = self.pick(task) else { return Ok(()) };
+            Step::Touch {
+                ref task,
+                page,
+                value,
+            } => {
+                let Some(slot) = self.pick(task) else {
+                    return Ok(());
+                };
                 let at = TOUCH_BASE + page * PAGE_SIZE + (page % 1024) * 4;
                 let r = self.k.write_word(slot, at, value);
                 if self.settle(slot, r).is_some() {
                     self.model.get_mut(&slot).unwrap().written.insert(at, value);
                 }
             }
-            Step::KernelWrite { ref task, at, value } => {
-                let Some(slot) = self.pick(task) else { return Ok(()) };
+            Step::KernelWrite {
+                ref task,
+                at,
+                value,
+            } => {
+                let Some(slot) = self.pick(task) else {
+                    return Ok(());
+                };
                 let r = self.k.kernel_write_word(slot, at, value);
                 if self.settle(slot, r).is_some() {
                     self.model.get_mut(&slot).unwrap().written.insert(at, value);
                 }
             }
             Step::Read { ref task, at } => {
-                let Some(slot) = self.pick(task) else { return Ok(()) };
+                let Some(slot) = self.pick(task) else {
+                    return Ok(());
+                };
                 let r = self.k.read_word(slot, at);
                 if let Some(value) = self.settle(slot, r) {
                     let expected = self.model[&slot].expected(&self.programs, at);
@@ -222,17 +286,29 @@ impl Run {
                 }
             }
             Step::VerifyArea { ref task, at } => {
-                let Some(slot) = self.pick(task) else { return Ok(()) };
+                let Some(slot) = self.pick(task) else {
+                    return Ok(());
+                };
                 let r = self.k.verify_area(slot, at);
                 self.settle(slot, r);
             }
             Step::Exec { ref task, program } => {
-                let Some(slot) = self.pick(task) else { return Ok(()) };
+                let Some(slot) = self.pick(task) else {
+                    return Ok(());
+                };
                 self.k.exec(slot, program.map(|p| self.programs[p].clone()));
-                self.model.insert(slot, ModelTask { program, written: BTreeMap::new() });
+                self.model.insert(
+                    slot,
+                    ModelTask {
+                        program,
+                        written: BTreeMap::new(),
+                    },
+                );
             }
             Step::Exit { ref task } => {
-                let Some(slot) = self.pick(task) else { return Ok(()) };
+                let Some(slot) = self.pick(task) else {
+                    return Ok(());
+                };
                 self.k.exit(slot);
                 self.model.remove(&slot);
             }
@@ -251,8 +327,10 @@ impl Run {
         prop_assert_eq!(self.k.live_slots(), slots);
         let mismatches = self.k.checkmm();
         prop_assert!(mismatches.is_empty(), "checkmm: {:#?}", mismatches);
-        let mut addresses: BTreeSet<u32> =
-            PAGES.iter().flat_map(|p| WORDS.iter().map(move |w| p + w)).collect();
+        let mut addresses: BTreeSet<u32> = PAGES
+            .iter()
+            .flat_map(|p| WORDS.iter().map(move |w| p + w))
+            .collect();
         for task in self.model.values() {
             addresses.extend(task.written.keys());
         }
@@ -260,7 +338,10 @@ impl Run {
             let program = task.program.map(|p| &*self.programs[p]);
             for &at in &addresses {
                 let expected = task.expected(&self.programs, at);
-                let seen = self.k.peek_word(slot, at).unwrap_or_else(|| initial_word(program, at));
+                let seen = self
+                    .k
+                    .peek_word(slot, at)
+                    .unwrap_or_else(|| initial_word(program, at));
                 prop_assert_eq!(seen, expected, "slot {} at {:#x}", slot, at);
             }
         }
@@ -269,12 +350,18 @@ impl Run {
 }
 
 fn run(ram: u32, steps: &[Step]) -> Result<(), TestCaseError> {
-    let mut r = Run { k: SimKernel::new(ram), model: BTreeMap::new(), programs: programs() };
+    let mut r = Run {
+        k: SimKernel::new(ram),
+        model: BTreeMap::new(),
+        programs: programs(),
+    };
     let baseline = r.k.free_frames();
     r.spawn(Some(0));
     for (i, step) in steps.iter().enumerate() {
-        r.apply(step).map_err(|e| TestCaseError::fail(format!("step {i} {step:?}: {e}")))?;
-        r.check().map_err(|e| TestCaseError::fail(format!("after step {i} {step:?}: {e}")))?;
+        r.apply(step)
+            .map_err(|e| TestCaseError::fail(format!("step {i} {step:?}: {e}")))?;
+        r.check()
+            .map_err(|e| TestCaseError::fail(format!("after step {i} {step:?}: {e}")))?;
     }
     for slot in r.k.live_slots() {
         r.k.exit(slot);
@@ -321,7 +408,11 @@ fn map_op() -> impl Strategy<Value = MapOp> {
     ]
 }
 
-fn check_bitmap_against_scan(start_pages: u32, pages: u32, ops: &[MapOp]) -> Result<(), TestCaseError> {
+fn check_bitmap_against_scan(
+    start_pages: u32,
+    pages: u32,
+    ops: &[MapOp],
+) -> Result<(), TestCaseError> {
     let end = (u64::from(LOW_MEM) + u64::from(start_pages + pages) * u64::from(PAGE_SIZE))
         .min(u64::from(MAX_HIGH_MEMORY)) as u32;
     let mut map = MemMap::new();
@@ -348,7 +439,10 @@ fn check_bitmap_against_scan(start_pages: u32, pages: u32, ops: &[MapOp]) -> Res
             _ => {}
         }
         prop_assert_eq!(map.first_index_out_of_sync(), None);
-        prop_assert_eq!(map.nr_free(), map.counts().iter().filter(|&&c| c == 0).count());
+        prop_assert_eq!(
+            map.nr_free(),
+            map.counts().iter().filter(|&&c| c == 0).count()
+        );
         prop_assert_eq!(map.highest_free_index(), map.scan_highest_free_0_11());
     }
     Ok(())

@@ -14,8 +14,14 @@ const PAGING_FRAMES: u32 = (DEFAULT_RAM - START_MEM) / PAGE_SIZE;
 fn walk_stops_at_a_missing_page_table() {
     let mm = new_mm(DEFAULT_RAM);
     let w = mm.walk(user(1, 0x0040_1234));
-    assert_eq!((w.pde_index, w.pte_index, w.pde, w.pte), (17, 1, Entry::EMPTY, None));
-    assert_eq!((w.stop, w.frame, w.physical()), (Some(WalkStop::NoPageTable), None, None));
+    assert_eq!(
+        (w.pde_index, w.pte_index, w.pde, w.pte),
+        (17, 1, Entry::EMPTY, None)
+    );
+    assert_eq!(
+        (w.stop, w.frame, w.physical()),
+        (Some(WalkStop::NoPageTable), None, None)
+    );
 }
 
 #[test]
@@ -23,7 +29,10 @@ fn walk_stops_at_an_entry_never_mapped() {
     let mut mm = new_mm(DEFAULT_RAM);
     map_page(&mut mm, user(1, 0), 1);
     let w = mm.walk(user(1, 0x3008));
-    assert_eq!((w.pte, w.stop, w.frame), (Some(Entry::EMPTY), Some(WalkStop::NotMapped), None));
+    assert_eq!(
+        (w.pte, w.stop, w.frame),
+        (Some(Entry::EMPTY), Some(WalkStop::NotMapped), None)
+    );
 }
 
 #[test]
@@ -32,7 +41,10 @@ fn walk_stops_at_a_swap_entry_and_names_its_slot() {
     map_page(&mut mm, user(1, 0), 1);
     set_pte(&mut mm, user(1, 0x3000), Entry(42 << 1));
     let w = mm.walk(user(1, 0x3008));
-    assert_eq!((w.stop, w.frame), (Some(WalkStop::SwappedOut { slot: 42 }), None));
+    assert_eq!(
+        (w.stop, w.frame),
+        (Some(WalkStop::SwappedOut { slot: 42 }), None)
+    );
 }
 
 #[test]
@@ -54,12 +66,29 @@ fn walk_of_a_present_page_gives_its_frame_count_and_physical_address() {
 fn walk_of_kernel_memory_shows_uncounted_reserved_and_free_frames() {
     let mm = new_mm(DEFAULT_RAM);
     let low = mm.walk(lin(0x9_5678));
-    assert_eq!((low.frame, low.physical()), (Some((frame(0x9_5000), None)), Some(0x9_5678)));
-    assert_eq!(mm.walk(lin(LOW_MEM + 4)).frame, Some((frame(LOW_MEM), Some(USED))));
-    assert_eq!(mm.walk(lin(START_MEM)).frame, Some((frame(START_MEM), Some(0))));
-    assert_eq!(mm.walk(lin(DEFAULT_RAM)).stop, Some(WalkStop::NoPageTable), "past the identity map");
+    assert_eq!(
+        (low.frame, low.physical()),
+        (Some((frame(0x9_5000), None)), Some(0x9_5678))
+    );
+    assert_eq!(
+        mm.walk(lin(LOW_MEM + 4)).frame,
+        Some((frame(LOW_MEM), Some(USED)))
+    );
+    assert_eq!(
+        mm.walk(lin(START_MEM)).frame,
+        Some((frame(START_MEM), Some(0)))
+    );
+    assert_eq!(
+        mm.walk(lin(DEFAULT_RAM)).stop,
+        Some(WalkStop::NoPageTable),
+        "past the identity map"
+    );
     let small = new_mm(3 * MIB);
-    assert_eq!(small.walk(lin(3 * MIB)).stop, Some(WalkStop::NotMapped), "past the RAM, same table");
+    assert_eq!(
+        small.walk(lin(3 * MIB)).stop,
+        Some(WalkStop::NotMapped),
+        "past the RAM, same table"
+    );
 }
 
 #[test]
@@ -76,7 +105,10 @@ fn walk_and_show_mem_change_nothing() {
     k.mm.show_mem();
     assert_eq!(k.mm.phys.frame_bytes(PG_DIR), &dir[..]);
     assert_eq!(k.mm.mem_map.counts(), &counts[..]);
-    assert_eq!((k.mm.phys.tlb_flushes, k.mm.phys.page_invalidations), (flushes, inval));
+    assert_eq!(
+        (k.mm.phys.tlb_flushes, k.mm.phys.page_invalidations),
+        (flushes, inval)
+    );
     assert_eq!(k.mm.translate(user(a, 0x1000)), None, "no page faulted in");
 }
 
@@ -107,10 +139,38 @@ fn show_mem_counts_shared_frames_references_and_pages_per_task() {
     let stats = k.mm.show_mem();
     // Page 0: count 3; page 0x1000: count 2; a's 0x0040_0000: count 1 again.
     assert_eq!((stats.shared_frames, stats.shared_references), (2, 3));
-    assert_eq!(stats.slots[a], SlotUsage { pages: 3, shared_pages: 2, page_tables: 2, swapped: 0 });
-    assert_eq!(stats.slots[b], SlotUsage { pages: 3, shared_pages: 2, page_tables: 2, swapped: 0 });
-    assert_eq!(stats.slots[c], SlotUsage { pages: 1, shared_pages: 1, page_tables: 1, swapped: 0 });
-    assert_eq!(stats.slots[0], SlotUsage::default(), "the kernel's slot is not a task");
+    assert_eq!(
+        stats.slots[a],
+        SlotUsage {
+            pages: 3,
+            shared_pages: 2,
+            page_tables: 2,
+            swapped: 0
+        }
+    );
+    assert_eq!(
+        stats.slots[b],
+        SlotUsage {
+            pages: 3,
+            shared_pages: 2,
+            page_tables: 2,
+            swapped: 0
+        }
+    );
+    assert_eq!(
+        stats.slots[c],
+        SlotUsage {
+            pages: 1,
+            shared_pages: 1,
+            page_tables: 1,
+            swapped: 0
+        }
+    );
+    assert_eq!(
+        stats.slots[0],
+        SlotUsage::default(),
+        "the kernel's slot is not a task"
+    );
     // 3 task structures, 5 page tables, pages 0, 0x1000, a's and b's 0x0040_0000.
     assert_eq!(stats.free_frames, PAGING_FRAMES - 3 - 5 - 4);
     assert_eq!(stats.free_frames as usize, k.free_frames());
@@ -123,6 +183,14 @@ fn slot_usage_counts_swap_entries() {
     map_page(&mut mm, user(3, 0), 1);
     set_pte(&mut mm, user(3, 0x1000), Entry(7 << 1));
     set_pte(&mut mm, user(3, 0x2000), Entry(8 << 1));
-    assert_eq!(mm.slot_usage(3), SlotUsage { pages: 1, shared_pages: 0, page_tables: 1, swapped: 2 });
+    assert_eq!(
+        mm.slot_usage(3),
+        SlotUsage {
+            pages: 1,
+            shared_pages: 0,
+            page_tables: 1,
+            swapped: 2
+        }
+    );
     assert_eq!(mm.slot_usage(4), SlotUsage::default());
 }

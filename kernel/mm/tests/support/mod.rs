@@ -12,8 +12,8 @@ use mm::addr::{slot_base, Frame, LinearAddr, PhysAddr, NR_TASKS, PAGE_SIZE, TASK
 use mm::check::live_slot_mask;
 use mm::entry::{Entry, EntryFlags};
 use mm::memory::{
-    fault_code, AllocSite, CopyError, FailurePolicy, FaultContext, Mm, NoPageError,
-    NoPageOutcome, ProgramPages, ShareError, WpError,
+    fault_code, AllocSite, CopyError, FailurePolicy, FaultContext, Mm, NoPageError, NoPageOutcome,
+    ProgramPages, ShareError, WpError,
 };
 use mm::sim::SimRam;
 use mm::{CheckInput, Mismatch, PhysMem};
@@ -61,17 +61,26 @@ pub const fn ram_with_frames(frames: u32) -> u32 {
 pub fn hog_until<P: PhysMem>(mm: &mut Mm<P>, free: usize) -> Vec<Frame> {
     let mut held = Vec::new();
     while mm.mem_map.nr_free() > free {
-        held.push(mm.get_free_page(AllocSite::TaskStruct).expect("hogging a free frame"));
+        held.push(
+            mm.get_free_page(AllocSite::TaskStruct)
+                .expect("hogging a free frame"),
+        );
     }
-    assert_eq!(mm.mem_map.nr_free(), free, "cannot hog down to {free} free frames");
+    assert_eq!(
+        mm.mem_map.nr_free(),
+        free,
+        "cannot hog down to {free} free frames"
+    );
     held
 }
 
 /// Maps a fresh page holding `fill` at `linear` (allocating its page table if needed).
 pub fn map_page<P: PhysMem>(mm: &mut Mm<P>, linear: LinearAddr, fill: u8) -> Frame {
     let page = mm.get_free_page(AllocSite::NoPage).expect("a free frame");
-    mm.phys.write_bytes(page.addr(), &[fill; PAGE_SIZE as usize]);
-    mm.put_page(page, linear, &mut mm::NeverFail).expect("put_page");
+    mm.phys
+        .write_bytes(page.addr(), &[fill; PAGE_SIZE as usize]);
+    mm.put_page(page, linear, &mut mm::NeverFail)
+        .expect("put_page");
     page
 }
 
@@ -91,12 +100,23 @@ pub fn count<P: PhysMem>(mm: &Mm<P>, f: Frame) -> u8 {
 }
 
 /// Runs checkmm and returns every mismatch, in the order reported.
-pub fn checkmm_of<P: PhysMem>(mm: &Mm<P>, live_slots: &[usize], kernel_refs: &[Frame]) -> Vec<Mismatch> {
+pub fn checkmm_of<P: PhysMem>(
+    mm: &Mm<P>,
+    live_slots: &[usize],
+    kernel_refs: &[Frame],
+) -> Vec<Mismatch> {
     let mut scratch = vec![0u16; mm.mem_map.nr_pages()];
     let mut found = Vec::new();
-    let input = CheckInput { live_slots: live_slot_mask(live_slots.iter().copied()), kernel_refs };
+    let input = CheckInput {
+        live_slots: live_slot_mask(live_slots.iter().copied()),
+        kernel_refs,
+    };
     let summary = mm.check_mm(&input, &mut scratch, &mut |m| found.push(m));
-    assert_eq!(summary.mismatches as usize, found.len(), "summary disagrees with the report");
+    assert_eq!(
+        summary.mismatches as usize,
+        found.len(),
+        "summary disagrees with the report"
+    );
     found
 }
 
@@ -115,9 +135,19 @@ impl Program {
     pub fn patterned(name: &'static str, seed: u8, end_data: u32) -> Rc<Program> {
         let len = (end_data + PAGE_SIZE) as usize;
         let image = (0..len)
-            .map(|i| ((i as u32).wrapping_mul(31).wrapping_add(u32::from(seed) * 7) % 251) as u8 + 1)
+            .map(|i| {
+                ((i as u32)
+                    .wrapping_mul(31)
+                    .wrapping_add(u32::from(seed) * 7)
+                    % 251) as u8
+                    + 1
+            })
             .collect();
-        Rc::new(Program { name, image, end_data })
+        Rc::new(Program {
+            name,
+            image,
+            end_data,
+        })
     }
     /// What a task running this program reads at `offset` before writing it.
     pub fn initial_byte(&self, offset: u32) -> u8 {
@@ -128,7 +158,9 @@ impl Program {
         }
     }
     pub fn initial_word(&self, offset: u32) -> u32 {
-        u32::from_le_bytes(core::array::from_fn(|i| self.initial_byte(offset + i as u32)))
+        u32::from_le_bytes(core::array::from_fn(|i| {
+            self.initial_byte(offset + i as u32)
+        }))
     }
 }
 
@@ -164,7 +196,12 @@ pub struct Injector {
 
 impl Injector {
     pub fn fail_after(site: Option<AllocSite>, skip: u32) -> Injector {
-        Injector { armed: true, site, skip, injected: 0 }
+        Injector {
+            armed: true,
+            site,
+            skip,
+            injected: 0,
+        }
     }
 }
 
@@ -244,7 +281,9 @@ impl SimKernel {
     }
 
     fn task(&self, slot: usize) -> &Task {
-        self.tasks[slot].as_ref().unwrap_or_else(|| panic!("no task in slot {slot}"))
+        self.tasks[slot]
+            .as_ref()
+            .unwrap_or_else(|| panic!("no task in slot {slot}"))
     }
 
     fn free_slot(&self) -> Option<usize> {
@@ -258,7 +297,10 @@ impl SimKernel {
             .mm
             .get_free_page_with(AllocSite::TaskStruct, &mut self.policy)
             .map_err(|_| SimError::NoMemory)?;
-        self.tasks[slot] = Some(Task { program, task_struct });
+        self.tasks[slot] = Some(Task {
+            program,
+            task_struct,
+        });
         Ok(slot)
     }
 
@@ -271,15 +313,28 @@ impl SimKernel {
             .mm
             .get_free_page_with(AllocSite::TaskStruct, &mut self.policy)
             .map_err(|_| SimError::NoMemory)?;
-        match self.mm.copy_page_tables(slot_base(parent), slot_base(slot), TASK_SIZE, &mut self.policy) {
+        match self.mm.copy_page_tables(
+            slot_base(parent),
+            slot_base(slot),
+            TASK_SIZE,
+            &mut self.policy,
+        ) {
             Ok(_) => {
-                self.tasks[slot] = Some(Task { program, task_struct });
+                self.tasks[slot] = Some(Task {
+                    program,
+                    task_struct,
+                });
                 Ok(slot)
             }
             Err(e) => {
-                let freed = self.mm.free_page_tables(slot_base(slot), TASK_SIZE).expect("child range");
+                let freed = self
+                    .mm
+                    .free_page_tables(slot_base(slot), TASK_SIZE)
+                    .expect("child range");
                 assert_eq!(freed.bad_frees, 0, "cleanup after a failed fork: {freed:?}");
-                self.mm.free_page(task_struct.addr()).expect("task structure");
+                self.mm
+                    .free_page(task_struct.addr())
+                    .expect("task structure");
                 Err(match e {
                     CopyError::OutOfMemory(_) => SimError::NoMemory,
                     other => SimError::Copy(other),
@@ -290,17 +345,27 @@ impl SimKernel {
 
     /// 0.11 `do_execve`: releases the slot's pages and runs `program` from scratch.
     pub fn exec(&mut self, slot: usize, program: Option<Rc<Program>>) {
-        let freed = self.mm.free_page_tables(slot_base(slot), TASK_SIZE).expect("task range");
+        let freed = self
+            .mm
+            .free_page_tables(slot_base(slot), TASK_SIZE)
+            .expect("task range");
         assert_eq!(freed.bad_frees, 0, "exec of slot {slot}: {freed:?}");
         self.tasks[slot].as_mut().expect("live task").program = program;
     }
 
     /// 0.11 `do_exit`: releases the slot's pages and the task structure.
     pub fn exit(&mut self, slot: usize) {
-        let task = self.tasks[slot].take().unwrap_or_else(|| panic!("exit of empty slot {slot}"));
-        let freed = self.mm.free_page_tables(slot_base(slot), TASK_SIZE).expect("task range");
+        let task = self.tasks[slot]
+            .take()
+            .unwrap_or_else(|| panic!("exit of empty slot {slot}"));
+        let freed = self
+            .mm
+            .free_page_tables(slot_base(slot), TASK_SIZE)
+            .expect("task range");
         assert_eq!(freed.bad_frees, 0, "exit of slot {slot}: {freed:?}");
-        self.mm.free_page(task.task_struct.addr()).expect("task structure");
+        self.mm
+            .free_page(task.task_struct.addr())
+            .expect("task structure");
     }
 
     fn kill(&mut self, slot: usize) -> SimError {
@@ -319,7 +384,10 @@ impl SimKernel {
             .rev()
             .filter(|&s| s != slot)
             .filter(|&s| {
-                self.tasks[s].as_ref().and_then(|t| t.program.as_ref()).is_some_and(|p| Rc::ptr_eq(p, program))
+                self.tasks[s]
+                    .as_ref()
+                    .and_then(|t| t.program.as_ref())
+                    .is_some_and(|p| Rc::ptr_eq(p, program))
             })
             .map(slot_base)
             .collect()
@@ -340,7 +408,10 @@ impl SimKernel {
             program: program.as_deref().map(|p| p as &dyn ProgramPages),
             peers: &peers,
         };
-        match self.mm.do_no_page(error_code, linear, &ctx, &mut self.policy) {
+        match self
+            .mm
+            .do_no_page(error_code, linear, &ctx, &mut self.policy)
+        {
             Ok(outcome) => Ok(outcome),
             Err(NoPageError::OutOfMemory(_) | NoPageError::Share(ShareError::OutOfMemory(_))) => {
                 Err(self.kill(slot))
@@ -361,14 +432,25 @@ impl SimKernel {
     /// What the MMU does on an access that succeeds: set ACCESSED, and DIRTY on a write.
     fn mark_access(&mut self, linear: LinearAddr, write: bool) {
         let (table, index, pte) = self.mm.pte(linear).expect("mapped");
-        let flags = if write { EntryFlags::ACCESSED | EntryFlags::DIRTY } else { EntryFlags::ACCESSED };
-        self.mm.phys.write_entry(table, index, pte.with_flags(flags));
+        let flags = if write {
+            EntryFlags::ACCESSED | EntryFlags::DIRTY
+        } else {
+            EntryFlags::ACCESSED
+        };
+        self.mm
+            .phys
+            .write_entry(table, index, pte.with_flags(flags));
     }
 
     /// A ring-3 access at `offset` of the task: faults until the access can complete
     /// (not present -> `do_no_page`; present, read-only and a write -> `do_wp_page`), then
     /// returns the physical address the MMU translates it to.
-    pub fn user_access(&mut self, slot: usize, offset: u32, write: bool) -> Result<PhysAddr, SimError> {
+    pub fn user_access(
+        &mut self,
+        slot: usize,
+        offset: u32,
+        write: bool,
+    ) -> Result<PhysAddr, SimError> {
         assert!(offset < TASK_SIZE, "offset {offset:#x} outside the task");
         let base = slot_base(slot);
         let linear = user(slot, offset);
@@ -424,7 +506,9 @@ impl SimKernel {
     /// The word the task would read at `offset`, without faulting anything in: `None`
     /// when the page is not present.
     pub fn peek_word(&self, slot: usize, offset: u32) -> Option<u32> {
-        self.mm.translate(user(slot, offset)).map(|at| self.mm.phys.read_u32(at))
+        self.mm
+            .translate(user(slot, offset))
+            .map(|at| self.mm.phys.read_u32(at))
     }
 
     /// 0.11 `verify_area` for one page without the store that normally follows (a
@@ -440,7 +524,12 @@ impl SimKernel {
     /// `do_no_page` may resolve that fault by *sharing* the page read-only with another
     /// task; the store would then write into the peer's page. 0.11 has exactly this hole;
     /// this kernel verifies the page again after the fault, which closes it.
-    pub fn kernel_write_word(&mut self, slot: usize, offset: u32, value: u32) -> Result<(), SimError> {
+    pub fn kernel_write_word(
+        &mut self,
+        slot: usize,
+        offset: u32,
+        value: u32,
+    ) -> Result<(), SimError> {
         assert_eq!(offset % 4, 0);
         let linear = user(slot, offset);
         self.write_verify(slot, linear)?;
@@ -456,7 +545,12 @@ impl SimKernel {
 
     /// Frames the kernel itself references: task structures and held frames.
     pub fn kernel_refs(&self) -> Vec<Frame> {
-        self.tasks.iter().flatten().map(|t| t.task_struct).chain(self.held.iter().copied()).collect()
+        self.tasks
+            .iter()
+            .flatten()
+            .map(|t| t.task_struct)
+            .chain(self.held.iter().copied())
+            .collect()
     }
 
     /// checkmm with the live slots of the task table and the kernel's own frames.
@@ -501,7 +595,16 @@ pub enum Op {
 
 impl Recorder {
     pub fn new_mm(ram: u32) -> Mm<Recorder> {
-        Mm::new(Recorder { ram: SimRam::new(ram), log: Vec::new() }, PG_DIR, &KERNEL_TABLES, START_MEM, ram)
+        Mm::new(
+            Recorder {
+                ram: SimRam::new(ram),
+                log: Vec::new(),
+            },
+            PG_DIR,
+            &KERNEL_TABLES,
+            START_MEM,
+            ram,
+        )
     }
 }
 
@@ -522,7 +625,10 @@ impl PhysMem for Recorder {
         self.ram.copy_frame(from, to)
     }
     fn write_bytes(&mut self, addr: PhysAddr, bytes: &[u8]) {
-        self.log.push(Op::WriteBytes { addr, len: bytes.len() });
+        self.log.push(Op::WriteBytes {
+            addr,
+            len: bytes.len(),
+        });
         self.ram.write_bytes(addr, bytes)
     }
     fn read_bytes(&self, addr: PhysAddr, out: &mut [u8]) {
