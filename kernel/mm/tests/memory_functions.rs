@@ -1271,3 +1271,59 @@ fn the_task_table_has_63_user_slots() {
     assert_eq!(k.fork(first), Err(SimError::NoSlot));
     k.assert_clean();
 }
+
+// ---------------------------------------------------------------- layout and bookkeeping
+
+#[test]
+fn a_16_mib_machine_is_laid_out_like_head_s_and_mem_init() {
+    let mut mm = new_mm(16 * MIB);
+    assert_eq!(mm.mem_map.nr_pages(), 3840, "0.11 PAGING_PAGES");
+    assert_eq!(mm.kernel_tables(), &KERNEL_TABLES[..]);
+    for (dir, table) in KERNEL_TABLES.iter().enumerate() {
+        assert_eq!(mm.pde(dir), Entry::new(*table, KERNEL_RW));
+    }
+    assert_eq!(mm.pde(4), Entry::EMPTY);
+    assert_eq!(
+        mm.translate(lin(0x00ab_c123)),
+        Some(mm::PhysAddr::new(0x00ab_c123))
+    );
+    assert_eq!(count(&mm, frame(START_MEM - PAGE_SIZE)), USED);
+    assert_eq!(count(&mm, frame(START_MEM)), 0);
+    assert_eq!(
+        mm.mem_map.nr_free() as u32,
+        (16 * MIB - START_MEM) / PAGE_SIZE
+    );
+    assert_eq!(
+        mm.get_free_page(AllocSite::NoPage),
+        Ok(frame(16 * MIB - PAGE_SIZE))
+    );
+    assert_eq!(checkmm_of(&mm, &[], &[frame(16 * MIB - PAGE_SIZE)]), []);
+}
+
+#[test]
+fn every_allocation_is_booked_under_its_site() {
+    let mut k = SimKernel::new(DEFAULT_RAM);
+    let a = k.spawn(None).unwrap();
+    k.write_word(a, 0, 1).unwrap();
+    let b = k.fork(a).unwrap();
+    k.write_word(b, 0, 2).unwrap();
+    let names = AllocSite::ALL.map(AllocSite::name);
+    assert_eq!(
+        names,
+        [
+            "copy_page_tables",
+            "page_table",
+            "un_wp_page",
+            "do_no_page",
+            "fork_task_struct",
+            "execve"
+        ]
+    );
+    // In ALL's order: one table for the child, one for a's first page, b's COW copy,
+    // a's zero page, two task structures.
+    assert_eq!(k.mm.counters.allocations, [1, 1, 1, 1, 2, 0]);
+    assert_eq!(k.mm.counters.failures, [0; 6]);
+    k.exit(b);
+    // b's copy, b's table, b's task structure.
+    assert_eq!(k.mm.counters.frees, 3);
+}
