@@ -45,50 +45,43 @@ fn divide(a: u32, b: u32) -> u32 {
 pub fn bad_pointer() -> Outcome {
     let efault = Errno::EFAULT.as_return();
     say!("pointers beyond the 64 MiB segment must be refused with EFAULT");
-    // SAFETY (every raw call below): the kernel must refuse the pointer; the only
-    // valid pointer handed over is a live local.
-    check_eq!(
-        unsafe { syscall3(nr::WRITE, STDOUT, BEYOND_LIMIT, BAD_LEN) },
-        efault,
-        "write(1, {BEYOND_LIMIT:#x}, {BAD_LEN})"
-    );
+    // SAFETY: the buffer lies wholly beyond the segment; the kernel only reads it, if at all.
+    let ret = unsafe { syscall3(nr::WRITE, STDOUT, BEYOND_LIMIT, BAD_LEN) };
+    check_eq!(ret, efault, "write(1, {BEYOND_LIMIT:#x}, {BAD_LEN})");
     let crossing = TASK_SIZE - BAD_LEN / 2;
+    // SAFETY: write only reads the buffer; the part inside the segment is stack top.
+    let ret = unsafe { syscall3(nr::WRITE, STDOUT, crossing, BAD_LEN) };
     check_eq!(
-        unsafe { syscall3(nr::WRITE, STDOUT, crossing, BAD_LEN) },
+        ret,
         efault,
         "write(1, {crossing:#x}, {BAD_LEN}): a buffer crossing the segment limit"
     );
-    check_eq!(
-        unsafe { syscall1(nr::MEMINFO, BEYOND_LIMIT) },
-        efault,
-        "meminfo({BEYOND_LIMIT:#x})"
-    );
-    check_eq!(
-        unsafe { syscall2(nr::PAGEINFO, 0, BEYOND_LIMIT) },
-        efault,
-        "pageinfo(0, {BEYOND_LIMIT:#x})"
-    );
+    // SAFETY: the target lies beyond the segment, where no Rust object lives.
+    let ret = unsafe { syscall1(nr::MEMINFO, BEYOND_LIMIT) };
+    check_eq!(ret, efault, "meminfo({BEYOND_LIMIT:#x})");
+    // SAFETY: as above; the looked-up address 0 is only walked, not accessed.
+    let ret = unsafe { syscall2(nr::PAGEINFO, 0, BEYOND_LIMIT) };
+    check_eq!(ret, efault, "pageinfo(0, {BEYOND_LIMIT:#x})");
     let child = spawn(|| Ok(()))?;
-    check_eq!(
-        unsafe { syscall3(nr::WAITPID, child as u32, BEYOND_LIMIT, 0) },
-        efault,
-        "waitpid({child}, {BEYOND_LIMIT:#x}, 0)"
-    );
+    // SAFETY: the status pointer lies beyond the segment, where no Rust object lives.
+    let ret = unsafe { syscall3(nr::WAITPID, child as u32, BEYOND_LIMIT, 0) };
+    check_eq!(ret, efault, "waitpid({child}, {BEYOND_LIMIT:#x}, 0)");
     // The refused call must not have used up the child's status.
     expect_exit(child, 0, "waitpid after the refused one")?;
     let empty_arg = [0u8; 1];
-    check_eq!(
-        unsafe { syscall2(nr::EXECVE, BEYOND_LIMIT, empty_arg.as_ptr() as u32) },
-        efault,
-        "execve({BEYOND_LIMIT:#x}, \"\")"
-    );
+    // SAFETY: execve only reads the name (beyond the segment) and the NUL-terminated
+    // local argument; should it succeed, ktest is replaced and the check fails loudly.
+    let ret = unsafe { syscall2(nr::EXECVE, BEYOND_LIMIT, empty_arg.as_ptr() as u32) };
+    check_eq!(ret, efault, "execve({BEYOND_LIMIT:#x}, \"\")");
     check_eq!(
         execve("no-such-program", ""),
         Errno::ENOENT,
         "execve(\"no-such-program\")"
     );
+    // SAFETY: no argument at all.
+    let ret = unsafe { syscall0(UNKNOWN_SYSCALL) };
     check_eq!(
-        unsafe { syscall0(UNKNOWN_SYSCALL) },
+        ret,
         Errno::ENOSYS.as_return(),
         "system call {UNKNOWN_SYSCALL}"
     );
