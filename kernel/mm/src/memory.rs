@@ -168,6 +168,9 @@ pub enum CopyError {
     OutOfMemory(OutOfMemory),
     /// A page's count cannot take another reference (D2: 0.11 wraps the `u8`).
     CountOverflow(Frame),
+    /// The parent maps a frame `mem_map` refuses a reference to (free, reserved or
+    /// nonexistent): corrupted state, reported instead of counted.
+    BadReference(MapCountError),
 }
 
 impl fmt::Display for CopyError {
@@ -180,6 +183,7 @@ impl fmt::Display for CopyError {
             }
             CopyError::OutOfMemory(e) => write!(f, "copy_page_tables: {e}"),
             CopyError::CountOverflow(fr) => write!(f, "copy_page_tables: count of {fr} is full"),
+            CopyError::BadReference(e) => write!(f, "copy_page_tables: {e}"),
         }
     }
 }
@@ -201,6 +205,8 @@ pub enum PutPageError {
     NotExclusive(Frame, u8),
     /// The page table could not be allocated (0.11 returns 0).
     OutOfMemory(OutOfMemory),
+    /// A page is already mapped there (D5: 0.11 overwrites the entry, leaking the frame).
+    AlreadyMapped(LinearAddr, Entry),
 }
 
 impl fmt::Display for PutPageError {
@@ -211,6 +217,9 @@ impl fmt::Display for PutPageError {
                 write!(f, "mem_map disagrees with {fr} at put_page (count {c}, expected 1)")
             }
             PutPageError::OutOfMemory(e) => write!(f, "put_page: {e}"),
+            PutPageError::AlreadyMapped(a, e) => {
+                write!(f, "put_page: {a} already maps {:#010x}", e.raw())
+            }
         }
     }
 }
@@ -603,7 +612,7 @@ impl<P: PhysMem> Mm<P> {
                     // reference leaves the tables consistent for the caller's cleanup (D2).
                     self.mem_map.increment(pte.frame()).map_err(|e| match e {
                         MapCountError::Overflow(f) => CopyError::CountOverflow(f),
-                        _ => CopyError::CountOverflow(pte.frame()),
+                        other => CopyError::BadReference(other),
                     })?;
                     self.phys.write_entry(from_table, index, shared);
                 }
@@ -628,6 +637,11 @@ impl<P: PhysMem> Mm<P> {
             None => return Err(PutPageError::BadFrame(page)),
             Some(1) => {}
             Some(n) => return Err(PutPageError::NotExclusive(page, n)),
+        }
+        if let Some((_, _, old)) = self.pte(address) {
+            if old.is_present() {
+                return Err(PutPageError::AlreadyMapped(address, old));
+            }
         }
         let table = self.table_for(address, policy).map_err(PutPageError::OutOfMemory)?;
         self.phys.write_entry(table, address.table_index(), Entry::new(page, USER_RW));
@@ -844,7 +858,7 @@ impl<P: PhysMem> Mm<P> {
         // 0.11 reads four blocks and zeroes what lies past end_data; the frame is already
         // zero-filled, so writing the bytes below end_data is the same.
         let bytes = program.page_bytes(offset);
-        let len = bytes.len().min(PAGE_SIZE as usize);
+        let len = bytes.len().min(PAGE_SIZE as usize).min((program.end_data() - offset) as usize);
         self.phys.write_bytes(page.addr(), &bytes[..len]);
         if let Err(e) = self.put_page(page, address, policy) {
             let _ = self.free_page(page.addr());
