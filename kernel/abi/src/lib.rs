@@ -197,6 +197,31 @@ pub mod debug_op {
     /// `arg & !3` the way 0.11 kernel code does (`verify_area` + a ring-0 store), so a
     /// test can watch `write_verify` break copy-on-write.
     pub const KERNEL_WRITE: u32 = 3;
+    /// Crash the kernel on purpose, in the caller's system call, to show (and test) the
+    /// crash report: `arg` is one of [`crash_kind`]. Never returns.
+    pub const KERNEL_CRASH: u32 = 4;
+}
+
+/// What `debug(KERNEL_CRASH, kind)` does in ring 0.
+pub mod crash_kind {
+    /// `ud2`: an invalid-opcode exception in the kernel.
+    pub const INVALID_OPCODE: u32 = 0;
+    /// A read of an unmapped linear address: a page fault in kernel mode.
+    pub const PAGE_FAULT: u32 = 1;
+    /// A bad segment load: a general-protection fault.
+    pub const GENERAL_PROTECTION: u32 = 2;
+    /// A push on an unmapped stack: the double fault a kernel stack overflow causes.
+    pub const DOUBLE_FAULT: u32 = 3;
+    /// A Rust panic (a broken invariant).
+    pub const PANIC: u32 = 4;
+    /// Every kind, with the name the tests use.
+    pub const ALL: [(u32, &str); 5] = [
+        (INVALID_OPCODE, "ud2"),
+        (PAGE_FAULT, "pagefault"),
+        (GENERAL_PROTECTION, "gp"),
+        (DOUBLE_FAULT, "doublefault"),
+        (PANIC, "panic"),
+    ];
 }
 
 /// Exit statuses of QEMU through `isa-debug-exit` (the device exits with `v << 1 | 1`).

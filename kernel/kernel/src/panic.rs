@@ -16,6 +16,10 @@ fn panic(info: &PanicInfo<'_>) -> ! {
             Some(location) => writeln!(out, " at {}:{}", location.file(), location.line()),
             None => writeln!(out, " at <unknown location>"),
         };
+        let mut name = crate::task::Name::new("?");
+        if let Some(pid) = crate::task::describe_current(&mut name) {
+            let _ = writeln!(out, "  current task: pid {pid} ({})", name.as_str());
+        }
     }
     qemu_exit::exit(abi::qemu_exit::CRASH)
 }

@@ -200,11 +200,30 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
             }
         }
         debug_op::FREE_FRAMES => Ok(paging().mm.mem_map.nr_free() as u32),
+        debug_op::KERNEL_CRASH => crash_on_purpose(arg),
         debug_op::KERNEL_WRITE => {
             let value = 0x5157_0000 | (arg & 0xffff);
             uaccess::copy_to_user(arg & !3, &value.to_le_bytes())?;
             Ok(0)
         }
+        _ => Err(Errno(EINVAL)),
+    }
+}
+
+/// `debug(KERNEL_CRASH, kind)`: a kernel bug on demand, in this task's system call.
+fn crash_on_purpose(kind: u32) -> Result<u32, Errno> {
+    use crate::arch::x86::selftest;
+    use abi::crash_kind;
+    /// Page-directory entry 1023 maps only slot 63's last 4 MiB: unmapped unless a task
+    /// lives in slot 63.
+    const UNMAPPED: u32 = 0xFFFF_F000;
+    crate::println!("debug: crashing the kernel on purpose (kind {kind})");
+    match kind {
+        crash_kind::INVALID_OPCODE => selftest::invalid_opcode(),
+        crash_kind::PAGE_FAULT => selftest::read_linear(UNMAPPED),
+        crash_kind::GENERAL_PROTECTION => selftest::general_protection(),
+        crash_kind::DOUBLE_FAULT => selftest::stack_overflow_at(UNMAPPED),
+        crash_kind::PANIC => panic!("crash requested through debug(KERNEL_CRASH, {kind})"),
         _ => Err(Errno(EINVAL)),
     }
 }

@@ -69,3 +69,14 @@ pub fn stack_overflow_at(esp: u32) -> ! {
         };
     }
 }
+
+/// Reads the word at `linear` in ring 0: with the address unmapped, a page fault in
+/// kernel mode, which the kernel reports as a crash.
+pub fn read_linear(linear: u32) -> ! {
+    loop {
+        // SAFETY: the read either succeeds (nothing changes) or faults, which is the
+        // point; the handler for a kernel-mode page fault never returns.
+        let value = unsafe { (linear as *const u32).read_volatile() };
+        core::hint::black_box(value);
+    }
+}

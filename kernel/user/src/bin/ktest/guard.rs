@@ -3,7 +3,7 @@
 use core::arch::asm;
 use core::hint::black_box;
 
-use user::abi::{debug_op, nr, signal, PAGE_SIZE, TASK_SIZE};
+use user::abi::{crash_kind, debug_op, nr, signal, PAGE_SIZE, TASK_SIZE};
 use user::check::{expect_exit, expect_killed, spawn, Failed, Outcome};
 use user::console::STDOUT;
 use user::mem::{peek, MIB};
@@ -135,4 +135,28 @@ pub fn free_page_tables_guard() -> Outcome {
     );
     say!("free_page_tables({unaligned:#x}) refused with EINVAL");
     Ok(())
+}
+
+/// Asks the kernel to crash itself (`debug(KERNEL_CRASH, kind)`): the test runner expects
+/// QEMU's CRASH status and a report naming this task. Returning at all is a failure.
+fn kernel_crash(kind: u32) -> Outcome {
+    let result = debug(debug_op::KERNEL_CRASH, kind);
+    say!("CHECK FAILED: the kernel returned {result} instead of crashing");
+    Err(Failed)
+}
+
+pub fn kernel_crash_ud2() -> Outcome {
+    kernel_crash(crash_kind::INVALID_OPCODE)
+}
+pub fn kernel_crash_pagefault() -> Outcome {
+    kernel_crash(crash_kind::PAGE_FAULT)
+}
+pub fn kernel_crash_gp() -> Outcome {
+    kernel_crash(crash_kind::GENERAL_PROTECTION)
+}
+pub fn kernel_crash_doublefault() -> Outcome {
+    kernel_crash(crash_kind::DOUBLE_FAULT)
+}
+pub fn kernel_crash_panic() -> Outcome {
+    kernel_crash(crash_kind::PANIC)
 }

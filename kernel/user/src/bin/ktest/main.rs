@@ -100,6 +100,36 @@ const SCENARIOS: &[Scenario] = &[
         run: memory::exit_frees,
         in_all: true,
     },
+    // Crashes the kernel on purpose: the runner expects the crash report and status.
+    Scenario {
+        name: "kernel-crash-ud2",
+        run: guard::kernel_crash_ud2,
+        in_all: false,
+    },
+    // Crashes the kernel on purpose: the runner expects the crash report and status.
+    Scenario {
+        name: "kernel-crash-pagefault",
+        run: guard::kernel_crash_pagefault,
+        in_all: false,
+    },
+    // Crashes the kernel on purpose: the runner expects the crash report and status.
+    Scenario {
+        name: "kernel-crash-gp",
+        run: guard::kernel_crash_gp,
+        in_all: false,
+    },
+    // Crashes the kernel on purpose: the runner expects the crash report and status.
+    Scenario {
+        name: "kernel-crash-doublefault",
+        run: guard::kernel_crash_doublefault,
+        in_all: false,
+    },
+    // Crashes the kernel on purpose: the runner expects the crash report and status.
+    Scenario {
+        name: "kernel-crash-panic",
+        run: guard::kernel_crash_panic,
+        in_all: false,
+    },
 ];
 
 /// Runs one scenario in this task, then reaps every child left (orphans included
