@@ -214,13 +214,16 @@ pub mod crash_kind {
     pub const DOUBLE_FAULT: u32 = 3;
     /// A Rust panic (a broken invariant).
     pub const PANIC: u32 = 4;
+    /// Deep recursion past the bottom of the 4 KiB task page: the stack canary catches it.
+    pub const STACK_OVERFLOW: u32 = 5;
     /// Every kind, with the name the tests use.
-    pub const ALL: [(u32, &str); 5] = [
+    pub const ALL: [(u32, &str); 6] = [
         (INVALID_OPCODE, "ud2"),
         (PAGE_FAULT, "pagefault"),
         (GENERAL_PROTECTION, "gp"),
         (DOUBLE_FAULT, "doublefault"),
         (PANIC, "panic"),
+        (STACK_OVERFLOW, "stackoverflow"),
     ];
 }
 
@@ -268,7 +271,13 @@ impl PageInfo {
     pub const SIZE: usize = 5 * 4;
     /// The structure's bytes, in its `#[repr(C)]` layout.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        words_to_bytes([self.flags, self.linear, self.pte, self.frame, self.map_count])
+        words_to_bytes([
+            self.flags,
+            self.linear,
+            self.pte,
+            self.frame,
+            self.map_count,
+        ])
     }
 }
 

@@ -224,6 +224,24 @@ fn crash_on_purpose(kind: u32) -> Result<u32, Errno> {
         crash_kind::GENERAL_PROTECTION => selftest::general_protection(),
         crash_kind::DOUBLE_FAULT => selftest::stack_overflow_at(UNMAPPED),
         crash_kind::PANIC => panic!("crash requested through debug(KERNEL_CRASH, {kind})"),
+        crash_kind::STACK_OVERFLOW => {
+            // 6 KiB of frames on a 4 KiB stack: the canary at the bottom is overwritten.
+            core::hint::black_box(recurse(24));
+            crate::task::check_stack_canary();
+            Err(Errno(EINVAL))
+        }
         _ => Err(Errno(EINVAL)),
+    }
+}
+
+/// Uses about 256 bytes of kernel stack per level.
+#[inline(never)]
+fn recurse(depth: u32) -> u32 {
+    let mut frame = [depth as u8; 256];
+    core::hint::black_box(&mut frame);
+    if depth == 0 {
+        0
+    } else {
+        recurse(depth - 1).wrapping_add(u32::from(frame[depth as usize % 256]))
     }
 }

@@ -34,6 +34,7 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) {
         _ => fault::crash_in_kernel(frame, "unexpected interrupt vector in kernel mode"),
     }
     if frame.from_user() {
+        crate::task::check_stack_canary();
         exit::exit_if_killed();
     }
 }

@@ -154,7 +154,10 @@ mod tests {
         assert_eq!(a.table_index() * 4, ((a.as_u32() >> 10) & 0xffc) as usize);
         assert_eq!(a.page_offset(), 0xabc);
         assert_eq!(a.slot(), 2);
-        assert_eq!(LinearAddr::from_indices(a.dir_index(), a.table_index()), a.page_base());
+        assert_eq!(
+            LinearAddr::from_indices(a.dir_index(), a.table_index()),
+            a.page_base()
+        );
     }
 
     #[test]

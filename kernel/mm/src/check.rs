@@ -4,9 +4,7 @@
 //! Like Linux's "bad page state" and `check_mm`, it recounts every reference from
 //! scratch (page-table entries, directory entries, the kernel's own frames) and compares.
 
-use crate::addr::{
-    Frame, LinearAddr, ENTRIES_PER_TABLE, NR_TASKS, PDES_PER_TASK,
-};
+use crate::addr::{Frame, LinearAddr, ENTRIES_PER_TABLE, NR_TASKS, PDES_PER_TASK};
 use crate::entry::{Entry, EntryFlags, KERNEL_RW, USER_RW};
 use crate::mem_map::USED;
 use crate::memory::Mm;
@@ -21,29 +19,66 @@ const TABLE_MARK: u16 = 0x8000;
 pub enum Mismatch {
     /// Invariant 1: `mem_map` holds `found`, the page tables and kernel references add
     /// up to `expected`. `expected == 0` is a leak; `found == 0` a mapped free frame.
-    Count { frame: Frame, expected: u32, found: u8 },
+    Count {
+        frame: Frame,
+        expected: u32,
+        found: u8,
+    },
     /// Invariant 2: a present user entry maps a frame `mem_map` does not hand out
     /// (at/above HIGH_MEMORY, or in the reserved memory below `start_mem`).
-    BadFrame { linear: LinearAddr, frame: Frame },
+    BadFrame {
+        linear: LinearAddr,
+        frame: Frame,
+    },
     /// Invariant 3: the free counter or the free index disagrees with the counts.
-    FreeCount { counter: u32, counted: u32 },
-    FreeIndex { frame: Frame },
+    FreeCount {
+        counter: u32,
+        counted: u32,
+    },
+    FreeIndex {
+        frame: Frame,
+    },
     /// Invariant 4: a page-table frame with `owners` directory entries and `mappings`
     /// page-table entries referencing it (expected: one owner, no mapping).
-    TableOwnership { frame: Frame, owners: u32, mappings: u32 },
+    TableOwnership {
+        frame: Frame,
+        owners: u32,
+        mappings: u32,
+    },
     /// Invariant 5: a writable user entry maps a frame whose count is above 1.
-    WritableShared { linear: LinearAddr, frame: Frame, count: u8 },
+    WritableShared {
+        linear: LinearAddr,
+        frame: Frame,
+        count: u8,
+    },
     /// Invariant 6/8: a directory entry in the slot of a task that does not exist.
-    DeadSlot { pde_index: usize, slot: usize, entry: Entry },
+    DeadSlot {
+        pde_index: usize,
+        slot: usize,
+        entry: Entry,
+    },
     /// Invariant 6: an entry of the kernel's identity map differs from what it must be.
-    KernelMapping { linear: LinearAddr, expected: Entry, found: Entry },
+    KernelMapping {
+        linear: LinearAddr,
+        expected: Entry,
+        found: Entry,
+    },
     /// A user directory or table entry without the user/writable bits the kernel always
     /// sets (0.11's flags 7 on tables).
-    EntryFlags { linear: LinearAddr, entry: Entry, level: Level },
+    EntryFlags {
+        linear: LinearAddr,
+        entry: Entry,
+        level: Level,
+    },
     /// Invariant 7: a swap entry while no swap is configured.
-    UnexpectedSwapEntry { linear: LinearAddr, entry: Entry },
+    UnexpectedSwapEntry {
+        linear: LinearAddr,
+        entry: Entry,
+    },
     /// A frame the kernel holds (a task structure) that `mem_map` does not cover.
-    BadKernelReference { frame: Frame },
+    BadKernelReference {
+        frame: Frame,
+    },
 }
 
 /// The level of a page-table structure, for messages.
@@ -56,8 +91,15 @@ pub enum Level {
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Mismatch::Count { frame, expected, found } => {
-                write!(f, "frame {frame}: mem_map count {found}, page tables and kernel hold {expected}")?;
+            Mismatch::Count {
+                frame,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "frame {frame}: mem_map count {found}, page tables and kernel hold {expected}"
+                )?;
                 if expected == 0 {
                     f.write_str(" (leaked)")
                 } else if found == 0 {
@@ -67,35 +109,64 @@ impl fmt::Display for Mismatch {
                 }
             }
             Mismatch::BadFrame { linear, frame } => {
-                write!(f, "linear {linear} maps frame {frame}, which paging does not hand out")
+                write!(
+                    f,
+                    "linear {linear} maps frame {frame}, which paging does not hand out"
+                )
             }
             Mismatch::FreeCount { counter, counted } => {
-                write!(f, "free counter says {counter} free frames, mem_map has {counted}")
+                write!(
+                    f,
+                    "free counter says {counter} free frames, mem_map has {counted}"
+                )
             }
             Mismatch::FreeIndex { frame } => {
-                write!(f, "frame {frame}: free index disagrees with its mem_map count")
+                write!(
+                    f,
+                    "frame {frame}: free index disagrees with its mem_map count"
+                )
             }
-            Mismatch::TableOwnership { frame, owners, mappings } => write!(
+            Mismatch::TableOwnership {
+                frame,
+                owners,
+                mappings,
+            } => write!(
                 f,
                 "page table {frame}: {owners} directory entries and {mappings} page mappings \
                  reference it (expected 1 and 0)"
             ),
-            Mismatch::WritableShared { linear, frame, count } => write!(
+            Mismatch::WritableShared {
+                linear,
+                frame,
+                count,
+            } => write!(
                 f,
                 "linear {linear} maps frame {frame} writable, but its count is {count} \
                  (copy-on-write broken)"
             ),
-            Mismatch::DeadSlot { pde_index, slot, entry } => write!(
+            Mismatch::DeadSlot {
+                pde_index,
+                slot,
+                entry,
+            } => write!(
                 f,
                 "directory entry {pde_index} ({entry:?}) belongs to slot {slot}, which has no task"
             ),
-            Mismatch::KernelMapping { linear, expected, found } => write!(
+            Mismatch::KernelMapping {
+                linear,
+                expected,
+                found,
+            } => write!(
                 f,
                 "kernel identity map at {linear}: expected {:#010x}, found {:#010x}",
                 expected.raw(),
                 found.raw()
             ),
-            Mismatch::EntryFlags { linear, entry, level } => write!(
+            Mismatch::EntryFlags {
+                linear,
+                entry,
+                level,
+            } => write!(
                 f,
                 "{} entry for {linear} has flags {} (expected P RW US)",
                 match level {
@@ -110,7 +181,10 @@ impl fmt::Display for Mismatch {
                 entry.raw()
             ),
             Mismatch::BadKernelReference { frame } => {
-                write!(f, "kernel reference to frame {frame}, which mem_map does not cover")
+                write!(
+                    f,
+                    "kernel reference to frame {frame}, which mem_map does not cover"
+                )
             }
         }
     }
@@ -187,7 +261,11 @@ impl<P: PhysMem> Mm<P> {
             if !pde.is_present() {
                 if pde.raw() != 0 {
                     emit(
-                        Mismatch::EntryFlags { linear: dir_linear, entry: pde, level: Level::Directory },
+                        Mismatch::EntryFlags {
+                            linear: dir_linear,
+                            entry: pde,
+                            level: Level::Directory,
+                        },
                         &mut summary,
                     );
                 }
@@ -196,11 +274,22 @@ impl<P: PhysMem> Mm<P> {
             summary.present_pdes += 1;
             let slot = dir / PDES_PER_TASK;
             if input.live_slots & (1 << slot) == 0 {
-                emit(Mismatch::DeadSlot { pde_index: dir, slot, entry: pde }, &mut summary);
+                emit(
+                    Mismatch::DeadSlot {
+                        pde_index: dir,
+                        slot,
+                        entry: pde,
+                    },
+                    &mut summary,
+                );
             }
             if pde.flags() & USER_RW != USER_RW {
                 emit(
-                    Mismatch::EntryFlags { linear: dir_linear, entry: pde, level: Level::Directory },
+                    Mismatch::EntryFlags {
+                        linear: dir_linear,
+                        entry: pde,
+                        level: Level::Directory,
+                    },
                     &mut summary,
                 );
             }
@@ -211,7 +300,13 @@ impl<P: PhysMem> Mm<P> {
                     // A second owner shows up as a count above 1 in the table pass below.
                 }
                 _ => {
-                    emit(Mismatch::BadFrame { linear: dir_linear, frame: table }, &mut summary);
+                    emit(
+                        Mismatch::BadFrame {
+                            linear: dir_linear,
+                            frame: table,
+                        },
+                        &mut summary,
+                    );
                     continue;
                 }
             }
@@ -220,13 +315,23 @@ impl<P: PhysMem> Mm<P> {
                 let linear = LinearAddr::from_indices(dir, index);
                 if !pte.is_present() {
                     if pte.is_swap() {
-                        emit(Mismatch::UnexpectedSwapEntry { linear, entry: pte }, &mut summary);
+                        emit(
+                            Mismatch::UnexpectedSwapEntry { linear, entry: pte },
+                            &mut summary,
+                        );
                     }
                     continue;
                 }
                 summary.present_ptes += 1;
                 if !pte.is_user() {
-                    emit(Mismatch::EntryFlags { linear, entry: pte, level: Level::Table }, &mut summary);
+                    emit(
+                        Mismatch::EntryFlags {
+                            linear,
+                            entry: pte,
+                            level: Level::Table,
+                        },
+                        &mut summary,
+                    );
                 }
                 let frame = pte.frame();
                 match self.mem_map.map_nr(frame) {
@@ -241,7 +346,14 @@ impl<P: PhysMem> Mm<P> {
                 }
                 if pte.is_writable() {
                     if let Some(count) = self.mem_map.count(frame).filter(|&c| c > 1) {
-                        emit(Mismatch::WritableShared { linear, frame, count }, &mut summary);
+                        emit(
+                            Mismatch::WritableShared {
+                                linear,
+                                frame,
+                                count,
+                            },
+                            &mut summary,
+                        );
                     }
                 }
             }
@@ -269,7 +381,8 @@ impl<P: PhysMem> Mm<P> {
                     Mismatch::TableOwnership {
                         frame,
                         owners,
-                        mappings: u32::from(r & !TABLE_MARK) - owners.min(u32::from(r & !TABLE_MARK)),
+                        mappings: u32::from(r & !TABLE_MARK)
+                            - owners.min(u32::from(r & !TABLE_MARK)),
                     },
                     &mut summary,
                 );
@@ -290,17 +403,32 @@ impl<P: PhysMem> Mm<P> {
                 u32::from(refs[i] & !TABLE_MARK)
             };
             if u32::from(found) != expected {
-                emit(Mismatch::Count { frame, expected, found }, &mut summary);
+                emit(
+                    Mismatch::Count {
+                        frame,
+                        expected,
+                        found,
+                    },
+                    &mut summary,
+                );
             }
         }
         if counted_free != self.mem_map.nr_free() as u32 {
             emit(
-                Mismatch::FreeCount { counter: self.mem_map.nr_free() as u32, counted: counted_free },
+                Mismatch::FreeCount {
+                    counter: self.mem_map.nr_free() as u32,
+                    counted: counted_free,
+                },
                 &mut summary,
             );
         }
         if let Some(i) = self.mem_map.first_index_out_of_sync() {
-            emit(Mismatch::FreeIndex { frame: self.mem_map.frame_of(i) }, &mut summary);
+            emit(
+                Mismatch::FreeIndex {
+                    frame: self.mem_map.frame_of(i),
+                },
+                &mut summary,
+            );
         }
         summary
     }
@@ -318,14 +446,28 @@ impl<P: PhysMem> Mm<P> {
             let linear = LinearAddr::from_indices(dir, 0);
             let Some(&table) = self.kernel_tables().get(dir) else {
                 if pde.raw() != 0 {
-                    emit(Mismatch::KernelMapping { linear, expected: Entry::EMPTY, found: pde }, summary);
+                    emit(
+                        Mismatch::KernelMapping {
+                            linear,
+                            expected: Entry::EMPTY,
+                            found: pde,
+                        },
+                        summary,
+                    );
                 }
                 continue;
             };
             summary.present_pdes += u32::from(pde.is_present());
             let expected = Entry::new(table, KERNEL_RW);
             if pde.without_flags(accessed_dirty) != expected {
-                emit(Mismatch::KernelMapping { linear, expected, found: pde }, summary);
+                emit(
+                    Mismatch::KernelMapping {
+                        linear,
+                        expected,
+                        found: pde,
+                    },
+                    summary,
+                );
                 continue;
             }
             for index in 0..ENTRIES_PER_TABLE {
@@ -338,7 +480,14 @@ impl<P: PhysMem> Mm<P> {
                 };
                 summary.present_ptes += u32::from(found.is_present());
                 if found.without_flags(accessed_dirty) != expected {
-                    emit(Mismatch::KernelMapping { linear, expected, found }, summary);
+                    emit(
+                        Mismatch::KernelMapping {
+                            linear,
+                            expected,
+                            found,
+                        },
+                        summary,
+                    );
                 }
             }
         }
@@ -357,5 +506,8 @@ impl<P: PhysMem> Mm<P> {
 
 /// The slot numbers set in a live-slot mask, for callers building [`CheckInput`].
 pub fn live_slot_mask(slots: impl IntoIterator<Item = usize>) -> u64 {
-    slots.into_iter().filter(|&s| s < NR_TASKS).fold(0, |m, s| m | (1 << s))
+    slots
+        .into_iter()
+        .filter(|&s| s < NR_TASKS)
+        .fold(0, |m, s| m | (1 << s))
 }

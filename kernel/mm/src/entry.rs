@@ -26,8 +26,9 @@ bitflags::bitflags! {
 }
 
 /// Flags of a user page or a user page table: 0.11's magic `7` (present, writable, user).
-pub const USER_RW: EntryFlags =
-    EntryFlags::PRESENT.union(EntryFlags::WRITABLE).union(EntryFlags::USER);
+pub const USER_RW: EntryFlags = EntryFlags::PRESENT
+    .union(EntryFlags::WRITABLE)
+    .union(EntryFlags::USER);
 /// Flags of a kernel identity-map entry: present, writable, supervisor only.
 pub const KERNEL_RW: EntryFlags = EntryFlags::PRESENT.union(EntryFlags::WRITABLE);
 

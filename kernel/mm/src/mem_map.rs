@@ -181,7 +181,9 @@ impl MemMap {
 
     /// Adds a reference to a frame in use (`mem_map[MAP_NR(page)]++`).
     pub fn increment(&mut self, frame: Frame) -> Result<u8, MapCountError> {
-        let index = self.map_nr(frame).ok_or(MapCountError::Nonexistent(frame))?;
+        let index = self
+            .map_nr(frame)
+            .ok_or(MapCountError::Nonexistent(frame))?;
         if frame.as_u32() < self.start_mem {
             return Err(MapCountError::Reserved(frame));
         }
@@ -205,7 +207,9 @@ impl MemMap {
     /// Drops a reference (`mem_map[MAP_NR(page)]--`); returns the new count. A frame whose
     /// count reaches 0 is free again.
     pub fn decrement(&mut self, frame: Frame) -> Result<u8, MapCountError> {
-        let index = self.map_nr(frame).ok_or(MapCountError::Nonexistent(frame))?;
+        let index = self
+            .map_nr(frame)
+            .ok_or(MapCountError::Nonexistent(frame))?;
         match self.counts[index] {
             0 => Err(MapCountError::Free(frame)),
             1 => {
@@ -222,8 +226,14 @@ impl MemMap {
 
     /// Overwrites a count, keeping the free index in step. Only for deliberate corruption
     /// by debugging tools: nothing in the paging code calls it.
-    pub fn set_count_for_debugging(&mut self, frame: Frame, count: u8) -> Result<(), MapCountError> {
-        let index = self.map_nr(frame).ok_or(MapCountError::Nonexistent(frame))?;
+    pub fn set_count_for_debugging(
+        &mut self,
+        frame: Frame,
+        count: u8,
+    ) -> Result<(), MapCountError> {
+        let index = self
+            .map_nr(frame)
+            .ok_or(MapCountError::Nonexistent(frame))?;
         let was_free = self.counts[index] == 0;
         self.counts[index] = count;
         match (was_free, count == 0) {
@@ -303,7 +313,11 @@ mod tests {
         }
         assert_eq!(frames[0].as_u32(), 0x007f_f000, "the top frame first");
         m.decrement(frames[3]).unwrap();
-        assert_eq!(m.take_highest_free(), Some(frames[3]), "a freed high frame is reused first");
+        assert_eq!(
+            m.take_highest_free(),
+            Some(frames[3]),
+            "a freed high frame is reused first"
+        );
     }
 
     #[test]
@@ -319,11 +333,18 @@ mod tests {
         let high = Frame::containing(0x0080_0000);
         assert_eq!(m.decrement(high), Err(MapCountError::Nonexistent(high)));
         let reserved = Frame::containing(0x0010_0000);
-        assert_eq!(m.increment(reserved), Err(MapCountError::Reserved(reserved)));
+        assert_eq!(
+            m.increment(reserved),
+            Err(MapCountError::Reserved(reserved))
+        );
         for expected in 2..=MAX_MAP_COUNT {
             assert_eq!(m.increment(b), Ok(expected));
         }
-        assert_eq!(m.increment(b), Err(MapCountError::Overflow(b)), "never wraps to 0");
+        assert_eq!(
+            m.increment(b),
+            Err(MapCountError::Overflow(b)),
+            "never wraps to 0"
+        );
         assert!(!m.can_increment(b));
         assert_eq!(m.first_index_out_of_sync(), None);
     }

@@ -6,7 +6,7 @@
 //! Errors are typed; the kernel decides what the original's `panic`/`oom()` becomes.
 
 use crate::addr::{
-    Frame, LinearAddr, PhysAddr, ENTRIES_PER_TABLE, LOW_MEM, PAGE_SIZE, PDE_SPAN, PDES_PER_TASK,
+    Frame, LinearAddr, PhysAddr, ENTRIES_PER_TABLE, LOW_MEM, PAGE_SIZE, PDES_PER_TASK, PDE_SPAN,
     TASK_SIZE,
 };
 use crate::entry::{Entry, EntryFlags, KERNEL_RW, USER_RW};
@@ -214,7 +214,10 @@ impl fmt::Display for PutPageError {
         match self {
             PutPageError::BadFrame(fr) => write!(f, "trying to put page {fr}: no such page"),
             PutPageError::NotExclusive(fr, c) => {
-                write!(f, "mem_map disagrees with {fr} at put_page (count {c}, expected 1)")
+                write!(
+                    f,
+                    "mem_map disagrees with {fr} at put_page (count {c}, expected 1)"
+                )
             }
             PutPageError::OutOfMemory(e) => write!(f, "put_page: {e}"),
             PutPageError::AlreadyMapped(a, e) => {
@@ -391,7 +394,10 @@ impl<P: PhysMem> Mm<P> {
         mem_map.mem_init(start_mem, end_mem);
         let high = mem_map.high_memory();
         let kernel_pdes = high.div_ceil(PDE_SPAN) as usize;
-        assert!(kernel_tables.len() >= kernel_pdes, "need one kernel page table per 4 MiB");
+        assert!(
+            kernel_tables.len() >= kernel_pdes,
+            "need one kernel page table per 4 MiB"
+        );
         let mut tables = [Frame::default(); PDES_PER_TASK];
         tables[..kernel_pdes].copy_from_slice(&kernel_tables[..kernel_pdes]);
         let mut mm = Mm {
@@ -409,10 +415,15 @@ impl<P: PhysMem> Mm<P> {
             for index in 0..ENTRIES_PER_TABLE {
                 let addr = LinearAddr::from_indices(dir, index).as_u32();
                 if addr < high {
-                    mm.phys.write_entry(table, index, Entry::new(Frame::containing(addr), KERNEL_RW));
+                    mm.phys.write_entry(
+                        table,
+                        index,
+                        Entry::new(Frame::containing(addr), KERNEL_RW),
+                    );
                 }
             }
-            mm.phys.write_entry(pg_dir, dir, Entry::new(table, KERNEL_RW));
+            mm.phys
+                .write_entry(pg_dir, dir, Entry::new(table, KERNEL_RW));
         }
         mm
     }
@@ -456,7 +467,8 @@ impl<P: PhysMem> Mm<P> {
     /// Translates a linear address through the page tables, in software.
     pub fn translate(&self, addr: LinearAddr) -> Option<PhysAddr> {
         let (_, _, pte) = self.pte(addr)?;
-        pte.is_present().then(|| pte.frame().addr().offset(addr.page_offset()))
+        pte.is_present()
+            .then(|| pte.frame().addr().offset(addr.page_offset()))
     }
 
     /// 0.11 `get_free_page`: the highest free frame, count 1, zero-filled; with the
@@ -471,17 +483,24 @@ impl<P: PhysMem> Mm<P> {
     ) -> Result<Frame, OutOfMemory> {
         if policy.should_fail(site) {
             self.counters.failures[site.index()] += 1;
-            return Err(OutOfMemory { site, injected: true });
+            return Err(OutOfMemory {
+                site,
+                injected: true,
+            });
         }
         let frame = match self.frame_search {
             FrameSearch::Bitmap => self.mem_map.take_highest_free(),
-            FrameSearch::LinearScan0_11 => {
-                self.mem_map.scan_highest_free_0_11().map(|i| self.mem_map.take_index(i))
-            }
+            FrameSearch::LinearScan0_11 => self
+                .mem_map
+                .scan_highest_free_0_11()
+                .map(|i| self.mem_map.take_index(i)),
         };
         let Some(frame) = frame else {
             self.counters.failures[site.index()] += 1;
-            return Err(OutOfMemory { site, injected: false });
+            return Err(OutOfMemory {
+                site,
+                injected: false,
+            });
         };
         self.phys.zero_frame(frame);
         self.counters.allocations[site.index()] += 1;
@@ -581,7 +600,11 @@ impl<P: PhysMem> Mm<P> {
         }
         // 0.11: "when from == 0 we are copying kernel space for the first fork(): only
         // copy the first 160 pages (640 KiB)".
-        let entries = if from.as_u32() == 0 { TASK0_COPY_ENTRIES } else { ENTRIES_PER_TABLE };
+        let entries = if from.as_u32() == 0 {
+            TASK0_COPY_ENTRIES
+        } else {
+            ENTRIES_PER_TABLE
+        };
         let mut copied = CopiedTables::default();
         for i in 0..count {
             if self.pde(to_dir + i).is_present() {
@@ -643,8 +666,11 @@ impl<P: PhysMem> Mm<P> {
                 return Err(PutPageError::AlreadyMapped(address, old));
             }
         }
-        let table = self.table_for(address, policy).map_err(PutPageError::OutOfMemory)?;
-        self.phys.write_entry(table, address.table_index(), Entry::new(page, USER_RW));
+        let table = self
+            .table_for(address, policy)
+            .map_err(PutPageError::OutOfMemory)?;
+        self.phys
+            .write_entry(table, address.table_index(), Entry::new(page, USER_RW));
         // 0.11: "no need for invalidate": a not-present entry is never in the TLB.
         Ok(())
     }
@@ -683,7 +709,8 @@ impl<P: PhysMem> Mm<P> {
         let old = pte.frame();
         let counted = old.as_u32() >= LOW_MEM;
         if counted && self.mem_map.count(old) == Some(1) {
-            self.phys.write_entry(table, index, pte.with_flags(EntryFlags::WRITABLE));
+            self.phys
+                .write_entry(table, index, pte.with_flags(EntryFlags::WRITABLE));
             self.phys.invalidate_page(address.page_base());
             return Ok(WpOutcome::MadeWritable(old));
         }
@@ -703,7 +730,8 @@ impl<P: PhysMem> Mm<P> {
         // looks clean, and `try_to_share` would hand another task modified data as if it
         // were the program's page.
         let dirty = pte.flags() & EntryFlags::DIRTY;
-        self.phys.write_entry(table, index, Entry::new(new, USER_RW | dirty));
+        self.phys
+            .write_entry(table, index, Entry::new(new, USER_RW | dirty));
         self.phys.invalidate_page(address.page_base());
         Ok(WpOutcome::Copied { from: old, to: new })
     }
@@ -798,12 +826,16 @@ impl<P: PhysMem> Mm<P> {
                 return Err(ShareError::AlreadyExists(to));
             }
         }
-        let to_table = self.table_for(to, policy).map_err(ShareError::OutOfMemory)?;
+        let to_table = self
+            .table_for(to, policy)
+            .map_err(ShareError::OutOfMemory)?;
         let shared = from_pte.without_flags(EntryFlags::WRITABLE);
         self.phys.write_entry(from_table, from_index, shared);
         self.phys.write_entry(to_table, to.table_index(), shared);
         self.phys.flush_tlb();
-        self.mem_map.increment(page).expect("checked by can_increment");
+        self.mem_map
+            .increment(page)
+            .expect("checked by can_increment");
         Ok(true)
     }
 
@@ -849,16 +881,26 @@ impl<P: PhysMem> Mm<P> {
         let offset = address.as_u32() - ctx.base.as_u32();
         let program = match ctx.program {
             Some(p) if offset < p.end_data() => p,
-            _ => return self.get_empty_page(address, policy).map(NoPageOutcome::ZeroPage),
+            _ => {
+                return self
+                    .get_empty_page(address, policy)
+                    .map(NoPageOutcome::ZeroPage)
+            }
         };
-        if let Some(frame) = self.share_page(offset, ctx, policy).map_err(NoPageError::Share)? {
+        if let Some(frame) = self
+            .share_page(offset, ctx, policy)
+            .map_err(NoPageError::Share)?
+        {
             return Ok(NoPageOutcome::Shared(frame));
         }
         let page = self.get_free_page_with(AllocSite::NoPage, policy)?;
         // 0.11 reads four blocks and zeroes what lies past end_data; the frame is already
         // zero-filled, so writing the bytes below end_data is the same.
         let bytes = program.page_bytes(offset);
-        let len = bytes.len().min(PAGE_SIZE as usize).min((program.end_data() - offset) as usize);
+        let len = bytes
+            .len()
+            .min(PAGE_SIZE as usize)
+            .min((program.end_data() - offset) as usize);
         self.phys.write_bytes(page.addr(), &bytes[..len]);
         if let Err(e) = self.put_page(page, address, policy) {
             let _ = self.free_page(page.addr());

@@ -21,7 +21,11 @@ impl SimRam {
     /// `size` bytes of zeroed RAM (a multiple of the page size).
     pub fn new(size: u32) -> SimRam {
         assert_eq!(size % PAGE_SIZE, 0, "RAM size must be whole pages");
-        SimRam { bytes: vec![0; size as usize], tlb_flushes: 0, page_invalidations: 0 }
+        SimRam {
+            bytes: vec![0; size as usize],
+            tlb_flushes: 0,
+            page_invalidations: 0,
+        }
     }
     pub fn size(&self) -> u32 {
         self.bytes.len() as u32

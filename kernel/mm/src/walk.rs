@@ -37,7 +37,8 @@ pub struct Walk {
 impl Walk {
     /// The physical address the linear address translates to.
     pub fn physical(&self) -> Option<u32> {
-        self.frame.map(|(f, _)| f.as_u32() | self.linear.page_offset())
+        self.frame
+            .map(|(f, _)| f.as_u32() | self.linear.page_offset())
     }
 }
 
@@ -76,8 +77,15 @@ impl<P: PhysMem> Mm<P> {
         let pde_index = linear.dir_index();
         let pde = self.pde(pde_index);
         let pte_index = linear.table_index();
-        let mut walk =
-            Walk { linear, pde_index, pde, pte_index, pte: None, frame: None, stop: None };
+        let mut walk = Walk {
+            linear,
+            pde_index,
+            pde,
+            pte_index,
+            pte: None,
+            frame: None,
+            stop: None,
+        };
         if !pde.is_present() {
             walk.stop = Some(WalkStop::NoPageTable);
             return walk;
@@ -87,7 +95,9 @@ impl<P: PhysMem> Mm<P> {
         if pte.is_present() {
             walk.frame = Some((pte.frame(), self.mem_map.count(pte.frame())));
         } else if pte.is_swap() {
-            walk.stop = Some(WalkStop::SwappedOut { slot: pte.swap_slot() });
+            walk.stop = Some(WalkStop::SwappedOut {
+                slot: pte.swap_slot(),
+            });
         } else {
             walk.stop = Some(WalkStop::NotMapped);
         }

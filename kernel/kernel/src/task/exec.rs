@@ -84,8 +84,11 @@ pub fn spawn_init(name: &str, arg: &[u8]) -> Result<(), Errno> {
     let page = {
         let mut p = paging();
         let Paging { mm, policy } = &mut *p;
-        mm.get_free_page_with(AllocSite::TaskStruct, policy)
-            .map_err(|_| Errno(EAGAIN))?
+        let page = mm
+            .get_free_page_with(AllocSite::TaskStruct, policy)
+            .map_err(|_| Errno(EAGAIN))?;
+        super::plant_stack_canary(&mut mm.phys, page);
+        page
     };
     let mut task = t.get(0).clone();
     task.pid = pid;

@@ -97,7 +97,8 @@ static DEEPEST_STACK: AtomicU32 = AtomicU32::new(0);
 /// `get_free_page`, so the bytes below the deepest push are still zero.
 fn note_stack_use(phys: &impl PhysMem, page: Frame) {
     let mut word = [0u8; 4];
-    let untouched = (0..PAGE_SIZE)
+    // The first word holds the stack canary.
+    let untouched = (4..PAGE_SIZE)
         .step_by(4)
         .take_while(|&off| {
             phys.read_bytes(page.addr().offset(off), &mut word);
@@ -105,7 +106,7 @@ fn note_stack_use(phys: &impl PhysMem, page: Frame) {
         })
         .count() as u32
         * 4;
-    DEEPEST_STACK.fetch_max(PAGE_SIZE - untouched, Ordering::Relaxed);
+    DEEPEST_STACK.fetch_max(PAGE_SIZE - 4 - untouched, Ordering::Relaxed);
 }
 
 /// The deepest kernel stack use seen so far, in bytes.

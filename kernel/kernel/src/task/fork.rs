@@ -39,6 +39,7 @@ pub fn sys_fork(frame: &TrapFrame) -> Result<u32, Errno> {
             return Err(Errno(EAGAIN));
         }
     };
+    super::plant_stack_canary(&mut mm.phys, task_page);
     // 0.11 copy_mem: share the parent's whole slot copy-on-write.
     let (old_base, new_base) = (slot_base(parent_slot), slot_base(slot));
     let copied = match mm.copy_page_tables(old_base, new_base, TASK_SIZE, policy) {

@@ -243,3 +243,29 @@ pub fn describe_current(buf: &mut Name) -> Option<u32> {
 pub fn current_pid() -> u32 {
     tasks().get(current()).pid
 }
+
+/// The word at the bottom of every task page: a kernel stack that grows past its 4 KiB
+/// overwrites it, and the next return to user mode reports the overflow by name instead
+/// of letting it corrupt the frame below in silence.
+pub const STACK_CANARY: u32 = 0x57AC_CA9A;
+
+/// Plants the canary at the bottom of a fresh task page.
+pub fn plant_stack_canary(phys: &mut impl mm::PhysMem, page: Frame) {
+    phys.write_u32(page.addr(), STACK_CANARY);
+}
+
+/// Stops the kernel if the current task's kernel stack overflowed its task page.
+pub fn check_stack_canary() {
+    let page = {
+        let t = tasks();
+        t.get(current()).task_page
+    };
+    if let Some(page) = page {
+        let word = mm::PhysMem::read_u32(&crate::paging::paging().mm.phys, page.addr());
+        assert!(
+            word == STACK_CANARY,
+            "kernel stack overflow: the task page {page} of pid {} was written below its bottom",
+            current_pid()
+        );
+    }
+}

@@ -160,3 +160,6 @@ pub fn kernel_crash_doublefault() -> Outcome {
 pub fn kernel_crash_panic() -> Outcome {
     kernel_crash(crash_kind::PANIC)
 }
+pub fn kernel_crash_stackoverflow() -> Outcome {
+    kernel_crash(crash_kind::STACK_OVERFLOW)
+}

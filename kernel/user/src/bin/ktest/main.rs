@@ -130,6 +130,11 @@ const SCENARIOS: &[Scenario] = &[
         run: guard::kernel_crash_panic,
         in_all: false,
     },
+    Scenario {
+        name: "kernel-crash-stackoverflow",
+        run: guard::kernel_crash_stackoverflow,
+        in_all: false,
+    },
 ];
 
 /// Runs one scenario in this task, then reaps every child left (orphans included
