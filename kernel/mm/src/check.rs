@@ -14,6 +14,12 @@ use core::fmt;
 /// Marks a scratch count as "this frame is a page table".
 const TABLE_MARK: u16 = 0x8000;
 
+/// Counts one more reference in a scratch entry, keeping its page-table mark.
+fn add_reference(entry: &mut u16) {
+    let marked = *entry & TABLE_MARK;
+    *entry = (*entry & !TABLE_MARK).saturating_add(1).min(!TABLE_MARK) | marked;
+}
+
 /// One violated invariant, precise enough to find the culprit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mismatch {
@@ -296,7 +302,8 @@ impl<P: PhysMem> Mm<P> {
             let table = pde.frame();
             match self.mem_map.map_nr(table) {
                 Some(i) if table.as_u32() >= start_mem => {
-                    refs[i] = refs[i].saturating_add(1) | TABLE_MARK;
+                    add_reference(&mut refs[i]);
+                    refs[i] |= TABLE_MARK;
                     // A second owner shows up as a count above 1 in the table pass below.
                 }
                 _ => {
@@ -336,8 +343,7 @@ impl<P: PhysMem> Mm<P> {
                 let frame = pte.frame();
                 match self.mem_map.map_nr(frame) {
                     Some(i) if frame.as_u32() >= start_mem => {
-                        let marked = refs[i] & TABLE_MARK;
-                        refs[i] = ((refs[i] & !TABLE_MARK).saturating_add(1)) | marked;
+                        add_reference(&mut refs[i]);
                     }
                     _ => {
                         emit(Mismatch::BadFrame { linear, frame }, &mut summary);
@@ -363,8 +369,7 @@ impl<P: PhysMem> Mm<P> {
             summary.kernel_refs += 1;
             match self.mem_map.map_nr(frame) {
                 Some(i) if frame.as_u32() >= start_mem => {
-                    let marked = refs[i] & TABLE_MARK;
-                    refs[i] = ((refs[i] & !TABLE_MARK).saturating_add(1)) | marked;
+                    add_reference(&mut refs[i]);
                 }
                 _ => emit(Mismatch::BadKernelReference { frame }, &mut summary),
             }
