@@ -362,6 +362,9 @@ pub struct MmCounters {
 }
 
 /// The paging state: physical memory, `mem_map` and the one page directory of 0.11.
+///
+/// The functions named after 0.11's are `#[inline(never)]`, so that a debugger can put a
+/// breakpoint on `do_wp_page` or `copy_page_tables` in the kernel's release build.
 pub struct Mm<P: PhysMem> {
     /// The machine's memory and TLB.
     pub phys: P,
@@ -476,6 +479,7 @@ impl<P: PhysMem> Mm<P> {
     ///
     /// D3: the search goes through a bitmap instead of 0.11's linear scan; the frame it
     /// returns is the same (see `mem_map.rs`).
+    #[inline(never)]
     pub fn get_free_page_with(
         &mut self,
         site: AllocSite,
@@ -514,6 +518,7 @@ impl<P: PhysMem> Mm<P> {
 
     /// 0.11 `free_page(addr)`: drops one reference. Frames below LOW_MEM are ignored, as
     /// in 0.11; a nonexistent or already free frame is an error (0.11 panics).
+    #[inline(never)]
     pub fn free_page(&mut self, addr: PhysAddr) -> Result<(), MapCountError> {
         if addr.as_u32() < LOW_MEM {
             return Ok(());
@@ -528,6 +533,7 @@ impl<P: PhysMem> Mm<P> {
     ///
     /// D1: any range that overlaps task 0's slot (the kernel's identity map) is refused,
     /// where 0.11 only refuses `from == 0` (the seed text marks that check "BUG").
+    #[inline(never)]
     pub fn free_page_tables(
         &mut self,
         from: LinearAddr,
@@ -580,6 +586,7 @@ impl<P: PhysMem> Mm<P> {
     /// 0.11 `copy_page_tables(from, to, size)`: gives `to` its own page tables mapping the
     /// same pages as `from`, write-protected on both sides, each page's count raised:
     /// copy-on-write for `fork`.
+    #[inline(never)]
     pub fn copy_page_tables(
         &mut self,
         from: LinearAddr,
@@ -649,6 +656,7 @@ impl<P: PhysMem> Mm<P> {
 
     /// 0.11 `put_page(page, address)`: maps a frame (count 1) at a linear address with
     /// flags 7, allocating the page table when missing.
+    #[inline(never)]
     pub fn put_page(
         &mut self,
         page: Frame,
@@ -697,6 +705,7 @@ impl<P: PhysMem> Mm<P> {
     ///
     /// D8: the copy is made before the entry points at it, as 0.12 does (0.11 remaps
     /// first and copies after, exposing a zero page for a moment).
+    #[inline(never)]
     pub fn un_wp_page(
         &mut self,
         address: LinearAddr,
@@ -738,6 +747,7 @@ impl<P: PhysMem> Mm<P> {
 
     /// 0.11 `do_wp_page(error_code, address)`: the write-protect fault of `page.s`
     /// (error code bit 0 set) for the task whose slot starts at `base`.
+    #[inline(never)]
     pub fn do_wp_page(
         &mut self,
         error_code: u32,
@@ -764,6 +774,7 @@ impl<P: PhysMem> Mm<P> {
     /// copy-on-write by hand, because the 386 ignores RW in ring 0 (CR0.WP is clear).
     /// Returns what `un_wp_page` did, or `None` when the page needed nothing (no page
     /// table, not present, or already writable).
+    #[inline(never)]
     pub fn write_verify(
         &mut self,
         address: LinearAddr,
@@ -779,6 +790,7 @@ impl<P: PhysMem> Mm<P> {
 
     /// 0.11 `get_empty_page(address)`: a zero page mapped at `address`. 0.11 calls
     /// `oom()` on failure; the error goes to the caller, who does.
+    #[inline(never)]
     pub fn get_empty_page(
         &mut self,
         address: LinearAddr,
@@ -798,6 +810,7 @@ impl<P: PhysMem> Mm<P> {
     /// 0.11 `try_to_share(address, p)`: maps the page at offset `offset` of the task at
     /// `from_base` into the task at `to_base`, if it is present and clean (never written:
     /// `(pte & 0x41) == 1`). Both entries become read-only; the count goes up.
+    #[inline(never)]
     pub fn try_to_share(
         &mut self,
         offset: u32,
@@ -840,6 +853,7 @@ impl<P: PhysMem> Mm<P> {
     }
 
     /// 0.11 `share_page(address)`: tries every other task running the same program.
+    #[inline(never)]
     pub fn share_page(
         &mut self,
         offset: u32,
@@ -861,6 +875,7 @@ impl<P: PhysMem> Mm<P> {
     /// 0.11 `do_no_page(error_code, address)`: the not-present fault of `page.s`. Past the
     /// program's data (or with no program) it maps a zero page; inside, it shares the
     /// page from another task running the program, or reads it from the image.
+    #[inline(never)]
     pub fn do_no_page(
         &mut self,
         _error_code: u32,
