@@ -132,6 +132,8 @@ pub struct FaultCounts {
     pub cow_copied: u32,
     /// `do_wp_page` found the page's count at 1 and only made it writable.
     pub cow_made_writable: u32,
+    /// `do_no_page` read the page back from the swap device (0.12 `swap_in`).
+    pub swapped_in: u32,
 }
 
 /// What `meminfo` reports.
@@ -246,7 +248,7 @@ pub mod qemu_exit {
 
 impl MemInfo {
     /// Size in bytes.
-    pub const SIZE: usize = 11 * 4;
+    pub const SIZE: usize = 12 * 4;
     /// The structure's bytes, in its `#[repr(C)]` layout.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let f = &self.faults;
@@ -262,6 +264,7 @@ impl MemInfo {
             f.shared,
             f.cow_copied,
             f.cow_made_writable,
+            f.swapped_in,
         ])
     }
 }

@@ -145,6 +145,17 @@ fn resolve_no_page(
             Ok(FaultAction::Shared)
         }
         Ok(NoPageOutcome::AlreadyPresent(_)) => Ok(FaultAction::Spurious),
+        Ok(NoPageOutcome::SwappedIn(_)) => {
+            faults.swapped_in += 1;
+            Ok(FaultAction::SwappedIn)
+        }
+        Err(NoPageError::SwapIn(mm::swap::SwapInError::OutOfMemory(_))) => {
+            Err((Unresolved::OutOfMemory, "out of memory"))
+        }
+        Err(NoPageError::SwapIn(e)) => {
+            println!("do_no_page: {e}");
+            Err((Unresolved::Illegal, "the page could not be read back from swap"))
+        }
         Err(NoPageError::OutOfMemory(_))
         | Err(NoPageError::Share(mm::memory::ShareError::OutOfMemory(_))) => {
             Err((Unresolved::OutOfMemory, "out of memory"))
@@ -189,7 +200,7 @@ fn book_wp(
             faults.cow_made_writable += 1;
             Ok(FaultAction::CowMadeWritable)
         }
-        Ok(WpOutcome::AlreadyWritable(_)) => Ok(FaultAction::Spurious),
+        Ok(WpOutcome::AlreadyWritable(_)) | Ok(WpOutcome::Retry) => Ok(FaultAction::Spurious),
         Err(WpError::OutOfMemory(_)) => Err((Unresolved::OutOfMemory, "out of memory")),
         Err(WpError::NotAWrite(_)) => Err((Unresolved::Illegal, "protection fault on a read")),
         Err(WpError::OutsideTask(_)) => Err((

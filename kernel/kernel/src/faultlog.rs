@@ -19,6 +19,8 @@ pub enum FaultAction {
     CowCopied,
     /// `do_wp_page`: the count was 1, the page only became writable.
     CowMadeWritable,
+    /// `do_no_page` → `swap_in`: read back from the swap device.
+    SwappedIn,
     /// The entry was already fine (stale TLB): flushed.
     Spurious,
     /// `oom()` killed the task.
@@ -35,6 +37,7 @@ impl FaultAction {
             FaultAction::Shared => "shared",
             FaultAction::CowCopied => "COW copied",
             FaultAction::CowMadeWritable => "COW made writable",
+            FaultAction::SwappedIn => "swapped in",
             FaultAction::Spurious => "spurious",
             FaultAction::OutOfMemory => "out of memory, killed",
             FaultAction::Killed => "killed",
@@ -58,12 +61,13 @@ pub struct FaultRecord {
 }
 
 /// Every action, in a fixed order (the index into the totals).
-const ACTIONS: [FaultAction; 8] = [
+const ACTIONS: [FaultAction; 9] = [
     FaultAction::ZeroPage,
     FaultAction::Loaded,
     FaultAction::Shared,
     FaultAction::CowCopied,
     FaultAction::CowMadeWritable,
+    FaultAction::SwappedIn,
     FaultAction::Spurious,
     FaultAction::OutOfMemory,
     FaultAction::Killed,

@@ -146,8 +146,10 @@ impl fmt::Display for FreeTablesError {
 pub struct FreedTables {
     pub pages: u32,
     pub page_tables: u32,
-    /// Non-present, non-zero entries (0.12 swap entries) that were cleared.
+    /// Non-present, non-zero entries (0.12 swap entries) whose slots were freed.
     pub swap_entries: u32,
+    /// Swap entries naming no slot in use (a corrupted entry; cleared all the same).
+    pub bad_swap_entries: u32,
     /// References `free_page` refused (a corrupted table or `mem_map`): 0.11 panics on
     /// the first one; this kernel clears the entry, counts it and goes on (D4).
     pub bad_frees: u32,
@@ -171,6 +173,8 @@ pub enum CopyError {
     /// The parent maps a frame `mem_map` refuses a reference to (free, reserved or
     /// nonexistent): corrupted state, reported instead of counted.
     BadReference(MapCountError),
+    /// A swapped-out page of the parent could not be read back.
+    SwapIo(crate::phys::SwapIoError),
 }
 
 impl fmt::Display for CopyError {
@@ -184,6 +188,7 @@ impl fmt::Display for CopyError {
             CopyError::OutOfMemory(e) => write!(f, "copy_page_tables: {e}"),
             CopyError::CountOverflow(fr) => write!(f, "copy_page_tables: count of {fr} is full"),
             CopyError::BadReference(e) => write!(f, "copy_page_tables: {e}"),
+            CopyError::SwapIo(e) => write!(f, "copy_page_tables: {e}"),
         }
     }
 }
@@ -194,6 +199,8 @@ pub struct CopiedTables {
     pub page_tables: u32,
     /// Present pages now shared copy-on-write.
     pub pages: u32,
+    /// Swapped-out pages read back for the parent (the child keeps the slot).
+    pub swap_entries: u32,
 }
 
 /// Why `put_page` refused (0.11 only warns "Trying to put page %p at %p" and maps anyway).
@@ -236,6 +243,9 @@ pub enum WpOutcome {
     Copied { from: Frame, to: Frame },
     /// The entry was already writable (a stale TLB entry): flushed, nothing else.
     AlreadyWritable(Frame),
+    /// The entry changed while a frame was found (swap_out evicted the page): nothing
+    /// done; the access faults again and is handled afresh.
+    Retry,
 }
 
 /// Why a write-protect fault could not be resolved.
@@ -286,6 +296,8 @@ pub enum NoPageOutcome {
     Shared(Frame),
     /// The entry was already present (a stale TLB entry): flushed, nothing else.
     AlreadyPresent(Frame),
+    /// The page was read back from the swap device (0.12 `swap_in`).
+    SwappedIn(Frame),
 }
 
 impl NoPageOutcome {
@@ -294,7 +306,8 @@ impl NoPageOutcome {
             NoPageOutcome::ZeroPage(f)
             | NoPageOutcome::Loaded(f)
             | NoPageOutcome::Shared(f)
-            | NoPageOutcome::AlreadyPresent(f) => f,
+            | NoPageOutcome::AlreadyPresent(f)
+            | NoPageOutcome::SwappedIn(f) => f,
         }
     }
 }
@@ -310,6 +323,8 @@ pub enum NoPageError {
     PutPage(PutPageError),
     /// Sharing found an entry already there.
     Share(ShareError),
+    /// The page could not be read back from swap.
+    SwapIn(crate::swap::SwapInError),
 }
 
 impl fmt::Display for NoPageError {
@@ -322,6 +337,7 @@ impl fmt::Display for NoPageError {
             NoPageError::Share(ShareError::AlreadyExists(a)) => {
                 write!(f, "try_to_share: to_page already exists at {a}")
             }
+            NoPageError::SwapIn(e) => write!(f, "{e}"),
         }
     }
 }
@@ -379,6 +395,8 @@ pub struct Mm<P: PhysMem> {
     /// Which search `get_free_page` uses.
     pub frame_search: FrameSearch,
     pub counters: MmCounters,
+    /// 0.12's swap state, once `init_swapping` found a device.
+    pub swap: Option<crate::swap::SwapMap>,
 }
 
 impl<P: PhysMem> Mm<P> {
@@ -411,6 +429,7 @@ impl<P: PhysMem> Mm<P> {
             kernel_pdes,
             frame_search: FrameSearch::Bitmap,
             counters: MmCounters::default(),
+            swap: None,
         };
         mm.phys.zero_frame(pg_dir);
         for (dir, &table) in tables[..kernel_pdes].iter().enumerate() {
@@ -492,12 +511,17 @@ impl<P: PhysMem> Mm<P> {
                 injected: true,
             });
         }
-        let frame = match self.frame_search {
-            FrameSearch::Bitmap => self.mem_map.take_highest_free(),
-            FrameSearch::LinearScan0_11 => self
-                .mem_map
-                .scan_highest_free_0_11()
-                .map(|i| self.mem_map.take_index(i)),
+        // 0.12: "if (!__res && swap_out()) goto repeat;"
+        let frame = loop {
+            let found = match self.frame_search {
+                FrameSearch::Bitmap => self.mem_map.take_highest_free(),
+                FrameSearch::LinearScan0_11 => {
+                    self.mem_map.scan_highest_free_0_11().map(|i| self.mem_map.take_index(i))
+                }
+            };
+            if found.is_some() || !self.swap_out() {
+                break found;
+            }
         };
         let Some(frame) = frame else {
             self.counters.failures[site.index()] += 1;
@@ -565,9 +589,11 @@ impl<P: PhysMem> Mm<P> {
                         Err(e) => freed.note_bad_free(e),
                     }
                 } else if pte.is_swap() {
-                    // 0.12 calls swap_free(pte >> 1) here; swap slots are released by
-                    // the swap layer when it exists.
+                    // 0.12: swap_free(pte >> 1).
                     freed.swap_entries += 1;
+                    if !self.free_swap_entry(pte) {
+                        freed.bad_swap_entries += 1;
+                    }
                 }
                 if pte.raw() != 0 {
                     self.phys.write_entry(table, index, Entry::EMPTY);
@@ -629,8 +655,26 @@ impl<P: PhysMem> Mm<P> {
             copied.page_tables += 1;
             for index in 0..entries {
                 let pte = self.phys.read_entry(from_table, index);
+                if pte.is_swap() {
+                    // 0.12: the parent gets the page back in a new frame (dirty), the child
+                    // keeps the slot, so a slot is never named twice.
+                    let page = self
+                        .get_free_page_with(AllocSite::CopyPageTables, policy)
+                        .map_err(CopyError::OutOfMemory)?;
+                    if let Err(e) = self.phys.swap_read(pte.swap_slot(), page) {
+                        self.free_page(page.addr()).expect("just allocated");
+                        return Err(CopyError::SwapIo(e));
+                    }
+                    if let Some(swap) = self.swap.as_mut() {
+                        swap.counters.read_in += 1;
+                    }
+                    self.phys.write_entry(to_table, index, pte);
+                    let back = Entry::new(page, USER_RW | EntryFlags::DIRTY);
+                    self.phys.write_entry(from_table, index, back);
+                    copied.swap_entries += 1;
+                    continue;
+                }
                 if !pte.is_present() {
-                    // Swap entries are the swap layer's (0.12 reads the page back first).
                     continue;
                 }
                 let shared = pte.without_flags(EntryFlags::WRITABLE);
@@ -726,6 +770,12 @@ impl<P: PhysMem> Mm<P> {
         let new = self
             .get_free_page_with(AllocSite::CowCopy, policy)
             .map_err(WpError::OutOfMemory)?;
+        // get_free_page may have run swap_out, which can drop a clean page: if the entry
+        // changed, give the frame back and let the access fault again on the new state.
+        if self.phys.read_entry(table, index) != pte {
+            self.free_page(new.addr()).expect("just allocated");
+            return Ok(WpOutcome::Retry);
+        }
         if counted {
             if let Err(e) = self.mem_map.decrement(old) {
                 // Undo the allocation so that a corrupted count leaks nothing.
@@ -839,9 +889,11 @@ impl<P: PhysMem> Mm<P> {
                 return Err(ShareError::AlreadyExists(to));
             }
         }
-        let to_table = self
-            .table_for(to, policy)
-            .map_err(ShareError::OutOfMemory)?;
+        let to_table = self.table_for(to, policy).map_err(ShareError::OutOfMemory)?;
+        // Allocating the table may have run swap_out and dropped the source page.
+        if self.phys.read_entry(from_table, from_index) != from_pte {
+            return Ok(false);
+        }
         let shared = from_pte.without_flags(EntryFlags::WRITABLE);
         self.phys.write_entry(from_table, from_index, shared);
         self.phys.write_entry(to_table, to.table_index(), shared);
@@ -891,6 +943,13 @@ impl<P: PhysMem> Mm<P> {
             if pte.is_present() {
                 self.phys.invalidate_page(address);
                 return Ok(NoPageOutcome::AlreadyPresent(pte.frame()));
+            }
+            if pte.is_swap() {
+                // 0.12: "if (tmp && !(1 & tmp)) { swap_in((unsigned long *) page); return; }"
+                return self
+                    .swap_in(address, policy)
+                    .map(NoPageOutcome::SwappedIn)
+                    .map_err(NoPageError::SwapIn);
             }
         }
         let offset = address.as_u32() - ctx.base.as_u32();

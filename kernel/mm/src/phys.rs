@@ -1,10 +1,33 @@
-//! The small interface between the paging logic and the machine: physical memory and the TLB.
+//! The small interface between the paging logic and the machine: physical memory, the TLB,
+//! and the swap disk (0.12 `read_swap_page`/`write_swap_page`).
 //!
 //! The kernel implements it over its identity map (`kernel/kernel/src/arch/x86/phys.rs`);
 //! host tests use [`SimRam`](crate::sim::SimRam), a RAM array indexed by address.
 
 use crate::addr::{Frame, LinearAddr, PhysAddr};
 use crate::entry::Entry;
+use core::fmt;
+
+/// Why the swap device could not move a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapIoError {
+    /// There is no swap device.
+    NoDevice,
+    /// The slot lies beyond the device.
+    OutOfRange(u32),
+    /// The device reported an error (or a failure was injected).
+    Device,
+}
+
+impl fmt::Display for SwapIoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwapIoError::NoDevice => f.write_str("no swap device"),
+            SwapIoError::OutOfRange(slot) => write!(f, "swap slot {slot} beyond the device"),
+            SwapIoError::Device => f.write_str("swap device I/O error"),
+        }
+    }
+}
 
 /// Physical memory and TLB control, as the paging code needs them.
 pub trait PhysMem {
@@ -25,6 +48,21 @@ pub trait PhysMem {
     /// Flushes the TLB entry of one linear page (`invlpg`); the default flushes everything.
     fn invalidate_page(&mut self, _page: LinearAddr) {
         self.flush_tlb();
+    }
+
+    /// Pages on the swap device, header page included (0: no device).
+    fn swap_pages(&self) -> u32 {
+        0
+    }
+    /// 0.12 `read_swap_page(nr, buffer)`: reads page `slot` of the swap device into `frame`.
+    fn swap_read(&mut self, slot: u32, _frame: Frame) -> Result<(), SwapIoError> {
+        let _ = slot;
+        Err(SwapIoError::NoDevice)
+    }
+    /// 0.12 `write_swap_page(nr, buffer)`: writes `frame` to page `slot` of the swap device.
+    fn swap_write(&mut self, slot: u32, _frame: Frame) -> Result<(), SwapIoError> {
+        let _ = slot;
+        Err(SwapIoError::NoDevice)
     }
 
     /// Reads entry `index` of the table (or directory) in `table`.

@@ -5,7 +5,34 @@ use std::vec;
 use std::vec::Vec;
 
 use crate::addr::{Frame, LinearAddr, PhysAddr, PAGE_SIZE};
-use crate::phys::PhysMem;
+use crate::phys::{PhysMem, SwapIoError};
+
+/// A simulated swap disk: pages of bytes, plus switches that make I/O fail.
+#[derive(Clone)]
+pub struct SimDisk {
+    pub pages: Vec<[u8; PAGE_SIZE as usize]>,
+    /// Every read fails while set.
+    pub fail_reads: bool,
+    /// Every write fails while set.
+    pub fail_writes: bool,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+impl SimDisk {
+    /// A disk of `pages` pages carrying a 0.12 swap header: every slot but 0 free.
+    pub fn formatted(pages: u32) -> SimDisk {
+        let mut disk = SimDisk {
+            pages: vec![[0; PAGE_SIZE as usize]; pages as usize],
+            fail_reads: false,
+            fail_writes: false,
+            reads: 0,
+            writes: 0,
+        };
+        disk.pages[0] = crate::swap::format_header(pages);
+        disk
+    }
+}
 
 /// RAM as a byte array; address `a` is `bytes[a]`.
 #[derive(Clone)]
@@ -15,6 +42,8 @@ pub struct SimRam {
     pub tlb_flushes: u64,
     /// How many single-page invalidations it asked for.
     pub page_invalidations: u64,
+    /// The swap disk, if any.
+    pub disk: Option<SimDisk>,
 }
 
 impl SimRam {
@@ -25,6 +54,7 @@ impl SimRam {
             bytes: vec![0; size as usize],
             tlb_flushes: 0,
             page_invalidations: 0,
+            disk: None,
         }
     }
     pub fn size(&self) -> u32 {
@@ -76,5 +106,29 @@ impl PhysMem for SimRam {
     }
     fn invalidate_page(&mut self, _page: LinearAddr) {
         self.page_invalidations += 1;
+    }
+    fn swap_pages(&self) -> u32 {
+        self.disk.as_ref().map_or(0, |d| d.pages.len() as u32)
+    }
+    fn swap_read(&mut self, slot: u32, frame: Frame) -> Result<(), SwapIoError> {
+        let disk = self.disk.as_mut().ok_or(SwapIoError::NoDevice)?;
+        if disk.fail_reads {
+            return Err(SwapIoError::Device);
+        }
+        let page = *disk.pages.get(slot as usize).ok_or(SwapIoError::OutOfRange(slot))?;
+        disk.reads += 1;
+        self.write_bytes(frame.addr(), &page);
+        Ok(())
+    }
+    fn swap_write(&mut self, slot: u32, frame: Frame) -> Result<(), SwapIoError> {
+        let mut page = [0u8; PAGE_SIZE as usize];
+        self.read_bytes(frame.addr(), &mut page);
+        let disk = self.disk.as_mut().ok_or(SwapIoError::NoDevice)?;
+        if disk.fail_writes {
+            return Err(SwapIoError::Device);
+        }
+        *disk.pages.get_mut(slot as usize).ok_or(SwapIoError::OutOfRange(slot))? = page;
+        disk.writes += 1;
+        Ok(())
     }
 }

@@ -321,7 +321,8 @@ fn copy_page_tables_write_protects_both_sides_and_adds_one_reference_per_page() 
         copied,
         CopiedTables {
             page_tables: 2,
-            pages: 3
+            pages: 3,
+            swap_entries: 0
         }
     );
     for (offset, page) in [0, 0x1000, 0x0040_3000].into_iter().zip(pages) {
@@ -378,7 +379,8 @@ fn copy_page_tables_allocates_one_table_per_present_source_directory_entry() {
         copied,
         CopiedTables {
             page_tables: 3,
-            pages: 3
+            pages: 3,
+            swap_entries: 0
         }
     );
     assert_eq!(mm.mem_map.nr_free(), free - 3);
@@ -490,7 +492,8 @@ fn copy_page_tables_from_zero_copies_only_160_entries_and_leaves_low_pages_uncou
         copied,
         CopiedTables {
             page_tables: 1,
-            pages: 160
+            pages: 160,
+            swap_entries: 0
         }
     );
     let child = mm.pde(16).frame();

@@ -1,0 +1,327 @@
+//! Linux 0.12 `mm/swap.c`: the one-page slot bitmap, `get_swap_page`, `swap_free`,
+//! `swap_in`, `try_to_swap_out` and the clock scan `swap_out`.
+//!
+//! A swapped-out page's entry holds `slot << 1` (present bit clear, not zero). Slots are
+//! never shared: `copy_page_tables` reads a swapped page back for the parent and leaves the
+//! slot to the child, as 0.12 does, so each allocated slot is named by exactly one entry.
+
+use crate::addr::{Frame, LinearAddr, ENTRIES_PER_TABLE, LOW_MEM, PAGE_SIZE, PDES_PER_TASK};
+use crate::entry::{Entry, EntryFlags, USER_RW};
+use crate::memory::{AllocSite, FailurePolicy, Mm, OutOfMemory};
+use crate::phys::{PhysMem, SwapIoError};
+use core::fmt;
+
+/// Slots one bitmap page describes (0.12 `SWAP_BITS`: 4096 * 8).
+pub const SWAP_BITS: u32 = PAGE_SIZE * 8;
+/// The signature mkswap writes at the end of page 0 (0.12 checks `"SWAP-SPACE"`).
+pub const SWAP_SIGNATURE: &[u8; 10] = b"SWAP-SPACE";
+/// Where the signature starts in page 0.
+pub const SIGNATURE_OFFSET: usize = PAGE_SIZE as usize - SWAP_SIGNATURE.len();
+/// Slots whose bits would overlap the signature bytes, so are never usable.
+pub const MAX_SLOTS: u32 = (SIGNATURE_OFFSET as u32) * 8;
+
+const WORDS: usize = (SWAP_BITS / 32) as usize;
+
+/// Why swapping could not start (0.12 prints "Unable to start swapping: ...").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapInitError {
+    /// No swap device.
+    NoDevice,
+    /// Page 0 lacks the `SWAP-SPACE` signature.
+    NoSignature,
+    /// The header could not be read.
+    Io(SwapIoError),
+    /// No frame to read the header into.
+    OutOfMemory,
+    /// The header says slot 0 is free, or it has no free slot at all.
+    BadBitmap,
+}
+
+impl fmt::Display for SwapInitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwapInitError::NoDevice => f.write_str("no swap device"),
+            SwapInitError::NoSignature => f.write_str(
+                "the device has no SWAP-SPACE signature at byte 4086 of its first page \
+                 (format it with scripts/mkswap)",
+            ),
+            SwapInitError::Io(e) => write!(f, "cannot read the swap header: {e}"),
+            SwapInitError::OutOfMemory => f.write_str("no frame to read the swap header into"),
+            SwapInitError::BadBitmap => f.write_str("the swap bitmap is bad (slot 0 free, or no free slot)"),
+        }
+    }
+}
+
+/// What `swap_free` refused (0.12 prints "Swap-space bad (swap_free())").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwapFreeError {
+    pub slot: u32,
+}
+
+/// Counters of swap traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwapCounters {
+    /// Dirty pages written out.
+    pub written_out: u64,
+    /// Clean pages dropped (reloaded from the image, or zero, on the next fault).
+    pub dropped: u64,
+    /// Pages read back by `swap_in` or `copy_page_tables`.
+    pub read_in: u64,
+    /// Writes the device refused (the page stayed in memory).
+    pub write_errors: u64,
+    /// Reads the device refused.
+    pub read_errors: u64,
+    /// `swap_free` on a slot already free.
+    pub double_frees: u64,
+}
+
+/// The swap state: 0.12's `swap_bitmap` plus the clock hand of `swap_out`.
+#[derive(Clone)]
+pub struct SwapMap {
+    /// Bit n set: slot n is free.
+    bitmap: [u32; WORDS],
+    /// Slots the device has (the header's page included).
+    nr_slots: u32,
+    nr_free: u32,
+    /// `swap_out`'s static `dir_entry` and `page_entry`.
+    clock_dir: usize,
+    clock_page: usize,
+    pub counters: SwapCounters,
+}
+
+impl SwapMap {
+    /// A map from a header page: the bitmap bits, cut to the device's size.
+    pub fn from_header(header: &[u8], device_pages: u32) -> Result<SwapMap, SwapInitError> {
+        if header.len() < PAGE_SIZE as usize || &header[SIGNATURE_OFFSET..SIGNATURE_OFFSET + 10] != SWAP_SIGNATURE {
+            return Err(SwapInitError::NoSignature);
+        }
+        let nr_slots = device_pages.min(MAX_SLOTS);
+        let mut map = SwapMap {
+            bitmap: [0; WORDS],
+            nr_slots,
+            nr_free: 0,
+            clock_dir: PDES_PER_TASK,
+            clock_page: 0,
+            counters: SwapCounters::default(),
+        };
+        for slot in 0..nr_slots {
+            if header[(slot / 8) as usize] & (1 << (slot % 8)) != 0 {
+                map.bitmap[(slot / 32) as usize] |= 1 << (slot % 32);
+                map.nr_free += 1;
+            }
+        }
+        if map.is_free(0) || map.nr_free == 0 {
+            return Err(SwapInitError::BadBitmap);
+        }
+        Ok(map)
+    }
+
+    pub fn nr_slots(&self) -> u32 {
+        self.nr_slots
+    }
+    pub fn nr_free(&self) -> u32 {
+        self.nr_free
+    }
+    /// Slots in use (named by an entry).
+    pub fn nr_used(&self) -> u32 {
+        self.nr_slots - 1 - self.nr_free
+    }
+    pub fn is_free(&self, slot: u32) -> bool {
+        slot < self.nr_slots && self.bitmap[(slot / 32) as usize] & (1 << (slot % 32)) != 0
+    }
+    /// Whether `slot` is a slot in use (allocated, not the header).
+    pub fn in_use(&self, slot: u32) -> bool {
+        slot != 0 && slot < self.nr_slots && !self.is_free(slot)
+    }
+
+    /// 0.12 `get_swap_page`: the lowest free slot, now in use.
+    pub fn get_swap_page(&mut self) -> Option<u32> {
+        let word = self.bitmap.iter().position(|&w| w != 0)?;
+        let slot = word as u32 * 32 + self.bitmap[word].trailing_zeros();
+        self.bitmap[word] &= !(1 << (slot % 32));
+        self.nr_free -= 1;
+        Some(slot)
+    }
+
+    /// 0.12 `swap_free(nr)`: slot 0 is ignored; freeing a free slot is refused.
+    pub fn swap_free(&mut self, slot: u32) -> Result<(), SwapFreeError> {
+        if slot == 0 {
+            return Ok(());
+        }
+        if slot >= self.nr_slots || self.is_free(slot) {
+            self.counters.double_frees += 1;
+            return Err(SwapFreeError { slot });
+        }
+        self.bitmap[(slot / 32) as usize] |= 1 << (slot % 32);
+        self.nr_free += 1;
+        Ok(())
+    }
+}
+
+/// A header page as mkswap writes it for a device of `pages` pages: slots 1..pages free,
+/// the signature at byte 4086.
+pub fn format_header(pages: u32) -> [u8; PAGE_SIZE as usize] {
+    let mut header = [0u8; PAGE_SIZE as usize];
+    for slot in 1..pages.min(MAX_SLOTS) {
+        header[(slot / 8) as usize] |= 1 << (slot % 8);
+    }
+    header[SIGNATURE_OFFSET..].copy_from_slice(SWAP_SIGNATURE);
+    header
+}
+
+/// Why `swap_in` could not bring a page back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapInError {
+    OutOfMemory(OutOfMemory),
+    /// The device failed: the page's data is lost to the task.
+    Io(SwapIoError),
+    /// The entry does not name a slot in use (corrupted state).
+    BadEntry(Entry),
+}
+
+impl fmt::Display for SwapInError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwapInError::OutOfMemory(e) => write!(f, "swap_in: {e}"),
+            SwapInError::Io(e) => write!(f, "swap_in: {e}"),
+            SwapInError::BadEntry(e) => write!(f, "swap_in: entry {:#010x} names no slot in use", e.raw()),
+        }
+    }
+}
+
+impl<P: PhysMem> Mm<P> {
+    /// 0.12 `init_swapping`: reads the device's header page and starts swapping.
+    pub fn init_swapping(&mut self) -> Result<u32, SwapInitError> {
+        let pages = self.phys.swap_pages();
+        if pages == 0 {
+            return Err(SwapInitError::NoDevice);
+        }
+        let frame = self.get_free_page(AllocSite::NoPage).map_err(|_| SwapInitError::OutOfMemory)?;
+        let result = self.phys.swap_read(0, frame).map_err(SwapInitError::Io).and_then(|()| {
+            let mut header = [0u8; PAGE_SIZE as usize];
+            self.phys.read_bytes(frame.addr(), &mut header);
+            SwapMap::from_header(&header, pages)
+        });
+        self.free_page(frame.addr()).expect("the header frame was just allocated");
+        let map = result?;
+        let free = map.nr_free();
+        self.swap = Some(map);
+        Ok(free)
+    }
+
+    /// 0.12 `swap_in(table_ptr)`: reads the swapped-out page of `address` back into a new
+    /// frame, frees its slot and maps it `page | DIRTY | 7` (it must be written out again
+    /// before it can be dropped).
+    pub fn swap_in(&mut self, address: LinearAddr, policy: &mut dyn FailurePolicy) -> Result<Frame, SwapInError> {
+        let Some((table, index, entry)) = self.pte(address) else {
+            return Err(SwapInError::BadEntry(Entry::EMPTY));
+        };
+        let slot = entry.swap_slot();
+        if !entry.is_swap() || !self.swap.as_ref().is_some_and(|s| s.in_use(slot)) {
+            return Err(SwapInError::BadEntry(entry));
+        }
+        let page = self.get_free_page_with(AllocSite::NoPage, policy).map_err(SwapInError::OutOfMemory)?;
+        // get_free_page may have run swap_out, which never touches a swap entry: the entry
+        // still names the same slot.
+        if let Err(e) = self.phys.swap_read(slot, page) {
+            self.free_page(page.addr()).expect("just allocated");
+            if let Some(swap) = self.swap.as_mut() {
+                swap.counters.read_errors += 1;
+            }
+            return Err(SwapInError::Io(e));
+        }
+        let swap = self.swap.as_mut().expect("checked above");
+        swap.swap_free(slot).expect("the slot was in use");
+        swap.counters.read_in += 1;
+        self.phys.write_entry(table, index, Entry::new(page, USER_RW | EntryFlags::DIRTY));
+        Ok(page)
+    }
+
+    /// 0.12 `try_to_swap_out(table_ptr)`: evicts the page of entry `index` of `table`.
+    /// A clean page is simply dropped (it reloads from the image, or as a zero page); a
+    /// dirty page is written to a free slot only when nobody else maps it (count 1).
+    ///
+    /// D19: the page is written before its entry changes, so a failed write leaves
+    /// everything as it was (0.12 points the entry at the slot first).
+    pub fn try_to_swap_out(&mut self, table: Frame, index: usize, linear: LinearAddr) -> bool {
+        let entry = self.phys.read_entry(table, index);
+        if !entry.is_present() {
+            return false;
+        }
+        let page = entry.frame();
+        if page.as_u32() < self.mem_map.start_mem().max(LOW_MEM) || page.as_u32() >= self.high_memory() {
+            return false;
+        }
+        if !entry.is_dirty() {
+            self.phys.write_entry(table, index, Entry::EMPTY);
+            self.phys.invalidate_page(linear);
+            self.free_page(page.addr()).expect("a mapped page is counted");
+            if let Some(swap) = self.swap.as_mut() {
+                swap.counters.dropped += 1;
+            }
+            return true;
+        }
+        if self.mem_map.count(page) != Some(1) {
+            return false;
+        }
+        let Some(swap) = self.swap.as_mut() else {
+            return false;
+        };
+        let Some(slot) = swap.get_swap_page() else {
+            return false;
+        };
+        if self.phys.swap_write(slot, page).is_err() {
+            let swap = self.swap.as_mut().expect("checked above");
+            swap.swap_free(slot).expect("just allocated");
+            swap.counters.write_errors += 1;
+            return false;
+        }
+        self.phys.write_entry(table, index, Entry(slot << 1));
+        self.phys.invalidate_page(linear);
+        self.free_page(page.addr()).expect("a mapped page is counted");
+        self.swap.as_mut().expect("checked above").counters.written_out += 1;
+        true
+    }
+
+    /// 0.12 `swap_out()`: a clock scan over every user page-table entry, resuming where
+    /// the last call stopped and never touching task 0's slot, until one page is evicted.
+    /// False when a whole round evicted nothing ("Out of swap-memory").
+    pub fn swap_out(&mut self) -> bool {
+        let Some(swap) = self.swap.as_ref() else {
+            return false;
+        };
+        let (mut dir, mut page) = (swap.clock_dir, swap.clock_page);
+        let user_pdes = ENTRIES_PER_TABLE - PDES_PER_TASK;
+        for _ in 0..user_pdes * ENTRIES_PER_TABLE + ENTRIES_PER_TABLE {
+            if page >= ENTRIES_PER_TABLE {
+                page = 0;
+                dir = if dir + 1 >= ENTRIES_PER_TABLE { PDES_PER_TASK } else { dir + 1 };
+            }
+            let pde = self.pde(dir);
+            if !pde.is_present() {
+                page = ENTRIES_PER_TABLE;
+                continue;
+            }
+            let index = page;
+            page += 1;
+            if self.try_to_swap_out(pde.frame(), index, LinearAddr::from_indices(dir, index)) {
+                let swap = self.swap.as_mut().expect("checked above");
+                swap.clock_dir = dir;
+                swap.clock_page = page;
+                return true;
+            }
+        }
+        let swap = self.swap.as_mut().expect("checked above");
+        swap.clock_dir = dir;
+        swap.clock_page = page;
+        false
+    }
+
+    /// Frees the slot of a swap entry (0.12 `swap_free(pte >> 1)`), counting a bad one.
+    pub(crate) fn free_swap_entry(&mut self, entry: Entry) -> bool {
+        match self.swap.as_mut() {
+            Some(swap) => swap.swap_free(entry.swap_slot()).is_ok(),
+            None => false,
+        }
+    }
+}
