@@ -3,6 +3,7 @@
 //! All of the kernel's `unsafe` lives under this module; the rest of the kernel calls the
 //! safe (or narrowly `unsafe`) functions exported here.
 
+pub mod ata;
 pub mod boot;
 pub mod context;
 pub mod cpu;
