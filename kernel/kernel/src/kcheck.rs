@@ -1,7 +1,8 @@
 //! The kernel side of `checkmm`: gathers the live slots and the kernel's own frames,
 //! runs `Mm::check_mm` with a static scratch buffer and prints each mismatch.
 
-use mm::addr::{Frame, MAX_PAGING_PAGES, NR_TASKS};
+use mm::addr::{Frame, NR_TASKS};
+use mm::check::SCRATCH_LEN;
 use mm::{CheckInput, CheckSummary};
 use spin::Mutex;
 
@@ -11,8 +12,9 @@ use crate::task::tasks;
 /// Mismatches printed in full; the rest are only counted.
 const MAX_PRINTED: u32 = 40;
 
-/// One reference count per frame, recomputed by every check (no heap in the kernel).
-static SCRATCH: Mutex<[u16; MAX_PAGING_PAGES]> = Mutex::new([0; MAX_PAGING_PAGES]);
+/// One reference count per frame and one bit per swap slot, recomputed by every check
+/// (no heap in the kernel).
+static SCRATCH: Mutex<[u16; SCRATCH_LEN]> = Mutex::new([0; SCRATCH_LEN]);
 
 /// Runs the consistency check, printing every mismatch (up to a limit) prefixed by `who`.
 pub fn run(who: &str) -> CheckSummary {

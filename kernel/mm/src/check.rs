@@ -11,6 +11,11 @@ use crate::memory::Mm;
 use crate::phys::PhysMem;
 use core::fmt;
 
+/// `u16` words of scratch beyond the frame counts that give one bit per swap slot.
+pub const SWAP_SCRATCH_WORDS: usize = (crate::swap::SWAP_BITS / 16) as usize;
+/// A scratch length that always suffices: every frame count, and every swap slot.
+pub const SCRATCH_LEN: usize = crate::addr::MAX_PAGING_PAGES + SWAP_SCRATCH_WORDS;
+
 /// Marks a scratch count as "this frame is a page table".
 const TABLE_MARK: u16 = 0x8000;
 
@@ -76,6 +81,12 @@ pub enum Mismatch {
         entry: Entry,
         level: Level,
     },
+    /// Invariant 7: a swap entry names a slot that is free, or not on the device.
+    SwapSlotNotInUse { linear: LinearAddr, entry: Entry, slot: u32 },
+    /// Invariant 7: two entries name the same slot (0.12 never shares a slot).
+    SwapSlotShared { linear: LinearAddr, slot: u32 },
+    /// Invariant 7: a slot is in use but no entry names it (leaked).
+    SwapSlotLeaked { slot: u32 },
     /// Invariant 7: a swap entry while no swap is configured.
     UnexpectedSwapEntry {
         linear: LinearAddr,
@@ -181,6 +192,17 @@ impl fmt::Display for Mismatch {
                 },
                 entry.describe()
             ),
+            Mismatch::SwapSlotNotInUse { linear, entry, slot } => write!(
+                f,
+                "linear {linear} holds swap entry {:#010x} for slot {slot}, which is not in use",
+                entry.raw()
+            ),
+            Mismatch::SwapSlotShared { linear, slot } => {
+                write!(f, "linear {linear} names swap slot {slot}, already named by another entry")
+            }
+            Mismatch::SwapSlotLeaked { slot } => {
+                write!(f, "swap slot {slot} is in use but no entry names it (leaked)")
+            }
             Mismatch::UnexpectedSwapEntry { linear, entry } => write!(
                 f,
                 "linear {linear} holds swap entry {:#010x} but no swap is configured",
@@ -212,6 +234,8 @@ pub struct CheckSummary {
     pub present_pdes: u32,
     pub present_ptes: u32,
     pub kernel_refs: u32,
+    /// Swap entries found (each names one slot in use).
+    pub swap_entries: u32,
     pub mismatches: u32,
 }
 
@@ -250,8 +274,14 @@ impl<P: PhysMem> Mm<P> {
     ) -> CheckSummary {
         let nr_pages = self.mem_map.nr_pages();
         assert!(scratch.len() >= nr_pages, "checkmm scratch too small");
-        let refs = &mut scratch[..nr_pages];
+        let (refs, rest) = scratch.split_at_mut(nr_pages);
         refs.fill(0);
+        // One bit per swap slot, when the scratch is long enough (SCRATCH_LEN is): finds
+        // slots named twice and slots leaked. Without it only the totals are compared.
+        let mut slots_seen = (rest.len() >= SWAP_SCRATCH_WORDS).then(|| &mut rest[..SWAP_SCRATCH_WORDS]);
+        if let Some(seen) = slots_seen.as_deref_mut() {
+            seen.fill(0);
+        }
         let mut summary = CheckSummary::default();
         let mut emit = |m: Mismatch, summary: &mut CheckSummary| {
             summary.mismatches += 1;
@@ -322,10 +352,8 @@ impl<P: PhysMem> Mm<P> {
                 let linear = LinearAddr::from_indices(dir, index);
                 if !pte.is_present() {
                     if pte.is_swap() {
-                        emit(
-                            Mismatch::UnexpectedSwapEntry { linear, entry: pte },
-                            &mut summary,
-                        );
+                        summary.swap_entries += 1;
+                        self.check_swap_entry(linear, pte, slots_seen.as_deref_mut(), &mut summary, &mut emit);
                     }
                     continue;
                 }
@@ -362,6 +390,24 @@ impl<P: PhysMem> Mm<P> {
                         );
                     }
                 }
+            }
+        }
+
+        if let Some(swap) = self.swap.as_ref() {
+            match slots_seen.as_deref() {
+                Some(seen) => {
+                    for slot in 1..swap.nr_slots() {
+                        let named = seen[slot as usize / 16] & (1 << (slot % 16)) != 0;
+                        if swap.in_use(slot) && !named {
+                            emit(Mismatch::SwapSlotLeaked { slot }, &mut summary);
+                        }
+                    }
+                }
+                None if summary.swap_entries < swap.nr_used() => {
+                    // Without the per-slot bits the leaked slot cannot be named.
+                    emit(Mismatch::SwapSlotLeaked { slot: 0 }, &mut summary);
+                }
+                None => {}
             }
         }
 
@@ -436,6 +482,33 @@ impl<P: PhysMem> Mm<P> {
             );
         }
         summary
+    }
+
+    /// Invariant 7 for one swap entry: it names a slot in use, named by no other entry.
+    fn check_swap_entry(
+        &self,
+        linear: LinearAddr,
+        entry: Entry,
+        seen: Option<&mut [u16]>,
+        summary: &mut CheckSummary,
+        emit: &mut dyn FnMut(Mismatch, &mut CheckSummary),
+    ) {
+        let Some(swap) = self.swap.as_ref() else {
+            emit(Mismatch::UnexpectedSwapEntry { linear, entry }, summary);
+            return;
+        };
+        let slot = entry.swap_slot();
+        if !swap.in_use(slot) {
+            emit(Mismatch::SwapSlotNotInUse { linear, entry, slot }, summary);
+            return;
+        }
+        if let Some(seen) = seen {
+            let (word, bit) = (slot as usize / 16, 1u16 << (slot % 16));
+            if seen[word] & bit != 0 {
+                emit(Mismatch::SwapSlotShared { linear, slot }, summary);
+            }
+            seen[word] |= bit;
+        }
     }
 
     /// Slot 0: the identity map must be intact, and nothing else may be mapped there.

@@ -13,6 +13,7 @@ pub mod entry;
 pub mod mem_map;
 pub mod memory;
 pub mod phys;
+pub mod report;
 pub mod swap;
 pub mod walk;
 

@@ -350,8 +350,19 @@ impl Run {
 }
 
 fn run(ram: u32, steps: &[Step]) -> Result<(), TestCaseError> {
+    run_on(SimKernel::new(ram), steps)
+}
+
+/// The same invariants on a machine with a swap disk: every task still reads its own
+/// data (swapped out and back, or dropped and reloaded), and at the end no frame and no
+/// swap slot is left in use.
+fn run_with_swap(ram: u32, swap_pages: u32, steps: &[Step]) -> Result<(), TestCaseError> {
+    run_on(SimKernel::new(ram).with_swap(swap_pages), steps)
+}
+
+fn run_on(k: SimKernel, steps: &[Step]) -> Result<(), TestCaseError> {
     let mut r = Run {
-        k: SimKernel::new(ram),
+        k,
         model: BTreeMap::new(),
         programs: programs(),
     };
@@ -369,6 +380,9 @@ fn run(ram: u32, steps: &[Step]) -> Result<(), TestCaseError> {
     r.model.clear();
     r.check()?;
     prop_assert_eq!(r.k.free_frames(), baseline, "frames leaked");
+    if let Some(swap) = r.k.mm.swap.as_ref() {
+        prop_assert_eq!(swap.nr_used(), 0, "swap slots leaked");
+    }
     Ok(())
 }
 
@@ -383,11 +397,27 @@ proptest! {
         run(ram, &steps)?;
     }
 
+
+
     #[test]
     fn tasks_running_one_program_never_see_each_others_writes_through_sharing(
         steps in prop::collection::vec(step(SHARING), 1..60),
     ) {
         run(2 * MIB, &steps)?;
+    }
+}
+
+proptest! {
+    // Fewer cases: every allocation under pressure scans the page tables (swap_out).
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn with_swap_under_memory_pressure_every_task_still_reads_its_own_data(
+        frames in 6u32..24,
+        swap_pages in prop_oneof![Just(8u32), 64u32..512],
+        steps in prop::collection::vec(step(GENERAL), 1..60),
+    ) {
+        run_with_swap(ram_with_frames(frames), swap_pages, &steps)?;
     }
 }
 

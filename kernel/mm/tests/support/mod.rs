@@ -105,7 +105,8 @@ pub fn checkmm_of<P: PhysMem>(
     live_slots: &[usize],
     kernel_refs: &[Frame],
 ) -> Vec<Mismatch> {
-    let mut scratch = vec![0u16; mm.mem_map.nr_pages()];
+    // Room for the per-slot bits too, so swap slots named twice or leaked are found.
+    let mut scratch = vec![0u16; mm.mem_map.nr_pages() + mm::check::SWAP_SCRATCH_WORDS];
     let mut found = Vec::new();
     let input = CheckInput {
         live_slots: live_slot_mask(live_slots.iter().copied()),
@@ -416,6 +417,9 @@ impl SimKernel {
             Err(NoPageError::OutOfMemory(_) | NoPageError::Share(ShareError::OutOfMemory(_))) => {
                 Err(self.kill(slot))
             }
+            // The swap device failed or swap_in had no frame: the task's page is lost to
+            // it, and only to it.
+            Err(NoPageError::SwapIn(_)) => Err(self.kill(slot)),
             Err(e) => panic!("do_no_page({linear}) in slot {slot}: {e}"),
         }
     }
@@ -455,7 +459,9 @@ impl SimKernel {
         let base = slot_base(slot);
         let linear = user(slot, offset);
         let write_bit = if write { fault_code::WRITE } else { 0 };
-        for _ in 0..3 {
+        // Under swap pressure an access can take a few faults: a copy-on-write break that
+        // raced with swap_out (Retry), then a reload.
+        for _ in 0..8 {
             match self.mm.pte(linear) {
                 Some((_, _, pte)) if pte.is_present() => {
                     if write && !pte.is_writable() {
@@ -474,7 +480,7 @@ impl SimKernel {
                 }
             }
         }
-        panic!("the access at {linear} still faults after three faults");
+        panic!("the access at {linear} still faults after eight faults");
     }
 
     pub fn write_byte(&mut self, slot: usize, offset: u32, value: u8) -> Result<(), SimError> {
@@ -506,9 +512,24 @@ impl SimKernel {
     /// The word the task would read at `offset`, without faulting anything in: `None`
     /// when the page is not present.
     pub fn peek_word(&self, slot: usize, offset: u32) -> Option<u32> {
-        self.mm
-            .translate(user(slot, offset))
-            .map(|at| self.mm.phys.read_u32(at))
+        let linear = user(slot, offset);
+        if let Some((_, _, pte)) = self.mm.pte(linear) {
+            if pte.is_swap() {
+                // Swapped out: the word is on the disk, in the entry's slot.
+                let disk = self.mm.phys.disk.as_ref().expect("a swap entry needs a disk");
+                let page = &disk.pages[pte.swap_slot() as usize];
+                let at = linear.page_offset() as usize;
+                return Some(u32::from_le_bytes(page[at..at + 4].try_into().unwrap()));
+            }
+        }
+        self.mm.translate(linear).map(|at| self.mm.phys.read_u32(at))
+    }
+
+    /// Gives the simulated machine a swap disk of `pages` pages and starts swapping.
+    pub fn with_swap(mut self, pages: u32) -> SimKernel {
+        self.mm.phys.disk = Some(mm::sim::SimDisk::formatted(pages));
+        self.mm.init_swapping().expect("a formatted disk");
+        self
     }
 
     /// 0.11 `verify_area` for one page without the store that normally follows (a
@@ -532,10 +553,18 @@ impl SimKernel {
     ) -> Result<(), SimError> {
         assert_eq!(offset % 4, 0);
         let linear = user(slot, offset);
-        self.write_verify(slot, linear)?;
-        if self.mm.translate(linear).is_none() {
-            self.no_page_fault(slot, linear, fault_code::WRITE)?;
+        // Until the page is present and private: write_verify may give up its copy when
+        // swap_out evicted the page meanwhile (Retry), and the fault may share it.
+        for attempt in 0.. {
+            assert!(attempt < 8, "the kernel store at {linear} never settles");
             self.write_verify(slot, linear)?;
+            match self.mm.pte(linear) {
+                Some((_, _, pte)) if pte.is_present() && pte.is_writable() => break,
+                Some((_, _, pte)) if pte.is_present() => continue,
+                _ => {
+                    self.no_page_fault(slot, linear, fault_code::WRITE)?;
+                }
+            }
         }
         self.mark_access(linear, true);
         let at = self.mm.translate(linear).expect("present");

@@ -1,0 +1,2026 @@
+//! The monitor's pure half: the command parser and the paging views (`dumppgd`, `dumppt`,
+//! `walk`, `checkmm`, `showmem`) rendered as text or as one JSON document, over any [`PhysMem`].
+//!
+//! The kernel's `monitor` module hands gdb's `monitor ...` lines here; host tests run the
+//! same code over [`SimRam`](crate::sim::SimRam). Nothing here allocates or changes the
+//! paging state, and nothing panics on any input: a bad argument is a [`ParseError`], a
+//! page table that a corrupted entry places outside RAM is reported and not read (the
+//! kernel's physical-memory access stops the machine on such an address).
+
+use core::fmt::{self, Display, Write};
+
+use crate::addr::{
+    slot_base, Frame, LinearAddr, ENTRIES_PER_TABLE, LOW_MEM, NR_TASKS, PDES_PER_TASK, PDE_SPAN,
+    TASK_SIZE,
+};
+use crate::check::{CheckInput, Level, Mismatch};
+use crate::entry::{Entry, EntryFlags};
+use crate::memory::{fault_code, Mm};
+use crate::phys::PhysMem;
+use crate::walk::{SlotUsage, WalkStop};
+
+/// The version of every JSON document's layout (the `schema` field); bumped on any
+/// incompatible change, so scripts and the inspector can refuse what they do not know.
+pub const SCHEMA: u32 = 1;
+/// `checkmm` lists at most this many mismatches (a wrecked `mem_map` could yield one per
+/// frame, thousands of lines over the serial link); the rest are counted.
+pub const MAX_LISTED_MISMATCHES: u32 = 256;
+/// `showmem` lists at most this many frames with a count above 1; the rest are counted.
+pub const MAX_LISTED_SHARED: u32 = 64;
+
+// ---------------------------------------------------------------------------------------
+// Commands and their arguments
+// ---------------------------------------------------------------------------------------
+
+/// The monitor commands (the names are the interface gdb users and scripts type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandName {
+    Help,
+    DumpPgd,
+    DumpPt,
+    Walk,
+    CheckMm,
+    ShowMem,
+    Tasks,
+    Faults,
+    Catch,
+}
+
+impl CommandName {
+    /// Every command, in the order `help` lists them.
+    pub const ALL: [CommandName; 9] = [
+        CommandName::Help,
+        CommandName::DumpPgd,
+        CommandName::DumpPt,
+        CommandName::Walk,
+        CommandName::CheckMm,
+        CommandName::ShowMem,
+        CommandName::Tasks,
+        CommandName::Faults,
+        CommandName::Catch,
+    ];
+
+    /// The word that selects the command.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CommandName::Help => "help",
+            CommandName::DumpPgd => "dumppgd",
+            CommandName::DumpPt => "dumppt",
+            CommandName::Walk => "walk",
+            CommandName::CheckMm => "checkmm",
+            CommandName::ShowMem => "showmem",
+            CommandName::Tasks => "tasks",
+            CommandName::Faults => "faults",
+            CommandName::Catch => "catch",
+        }
+    }
+
+    /// The full syntax, as the usage line prints it.
+    pub const fn usage(self) -> &'static str {
+        match self {
+            CommandName::Help => "help [--json]",
+            CommandName::DumpPgd => {
+                "dumppgd [--task PID] [--range START-END] [--user|--kernel] [--rw|--ro] [--all] [--json]"
+            }
+            CommandName::DumpPt => "dumppt INDEX [--json]",
+            CommandName::Walk => "walk ADDR [--task PID] [--json]",
+            CommandName::CheckMm => "checkmm [--json]",
+            CommandName::ShowMem => "showmem [--json]",
+            CommandName::Tasks => "tasks [--json]",
+            CommandName::Faults => "faults [--json]",
+            CommandName::Catch => "catch [pagefault [on|off]] [--json]",
+        }
+    }
+
+    /// One line on what the command shows.
+    pub const fn summary(self) -> &'static str {
+        match self {
+            CommandName::Help => "this list",
+            CommandName::DumpPgd => {
+                "the page directory: each present entry (linear range, page table, flags, \
+                 present PTEs), adjacent alike entries merged unless --all; END is exclusive"
+            }
+            CommandName::DumpPt => {
+                "one page table (INDEX = directory index, 0-1023), entry by entry: linear \
+                 address, raw, flags, frame, mem_map count"
+            }
+            CommandName::Walk => {
+                "the software walk of a linear address (with --task, ADDR is an offset in \
+                 that task's segment): indices, raw entries, flags, physical address, count"
+            }
+            CommandName::CheckMm => {
+                "does mem_map agree with every page table? OK with the counts, or each mismatch"
+            }
+            CommandName::ShowMem => {
+                "free, used, shared and reserved frames, pages per task, frames mapped more \
+                 than once"
+            }
+            CommandName::Tasks => {
+                "each task: pid, state, slot, linear range, program, pages, parent, faults"
+            }
+            CommandName::Faults => "the recent page faults and what the handler did",
+            CommandName::Catch => {
+                "stop into gdb at every page fault, before it is handled (alone: show the setting)"
+            }
+        }
+    }
+
+    /// The command `word` names (ASCII case ignored).
+    pub fn from_name(word: &str) -> Option<CommandName> {
+        CommandName::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(word))
+    }
+}
+
+/// A linear range `[start, end)`; `end` may be 2^32 (the whole space).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearRange {
+    pub start: u32,
+    pub end: u64,
+}
+
+impl LinearRange {
+    /// Whether `[first, first + len)` meets this range.
+    fn meets(&self, first: u32, len: u32) -> bool {
+        u64::from(first) < self.end && u64::from(first) + u64::from(len) > u64::from(self.start)
+    }
+}
+
+/// Which directory entries `dumppgd` shows, and whether it merges runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PgdFilter {
+    /// Only the slot of the task with this pid.
+    pub task: Option<u32>,
+    /// Only entries whose 4 MiB meet this range.
+    pub range: Option<LinearRange>,
+    /// `Some(true)`: only user (US) entries; `Some(false)`: only supervisor entries.
+    pub user: Option<bool>,
+    /// `Some(true)`: only writable entries; `Some(false)`: only read-only ones.
+    pub writable: Option<bool>,
+    /// One line per entry (no merging).
+    pub all: bool,
+}
+
+/// A parsed command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    DumpPgd(PgdFilter),
+    /// `index`: the page-directory index, 0..1023.
+    DumpPt {
+        index: usize,
+    },
+    /// `addr`: linear, or an offset in the segment of the task with pid `task`.
+    Walk {
+        addr: u32,
+        task: Option<u32>,
+    },
+    CheckMm,
+    ShowMem,
+    Tasks,
+    Faults,
+    /// `Some(on)`: set catching page faults; `None`: show the setting.
+    Catch {
+        pagefault: Option<bool>,
+    },
+}
+
+impl Command {
+    pub fn name(&self) -> CommandName {
+        match self {
+            Command::Help => CommandName::Help,
+            Command::DumpPgd(_) => CommandName::DumpPgd,
+            Command::DumpPt { .. } => CommandName::DumpPt,
+            Command::Walk { .. } => CommandName::Walk,
+            Command::CheckMm => CommandName::CheckMm,
+            Command::ShowMem => CommandName::ShowMem,
+            Command::Tasks => CommandName::Tasks,
+            Command::Faults => CommandName::Faults,
+            Command::Catch { .. } => CommandName::Catch,
+        }
+    }
+}
+
+/// A command and the form of its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub command: Command,
+    /// `--json` was given: answer with one JSON document.
+    pub json: bool,
+}
+
+/// Why a command line was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError<'a> {
+    /// The first word names no command (the answer is the help).
+    UnknownCommand(&'a str),
+    /// A `--word` the command does not take.
+    UnknownFlag {
+        command: CommandName,
+        flag: &'a str,
+    },
+    /// `text` should have been a number (decimal or 0x hex) for `what`.
+    BadNumber {
+        command: CommandName,
+        what: &'static str,
+        text: &'a str,
+    },
+    /// `what` is required and missing.
+    MissingArgument {
+        command: CommandName,
+        what: &'static str,
+    },
+    /// A word the command does not take.
+    ExtraArgument {
+        command: CommandName,
+        text: &'a str,
+    },
+    /// A word that is not one of the allowed ones for `what`.
+    BadWord {
+        command: CommandName,
+        what: &'static str,
+        text: &'a str,
+    },
+    /// Two flags that exclude each other (or one flag twice).
+    Conflict {
+        command: CommandName,
+        first: &'static str,
+        second: &'static str,
+    },
+    /// A number outside what `what` allows (`limit` says what does).
+    OutOfRange {
+        command: CommandName,
+        what: &'static str,
+        text: &'a str,
+        limit: &'static str,
+    },
+}
+
+/// A refused command line, with the form the answer must take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseFailure<'a> {
+    pub json: bool,
+    pub error: ParseError<'a>,
+}
+
+/// What every error the monitor reports gives: a stable kind for scripts, a message.
+pub trait Failure: Display {
+    /// A snake_case word scripts can match on.
+    fn kind(&self) -> &'static str;
+    /// Whether the usage line helps (the arguments were wrong, not the state).
+    fn shows_usage(&self) -> bool;
+}
+
+impl ParseError<'_> {
+    /// The command the error is about (`help` for an unknown command).
+    pub fn command(&self) -> CommandName {
+        match *self {
+            ParseError::UnknownCommand(_) => CommandName::Help,
+            ParseError::UnknownFlag { command, .. }
+            | ParseError::BadNumber { command, .. }
+            | ParseError::MissingArgument { command, .. }
+            | ParseError::ExtraArgument { command, .. }
+            | ParseError::BadWord { command, .. }
+            | ParseError::Conflict { command, .. }
+            | ParseError::OutOfRange { command, .. } => command,
+        }
+    }
+}
+
+impl Failure for ParseError<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            ParseError::UnknownCommand(_) => "unknown_command",
+            ParseError::UnknownFlag { .. } => "unknown_flag",
+            ParseError::BadNumber { .. } => "bad_number",
+            ParseError::MissingArgument { .. } => "missing_argument",
+            ParseError::ExtraArgument { .. } => "extra_argument",
+            ParseError::BadWord { .. } => "bad_argument",
+            ParseError::Conflict { .. } => "conflicting_flags",
+            ParseError::OutOfRange { .. } => "out_of_range",
+        }
+    }
+    fn shows_usage(&self) -> bool {
+        true
+    }
+}
+
+impl Display for ParseError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ParseError::UnknownCommand(word) => write!(f, "unknown command '{word}'"),
+            ParseError::UnknownFlag { command, flag } => {
+                write!(f, "{}: unknown flag '{flag}'", command.name())
+            }
+            ParseError::BadNumber {
+                command,
+                what,
+                text,
+            } => write!(
+                f,
+                "{}: {what}: '{text}' is not a number (decimal or 0x hex)",
+                command.name()
+            ),
+            ParseError::MissingArgument { command, what } => {
+                write!(f, "{}: missing {what}", command.name())
+            }
+            ParseError::ExtraArgument { command, text } => {
+                write!(f, "{}: unexpected argument '{text}'", command.name())
+            }
+            ParseError::BadWord {
+                command,
+                what,
+                text,
+            } => write!(f, "{}: {what}: '{text}' is not allowed", command.name()),
+            ParseError::Conflict {
+                command,
+                first,
+                second,
+            } => {
+                if first == second {
+                    write!(f, "{}: {first} given twice", command.name())
+                } else {
+                    write!(f, "{}: {first} and {second} exclude each other", command.name())
+                }
+            }
+            ParseError::OutOfRange {
+                command,
+                what,
+                text,
+                limit,
+            } => write!(f, "{}: {what}: '{text}' is out of range ({limit})", command.name()),
+        }
+    }
+}
+
+/// Errors of a well-formed command that the state does not allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MonitorError {
+    /// `--task PID` names no task.
+    NoSuchTask { pid: u32 },
+    /// A lock the command needs is held by the code gdb stopped: waiting would hang the
+    /// stopped kernel, so the command gives up. `what` names the locked thing.
+    Busy { what: &'static str },
+    /// The scratch buffer `checkmm` was given has fewer entries than `mem_map`.
+    ScratchTooSmall { needed: usize, given: usize },
+    /// `walk --task`: the offset lies beyond the task's 64 MiB segment.
+    OffsetBeyondSegment { offset: u32 },
+}
+
+impl Failure for MonitorError {
+    fn kind(&self) -> &'static str {
+        match self {
+            MonitorError::NoSuchTask { .. } => "no_such_task",
+            MonitorError::Busy { .. } => "busy",
+            MonitorError::ScratchTooSmall { .. } => "scratch_too_small",
+            MonitorError::OffsetBeyondSegment { .. } => "out_of_range",
+        }
+    }
+    fn shows_usage(&self) -> bool {
+        false
+    }
+}
+
+impl Display for MonitorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            MonitorError::NoSuchTask { pid } => write!(f, "no task with pid {pid}"),
+            MonitorError::Busy { what } => write!(
+                f,
+                "{what} busy (held by the code gdb stopped); continue and try again"
+            ),
+            MonitorError::ScratchTooSmall { needed, given } => write!(
+                f,
+                "checkmm scratch has {given} entries, mem_map needs {needed}"
+            ),
+            MonitorError::OffsetBeyondSegment { offset } => write!(
+                f,
+                "offset {offset:#010x} lies beyond the task's 64 MiB segment"
+            ),
+        }
+    }
+}
+
+/// A number as gdb users type them: `0x` hex (any case) or decimal.
+pub fn parse_number(text: &str) -> Option<u64> {
+    let (digits, radix) = match text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+    {
+        Some(hex) => (hex, 16),
+        None => (text, 10),
+    };
+    // from_str_radix accepts a leading '+'; a number typed here never has one.
+    if digits.is_empty() || !digits.bytes().all(|b| (b as char).is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
+/// A 32-bit number, or the error naming `what`.
+fn number_u32<'a>(
+    command: CommandName,
+    what: &'static str,
+    text: &'a str,
+) -> Result<u32, ParseError<'a>> {
+    match parse_number(text) {
+        None => Err(ParseError::BadNumber {
+            command,
+            what,
+            text,
+        }),
+        Some(n) => u32::try_from(n).map_err(|_| ParseError::OutOfRange {
+            command,
+            what,
+            text,
+            limit: "at most 0xffffffff",
+        }),
+    }
+}
+
+/// The value word after a flag.
+fn value_of<'a>(
+    command: CommandName,
+    what: &'static str,
+    words: &mut dyn Iterator<Item = &'a str>,
+) -> Result<&'a str, ParseError<'a>> {
+    words
+        .next()
+        .ok_or(ParseError::MissingArgument { command, what })
+}
+
+/// Sets an option given at most once.
+fn set_once<'a, T>(
+    slot: &mut Option<T>,
+    value: T,
+    command: CommandName,
+    flag: &'static str,
+) -> Result<(), ParseError<'a>> {
+    if slot.is_some() {
+        return Err(ParseError::Conflict {
+            command,
+            first: flag,
+            second: flag,
+        });
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// Sets one of two exclusive flags (`--user`/`--kernel`, `--rw`/`--ro`).
+fn set_choice<'a>(
+    slot: &mut Option<bool>,
+    value: bool,
+    command: CommandName,
+    [yes, no]: [&'static str; 2],
+) -> Result<(), ParseError<'a>> {
+    match *slot {
+        None => {
+            *slot = Some(value);
+            Ok(())
+        }
+        Some(old) => {
+            let name = |v: bool| if v { yes } else { no };
+            Err(ParseError::Conflict {
+                command,
+                first: name(old),
+                second: name(value),
+            })
+        }
+    }
+}
+
+/// A word the command does not take: an unknown flag or an extra argument.
+fn unexpected(command: CommandName, word: &str) -> ParseError<'_> {
+    if word.starts_with("--") {
+        ParseError::UnknownFlag {
+            command,
+            flag: word,
+        }
+    } else {
+        ParseError::ExtraArgument {
+            command,
+            text: word,
+        }
+    }
+}
+
+/// Parses what follows `monitor ` in gdb. An empty line is `help`; `--json` may stand
+/// anywhere. Never panics.
+pub fn parse(line: &str) -> Result<Request, ParseFailure<'_>> {
+    let json = line.split_ascii_whitespace().any(|w| w == "--json");
+    let mut words = line.split_ascii_whitespace().filter(|&w| w != "--json");
+    let fail = |error| ParseFailure { json, error };
+    let Some(first) = words.next() else {
+        return Ok(Request {
+            command: Command::Help,
+            json,
+        });
+    };
+    let name = CommandName::from_name(first).ok_or(fail(ParseError::UnknownCommand(first)))?;
+    let command = parse_arguments(name, &mut words).map_err(fail)?;
+    Ok(Request { command, json })
+}
+
+fn parse_arguments<'a>(
+    name: CommandName,
+    words: &mut dyn Iterator<Item = &'a str>,
+) -> Result<Command, ParseError<'a>> {
+    match name {
+        CommandName::DumpPgd => parse_dumppgd(words),
+        CommandName::DumpPt => {
+            let text = value_of(name, "INDEX", words)?;
+            let index = number_u32(name, "INDEX", text)?;
+            if index as usize >= ENTRIES_PER_TABLE {
+                return Err(ParseError::OutOfRange {
+                    command: name,
+                    what: "INDEX",
+                    text,
+                    limit: "a directory index is 0 to 1023",
+                });
+            }
+            match words.next() {
+                Some(word) => Err(unexpected(name, word)),
+                None => Ok(Command::DumpPt {
+                    index: index as usize,
+                }),
+            }
+        }
+        CommandName::Walk => parse_walk(words),
+        CommandName::Catch => parse_catch(words),
+        CommandName::Help
+        | CommandName::CheckMm
+        | CommandName::ShowMem
+        | CommandName::Tasks
+        | CommandName::Faults => {
+            if let Some(word) = words.next() {
+                return Err(unexpected(name, word));
+            }
+            Ok(match name {
+                CommandName::Help => Command::Help,
+                CommandName::CheckMm => Command::CheckMm,
+                CommandName::ShowMem => Command::ShowMem,
+                CommandName::Tasks => Command::Tasks,
+                _ => Command::Faults,
+            })
+        }
+    }
+}
+
+fn parse_dumppgd<'a>(words: &mut dyn Iterator<Item = &'a str>) -> Result<Command, ParseError<'a>> {
+    const NAME: CommandName = CommandName::DumpPgd;
+    let mut filter = PgdFilter::default();
+    let mut all = None;
+    while let Some(word) = words.next() {
+        match word {
+            "--task" => {
+                let text = value_of(NAME, "PID after --task", words)?;
+                let pid = number_u32(NAME, "PID", text)?;
+                set_once(&mut filter.task, pid, NAME, "--task")?;
+            }
+            "--range" => {
+                let text = value_of(NAME, "START-END after --range", words)?;
+                set_once(&mut filter.range, parse_range(text)?, NAME, "--range")?;
+            }
+            "--user" => set_choice(&mut filter.user, true, NAME, ["--user", "--kernel"])?,
+            "--kernel" => set_choice(&mut filter.user, false, NAME, ["--user", "--kernel"])?,
+            "--rw" => set_choice(&mut filter.writable, true, NAME, ["--rw", "--ro"])?,
+            "--ro" => set_choice(&mut filter.writable, false, NAME, ["--rw", "--ro"])?,
+            "--all" => set_once(&mut all, (), NAME, "--all")?,
+            other => return Err(unexpected(NAME, other)),
+        }
+    }
+    filter.all = all.is_some();
+    Ok(Command::DumpPgd(filter))
+}
+
+/// `START-END`, END exclusive and at most 2^32.
+fn parse_range(text: &str) -> Result<LinearRange, ParseError<'_>> {
+    const NAME: CommandName = CommandName::DumpPgd;
+    let Some((start_text, end_text)) = text.split_once('-') else {
+        return Err(ParseError::BadWord {
+            command: NAME,
+            what: "--range wants START-END",
+            text,
+        });
+    };
+    let start = number_u32(NAME, "START", start_text)?;
+    let end = parse_number(end_text).ok_or(ParseError::BadNumber {
+        command: NAME,
+        what: "END",
+        text: end_text,
+    })?;
+    if end > 1 << 32 || end <= u64::from(start) {
+        return Err(ParseError::OutOfRange {
+            command: NAME,
+            what: "START-END",
+            text,
+            limit: "START < END <= 0x100000000; END is exclusive",
+        });
+    }
+    Ok(LinearRange { start, end })
+}
+
+fn parse_walk<'a>(words: &mut dyn Iterator<Item = &'a str>) -> Result<Command, ParseError<'a>> {
+    const NAME: CommandName = CommandName::Walk;
+    let mut addr = None;
+    let mut task = None;
+    while let Some(word) = words.next() {
+        if word == "--task" {
+            let text = value_of(NAME, "PID after --task", words)?;
+            let pid = number_u32(NAME, "PID", text)?;
+            set_once(&mut task, pid, NAME, "--task")?;
+        } else if word.starts_with("--") || addr.is_some() {
+            return Err(unexpected(NAME, word));
+        } else {
+            addr = Some((number_u32(NAME, "ADDR", word)?, word));
+        }
+    }
+    let (addr, text) = addr.ok_or(ParseError::MissingArgument {
+        command: NAME,
+        what: "ADDR",
+    })?;
+    if task.is_some() && addr >= TASK_SIZE {
+        return Err(ParseError::OutOfRange {
+            command: NAME,
+            what: "ADDR",
+            text,
+            limit: "with --task, ADDR is an offset below 0x04000000 (64 MiB)",
+        });
+    }
+    Ok(Command::Walk { addr, task })
+}
+
+fn parse_catch<'a>(words: &mut dyn Iterator<Item = &'a str>) -> Result<Command, ParseError<'a>> {
+    const NAME: CommandName = CommandName::Catch;
+    let Some(event) = words.next() else {
+        return Ok(Command::Catch { pagefault: None });
+    };
+    if !event.eq_ignore_ascii_case("pagefault") {
+        return Err(if event.starts_with("--") {
+            unexpected(NAME, event)
+        } else {
+            ParseError::BadWord {
+                command: NAME,
+                what: "event (only 'pagefault')",
+                text: event,
+            }
+        });
+    }
+    let pagefault = match words.next() {
+        None => None,
+        Some(w) if w.eq_ignore_ascii_case("on") => Some(true),
+        Some(w) if w.eq_ignore_ascii_case("off") => Some(false),
+        Some(w) if w.starts_with("--") => return Err(unexpected(NAME, w)),
+        Some(w) => {
+            return Err(ParseError::BadWord {
+                command: NAME,
+                what: "setting (on or off)",
+                text: w,
+            })
+        }
+    };
+    match words.next() {
+        Some(word) => Err(unexpected(NAME, word)),
+        None => Ok(Command::Catch { pagefault }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON, by hand
+// ---------------------------------------------------------------------------------------
+
+/// A `fmt::Write` that escapes what goes through it for the inside of a JSON string.
+struct Escaping<'a>(&'a mut dyn Write);
+
+impl Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Runs of plain characters go out in one piece; only the few specials are split.
+        let mut plain = 0;
+        for (i, c) in s.char_indices() {
+            let escaped = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                c if (c as u32) < 0x20 => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[plain..i])?;
+            if escaped.is_empty() {
+                write!(self.0, "\\u{:04x}", c as u32)?;
+            } else {
+                self.0.write_str(escaped)?;
+            }
+            plain = i + c.len_utf8();
+        }
+        self.0.write_str(&s[plain..])
+    }
+}
+
+/// A streaming JSON writer: it places the commas and escapes the strings; the caller
+/// opens and closes objects and arrays in order. Nesting deeper than 64 levels would
+/// lose comma tracking; the monitor's documents are four deep at most.
+pub struct Json<'w> {
+    out: &'w mut dyn Write,
+    /// Bit d set: the container at depth d already holds an item.
+    filled: u64,
+    depth: u32,
+    /// A key was just written: the next value follows it without a comma.
+    after_key: bool,
+}
+
+impl<'w> Json<'w> {
+    pub fn new(out: &'w mut dyn Write) -> Json<'w> {
+        Json {
+            out,
+            filled: 0,
+            depth: 0,
+            after_key: false,
+        }
+    }
+
+    fn separate(&mut self) -> fmt::Result {
+        if self.after_key {
+            self.after_key = false;
+            return Ok(());
+        }
+        let bit = 1u64 << self.depth.min(63);
+        if self.filled & bit != 0 {
+            self.out.write_char(',')?;
+        }
+        self.filled |= bit;
+        Ok(())
+    }
+    fn open(&mut self, bracket: char) -> fmt::Result {
+        self.separate()?;
+        self.out.write_char(bracket)?;
+        self.depth += 1;
+        self.filled &= !(1u64 << self.depth.min(63));
+        Ok(())
+    }
+    fn close(&mut self, bracket: char) -> fmt::Result {
+        self.depth = self.depth.saturating_sub(1);
+        self.out.write_char(bracket)
+    }
+
+    pub fn begin_object(&mut self) -> fmt::Result {
+        self.open('{')
+    }
+    pub fn end_object(&mut self) -> fmt::Result {
+        self.close('}')
+    }
+    pub fn begin_array(&mut self) -> fmt::Result {
+        self.open('[')
+    }
+    pub fn end_array(&mut self) -> fmt::Result {
+        self.close(']')
+    }
+    /// An object key; the next call writes its value.
+    pub fn key(&mut self, key: &str) -> fmt::Result {
+        self.separate()?;
+        self.string_raw(key)?;
+        self.out.write_char(':')?;
+        self.after_key = true;
+        Ok(())
+    }
+    fn string_raw(&mut self, s: &str) -> fmt::Result {
+        self.out.write_char('"')?;
+        Escaping(self.out).write_str(s)?;
+        self.out.write_char('"')
+    }
+    pub fn string(&mut self, s: &str) -> fmt::Result {
+        self.separate()?;
+        self.string_raw(s)
+    }
+    /// Anything `Display` as a JSON string (escaped).
+    pub fn display(&mut self, value: &dyn Display) -> fmt::Result {
+        self.separate()?;
+        self.out.write_char('"')?;
+        write!(Escaping(self.out), "{value}")?;
+        self.out.write_char('"')
+    }
+    /// An address or raw entry: the inspector convention, a `"0x%08x"` string.
+    pub fn hex(&mut self, value: u32) -> fmt::Result {
+        self.separate()?;
+        write!(self.out, "\"{value:#010x}\"")
+    }
+    /// A 33-bit bound such as an exclusive range end (`"0x100000000"`).
+    pub fn hex64(&mut self, value: u64) -> fmt::Result {
+        self.separate()?;
+        write!(self.out, "\"{value:#010x}\"")
+    }
+    pub fn uint(&mut self, value: u64) -> fmt::Result {
+        self.separate()?;
+        write!(self.out, "{value}")
+    }
+    pub fn boolean(&mut self, value: bool) -> fmt::Result {
+        self.separate()?;
+        self.out.write_str(if value { "true" } else { "false" })
+    }
+    pub fn null(&mut self) -> fmt::Result {
+        self.separate()?;
+        self.out.write_str("null")
+    }
+
+    pub fn field_str(&mut self, key: &str, value: &str) -> fmt::Result {
+        self.key(key)?;
+        self.string(value)
+    }
+    pub fn field_display(&mut self, key: &str, value: &dyn Display) -> fmt::Result {
+        self.key(key)?;
+        self.display(value)
+    }
+    pub fn field_hex(&mut self, key: &str, value: u32) -> fmt::Result {
+        self.key(key)?;
+        self.hex(value)
+    }
+    pub fn field_uint(&mut self, key: &str, value: u64) -> fmt::Result {
+        self.key(key)?;
+        self.uint(value)
+    }
+    pub fn field_bool(&mut self, key: &str, value: bool) -> fmt::Result {
+        self.key(key)?;
+        self.boolean(value)
+    }
+    pub fn field_null(&mut self, key: &str) -> fmt::Result {
+        self.key(key)?;
+        self.null()
+    }
+    pub fn field_opt_hex(&mut self, key: &str, value: Option<u32>) -> fmt::Result {
+        self.key(key)?;
+        match value {
+            Some(v) => self.hex(v),
+            None => self.null(),
+        }
+    }
+    pub fn field_opt_uint(&mut self, key: &str, value: Option<u64>) -> fmt::Result {
+        self.key(key)?;
+        match value {
+            Some(v) => self.uint(v),
+            None => self.null(),
+        }
+    }
+    pub fn field_opt_bool(&mut self, key: &str, value: Option<bool>) -> fmt::Result {
+        self.key(key)?;
+        match value {
+            Some(v) => self.boolean(v),
+            None => self.null(),
+        }
+    }
+
+    /// Opens a monitor document: `{"command":NAME,"schema":SCHEMA`; close it with
+    /// [`end_document`](Self::end_document).
+    pub fn begin_document(&mut self, command: CommandName) -> fmt::Result {
+        self.begin_object()?;
+        self.field_str("command", command.name())?;
+        self.field_uint("schema", u64::from(SCHEMA))
+    }
+    /// Closes the document and ends the line.
+    pub fn end_document(&mut self) -> fmt::Result {
+        self.end_object()?;
+        self.out.write_char('\n')
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Help and errors
+// ---------------------------------------------------------------------------------------
+
+/// `help`: every command with its arguments. `unknown`: the word that was not a command.
+pub fn help(json: bool, unknown: Option<&str>, out: &mut dyn Write) -> fmt::Result {
+    if json {
+        let mut j = Json::new(out);
+        j.begin_document(CommandName::Help)?;
+        if let Some(word) = unknown {
+            j.key("error")?;
+            write_error_object(&mut j, CommandName::Help, &ParseError::UnknownCommand(word))?;
+        }
+        j.key("commands")?;
+        j.begin_array()?;
+        for c in CommandName::ALL {
+            j.begin_object()?;
+            j.field_str("name", c.name())?;
+            j.field_str("usage", c.usage())?;
+            j.field_str("summary", c.summary())?;
+            j.end_object()?;
+        }
+        j.end_array()?;
+        return j.end_document();
+    }
+    if let Some(word) = unknown {
+        writeln!(out, "unknown command '{word}'")?;
+    }
+    writeln!(
+        out,
+        "monitor commands (numbers: decimal or 0x hex; --json on any command prints one JSON document):"
+    )?;
+    for c in CommandName::ALL {
+        writeln!(out, "  {}", c.usage())?;
+        writeln!(out, "      {}", c.summary())?;
+    }
+    Ok(())
+}
+
+fn write_error_object(j: &mut Json<'_>, command: CommandName, error: &dyn Failure) -> fmt::Result {
+    j.begin_object()?;
+    j.field_str("kind", error.kind())?;
+    j.field_display("message", &error)?;
+    j.field_str("usage", command.usage())?;
+    j.end_object()
+}
+
+/// An error answer: `{"command":..,"schema":..,"error":{"kind","message","usage"}}`, or
+/// the message and (for bad arguments) the usage line.
+pub fn error(
+    json: bool,
+    command: CommandName,
+    error: &dyn Failure,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    if json {
+        let mut j = Json::new(out);
+        j.begin_document(command)?;
+        j.key("error")?;
+        write_error_object(&mut j, command, error)?;
+        return j.end_document();
+    }
+    writeln!(out, "{error}")?;
+    if error.shows_usage() {
+        writeln!(out, "usage: {}", command.usage())?;
+    }
+    Ok(())
+}
+
+/// The answer to a refused command line: the help for an unknown command, else the error
+/// and the usage line.
+pub fn parse_failure(failure: &ParseFailure<'_>, out: &mut dyn Write) -> fmt::Result {
+    match failure.error {
+        ParseError::UnknownCommand(word) => help(failure.json, Some(word), out),
+        e => error(failure.json, e.command(), &e, out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared pieces of the views
+// ---------------------------------------------------------------------------------------
+
+/// Which task lives in which slot: the monitor's only view of the task table.
+pub trait TaskSlots {
+    /// The pid of the task in `slot`, if any (slot 0: the kernel, pid 0).
+    fn pid_in_slot(&self, slot: usize) -> Option<u32>;
+    /// The slot of the task with `pid`.
+    fn slot_of_pid(&self, pid: u32) -> Option<usize> {
+        (0..NR_TASKS).find(|&slot| self.pid_in_slot(slot) == Some(pid))
+    }
+}
+
+/// Who owns a slot, for the text views.
+struct Owner(usize, Option<u32>);
+
+impl Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Owner(0, _) => f.write_str("kernel"),
+            Owner(slot, Some(pid)) => write!(f, "pid {pid} (slot {slot})"),
+            Owner(slot, None) => write!(f, "slot {slot}, no task"),
+        }
+    }
+}
+
+/// Pads a `Display` that ignores width (like [`Entry::describe`]) to `width` columns,
+/// through a small stack buffer; longer text goes out unpadded.
+struct Pad<'a>(&'a dyn Display, usize);
+
+impl Display for Pad<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Buffer {
+            bytes: [u8; 64],
+            len: usize,
+        }
+        impl Write for Buffer {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                let end = self.len + s.len();
+                let room = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+                room.copy_from_slice(s.as_bytes());
+                self.len = end;
+                Ok(())
+            }
+        }
+        let mut buffer = Buffer {
+            bytes: [0; 64],
+            len: 0,
+        };
+        if write!(buffer, "{}", self.0).is_err() {
+            return write!(f, "{}", self.0);
+        }
+        // Only whole `write_str` pieces of valid UTF-8 were copied in.
+        let text = core::str::from_utf8(&buffer.bytes[..buffer.len]).map_err(|_| fmt::Error)?;
+        write!(f, "{text:<width$}", width = self.1)
+    }
+}
+
+/// Whether the kernel may read the page table a present entry names: only frames inside
+/// RAM are (the kernel's physical access stops the machine on anything else, and a
+/// corrupted or hand-edited entry can name any frame).
+fn table_readable<P: PhysMem>(mm: &Mm<P>, table: Frame) -> bool {
+    table.as_u32() < mm.high_memory()
+}
+
+/// Present entries of the page table a present directory entry names; `None` when the
+/// table lies outside RAM and was not read.
+fn present_ptes<P: PhysMem>(mm: &Mm<P>, pde: Entry) -> Option<u32> {
+    if !table_readable(mm, pde.frame()) {
+        return None;
+    }
+    Some(
+        (0..ENTRIES_PER_TABLE)
+            .filter(|&i| mm.phys.read_entry(pde.frame(), i).is_present())
+            .count() as u32,
+    )
+}
+
+/// `Mm::slot_usage` that skips page tables outside RAM instead of reading them.
+pub fn slot_usage_checked<P: PhysMem>(mm: &Mm<P>, slot: usize) -> SlotUsage {
+    let mut usage = SlotUsage::default();
+    let first = slot_base(slot).dir_index();
+    for dir in first..first + PDES_PER_TASK {
+        let pde = mm.pde(dir);
+        if !pde.is_present() {
+            continue;
+        }
+        usage.page_tables += 1;
+        if !table_readable(mm, pde.frame()) {
+            continue;
+        }
+        for index in 0..ENTRIES_PER_TABLE {
+            let pte = mm.phys.read_entry(pde.frame(), index);
+            if pte.is_present() {
+                usage.pages += 1;
+                if mm.mem_map.count(pte.frame()).is_some_and(|c| c > 1) {
+                    usage.shared_pages += 1;
+                }
+            } else if pte.is_swap() {
+                usage.swapped += 1;
+            }
+        }
+    }
+    usage
+}
+
+/// The last byte of the 4 MiB directory entry `index` covers.
+fn pde_last(index: usize) -> u32 {
+    LinearAddr::from_indices(index, 0).as_u32() + (PDE_SPAN - 1)
+}
+
+/// Writes the common fields of an entry: raw, decoded flags, present.
+fn entry_fields(j: &mut Json<'_>, entry: Entry) -> fmt::Result {
+    j.field_hex("raw", entry.raw())?;
+    j.field_display("flags", &entry.describe())?;
+    j.field_bool("present", entry.is_present())
+}
+
+/// The `mem_map` count for the text views: a number, or why there is none.
+struct CountText(Frame, Option<u8>, u32);
+
+impl Display for CountText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            CountText(_, Some(count), _) => write!(f, "{count}"),
+            CountText(frame, None, _) if frame.as_u32() < LOW_MEM => {
+                f.write_str("- (below LOW_MEM, not counted)")
+            }
+            CountText(_, None, high) => write!(f, "- (at/above HIGH_MEMORY {high:#010x})"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// dumppgd
+// ---------------------------------------------------------------------------------------
+
+/// The flag bits that decide whether adjacent directory entries merge: accessed and
+/// dirty change as the machine runs and say nothing about the mapping.
+const MERGE_IGNORED: EntryFlags = EntryFlags::ACCESSED.union(EntryFlags::DIRTY);
+
+/// Adjacent selected directory entries shown as one line.
+struct Run {
+    first: usize,
+    last: usize,
+    /// The flag bits every entry of the run has (so A shows only when all are accessed).
+    common: u32,
+    first_entry: Entry,
+    last_table: Frame,
+    /// Present PTEs over the run; `None` if a table lies outside RAM.
+    present_ptes: Option<u32>,
+}
+
+/// Calls `f` with each run of the selected present directory entries, in index order.
+fn for_each_run<P: PhysMem>(
+    mm: &Mm<P>,
+    selected: &dyn Fn(usize, Entry) -> bool,
+    merge: bool,
+    f: &mut dyn FnMut(&Run) -> fmt::Result,
+) -> fmt::Result {
+    let mut run: Option<Run> = None;
+    for index in 0..ENTRIES_PER_TABLE {
+        let pde = mm.pde(index);
+        if !pde.is_present() || !selected(index, pde) {
+            continue;
+        }
+        let ptes = present_ptes(mm, pde);
+        if let Some(r) = run.as_mut() {
+            let alike = merge
+                && r.last + 1 == index
+                && r.last / PDES_PER_TASK == index / PDES_PER_TASK
+                && r.first_entry.without_flags(MERGE_IGNORED).flags()
+                    == pde.without_flags(MERGE_IGNORED).flags()
+                && r.present_ptes.is_some()
+                && ptes.is_some();
+            if alike {
+                r.last = index;
+                r.common &= pde.flags().bits();
+                r.last_table = pde.frame();
+                r.present_ptes = r.present_ptes.zip(ptes).map(|(a, b)| a + b);
+                continue;
+            }
+            f(r)?;
+        }
+        run = Some(Run {
+            first: index,
+            last: index,
+            common: pde.flags().bits(),
+            first_entry: pde,
+            last_table: pde.frame(),
+            present_ptes: ptes,
+        });
+    }
+    match run {
+        Some(r) => f(&r),
+        None => Ok(()),
+    }
+}
+
+/// `dumppgd`: the present page-directory entries that pass `filter`.
+pub fn dumppgd<P: PhysMem>(
+    mm: &Mm<P>,
+    tasks: &dyn TaskSlots,
+    filter: &PgdFilter,
+    json: bool,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    let slot = match filter.task {
+        None => None,
+        Some(pid) => match tasks.slot_of_pid(pid) {
+            Some(slot) => Some(slot),
+            None => {
+                return error(
+                    json,
+                    CommandName::DumpPgd,
+                    &MonitorError::NoSuchTask { pid },
+                    out,
+                )
+            }
+        },
+    };
+    let selected = |index: usize, pde: Entry| {
+        slot.is_none_or(|s| index / PDES_PER_TASK == s)
+            && filter.range.is_none_or(|r| {
+                r.meets(LinearAddr::from_indices(index, 0).as_u32(), PDE_SPAN)
+            })
+            && filter.user.is_none_or(|u| pde.is_user() == u)
+            && filter.writable.is_none_or(|w| pde.is_writable() == w)
+    };
+    let present = (0..ENTRIES_PER_TABLE)
+        .filter(|&i| mm.pde(i).is_present())
+        .count();
+    let not_present_nonzero = (0..ENTRIES_PER_TABLE)
+        .filter(|&i| mm.pde(i).is_swap())
+        .count();
+    let merge = !filter.all;
+
+    if json {
+        let mut j = Json::new(out);
+        j.begin_document(CommandName::DumpPgd)?;
+        j.field_hex("pg_dir", mm.pg_dir().as_u32())?;
+        j.field_uint("present", present as u64)?;
+        j.field_uint("not_present_nonzero", not_present_nonzero as u64)?;
+        j.key("filter")?;
+        j.begin_object()?;
+        j.field_opt_uint("task", filter.task.map(u64::from))?;
+        j.field_opt_uint("slot", slot.map(|s| s as u64))?;
+        j.key("range")?;
+        match filter.range {
+            Some(r) => {
+                j.begin_object()?;
+                j.field_hex("start", r.start)?;
+                j.key("end")?;
+                j.hex64(r.end)?;
+                j.end_object()?;
+            }
+            None => j.null()?,
+        }
+        j.field_opt_bool("user", filter.user)?;
+        j.field_opt_bool("writable", filter.writable)?;
+        j.field_bool("merged", merge)?;
+        j.end_object()?;
+        j.key("entries")?;
+        j.begin_array()?;
+        let mut shown = 0u64;
+        for index in 0..ENTRIES_PER_TABLE {
+            let pde = mm.pde(index);
+            if !pde.is_present() || !selected(index, pde) {
+                continue;
+            }
+            shown += 1;
+            let slot = index / PDES_PER_TASK;
+            j.begin_object()?;
+            j.field_uint("index", index as u64)?;
+            j.field_hex("start", LinearAddr::from_indices(index, 0).as_u32())?;
+            j.field_hex("last", pde_last(index))?;
+            j.field_hex("table", pde.frame().as_u32())?;
+            entry_fields(&mut j, pde)?;
+            j.field_bool("user", pde.is_user())?;
+            j.field_bool("writable", pde.is_writable())?;
+            j.field_bool("accessed", pde.flags().contains(EntryFlags::ACCESSED))?;
+            j.field_bool("table_readable", table_readable(mm, pde.frame()))?;
+            j.field_opt_uint("present_ptes", present_ptes(mm, pde).map(u64::from))?;
+            j.field_uint("slot", slot as u64)?;
+            j.field_opt_uint("pid", tasks.pid_in_slot(slot).map(u64::from))?;
+            j.end_object()?;
+        }
+        j.end_array()?;
+        j.field_uint("shown", shown)?;
+        j.key("runs")?;
+        j.begin_array()?;
+        for_each_run(mm, &selected, merge, &mut |r| {
+            j.begin_object()?;
+            j.field_uint("first", r.first as u64)?;
+            j.field_uint("last", r.last as u64)?;
+            j.field_hex("start", LinearAddr::from_indices(r.first, 0).as_u32())?;
+            j.field_hex("end_last", pde_last(r.last))?;
+            j.field_display("flags", &Entry(r.common | 1).describe())?;
+            j.field_opt_uint("present_ptes", r.present_ptes.map(u64::from))?;
+            j.end_object()
+        })?;
+        j.end_array()?;
+        return j.end_document();
+    }
+
+    write!(
+        out,
+        "page directory at {}: {present} present entries",
+        mm.pg_dir()
+    )?;
+    if not_present_nonzero > 0 {
+        write!(
+            out,
+            ", {not_present_nonzero} not present but not zero (corrupt?)"
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<9}  {:<21}  {:<21}  {:<10}  {:>5}  {:<22}  flags",
+        "index", "linear range", "page table", "raw", "PTEs", "owner"
+    )?;
+    let mut lines = 0u32;
+    for_each_run(mm, &selected, merge, &mut |r| {
+        lines += 1;
+        let slot = r.first / PDES_PER_TASK;
+        let start = LinearAddr::from_indices(r.first, 0).as_u32();
+        let last = pde_last(r.last);
+        let owner = Owner(slot, tasks.pid_in_slot(slot));
+        if r.first == r.last {
+            write!(
+                out,
+                "{:<9}  {start:#010x}-{last:#010x}  {:<21}  {:#010x}  ",
+                r.first,
+                r.first_entry.frame(),
+                r.first_entry.raw()
+            )?;
+        } else {
+            let indices = Indices(r.first, r.last);
+            let tables = Tables(r.first_entry.frame(), r.last_table);
+            let merged = Merged(r.last - r.first + 1);
+            write!(
+                out,
+                "{:<9}  {start:#010x}-{last:#010x}  {:<21}  {:<10}  ",
+                Pad(&indices, 9),
+                Pad(&tables, 21),
+                Pad(&merged, 10),
+            )?;
+        }
+        match r.present_ptes {
+            Some(n) => write!(out, "{n:>5}")?,
+            None => write!(out, "{:>5}", "?")?,
+        }
+        write!(out, "  {}  {}", Pad(&owner, 22), Entry(r.common | 1).describe())?;
+        if r.present_ptes.is_none() {
+            write!(out, "  (page table beyond HIGH_MEMORY, not read)")?;
+        }
+        writeln!(out)
+    })?;
+    if lines == 0 {
+        writeln!(out, "(no present entry matches)")?;
+    }
+    Ok(())
+}
+
+struct Indices(usize, usize);
+impl Display for Indices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+struct Tables(Frame, Frame);
+impl Display for Tables {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.0, self.1)
+    }
+}
+struct Merged(usize);
+impl Display for Merged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({} PDEs)", self.0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// dumppt
+// ---------------------------------------------------------------------------------------
+
+/// `dumppt`: the non-empty entries of the page table directory entry `index` names.
+pub fn dumppt<P: PhysMem>(
+    mm: &Mm<P>,
+    tasks: &dyn TaskSlots,
+    index: usize,
+    json: bool,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    let index = index.min(ENTRIES_PER_TABLE - 1);
+    let pde = mm.pde(index);
+    let slot = index / PDES_PER_TASK;
+    let readable = pde.is_present() && table_readable(mm, pde.frame());
+    let table = pde.frame();
+    let high = mm.high_memory();
+    let mut present = 0u64;
+    let mut swap = 0u64;
+    let mut count_kinds = |pte: Entry| {
+        if pte.is_present() {
+            present += 1;
+        } else if pte.is_swap() {
+            swap += 1;
+        }
+    };
+
+    if json {
+        let mut j = Json::new(out);
+        j.begin_document(CommandName::DumpPt)?;
+        j.field_uint("index", index as u64)?;
+        j.field_hex("start", LinearAddr::from_indices(index, 0).as_u32())?;
+        j.field_hex("last", pde_last(index))?;
+        j.field_uint("slot", slot as u64)?;
+        j.field_opt_uint("pid", tasks.pid_in_slot(slot).map(u64::from))?;
+        j.key("pde")?;
+        j.begin_object()?;
+        entry_fields(&mut j, pde)?;
+        j.end_object()?;
+        j.field_opt_hex("table", pde.is_present().then_some(table.as_u32()))?;
+        j.field_bool("table_readable", readable)?;
+        j.key("entries")?;
+        j.begin_array()?;
+        if readable {
+            for i in 0..ENTRIES_PER_TABLE {
+                let pte = mm.phys.read_entry(table, i);
+                if pte.raw() == 0 {
+                    continue;
+                }
+                count_kinds(pte);
+                j.begin_object()?;
+                j.field_uint("index", i as u64)?;
+                j.field_hex("linear", LinearAddr::from_indices(index, i).as_u32())?;
+                entry_fields(&mut j, pte)?;
+                j.field_opt_uint("swap_slot", pte.is_swap().then(|| u64::from(pte.swap_slot())))?;
+                let frame = pte.is_present().then(|| pte.frame());
+                j.field_opt_hex("frame", frame.map(Frame::as_u32))?;
+                j.field_opt_uint(
+                    "count",
+                    frame
+                        .and_then(|f| mm.mem_map.count(f))
+                        .map(u64::from),
+                )?;
+                j.end_object()?;
+            }
+        }
+        j.end_array()?;
+        j.field_uint("present", present)?;
+        j.field_uint("swap", swap)?;
+        return j.end_document();
+    }
+
+    write!(
+        out,
+        "PDE {index} (linear {:#010x}-{:#010x}, {}): raw {:#010x} {}",
+        LinearAddr::from_indices(index, 0).as_u32(),
+        pde_last(index),
+        Owner(slot, tasks.pid_in_slot(slot)),
+        pde.raw(),
+        pde.describe()
+    )?;
+    if !pde.is_present() {
+        return writeln!(out, ": no page table");
+    }
+    if !readable {
+        return writeln!(
+            out,
+            ": page table {table} lies at/above HIGH_MEMORY {high:#010x}, not read"
+        );
+    }
+    writeln!(out, ", page table {table}")?;
+    writeln!(
+        out,
+        "{:>5}  {:<10}  {:<10}  {:<10}  {:>5}  flags",
+        "index", "linear", "raw", "frame", "count"
+    )?;
+    for i in 0..ENTRIES_PER_TABLE {
+        let pte = mm.phys.read_entry(table, i);
+        if pte.raw() == 0 {
+            continue;
+        }
+        count_kinds(pte);
+        write!(
+            out,
+            "{i:>5}  {}  {:#010x}  ",
+            LinearAddr::from_indices(index, i),
+            pte.raw()
+        )?;
+        if pte.is_present() {
+            match mm.mem_map.count(pte.frame()) {
+                Some(c) => write!(out, "{}  {c:>5}", pte.frame())?,
+                None => write!(out, "{}  {:>5}", pte.frame(), "-")?,
+            }
+        } else {
+            write!(out, "{:<10}  {:>5}", "-", "-")?;
+        }
+        writeln!(out, "  {}", pte.describe())?;
+    }
+    writeln!(
+        out,
+        "{present} present, {swap} swap entries, {} empty",
+        ENTRIES_PER_TABLE as u64 - present - swap
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// walk
+// ---------------------------------------------------------------------------------------
+
+/// `walk`: the software walk of `addr` (linear; with `task`, an offset in that task's
+/// segment).
+pub fn walk<P: PhysMem>(
+    mm: &Mm<P>,
+    tasks: &dyn TaskSlots,
+    addr: u32,
+    task: Option<u32>,
+    json: bool,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    let in_task = match task {
+        None => None,
+        Some(pid) => match tasks.slot_of_pid(pid) {
+            Some(slot) if addr < TASK_SIZE => Some((pid, slot)),
+            Some(_) => {
+                // The parser refuses this; a caller building the command by hand may not.
+                let e = MonitorError::OffsetBeyondSegment { offset: addr };
+                return error(json, CommandName::Walk, &e, out);
+            }
+            None => {
+                return error(
+                    json,
+                    CommandName::Walk,
+                    &MonitorError::NoSuchTask { pid },
+                    out,
+                )
+            }
+        },
+    };
+    let linear = match in_task {
+        Some((_, slot)) => LinearAddr::new(slot_base(slot).as_u32() + addr),
+        None => LinearAddr::new(addr),
+    };
+    let pde_index = linear.dir_index();
+    let pde = mm.pde(pde_index);
+    // Walk only through a table inside RAM: `Mm::walk` reads whatever the entry names.
+    let table_ok = !pde.is_present() || table_readable(mm, pde.frame());
+    let w = table_ok.then(|| mm.walk(linear));
+    let pte = w.and_then(|w| w.pte);
+    let frame = w.and_then(|w| w.frame);
+    let physical = w.and_then(|w| w.physical());
+    let (level, reason, swap_slot) = match w.map(|w| w.stop) {
+        None => ("pde", Some("table_beyond_memory"), None),
+        Some(None) => ("", None, None),
+        Some(Some(WalkStop::NoPageTable)) => ("pde", Some("no_page_table"), None),
+        Some(Some(WalkStop::NotMapped)) => ("pte", Some("not_mapped"), None),
+        Some(Some(WalkStop::SwappedOut { slot })) => ("pte", Some("swapped_out"), Some(slot)),
+    };
+
+    if json {
+        let mut j = Json::new(out);
+        j.begin_document(CommandName::Walk)?;
+        j.field_hex("linear", linear.as_u32())?;
+        j.key("task")?;
+        match in_task {
+            Some((pid, slot)) => {
+                j.begin_object()?;
+                j.field_uint("pid", u64::from(pid))?;
+                j.field_uint("slot", slot as u64)?;
+                j.field_hex("offset", addr)?;
+                j.end_object()?;
+            }
+            None => j.null()?,
+        }
+        j.key("pde")?;
+        j.begin_object()?;
+        j.field_uint("index", pde_index as u64)?;
+        entry_fields(&mut j, pde)?;
+        j.end_object()?;
+        j.field_opt_hex("table", pde.is_present().then(|| pde.frame().as_u32()))?;
+        j.key("pte")?;
+        j.begin_object()?;
+        j.field_uint("index", linear.table_index() as u64)?;
+        match pte {
+            Some(pte) => entry_fields(&mut j, pte)?,
+            None => {
+                j.field_null("raw")?;
+                j.field_null("flags")?;
+                j.field_null("present")?;
+            }
+        }
+        j.end_object()?;
+        j.field_opt_hex("frame", frame.map(|(f, _)| f.as_u32()))?;
+        j.field_opt_uint("count", frame.and_then(|(_, c)| c).map(u64::from))?;
+        j.field_opt_hex("physical", physical)?;
+        j.key("stop")?;
+        match reason {
+            Some(reason) => {
+                j.begin_object()?;
+                j.field_str("level", level)?;
+                j.field_str("reason", reason)?;
+                j.field_opt_uint("swap_slot", swap_slot.map(u64::from))?;
+                j.end_object()?;
+            }
+            None => j.null()?,
+        }
+        return j.end_document();
+    }
+
+    write!(out, "walk {linear}")?;
+    if let Some((pid, slot)) = in_task {
+        write!(out, " (pid {pid} offset {addr:#010x}, slot {slot})")?;
+    }
+    writeln!(out)?;
+    write!(
+        out,
+        "  PDE {pde_index:<4}  raw {:#010x}  {}",
+        pde.raw(),
+        pde.describe()
+    )?;
+    if !pde.is_present() {
+        writeln!(out)?;
+        return writeln!(out, "  stops at the PDE: not present, no page table");
+    }
+    writeln!(out, "  -> page table {}", pde.frame())?;
+    if !table_ok {
+        return writeln!(
+            out,
+            "  stops at the PDE: its page table lies at/above HIGH_MEMORY {:#010x} (corrupt entry), not read",
+            mm.high_memory()
+        );
+    }
+    let pte = pte.unwrap_or(Entry::EMPTY);
+    write!(
+        out,
+        "  PTE {:<4}  raw {:#010x}  {}",
+        linear.table_index(),
+        pte.raw(),
+        pte.describe()
+    )?;
+    match (frame, swap_slot) {
+        (Some((f, count)), _) => {
+            writeln!(
+                out,
+                "  -> frame {f}, mem_map count {}",
+                CountText(f, count, mm.high_memory())
+            )?;
+            writeln!(out, "  physical {:#010x}", physical.unwrap_or(0))
+        }
+        (None, Some(slot)) => {
+            writeln!(out)?;
+            writeln!(out, "  stops at the PTE: swap entry (slot {slot})")
+        }
+        (None, None) => {
+            writeln!(out)?;
+            writeln!(out, "  stops at the PTE: not mapped (zero entry)")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// checkmm
+// ---------------------------------------------------------------------------------------
+
+/// One mismatch as a JSON object: `kind` (the variant in snake_case), its fields, and
+/// `message` (the text form).
+pub fn mismatch_json(j: &mut Json<'_>, m: &Mismatch) -> fmt::Result {
+    j.begin_object()?;
+    match *m {
+        Mismatch::Count {
+            frame,
+            expected,
+            found,
+        } => {
+            j.field_str("kind", "count")?;
+            j.field_hex("frame", frame.as_u32())?;
+            j.field_uint("expected", u64::from(expected))?;
+            j.field_uint("found", u64::from(found))?;
+        }
+        Mismatch::BadFrame { linear, frame } => {
+            j.field_str("kind", "bad_frame")?;
+            j.field_hex("linear", linear.as_u32())?;
+            j.field_hex("frame", frame.as_u32())?;
+        }
+        Mismatch::FreeCount { counter, counted } => {
+            j.field_str("kind", "free_count")?;
+            j.field_uint("counter", u64::from(counter))?;
+            j.field_uint("counted", u64::from(counted))?;
+        }
+        Mismatch::FreeIndex { frame } => {
+            j.field_str("kind", "free_index")?;
+            j.field_hex("frame", frame.as_u32())?;
+        }
+        Mismatch::TableOwnership {
+            frame,
+            owners,
+            mappings,
+        } => {
+            j.field_str("kind", "table_ownership")?;
+            j.field_hex("frame", frame.as_u32())?;
+            j.field_uint("owners", u64::from(owners))?;
+            j.field_uint("mappings", u64::from(mappings))?;
+        }
+        Mismatch::WritableShared {
+            linear,
+            frame,
+            count,
+        } => {
+            j.field_str("kind", "writable_shared")?;
+            j.field_hex("linear", linear.as_u32())?;
+            j.field_hex("frame", frame.as_u32())?;
+            j.field_uint("count", u64::from(count))?;
+        }
+        Mismatch::DeadSlot {
+            pde_index,
+            slot,
+            entry,
+        } => {
+            j.field_str("kind", "dead_slot")?;
+            j.field_uint("pde_index", pde_index as u64)?;
+            j.field_uint("slot", slot as u64)?;
+            j.field_hex("entry", entry.raw())?;
+        }
+        Mismatch::KernelMapping {
+            linear,
+            expected,
+            found,
+        } => {
+            j.field_str("kind", "kernel_mapping")?;
+            j.field_hex("linear", linear.as_u32())?;
+            j.field_hex("expected", expected.raw())?;
+            j.field_hex("found", found.raw())?;
+        }
+        Mismatch::EntryFlags {
+            linear,
+            entry,
+            level,
+        } => {
+            j.field_str("kind", "entry_flags")?;
+            j.field_hex("linear", linear.as_u32())?;
+            j.field_hex("entry", entry.raw())?;
+            j.field_str(
+                "level",
+                match level {
+                    Level::Directory => "directory",
+                    Level::Table => "table",
+                },
+            )?;
+        }
+        Mismatch::SwapSlotNotInUse {
+            linear,
+            entry,
+            slot,
+        } => {
+            j.field_str("kind", "swap_slot_not_in_use")?;
+            j.field_hex("linear", linear.as_u32())?;
+            j.field_hex("entry", entry.raw())?;
+            j.field_uint("slot", u64::from(slot))?;
+        }
+        Mismatch::SwapSlotShared { linear, slot } => {
+            j.field_str("kind", "swap_slot_shared")?;
+            j.field_hex("linear", linear.as_u32())?;
+            j.field_uint("slot", u64::from(slot))?;
+        }
+        Mismatch::SwapSlotLeaked { slot } => {
+            j.field_str("kind", "swap_slot_leaked")?;
+            j.field_uint("slot", u64::from(slot))?;
+        }
+        Mismatch::UnexpectedSwapEntry { linear, entry } => {
+            j.field_str("kind", "unexpected_swap_entry")?;
+            j.field_hex("linear", linear.as_u32())?;
+            j.field_hex("entry", entry.raw())?;
+        }
+        Mismatch::BadKernelReference { frame } => {
+            j.field_str("kind", "bad_kernel_reference")?;
+            j.field_hex("frame", frame.as_u32())?;
+        }
+    }
+    j.field_display("message", m)?;
+    j.end_object()
+}
+
+/// `checkmm`: runs [`Mm::check_mm`] with the caller's `scratch` (one `u16` per frame
+/// `mem_map` covers) and reports every mismatch (up to [`MAX_LISTED_MISMATCHES`]).
+pub fn checkmm<P: PhysMem>(
+    mm: &Mm<P>,
+    input: &CheckInput<'_>,
+    scratch: &mut [u16],
+    json: bool,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    let needed = mm.mem_map.nr_pages();
+    if scratch.len() < needed {
+        let e = MonitorError::ScratchTooSmall {
+            needed,
+            given: scratch.len(),
+        };
+        return error(json, CommandName::CheckMm, &e, out);
+    }
+    let mut listed = 0u32;
+    // check_mm reports through a closure that returns nothing: keep the first write error.
+    let mut result = Ok(());
+
+    if json {
+        let mut j = Json::new(out);
+        j.begin_document(CommandName::CheckMm)?;
+        j.key("mismatches")?;
+        j.begin_array()?;
+        let summary = mm.check_mm(input, scratch, &mut |m| {
+            if listed < MAX_LISTED_MISMATCHES && result.is_ok() {
+                result = mismatch_json(&mut j, &m);
+            }
+            listed += 1;
+        });
+        result?;
+        j.end_array()?;
+        j.field_uint(
+            "omitted",
+            u64::from(summary.mismatches.saturating_sub(MAX_LISTED_MISMATCHES)),
+        )?;
+        j.field_bool("ok", summary.is_clean())?;
+        j.field_uint("mismatch_count", u64::from(summary.mismatches))?;
+        j.field_uint("frames", u64::from(summary.frames))?;
+        j.field_uint("present_pdes", u64::from(summary.present_pdes))?;
+        j.field_uint("present_ptes", u64::from(summary.present_ptes))?;
+        j.field_uint("kernel_refs", u64::from(summary.kernel_refs))?;
+        j.field_uint("swap_entries", u64::from(summary.swap_entries))?;
+        return j.end_document();
+    }
+
+    let summary = mm.check_mm(input, scratch, &mut |m| {
+        if listed < MAX_LISTED_MISMATCHES && result.is_ok() {
+            result = writeln!(out, "checkmm: {m}");
+        }
+        listed += 1;
+    });
+    result?;
+    if summary.mismatches > MAX_LISTED_MISMATCHES {
+        writeln!(
+            out,
+            "checkmm: ... and {} more mismatches",
+            summary.mismatches - MAX_LISTED_MISMATCHES
+        )?;
+    }
+    writeln!(out, "checkmm: {summary}")
+}
+
+// ---------------------------------------------------------------------------------------
+// showmem
+// ---------------------------------------------------------------------------------------
+
+/// The frame totals of 0.12 `show_mem`, without its per-slot array (1 KiB that a 4 KiB
+/// kernel stack cannot spare while gdb has the machine stopped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameTotals {
+    pub paging_frames: u32,
+    pub free_frames: u32,
+    pub shared_frames: u32,
+    pub shared_references: u32,
+    pub reserved_frames: u32,
+}
+
+/// The totals `Mm::show_mem` computes, counted the same way.
+pub fn frame_totals<P: PhysMem>(mm: &Mm<P>) -> FrameTotals {
+    let mut t = FrameTotals {
+        paging_frames: mm.mem_map.nr_paging_frames() as u32,
+        free_frames: mm.mem_map.nr_free() as u32,
+        ..FrameTotals::default()
+    };
+    let start = mm.mem_map.start_mem();
+    for (index, &count) in mm.mem_map.counts().iter().enumerate() {
+        if mm.mem_map.frame_of(index).as_u32() < start {
+            t.reserved_frames += 1;
+        } else if count > 1 {
+            t.shared_frames += 1;
+            t.shared_references += u32::from(count - 1);
+        }
+    }
+    t
+}
+
+/// Whether slot `slot` holds any directory entry (a task's, or a leftover).
+fn slot_has_tables<P: PhysMem>(mm: &Mm<P>, slot: usize) -> bool {
+    let first = slot_base(slot).dir_index();
+    (first..first + PDES_PER_TASK).any(|d| mm.pde(d).raw() != 0)
+}
+
+/// `showmem`: frame totals, pages per task slot (1..63: those with a task or with page
+/// tables), and the frames with a count above 1.
+pub fn showmem<P: PhysMem>(
+    mm: &Mm<P>,
+    tasks: &dyn TaskSlots,
+    json: bool,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    let t = frame_totals(mm);
+    let used = t.paging_frames - t.free_frames.min(t.paging_frames);
+    let listed_slot = |slot: usize| tasks.pid_in_slot(slot).is_some() || slot_has_tables(mm, slot);
+    let start = mm.mem_map.start_mem();
+    let shared = || {
+        mm.mem_map
+            .counts()
+            .iter()
+            .enumerate()
+            .filter(move |&(i, &c)| c > 1 && mm.mem_map.frame_of(i).as_u32() >= start)
+            .map(|(i, &c)| (mm.mem_map.frame_of(i), c))
+    };
+    let omitted = t.shared_frames.saturating_sub(MAX_LISTED_SHARED);
+
+    if json {
+        let mut j = Json::new(out);
+        j.begin_document(CommandName::ShowMem)?;
+        j.field_hex("high_memory", mm.high_memory())?;
+        j.field_hex("start_mem", start)?;
+        j.field_uint("paging_frames", u64::from(t.paging_frames))?;
+        j.field_uint("free", u64::from(t.free_frames))?;
+        j.field_uint("used", u64::from(used))?;
+        j.field_uint("shared_frames", u64::from(t.shared_frames))?;
+        j.field_uint("shared_references", u64::from(t.shared_references))?;
+        j.field_uint("reserved", u64::from(t.reserved_frames))?;
+        j.key("tasks")?;
+        j.begin_array()?;
+        for slot in (1..NR_TASKS).filter(|&s| listed_slot(s)) {
+            let u = slot_usage_checked(mm, slot);
+            j.begin_object()?;
+            j.field_opt_uint("pid", tasks.pid_in_slot(slot).map(u64::from))?;
+            j.field_uint("slot", slot as u64)?;
+            j.field_uint("pages", u64::from(u.pages))?;
+            j.field_uint("shared_pages", u64::from(u.shared_pages))?;
+            j.field_uint("page_tables", u64::from(u.page_tables))?;
+            j.field_uint("swapped", u64::from(u.swapped))?;
+            j.end_object()?;
+        }
+        j.end_array()?;
+        j.key("shared")?;
+        j.begin_array()?;
+        for (frame, count) in shared().take(MAX_LISTED_SHARED as usize) {
+            j.begin_object()?;
+            j.field_hex("frame", frame.as_u32())?;
+            j.field_uint("count", u64::from(count))?;
+            j.end_object()?;
+        }
+        j.end_array()?;
+        j.field_uint("shared_omitted", u64::from(omitted))?;
+        j.key("swap")?;
+        match mm.swap.as_ref() {
+            Some(swap) => {
+                j.begin_object()?;
+                j.field_uint("slots", u64::from(swap.nr_slots()))?;
+                j.field_uint("used", u64::from(swap.nr_used()))?;
+                j.field_uint("free", u64::from(swap.nr_free()))?;
+                j.end_object()?;
+            }
+            None => j.null()?,
+        }
+        return j.end_document();
+    }
+
+    writeln!(
+        out,
+        "frames: {} for paging ({start:#010x}..{:#010x}): {} free, {used} used, {} shared \
+         ({} extra references); {} reserved below start_mem",
+        t.paging_frames,
+        mm.high_memory(),
+        t.free_frames,
+        t.shared_frames,
+        t.shared_references,
+        t.reserved_frames
+    )?;
+    match mm.swap.as_ref() {
+        Some(swap) => writeln!(
+            out,
+            "swap: {} slots, {} in use, {} free",
+            swap.nr_slots(),
+            swap.nr_used(),
+            swap.nr_free()
+        )?,
+        None => writeln!(out, "swap: none")?,
+    }
+    writeln!(
+        out,
+        "{:>5}  {:>4}  {:>6}  {:>6}  {:>6}  {:>7}",
+        "pid", "slot", "pages", "shared", "tables", "swapped"
+    )?;
+    let mut rows = 0;
+    for slot in (1..NR_TASKS).filter(|&s| listed_slot(s)) {
+        rows += 1;
+        let u = slot_usage_checked(mm, slot);
+        match tasks.pid_in_slot(slot) {
+            Some(pid) => write!(out, "{pid:>5}")?,
+            None => write!(out, "{:>5}", "-")?,
+        }
+        writeln!(
+            out,
+            "  {slot:>4}  {:>6}  {:>6}  {:>6}  {:>7}",
+            u.pages, u.shared_pages, u.page_tables, u.swapped
+        )?;
+    }
+    if rows == 0 {
+        writeln!(out, "(no user task)")?;
+    }
+    if t.shared_frames == 0 {
+        return writeln!(out, "no frame is mapped more than once");
+    }
+    writeln!(out, "frames with a count above 1 ({}):", t.shared_frames)?;
+    for (frame, count) in shared().take(MAX_LISTED_SHARED as usize) {
+        writeln!(out, "  {frame}  count {count}")?;
+    }
+    if omitted > 0 {
+        writeln!(out, "  ... and {omitted} more")?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Page-fault error codes (for the kernel's `faults`)
+// ---------------------------------------------------------------------------------------
+
+/// A #PF error code decoded: "not present|protection, read|write, user|kernel mode".
+pub struct FaultCode(pub u32);
+
+impl FaultCode {
+    /// Bit 0: a protection violation on a present page (clear: page not present).
+    pub fn protection(&self) -> bool {
+        self.0 & fault_code::PRESENT != 0
+    }
+    pub fn write(&self) -> bool {
+        self.0 & fault_code::WRITE != 0
+    }
+    /// Bit 2: the access came from ring 3.
+    pub fn user(&self) -> bool {
+        self.0 & fault_code::USER != 0
+    }
+}
+
+impl Display for FaultCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}, {}, {} mode",
+            if self.protection() {
+                "protection"
+            } else {
+                "not present"
+            },
+            if self.write() { "write" } else { "read" },
+            if self.user() { "user" } else { "kernel" }
+        )
+    }
+}
+
+/// The linear range of slot `slot`: `(start, last)`.
+pub fn slot_range(slot: usize) -> (u32, u32) {
+    let start = slot_base(slot).as_u32();
+    (start, start.wrapping_add(TASK_SIZE - 1))
+}
