@@ -10,8 +10,8 @@
 use core::fmt::{self, Display, Write};
 
 use crate::addr::{
-    slot_base, Frame, LinearAddr, ENTRIES_PER_TABLE, LOW_MEM, NR_TASKS, PDES_PER_TASK, PDE_SPAN,
-    TASK_SIZE,
+    slot_base, Frame, LinearAddr, ENTRIES_PER_TABLE, LOW_MEM, NR_TASKS, PAGE_SIZE, PDES_PER_TASK,
+    PDE_SPAN, TASK_SIZE,
 };
 use crate::check::{CheckInput, Level, Mismatch};
 use crate::entry::{Entry, EntryFlags};
@@ -216,10 +216,7 @@ pub enum ParseError<'a> {
     /// The first word names no command (the answer is the help).
     UnknownCommand(&'a str),
     /// A `--word` the command does not take.
-    UnknownFlag {
-        command: CommandName,
-        flag: &'a str,
-    },
+    UnknownFlag { command: CommandName, flag: &'a str },
     /// `text` should have been a number (decimal or 0x hex) for `what`.
     BadNumber {
         command: CommandName,
@@ -232,10 +229,7 @@ pub enum ParseError<'a> {
         what: &'static str,
     },
     /// A word the command does not take.
-    ExtraArgument {
-        command: CommandName,
-        text: &'a str,
-    },
+    ExtraArgument { command: CommandName, text: &'a str },
     /// A word that is not one of the allowed ones for `what`.
     BadWord {
         command: CommandName,
@@ -341,7 +335,11 @@ impl Display for ParseError<'_> {
                 if first == second {
                     write!(f, "{}: {first} given twice", command.name())
                 } else {
-                    write!(f, "{}: {first} and {second} exclude each other", command.name())
+                    write!(
+                        f,
+                        "{}: {first} and {second} exclude each other",
+                        command.name()
+                    )
                 }
             }
             ParseError::OutOfRange {
@@ -349,7 +347,11 @@ impl Display for ParseError<'_> {
                 what,
                 text,
                 limit,
-            } => write!(f, "{}: {what}: '{text}' is out of range ({limit})", command.name()),
+            } => write!(
+                f,
+                "{}: {what}: '{text}' is out of range ({limit})",
+                command.name()
+            ),
         }
     }
 }
@@ -404,10 +406,7 @@ impl Display for MonitorError {
 
 /// A number as gdb users type them: `0x` hex (any case) or decimal.
 pub fn parse_number(text: &str) -> Option<u64> {
-    let (digits, radix) = match text
-        .strip_prefix("0x")
-        .or_else(|| text.strip_prefix("0X"))
-    {
+    let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => (hex, 16),
         None => (text, 10),
     };
@@ -1113,6 +1112,8 @@ struct Run {
     common: u32,
     first_entry: Entry,
     last_table: Frame,
+    /// Each table of the run lies in the frame after the previous one's.
+    contiguous: bool,
     /// Present PTEs over the run; `None` if a table lies outside RAM.
     present_ptes: Option<u32>,
 }
@@ -1142,6 +1143,8 @@ fn for_each_run<P: PhysMem>(
             if alike {
                 r.last = index;
                 r.common &= pde.flags().bits();
+                r.contiguous &=
+                    pde.frame().as_u32() == r.last_table.as_u32().wrapping_add(PAGE_SIZE);
                 r.last_table = pde.frame();
                 r.present_ptes = r.present_ptes.zip(ptes).map(|(a, b)| a + b);
                 continue;
@@ -1154,6 +1157,7 @@ fn for_each_run<P: PhysMem>(
             common: pde.flags().bits(),
             first_entry: pde,
             last_table: pde.frame(),
+            contiguous: true,
             present_ptes: ptes,
         });
     }
@@ -1187,9 +1191,9 @@ pub fn dumppgd<P: PhysMem>(
     };
     let selected = |index: usize, pde: Entry| {
         slot.is_none_or(|s| index / PDES_PER_TASK == s)
-            && filter.range.is_none_or(|r| {
-                r.meets(LinearAddr::from_indices(index, 0).as_u32(), PDE_SPAN)
-            })
+            && filter
+                .range
+                .is_none_or(|r| r.meets(LinearAddr::from_indices(index, 0).as_u32(), PDE_SPAN))
             && filter.user.is_none_or(|u| pde.is_user() == u)
             && filter.writable.is_none_or(|w| pde.is_writable() == w)
     };
@@ -1257,10 +1261,10 @@ pub fn dumppgd<P: PhysMem>(
         j.begin_array()?;
         for_each_run(mm, &selected, merge, &mut |r| {
             j.begin_object()?;
-            j.field_uint("first", r.first as u64)?;
-            j.field_uint("last", r.last as u64)?;
+            j.field_uint("first_index", r.first as u64)?;
+            j.field_uint("last_index", r.last as u64)?;
             j.field_hex("start", LinearAddr::from_indices(r.first, 0).as_u32())?;
-            j.field_hex("end_last", pde_last(r.last))?;
+            j.field_hex("last", pde_last(r.last))?;
             j.field_display("flags", &Entry(r.common | 1).describe())?;
             j.field_opt_uint("present_ptes", r.present_ptes.map(u64::from))?;
             j.end_object()
@@ -1283,7 +1287,7 @@ pub fn dumppgd<P: PhysMem>(
     writeln!(out)?;
     writeln!(
         out,
-        "{:<9}  {:<21}  {:<21}  {:<10}  {:>5}  {:<22}  flags",
+        "{:<9}  {:<21}  {:<22}  {:<10}  {:>5}  {:<22}  flags",
         "index", "linear range", "page table", "raw", "PTEs", "owner"
     )?;
     let mut lines = 0u32;
@@ -1296,20 +1300,25 @@ pub fn dumppgd<P: PhysMem>(
         if r.first == r.last {
             write!(
                 out,
-                "{:<9}  {start:#010x}-{last:#010x}  {:<21}  {:#010x}  ",
+                "{:<9}  {start:#010x}-{last:#010x}  {}  {:#010x}  ",
                 r.first,
-                r.first_entry.frame(),
+                Pad(&r.first_entry.frame(), 22),
                 r.first_entry.raw()
             )?;
         } else {
             let indices = Indices(r.first, r.last);
-            let tables = Tables(r.first_entry.frame(), r.last_table);
+            let tables = Tables {
+                first: r.first_entry.frame(),
+                last: r.last_table,
+                count: r.last - r.first + 1,
+                contiguous: r.contiguous,
+            };
             let merged = Merged(r.last - r.first + 1);
             write!(
                 out,
                 "{:<9}  {start:#010x}-{last:#010x}  {:<21}  {:<10}  ",
                 Pad(&indices, 9),
-                Pad(&tables, 21),
+                Pad(&tables, 22),
                 Pad(&merged, 10),
             )?;
         }
@@ -1317,7 +1326,12 @@ pub fn dumppgd<P: PhysMem>(
             Some(n) => write!(out, "{n:>5}")?,
             None => write!(out, "{:>5}", "?")?,
         }
-        write!(out, "  {}  {}", Pad(&owner, 22), Entry(r.common | 1).describe())?;
+        write!(
+            out,
+            "  {}  {}",
+            Pad(&owner, 22),
+            Entry(r.common | 1).describe()
+        )?;
         if r.present_ptes.is_none() {
             write!(out, "  (page table beyond HIGH_MEMORY, not read)")?;
         }
@@ -1335,10 +1349,21 @@ impl Display for Indices {
         write!(f, "{}-{}", self.0, self.1)
     }
 }
-struct Tables(Frame, Frame);
+/// The page tables of a merged run: a range when they lie one after the other (the
+/// identity map's do), else the first and how many more.
+struct Tables {
+    first: Frame,
+    last: Frame,
+    count: usize,
+    contiguous: bool,
+}
 impl Display for Tables {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}..{}", self.0, self.1)
+        if self.contiguous {
+            write!(f, "{}..{}", self.first, self.last)
+        } else {
+            write!(f, "{} +{} more", self.first, self.count - 1)
+        }
     }
 }
 struct Merged(usize);
@@ -1403,14 +1428,15 @@ pub fn dumppt<P: PhysMem>(
                 j.field_uint("index", i as u64)?;
                 j.field_hex("linear", LinearAddr::from_indices(index, i).as_u32())?;
                 entry_fields(&mut j, pte)?;
-                j.field_opt_uint("swap_slot", pte.is_swap().then(|| u64::from(pte.swap_slot())))?;
+                j.field_opt_uint(
+                    "swap_slot",
+                    pte.is_swap().then(|| u64::from(pte.swap_slot())),
+                )?;
                 let frame = pte.is_present().then(|| pte.frame());
                 j.field_opt_hex("frame", frame.map(Frame::as_u32))?;
                 j.field_opt_uint(
                     "count",
-                    frame
-                        .and_then(|f| mm.mem_map.count(f))
-                        .map(u64::from),
+                    frame.and_then(|f| mm.mem_map.count(f)).map(u64::from),
                 )?;
                 j.end_object()?;
             }
