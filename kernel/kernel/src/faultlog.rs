@@ -108,6 +108,38 @@ pub fn for_each(mut f: impl FnMut(&FaultRecord)) {
     records.iter().flatten().for_each(|r| f(r));
 }
 
+/// The log's lock is held: the debugger stopped the kernel inside [`record`] (or in a
+/// reader), and waiting for the lock would hang the stopped machine.
+#[derive(Clone, Copy, Debug)]
+pub struct LogBusy;
+
+/// [`for_each`] for the debugger: never waits for the lock, and copies nothing (the
+/// 64-record copy `for_each` makes is too much for a 4 KiB kernel stack under a stopped
+/// kernel). Records are stored at `seq % FAULT_LOG_LEN`, so walking the last
+/// `FAULT_LOG_LEN` sequence numbers visits them oldest first.
+pub fn try_for_each(mut f: impl FnMut(&FaultRecord)) -> Result<(), LogBusy> {
+    let log = LOG.try_lock().ok_or(LogBusy)?;
+    let first = log.next_seq.saturating_sub(FAULT_LOG_LEN as u64).max(1);
+    for seq in first..log.next_seq {
+        if let Some(r) = log.records[(seq as usize) % FAULT_LOG_LEN]
+            .as_ref()
+            .filter(|r| r.seq == seq)
+        {
+            f(r);
+        }
+    }
+    Ok(())
+}
+
+/// [`totals`] for the debugger: never waits for the lock.
+pub fn try_totals(mut f: impl FnMut(FaultAction, u64)) -> Result<(), LogBusy> {
+    let totals = LOG.try_lock().ok_or(LogBusy)?.totals;
+    for (action, n) in ACTIONS.iter().zip(totals) {
+        f(*action, n);
+    }
+    Ok(())
+}
+
 /// Calls `f` with each action and how many faults ended that way since boot.
 pub fn totals(mut f: impl FnMut(FaultAction, u64)) {
     let totals = LOG.lock().totals;

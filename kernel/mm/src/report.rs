@@ -785,6 +785,15 @@ impl<'w> Json<'w> {
         self.after_key = true;
         Ok(())
     }
+    /// An object key made by a `Display` (escaped like any string).
+    pub fn key_display(&mut self, key: &dyn Display) -> fmt::Result {
+        self.separate()?;
+        self.out.write_char('"')?;
+        write!(Escaping(self.out), "{key}")?;
+        self.out.write_str("\":")?;
+        self.after_key = true;
+        Ok(())
+    }
     fn string_raw(&mut self, s: &str) -> fmt::Result {
         self.out.write_char('"')?;
         Escaping(self.out).write_str(s)?;
@@ -991,7 +1000,7 @@ impl Display for Owner {
 
 /// Pads a `Display` that ignores width (like [`Entry::describe`]) to `width` columns,
 /// through a small stack buffer; longer text goes out unpadded.
-struct Pad<'a>(&'a dyn Display, usize);
+pub struct Pad<'a>(pub &'a dyn Display, pub usize);
 
 impl Display for Pad<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1316,7 +1325,7 @@ pub fn dumppgd<P: PhysMem>(
             let merged = Merged(r.last - r.first + 1);
             write!(
                 out,
-                "{:<9}  {start:#010x}-{last:#010x}  {:<21}  {:<10}  ",
+                "{}  {start:#010x}-{last:#010x}  {}  {}  ",
                 Pad(&indices, 9),
                 Pad(&tables, 22),
                 Pad(&merged, 10),
