@@ -1,0 +1,200 @@
+"""Host tests of gdb/pgkernel_core.py: `python3 -m unittest discover -s gdb`."""
+
+import unittest
+
+import pgkernel_core as core
+
+
+class EntryDecoding(unittest.TestCase):
+    # The same cases as kernel/mm/src/entry.rs's own tests, so both decoders agree.
+    def test_flags_like_the_kernel(self):
+        self.assertEqual(core.describe_entry(0x0034_5067), "P RW US A D")
+        self.assertEqual(core.describe_entry(0x0034_5005), "P RO US")
+        self.assertEqual(core.describe_entry(42 << 1), "swap slot 42")
+        self.assertEqual(core.describe_entry(0), "not present")
+
+    def test_every_flag_in_order(self):
+        self.assertEqual(core.describe_entry(0x1FF), "P RW US PWT PCD A D PS G")
+        self.assertEqual(core.describe_entry(0x0010_0003), "P RW SV")
+        self.assertEqual(core.describe_entry(0x0010_0101), "P RO SV G")
+
+    def test_swap_entries(self):
+        self.assertTrue(core.is_swap(0x54))
+        self.assertFalse(core.is_swap(0))
+        self.assertFalse(core.is_swap(0x1001))
+        self.assertEqual(core.swap_slot(0xFFFF_FFFE), 0x7FFF_FFFF)
+
+    def test_format_entry(self):
+        self.assertEqual(core.format_entry(0x00FD_5067),
+                         "0x00fd5067 [P RW US A D] frame 0x00fd5000")
+        self.assertEqual(core.format_entry(0), "0x00000000 [not present]")
+        self.assertEqual(core.format_entry(84), "0x00000054 [swap slot 42]")
+        # Values read as signed from gdb are masked to 32 bits.
+        self.assertEqual(core.format_entry(-1 & 0xFFFF_FFFF),
+                         "0xffffffff [P RW US PWT PCD A D PS G] frame 0xfffff000")
+
+
+class LinearAddresses(unittest.TestCase):
+    def test_indices_match_the_0_11_shifts(self):
+        a = 0x0840_3ABC
+        self.assertEqual(core.dir_index(a) * 4, (a >> 20) & 0xFFC)
+        self.assertEqual(core.table_index(a) * 4, (a >> 10) & 0xFFC)
+        self.assertEqual(core.page_offset(a), 0xABC)
+        self.assertEqual(core.slot_of(a), 2)
+
+    def test_format(self):
+        self.assertEqual(core.format_linear(0x0840_3ABC),
+                         "0x08403abc (dir 33, table 3, offset 0xabc; slot 2 + 0x00403abc)")
+        self.assertEqual(core.format_phys(0x00FD_5123),
+                         "0x00fd5123 (frame 0x00fd5000 + 0x123)")
+        self.assertEqual(core.format_frame(0x1000), "frame 0x00001000")
+        self.assertIn("not page aligned", core.format_frame(0x1001))
+
+    def test_linear_of_slot(self):
+        self.assertEqual(core.linear(0x1234, 3), 0x0C00_1234)
+        self.assertEqual(core.linear(0x3FF_FFFF, 63), 0xFFFF_FFFF)
+        with self.assertRaises(ValueError):
+            core.linear(64 << 20, 1)
+        with self.assertRaises(ValueError):
+            core.linear(0, 64)
+
+    def test_parse_int(self):
+        self.assertEqual(core.parse_int("0x4000_000"), 0x400_0000)
+        self.assertEqual(core.parse_int(" 42 "), 42)
+        self.assertEqual(core.hex_to_int("0x00fd5000"), 0xFD5000)
+        self.assertEqual(core.hex_to_int(7), 7)
+        self.assertIsNone(core.hex_to_int(None))
+        with self.assertRaises(ValueError):
+            core.parse_int("")
+
+
+INFO_FUNCTIONS = """\
+All functions matching regular expression "do_wp_page":
+
+File kernel/mm/src/memory.rs:
+751:	static fn mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::do_wp_page<kernel::arch::x86::phys::KernelPhys>(*mut mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>, u32, mm::addr::LinearAddr, mm::addr::LinearAddr, &mut dyn mm::memory::FailurePolicy) -> core::result::Result<mm::memory::WpOutcome, mm::memory::WpError>;
+760:	static fn mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::do_wp_page_helper<kernel::arch::x86::phys::KernelPhys>(u32);
+
+Non-debugging symbols:
+0x001020c0  mm::memory::Mm<P>::do_wp_page::h5c030ffd87e67ba1
+0x00102200  other::do_wp_page_x::h0000000000000000
+"""
+
+
+class Symbols(unittest.TestCase):
+    def test_parse_info_functions(self):
+        names, minimal = core.parse_info_functions(INFO_FUNCTIONS)
+        self.assertEqual(names[0], "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::"
+                                   "do_wp_page<kernel::arch::x86::phys::KernelPhys>")
+        self.assertEqual(len(names), 2)
+        self.assertEqual(minimal[0], (0x1020C0, "mm::memory::Mm<P>::do_wp_page::h5c030ffd87e67ba1"))
+
+    def test_function_matches(self):
+        names, minimal = core.parse_info_functions(INFO_FUNCTIONS)
+        self.assertTrue(core.function_matches(names[0], "do_wp_page"))
+        self.assertTrue(core.function_matches(names[0], "Mm::do_wp_page"))
+        self.assertTrue(core.function_matches(names[0], "mm::memory::Mm::do_wp_page"))
+        self.assertFalse(core.function_matches(names[1], "do_wp_page"))
+        self.assertTrue(core.function_matches(minimal[0][1], "do_wp_page"))
+        self.assertFalse(core.function_matches(minimal[1][1], "do_wp_page"))
+        self.assertFalse(core.function_matches(names[0], "wp_page"))
+
+    def test_strip_generics(self):
+        self.assertEqual(core.strip_generics("a::B<c::D<E>>::f<G>"), "a::B::f")
+
+
+class Rendering(unittest.TestCase):
+    def test_table_aligns_and_colours_only_when_asked(self):
+        rows = [{"index": 16, "flags": "P RW US", "table": "0x00fd4000"},
+                {"index": 1023, "flags": "P RO SV", "table": "0x00100000"}]
+        plain = core.render_table(rows, core.Palette(False))
+        self.assertNotIn("\x1b[", plain)
+        lines = plain.splitlines()
+        self.assertEqual(lines[0].split(), ["index", "flags", "table"])
+        self.assertEqual(len(lines), 3)
+        self.assertTrue(lines[1].startswith("   16"))
+        coloured = core.render_table(rows, core.Palette(True))
+        self.assertIn("\x1b[", coloured)
+        self.assertEqual([core.visible_len(l) for l in coloured.splitlines()],
+                         [len(l) for l in lines])
+
+    def test_document(self):
+        doc = {"command": "checkmm", "schema": 1, "status": "ok", "frames": 3808,
+               "errors": [], "nested": {"a": 1}}
+        text = core.render_document(doc, core.Palette(False))
+        self.assertIn("== checkmm", text)
+        self.assertIn("frames : 3808", text)
+        self.assertIn("(none)", text)
+        self.assertNotIn("schema", text)
+
+    def test_extract_json(self):
+        self.assertEqual(core.extract_json('{"a": 1}\n'), {"a": 1})
+        self.assertEqual(core.extract_json('noise {"a": [1, 2]} tail'), {"a": [1, 2]})
+        with self.assertRaises(ValueError):
+            core.extract_json("unknown command: 'walk'")
+
+    def test_find_key(self):
+        doc = {"command": "walk", "result": {"pte": {"physical": "0x00fd5123"}}}
+        self.assertEqual(core.find_key(doc, "phys", "physical"), "0x00fd5123")
+        self.assertIsNone(core.find_key(doc, "nope"))
+
+
+WALK_OK = {"command": "walk", "schema": 1, "linear": "0x04001000",
+           "task": {"pid": 1, "slot": 1, "offset": "0x00001000"},
+           "pde": {"index": 16, "raw": "0x01fdd027", "flags": "P RW US A", "present": True},
+           "table": "0x01fdd000",
+           "pte": {"index": 1, "raw": "0x01fd7025", "flags": "P RO US A", "present": True},
+           "frame": "0x01fd7000", "count": 1, "physical": "0x01fd7000", "stop": None}
+WALK_STOP = {"command": "walk", "schema": 1, "linear": "0x07000000", "task": None,
+             "pde": {"index": 28, "raw": "0x00000000", "flags": "not present", "present": False},
+             "table": None, "pte": {"index": 0, "raw": None, "flags": None, "present": None},
+             "frame": None, "count": None, "physical": None,
+             "stop": {"level": "pde", "reason": "no_page_table", "swap_slot": None}}
+
+
+class MonitorRendering(unittest.TestCase):
+    """The per-command renderers on documents shaped as kernel/docs/monitor.md says."""
+
+    def setUp(self):
+        self.p = core.Palette(False)
+
+    def test_walk(self):
+        text = core.render_monitor(WALK_OK, self.p)
+        self.assertIn("walk 0x04001000 (pid 1 offset 0x00001000, slot 1)", text)
+        self.assertIn("PTE 1     raw 0x01fd7025  P RO US A  -> frame 0x01fd7000, mem_map count 1", text)
+        self.assertIn("physical 0x01fd7000", text)
+        text = core.render_monitor(WALK_STOP, self.p)
+        self.assertIn("stops at the PDE: no page table", text)
+
+    def test_error(self):
+        doc = {"command": "walk", "schema": 1, "error": {"kind": "no_such_task",
+               "message": "no task with pid 99", "usage": "walk ADDR [--task PID] [--json]"}}
+        self.assertEqual(core.render_monitor(doc, self.p),
+                         "walk: no task with pid 99\nusage: walk ADDR [--task PID] [--json]")
+
+    def test_dumppgd(self):
+        doc = {"command": "dumppgd", "schema": 1, "pg_dir": "0x0019e000", "present": 9,
+               "not_present_nonzero": 0, "shown": 9,
+               "entries": [{"index": i, "table": f"0x{0x19f000 + i * 4096:08x}", "slot": 0, "pid": 0}
+                           for i in range(8)] + [{"index": 16, "table": "0x01fdd000", "slot": 1, "pid": 1}],
+               "runs": [{"first_index": 0, "last_index": 7, "start": "0x00000000", "last": "0x01ffffff",
+                         "flags": "P RW SV", "present_ptes": 8160},
+                        {"first_index": 16, "last_index": 16, "start": "0x04000000",
+                         "last": "0x043fffff", "flags": "P RW US A", "present_ptes": 23}]}
+        text = core.render_monitor(doc, self.p)
+        self.assertIn("page directory at 0x0019e000", text)
+        self.assertRegex(text, r"0-7\s+0x00000000-0x01ffffff\s+8 tables\s+8160\s+kernel\s+P RW SV")
+        self.assertRegex(text, r"16\s+0x04000000-0x043fffff\s+0x01fdd000\s+23\s+pid 1 \(slot 1\)")
+
+    def test_unknown_schema_is_generic(self):
+        text = core.render_monitor({"command": "walk", "schema": 2, "x": 1}, self.p)
+        self.assertIn("x : 1", text)
+
+    def test_checkmm(self):
+        ok = {"command": "checkmm", "schema": 1, "ok": True, "frames": 10, "present_pdes": 2,
+              "present_ptes": 3, "kernel_refs": 1, "mismatches": [], "mismatch_count": 0}
+        self.assertTrue(core.render_monitor(ok, self.p).startswith("checkmm: OK (10 frames"))
+
+
+if __name__ == "__main__":
+    unittest.main()
