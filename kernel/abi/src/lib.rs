@@ -154,6 +154,12 @@ pub struct MemInfo {
     pub nr_tasks: u32,
     /// The caller's own fault counts.
     pub faults: FaultCounts,
+    /// Usable swap slots of the swap device (0: no swap).
+    pub swap_slots: u32,
+    /// Free swap slots.
+    pub swap_free: u32,
+    /// The caller's pages that are swapped out.
+    pub task_swapped: u32,
 }
 
 /// `PageInfo::flags` bits.
@@ -202,6 +208,22 @@ pub mod debug_op {
     /// Crash the kernel on purpose, in the caller's system call, to show (and test) the
     /// crash report: `arg` is one of [`crash_kind`]. Never returns.
     pub const KERNEL_CRASH: u32 = 4;
+    /// Swap-device failure injection: `arg` bit 0 makes every read fail, bit 1 every
+    /// write, bit 2 only the next one (0 clears all). Returns the previous setting.
+    pub const SWAP_FAULTS: u32 = 5;
+    /// Swap traffic since boot: `arg` 0 = pages written out, 1 = clean pages dropped,
+    /// 2 = pages read back, 3 = bytes the disk moved (low 32 bits).
+    pub const SWAP_STATS: u32 = 6;
+    /// Timer ticks since boot (100 Hz), for benchmarks.
+    pub const TICKS: u32 = 7;
+}
+
+/// `debug(SWAP_FAULTS, bits)` bits.
+pub mod swap_fault {
+    pub const FAIL_READS: u32 = 1 << 0;
+    pub const FAIL_WRITES: u32 = 1 << 1;
+    /// Only the next injected failure: the switches clear themselves after it.
+    pub const ONCE: u32 = 1 << 2;
 }
 
 /// What `debug(KERNEL_CRASH, kind)` does in ring 0.
@@ -248,7 +270,7 @@ pub mod qemu_exit {
 
 impl MemInfo {
     /// Size in bytes.
-    pub const SIZE: usize = 12 * 4;
+    pub const SIZE: usize = 15 * 4;
     /// The structure's bytes, in its `#[repr(C)]` layout.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let f = &self.faults;
@@ -265,6 +287,9 @@ impl MemInfo {
             f.cow_copied,
             f.cow_made_writable,
             f.swapped_in,
+            self.swap_slots,
+            self.swap_free,
+            self.task_swapped,
         ])
     }
 }

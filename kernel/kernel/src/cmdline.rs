@@ -40,6 +40,8 @@ pub struct Options {
     pub on_exit: OnExit,
     /// `alloc=scan`: `get_free_page` uses 0.11's linear scan instead of the bitmap.
     pub linear_scan: bool,
+    /// `swap=off`: ignore the swap disk even if one is attached (default on).
+    pub swap: bool,
 }
 
 impl Options {
@@ -61,6 +63,7 @@ pub fn parse(cmdline: &str) -> Options {
         log: LogLevel::Events,
         on_exit: OnExit::Halt,
         linear_scan: false,
+        swap: true,
     };
     set(&mut opts.init, &mut opts.init_len, b"demo");
     for (position, word) in cmdline.split_ascii_whitespace().enumerate() {
@@ -87,6 +90,11 @@ pub fn parse(cmdline: &str) -> Options {
             "onexit" => match value {
                 "halt" => set_to(&mut opts.on_exit, OnExit::Halt),
                 "exit" => set_to(&mut opts.on_exit, OnExit::Exit),
+                _ => false,
+            },
+            "swap" => match value {
+                "on" => set_to(&mut opts.swap, true),
+                "off" => set_to(&mut opts.swap, false),
                 _ => false,
             },
             "alloc" => match value {

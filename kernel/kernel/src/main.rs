@@ -60,6 +60,7 @@ pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         paging::paging().mm.mem_map.nr_free(),
         layout.pg_dir
     );
+    paging::init_swap(opts.swap);
     if opts.linear_scan {
         println!("memory: get_free_page uses 0.11's linear mem_map scan (alloc=scan)");
     }

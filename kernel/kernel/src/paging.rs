@@ -135,3 +135,31 @@ impl mm::ProgramPages for ImageProgram {
         &self.0.data[start..end]
     }
 }
+
+/// 0.12 `init_swapping`: looks for a disk on the primary IDE bus and swaps to it when its
+/// first page carries the `SWAP-SPACE` signature; otherwise says why and goes on without.
+pub fn init_swap(enabled: bool) {
+    if !enabled {
+        println!("swap: off (swap=off)");
+        return;
+    }
+    let disk = match crate::arch::x86::ata::probe() {
+        Ok(disk) => disk,
+        Err(e) => {
+            println!("swap: no swap disk ({e}); running without swap");
+            return;
+        }
+    };
+    println!(
+        "swap: disk '{}', {} KiB ({} pages) on the primary IDE master",
+        disk.model(),
+        disk.pages() * (PAGE_SIZE / 1024),
+        disk.pages()
+    );
+    let mut p = paging();
+    p.mm.phys.attach_swap_disk(disk);
+    match p.mm.init_swapping() {
+        Ok(free) => println!("swap: {free} slots of 4 KiB free (0.12 swap bitmap, SWAP-SPACE signature found)"),
+        Err(e) => println!("swap: refusing the disk: {e}; running without swap"),
+    }
+}

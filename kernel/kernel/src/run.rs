@@ -95,6 +95,22 @@ impl Run {
             crate::task::exit::deepest_stack_use(),
             mm::addr::PAGE_SIZE
         );
+        {
+            let p = paging();
+            if let Some(swap) = p.mm.swap.as_ref() {
+                let c = swap.counters;
+                println!(
+                    "run: swap: {} pages written out, {} clean pages dropped, {} read back, {} write and {} read errors; {} slots in use; disk moved {} KiB",
+                    c.written_out,
+                    c.dropped,
+                    c.read_in,
+                    c.write_errors,
+                    c.read_errors,
+                    swap.nr_used(),
+                    (p.mm.phys.swap_bytes_read + p.mm.phys.swap_bytes_written) / 1024
+                );
+            }
+        }
         print!("run: page faults since boot:");
         let mut separator = " ";
         faultlog::totals(|action, n| {
@@ -141,6 +157,11 @@ impl Run {
                 self.baseline_free,
                 self.baseline_free as i64 - free as i64
             );
+            failures += 1;
+        }
+        let swap_used = paging().mm.swap.as_ref().map_or(0, |s| s.nr_used());
+        if swap_used != 0 {
+            println!("VERDICT: FAIL lost some swap slots: {swap_used} still in use with no task left");
             failures += 1;
         }
         if self.leftovers != 0 {

@@ -137,6 +137,9 @@ fn sys_meminfo(ptr: u32) -> Result<u32, Errno> {
             task_page_tables: usage.page_tables,
             nr_tasks,
             faults,
+            swap_slots: p.mm.swap.as_ref().map_or(0, |s| s.nr_slots().saturating_sub(1)),
+            swap_free: p.mm.swap.as_ref().map_or(0, |s| s.nr_free()),
+            task_swapped: usage.swapped,
         }
     };
     uaccess::copy_to_user(ptr, &info.to_bytes())?;
@@ -200,7 +203,31 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
             }
         }
         debug_op::FREE_FRAMES => Ok(paging().mm.mem_map.nr_free() as u32),
+        debug_op::TICKS => Ok(sched::ticks() as u32),
         debug_op::KERNEL_CRASH => crash_on_purpose(arg),
+        debug_op::SWAP_FAULTS => {
+            let mut p = paging();
+            let faults = &mut p.mm.phys.swap_faults;
+            let old = u32::from(faults.fail_reads) * abi::swap_fault::FAIL_READS
+                | u32::from(faults.fail_writes) * abi::swap_fault::FAIL_WRITES;
+            faults.fail_reads = arg & abi::swap_fault::FAIL_READS != 0;
+            faults.fail_writes = arg & abi::swap_fault::FAIL_WRITES != 0;
+            faults.once = arg & abi::swap_fault::ONCE != 0;
+            crate::kevent!("swap: injected failures now: reads {}, writes {}", faults.fail_reads, faults.fail_writes);
+            Ok(old)
+        }
+        debug_op::SWAP_STATS => {
+            let p = paging();
+            let c = p.mm.swap.as_ref().map(|s| s.counters).unwrap_or_default();
+            let bytes = p.mm.phys.swap_bytes_read + p.mm.phys.swap_bytes_written;
+            match arg {
+                0 => Ok(c.written_out as u32),
+                1 => Ok(c.dropped as u32),
+                2 => Ok(c.read_in as u32),
+                3 => Ok(bytes as u32),
+                _ => Err(Errno(EINVAL)),
+            }
+        }
         debug_op::KERNEL_WRITE => {
             let value = 0x5157_0000 | (arg & 0xffff);
             uaccess::copy_to_user(arg & !3, &value.to_le_bytes())?;

@@ -6,7 +6,7 @@
 //! explicitly (the same `do_no_page`) before touching it, so a page fault in ring 0 is
 //! always a kernel bug and is reported as one.
 
-use abi::errno::{E2BIG, EFAULT};
+use abi::errno::{E2BIG, EFAULT, ENOMEM};
 use mm::addr::{LinearAddr, PAGE_SIZE, TASK_SIZE};
 
 use crate::arch::x86::phys::store_to_user_linear;
@@ -34,26 +34,51 @@ fn pages(start: LinearAddr, len: u32) -> impl Iterator<Item = LinearAddr> {
         .map(LinearAddr::new)
 }
 
+/// Rounds `verify_area` may take for one page before giving up (each round can only be
+/// undone by `swap_out` evicting the page again while `write_verify` allocates).
+const SETTLE_ROUNDS: u32 = 8;
+
 /// 0.11 `verify_area(addr, size)`: before the kernel writes `[ptr, ptr + len)`, every
 /// page is faulted in (D9) and passed through `write_verify`, which breaks copy-on-write
-/// because ring 0 would otherwise write straight into the shared frame.
+/// because ring 0 would otherwise write straight into the shared frame. With swap, the
+/// copy `write_verify` allocates may evict the page again, so each page is retried until
+/// it is present and writable.
 pub fn verify_area(ptr: u32, len: u32) -> Result<LinearAddr, Errno> {
     let start = check_range(ptr, len)?;
     for page in pages(start, len) {
-        fault::kernel_touch(page)?;
-        fault::kernel_write_verify(page)?;
+        settle_for_store(page)?;
     }
     Ok(start)
 }
 
-/// Copies `bytes` to user memory at `ptr`: `verify_area`, then ring-0 stores through the
-/// MMU, as 0.11's `put_fs_byte`.
+/// Makes one page present and private for a ring-0 store.
+fn settle_for_store(page: LinearAddr) -> Result<(), Errno> {
+    for _ in 0..SETTLE_ROUNDS {
+        fault::kernel_touch(page)?;
+        fault::kernel_write_verify(page)?;
+        if paging().mm.pte(page).is_some_and(|(_, _, pte)| pte.is_present() && pte.is_writable()) {
+            return Ok(());
+        }
+    }
+    Err(Errno(ENOMEM))
+}
+
+/// Copies `bytes` to user memory at `ptr`, page by page: `verify_area` on the page, then
+/// ring-0 stores through the MMU, as 0.11's `put_fs_byte`. Page by page, because making
+/// the next page present may evict this one (swap_out).
 pub fn copy_to_user(ptr: u32, bytes: &[u8]) -> Result<(), Errno> {
-    let start = verify_area(ptr, bytes.len() as u32)?;
-    // SAFETY: verify_area made every page of the range present and private (write_verify),
-    // and check_range kept it inside the current task's slot; nothing runs in between
-    // (the kernel is not preemptible), so the pages stay present.
-    unsafe { store_to_user_linear(start.as_u32(), bytes) };
+    let start = check_range(ptr, bytes.len() as u32)?;
+    let mut done = 0usize;
+    while done < bytes.len() {
+        let linear = LinearAddr::new(start.as_u32() + done as u32);
+        let chunk = ((PAGE_SIZE - linear.page_offset()) as usize).min(bytes.len() - done);
+        verify_area(ptr + done as u32, chunk as u32)?;
+        // SAFETY: verify_area just made this page present and private, check_range kept
+        // it inside the current task's slot, and nothing runs between that and the store
+        // (the kernel is not preemptible and the store allocates nothing).
+        unsafe { store_to_user_linear(linear.as_u32(), &bytes[done..done + chunk]) };
+        done += chunk;
+    }
     Ok(())
 }
 

@@ -82,11 +82,20 @@ pub enum Mismatch {
         level: Level,
     },
     /// Invariant 7: a swap entry names a slot that is free, or not on the device.
-    SwapSlotNotInUse { linear: LinearAddr, entry: Entry, slot: u32 },
+    SwapSlotNotInUse {
+        linear: LinearAddr,
+        entry: Entry,
+        slot: u32,
+    },
     /// Invariant 7: two entries name the same slot (0.12 never shares a slot).
-    SwapSlotShared { linear: LinearAddr, slot: u32 },
+    SwapSlotShared {
+        linear: LinearAddr,
+        slot: u32,
+    },
     /// Invariant 7: a slot is in use but no entry names it (leaked).
-    SwapSlotLeaked { slot: u32 },
+    SwapSlotLeaked {
+        slot: u32,
+    },
     /// Invariant 7: a swap entry while no swap is configured.
     UnexpectedSwapEntry {
         linear: LinearAddr,
@@ -192,16 +201,26 @@ impl fmt::Display for Mismatch {
                 },
                 entry.describe()
             ),
-            Mismatch::SwapSlotNotInUse { linear, entry, slot } => write!(
+            Mismatch::SwapSlotNotInUse {
+                linear,
+                entry,
+                slot,
+            } => write!(
                 f,
                 "linear {linear} holds swap entry {:#010x} for slot {slot}, which is not in use",
                 entry.raw()
             ),
             Mismatch::SwapSlotShared { linear, slot } => {
-                write!(f, "linear {linear} names swap slot {slot}, already named by another entry")
+                write!(
+                    f,
+                    "linear {linear} names swap slot {slot}, already named by another entry"
+                )
             }
             Mismatch::SwapSlotLeaked { slot } => {
-                write!(f, "swap slot {slot} is in use but no entry names it (leaked)")
+                write!(
+                    f,
+                    "swap slot {slot} is in use but no entry names it (leaked)"
+                )
             }
             Mismatch::UnexpectedSwapEntry { linear, entry } => write!(
                 f,
@@ -278,7 +297,8 @@ impl<P: PhysMem> Mm<P> {
         refs.fill(0);
         // One bit per swap slot, when the scratch is long enough (SCRATCH_LEN is): finds
         // slots named twice and slots leaked. Without it only the totals are compared.
-        let mut slots_seen = (rest.len() >= SWAP_SCRATCH_WORDS).then(|| &mut rest[..SWAP_SCRATCH_WORDS]);
+        let mut slots_seen =
+            (rest.len() >= SWAP_SCRATCH_WORDS).then(|| &mut rest[..SWAP_SCRATCH_WORDS]);
         if let Some(seen) = slots_seen.as_deref_mut() {
             seen.fill(0);
         }
@@ -353,7 +373,13 @@ impl<P: PhysMem> Mm<P> {
                 if !pte.is_present() {
                     if pte.is_swap() {
                         summary.swap_entries += 1;
-                        self.check_swap_entry(linear, pte, slots_seen.as_deref_mut(), &mut summary, &mut emit);
+                        self.check_swap_entry(
+                            linear,
+                            pte,
+                            slots_seen.as_deref_mut(),
+                            &mut summary,
+                            &mut emit,
+                        );
                     }
                     continue;
                 }
@@ -499,7 +525,14 @@ impl<P: PhysMem> Mm<P> {
         };
         let slot = entry.swap_slot();
         if !swap.in_use(slot) {
-            emit(Mismatch::SwapSlotNotInUse { linear, entry, slot }, summary);
+            emit(
+                Mismatch::SwapSlotNotInUse {
+                    linear,
+                    entry,
+                    slot,
+                },
+                summary,
+            );
             return;
         }
         if let Some(seen) = seen {

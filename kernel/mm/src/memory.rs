@@ -515,9 +515,10 @@ impl<P: PhysMem> Mm<P> {
         let frame = loop {
             let found = match self.frame_search {
                 FrameSearch::Bitmap => self.mem_map.take_highest_free(),
-                FrameSearch::LinearScan0_11 => {
-                    self.mem_map.scan_highest_free_0_11().map(|i| self.mem_map.take_index(i))
-                }
+                FrameSearch::LinearScan0_11 => self
+                    .mem_map
+                    .scan_highest_free_0_11()
+                    .map(|i| self.mem_map.take_index(i)),
             };
             if found.is_some() || !self.swap_out() {
                 break found;
@@ -604,6 +605,9 @@ impl<P: PhysMem> Mm<P> {
                 Err(e) => freed.note_bad_free(e),
             }
             self.set_pde(dir, Entry::EMPTY);
+        }
+        if let Some(swap) = self.swap.as_mut() {
+            swap.note_progress();
         }
         self.phys.flush_tlb();
         Ok(freed)
@@ -889,7 +893,9 @@ impl<P: PhysMem> Mm<P> {
                 return Err(ShareError::AlreadyExists(to));
             }
         }
-        let to_table = self.table_for(to, policy).map_err(ShareError::OutOfMemory)?;
+        let to_table = self
+            .table_for(to, policy)
+            .map_err(ShareError::OutOfMemory)?;
         // Allocating the table may have run swap_out and dropped the source page.
         if self.phys.read_entry(from_table, from_index) != from_pte {
             return Ok(false);

@@ -115,7 +115,10 @@ impl PhysMem for SimRam {
         if disk.fail_reads {
             return Err(SwapIoError::Device);
         }
-        let page = *disk.pages.get(slot as usize).ok_or(SwapIoError::OutOfRange(slot))?;
+        let page = *disk
+            .pages
+            .get(slot as usize)
+            .ok_or(SwapIoError::OutOfRange(slot))?;
         disk.reads += 1;
         self.write_bytes(frame.addr(), &page);
         Ok(())
@@ -127,7 +130,10 @@ impl PhysMem for SimRam {
         if disk.fail_writes {
             return Err(SwapIoError::Device);
         }
-        *disk.pages.get_mut(slot as usize).ok_or(SwapIoError::OutOfRange(slot))? = page;
+        *disk
+            .pages
+            .get_mut(slot as usize)
+            .ok_or(SwapIoError::OutOfRange(slot))? = page;
         disk.writes += 1;
         Ok(())
     }

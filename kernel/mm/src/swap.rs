@@ -47,7 +47,9 @@ impl fmt::Display for SwapInitError {
             ),
             SwapInitError::Io(e) => write!(f, "cannot read the swap header: {e}"),
             SwapInitError::OutOfMemory => f.write_str("no frame to read the swap header into"),
-            SwapInitError::BadBitmap => f.write_str("the swap bitmap is bad (slot 0 free, or no free slot)"),
+            SwapInitError::BadBitmap => {
+                f.write_str("the swap bitmap is bad (slot 0 free, or no free slot)")
+            }
         }
     }
 }
@@ -86,13 +88,18 @@ pub struct SwapMap {
     /// `swap_out`'s static `dir_entry` and `page_entry`.
     clock_dir: usize,
     clock_page: usize,
+    /// Clean pages dropped since a dirty page was last written out or a task released
+    /// memory: the thrash guard of D20.
+    drops_since_progress: u32,
     pub counters: SwapCounters,
 }
 
 impl SwapMap {
     /// A map from a header page: the bitmap bits, cut to the device's size.
     pub fn from_header(header: &[u8], device_pages: u32) -> Result<SwapMap, SwapInitError> {
-        if header.len() < PAGE_SIZE as usize || &header[SIGNATURE_OFFSET..SIGNATURE_OFFSET + 10] != SWAP_SIGNATURE {
+        if header.len() < PAGE_SIZE as usize
+            || &header[SIGNATURE_OFFSET..SIGNATURE_OFFSET + 10] != SWAP_SIGNATURE
+        {
             return Err(SwapInitError::NoSignature);
         }
         let nr_slots = device_pages.min(MAX_SLOTS);
@@ -102,6 +109,7 @@ impl SwapMap {
             nr_free: 0,
             clock_dir: PDES_PER_TASK,
             clock_page: 0,
+            drops_since_progress: 0,
             counters: SwapCounters::default(),
         };
         for slot in 0..nr_slots {
@@ -143,6 +151,12 @@ impl SwapMap {
         Some(slot)
     }
 
+    /// Memory came back (a task released its pages, or a dirty page reached the disk):
+    /// dropping clean pages is worth trying again.
+    pub fn note_progress(&mut self) {
+        self.drops_since_progress = 0;
+    }
+
     /// 0.12 `swap_free(nr)`: slot 0 is ignored; freeing a free slot is refused.
     pub fn swap_free(&mut self, slot: u32) -> Result<(), SwapFreeError> {
         if slot == 0 {
@@ -169,6 +183,19 @@ pub fn format_header(pages: u32) -> [u8; PAGE_SIZE as usize] {
     header
 }
 
+/// What one `try_to_swap_out` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Eviction {
+    /// Not evicted (not present, shared and dirty, no slot, or the thrash guard).
+    Kept,
+    /// Clean: the entry was cleared, the frame freed.
+    Dropped,
+    /// Dirty: written to a slot, the entry names it, the frame freed.
+    Written,
+    /// Dirty, but the device refused the write: nothing changed.
+    WriteFailed,
+}
+
 /// Why `swap_in` could not bring a page back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwapInError {
@@ -184,7 +211,9 @@ impl fmt::Display for SwapInError {
         match self {
             SwapInError::OutOfMemory(e) => write!(f, "swap_in: {e}"),
             SwapInError::Io(e) => write!(f, "swap_in: {e}"),
-            SwapInError::BadEntry(e) => write!(f, "swap_in: entry {:#010x} names no slot in use", e.raw()),
+            SwapInError::BadEntry(e) => {
+                write!(f, "swap_in: entry {:#010x} names no slot in use", e.raw())
+            }
         }
     }
 }
@@ -196,13 +225,20 @@ impl<P: PhysMem> Mm<P> {
         if pages == 0 {
             return Err(SwapInitError::NoDevice);
         }
-        let frame = self.get_free_page(AllocSite::NoPage).map_err(|_| SwapInitError::OutOfMemory)?;
-        let result = self.phys.swap_read(0, frame).map_err(SwapInitError::Io).and_then(|()| {
-            let mut header = [0u8; PAGE_SIZE as usize];
-            self.phys.read_bytes(frame.addr(), &mut header);
-            SwapMap::from_header(&header, pages)
-        });
-        self.free_page(frame.addr()).expect("the header frame was just allocated");
+        let frame = self
+            .get_free_page(AllocSite::NoPage)
+            .map_err(|_| SwapInitError::OutOfMemory)?;
+        let result = self
+            .phys
+            .swap_read(0, frame)
+            .map_err(SwapInitError::Io)
+            .and_then(|()| {
+                let mut header = [0u8; PAGE_SIZE as usize];
+                self.phys.read_bytes(frame.addr(), &mut header);
+                SwapMap::from_header(&header, pages)
+            });
+        self.free_page(frame.addr())
+            .expect("the header frame was just allocated");
         let map = result?;
         let free = map.nr_free();
         self.swap = Some(map);
@@ -212,7 +248,11 @@ impl<P: PhysMem> Mm<P> {
     /// 0.12 `swap_in(table_ptr)`: reads the swapped-out page of `address` back into a new
     /// frame, frees its slot and maps it `page | DIRTY | 7` (it must be written out again
     /// before it can be dropped).
-    pub fn swap_in(&mut self, address: LinearAddr, policy: &mut dyn FailurePolicy) -> Result<Frame, SwapInError> {
+    pub fn swap_in(
+        &mut self,
+        address: LinearAddr,
+        policy: &mut dyn FailurePolicy,
+    ) -> Result<Frame, SwapInError> {
         let Some((table, index, entry)) = self.pte(address) else {
             return Err(SwapInError::BadEntry(Entry::EMPTY));
         };
@@ -220,7 +260,9 @@ impl<P: PhysMem> Mm<P> {
         if !entry.is_swap() || !self.swap.as_ref().is_some_and(|s| s.in_use(slot)) {
             return Err(SwapInError::BadEntry(entry));
         }
-        let page = self.get_free_page_with(AllocSite::NoPage, policy).map_err(SwapInError::OutOfMemory)?;
+        let page = self
+            .get_free_page_with(AllocSite::NoPage, policy)
+            .map_err(SwapInError::OutOfMemory)?;
         // get_free_page may have run swap_out, which never touches a swap entry: the entry
         // still names the same slot.
         if let Err(e) = self.phys.swap_read(slot, page) {
@@ -233,7 +275,8 @@ impl<P: PhysMem> Mm<P> {
         let swap = self.swap.as_mut().expect("checked above");
         swap.swap_free(slot).expect("the slot was in use");
         swap.counters.read_in += 1;
-        self.phys.write_entry(table, index, Entry::new(page, USER_RW | EntryFlags::DIRTY));
+        self.phys
+            .write_entry(table, index, Entry::new(page, USER_RW | EntryFlags::DIRTY));
         Ok(page)
     }
 
@@ -244,43 +287,75 @@ impl<P: PhysMem> Mm<P> {
     /// D19: the page is written before its entry changes, so a failed write leaves
     /// everything as it was (0.12 points the entry at the slot first).
     pub fn try_to_swap_out(&mut self, table: Frame, index: usize, linear: LinearAddr) -> bool {
+        matches!(
+            self.evict(table, index, linear, true),
+            Eviction::Dropped | Eviction::Written
+        )
+    }
+
+    /// `try_to_swap_out`, saying what happened; `may_write` false skips dirty pages.
+    fn evict(
+        &mut self,
+        table: Frame,
+        index: usize,
+        linear: LinearAddr,
+        may_write: bool,
+    ) -> Eviction {
         let entry = self.phys.read_entry(table, index);
         if !entry.is_present() {
-            return false;
+            return Eviction::Kept;
         }
         let page = entry.frame();
-        if page.as_u32() < self.mem_map.start_mem().max(LOW_MEM) || page.as_u32() >= self.high_memory() {
-            return false;
+        if page.as_u32() < self.mem_map.start_mem().max(LOW_MEM)
+            || page.as_u32() >= self.high_memory()
+        {
+            return Eviction::Kept;
         }
         if !entry.is_dirty() {
+            // D20: when no dirty page can go to the disk (device full or failing) and
+            // memory holds nothing but dirty pages and the few clean pages the running
+            // task needs, 0.12 drops and reloads those forever. After a whole memory's
+            // worth of clean drops with no progress, stop: the allocation fails and
+            // oom() ends the livelock.
+            let limit = self.mem_map.nr_paging_frames() as u32;
+            if let Some(swap) = self.swap.as_mut() {
+                if swap.drops_since_progress >= limit {
+                    return Eviction::Kept;
+                }
+                swap.drops_since_progress += 1;
+            }
             self.phys.write_entry(table, index, Entry::EMPTY);
             self.phys.invalidate_page(linear);
-            self.free_page(page.addr()).expect("a mapped page is counted");
+            self.free_page(page.addr())
+                .expect("a mapped page is counted");
             if let Some(swap) = self.swap.as_mut() {
                 swap.counters.dropped += 1;
             }
-            return true;
+            return Eviction::Dropped;
         }
-        if self.mem_map.count(page) != Some(1) {
-            return false;
+        if !may_write || self.mem_map.count(page) != Some(1) {
+            return Eviction::Kept;
         }
         let Some(swap) = self.swap.as_mut() else {
-            return false;
+            return Eviction::Kept;
         };
         let Some(slot) = swap.get_swap_page() else {
-            return false;
+            return Eviction::Kept;
         };
         if self.phys.swap_write(slot, page).is_err() {
             let swap = self.swap.as_mut().expect("checked above");
             swap.swap_free(slot).expect("just allocated");
             swap.counters.write_errors += 1;
-            return false;
+            return Eviction::WriteFailed;
         }
         self.phys.write_entry(table, index, Entry(slot << 1));
         self.phys.invalidate_page(linear);
-        self.free_page(page.addr()).expect("a mapped page is counted");
-        self.swap.as_mut().expect("checked above").counters.written_out += 1;
-        true
+        self.free_page(page.addr())
+            .expect("a mapped page is counted");
+        let swap = self.swap.as_mut().expect("checked above");
+        swap.counters.written_out += 1;
+        swap.note_progress();
+        Eviction::Written
     }
 
     /// 0.12 `swap_out()`: a clock scan over every user page-table entry, resuming where
@@ -291,11 +366,18 @@ impl<P: PhysMem> Mm<P> {
             return false;
         };
         let (mut dir, mut page) = (swap.clock_dir, swap.clock_page);
+        // After one failed write, only clean pages are tried for the rest of this scan: a
+        // failing device is not asked again for every dirty page of memory.
+        let mut may_write = true;
         let user_pdes = ENTRIES_PER_TABLE - PDES_PER_TASK;
         for _ in 0..user_pdes * ENTRIES_PER_TABLE + ENTRIES_PER_TABLE {
             if page >= ENTRIES_PER_TABLE {
                 page = 0;
-                dir = if dir + 1 >= ENTRIES_PER_TABLE { PDES_PER_TASK } else { dir + 1 };
+                dir = if dir + 1 >= ENTRIES_PER_TABLE {
+                    PDES_PER_TASK
+                } else {
+                    dir + 1
+                };
             }
             let pde = self.pde(dir);
             if !pde.is_present() {
@@ -304,7 +386,14 @@ impl<P: PhysMem> Mm<P> {
             }
             let index = page;
             page += 1;
-            if self.try_to_swap_out(pde.frame(), index, LinearAddr::from_indices(dir, index)) {
+            let outcome = self.evict(
+                pde.frame(),
+                index,
+                LinearAddr::from_indices(dir, index),
+                may_write,
+            );
+            may_write &= outcome != Eviction::WriteFailed;
+            if matches!(outcome, Eviction::Dropped | Eviction::Written) {
                 let swap = self.swap.as_mut().expect("checked above");
                 swap.clock_dir = dir;
                 swap.clock_page = page;

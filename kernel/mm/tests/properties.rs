@@ -409,7 +409,7 @@ proptest! {
 
 proptest! {
     // Fewer cases: every allocation under pressure scans the page tables (swap_out).
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn with_swap_under_memory_pressure_every_task_still_reads_its_own_data(

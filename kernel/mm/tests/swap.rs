@@ -31,15 +31,26 @@ fn a_header_needs_the_signature_and_never_frees_slot_zero() {
     assert!(!map.is_free(0));
     let mut unsigned = header;
     unsigned[SIGNATURE_OFFSET] = b'X';
-    assert_eq!(SwapMap::from_header(&unsigned, 100).err(), Some(SwapInitError::NoSignature));
+    assert_eq!(
+        SwapMap::from_header(&unsigned, 100).err(),
+        Some(SwapInitError::NoSignature)
+    );
     let mut slot0 = header;
     slot0[0] |= 1;
-    assert_eq!(SwapMap::from_header(&slot0, 100).err(), Some(SwapInitError::BadBitmap));
+    assert_eq!(
+        SwapMap::from_header(&slot0, 100).err(),
+        Some(SwapInitError::BadBitmap)
+    );
     // A device larger than one bitmap page describes is cut to what the bits cover.
     let big = SwapMap::from_header(&format_header(100_000), 100_000).unwrap();
     assert_eq!(big.nr_slots(), MAX_SLOTS);
     // A header claiming more slots than the device has is cut to the device.
-    assert_eq!(SwapMap::from_header(&format_header(100), 10).unwrap().nr_free(), 9);
+    assert_eq!(
+        SwapMap::from_header(&format_header(100), 10)
+            .unwrap()
+            .nr_free(),
+        9
+    );
 }
 
 #[test]
@@ -51,7 +62,11 @@ fn get_swap_page_takes_the_lowest_free_slot_and_swap_free_refuses_a_double_free(
     assert_eq!(map.get_swap_page(), Some(1), "the lowest free slot again");
     assert_eq!(map.swap_free(0), Ok(()), "slot 0 is ignored, as 0.12");
     map.swap_free(2).unwrap();
-    assert_eq!(map.swap_free(2), Err(SwapFreeError { slot: 2 }), "\"Swap-space bad\"");
+    assert_eq!(
+        map.swap_free(2),
+        Err(SwapFreeError { slot: 2 }),
+        "\"Swap-space bad\""
+    );
     assert_eq!(map.counters.double_frees, 1);
     while map.get_swap_page().is_some() {}
     assert_eq!(map.nr_free(), 0);
@@ -77,15 +92,25 @@ fn a_clean_page_is_dropped_and_reloads_from_its_program() {
     let mut k = SimKernel::new(DEFAULT_RAM).with_swap(32);
     let program = Program::patterned("p", 3, 0x3000);
     let t = k.spawn(Some(program.clone())).unwrap();
-    assert_eq!(k.read_word(t, 0x1000).unwrap(), program.initial_word(0x1000));
+    assert_eq!(
+        k.read_word(t, 0x1000).unwrap(),
+        program.initial_word(0x1000)
+    );
     let (table, index, pte) = k.mm.pte(user(t, 0x1000)).unwrap();
     assert!(!pte.is_dirty());
     let free = k.free_frames();
     assert!(k.mm.try_to_swap_out(table, index, user(t, 0x1000)));
-    assert_eq!(pte_of(&k.mm, user(t, 0x1000)), Entry::EMPTY, "dropped, not written");
+    assert_eq!(
+        pte_of(&k.mm, user(t, 0x1000)),
+        Entry::EMPTY,
+        "dropped, not written"
+    );
     assert_eq!(k.free_frames(), free + 1);
     assert_eq!(disk(&k).writes, 0, "a clean page is never written");
-    assert_eq!(k.read_word(t, 0x1000).unwrap(), program.initial_word(0x1000));
+    assert_eq!(
+        k.read_word(t, 0x1000).unwrap(),
+        program.initial_word(0x1000)
+    );
     k.assert_clean();
 }
 
@@ -101,12 +126,21 @@ fn a_dirty_page_goes_to_a_slot_and_comes_back_through_do_no_page() {
     assert_eq!(k.free_frames(), free + 1);
     assert_eq!(k.mm.swap.as_ref().unwrap().nr_used(), 1);
     k.assert_clean();
-    let outcome = k.no_page_fault(t, user(t, 0x5000), fault_code::USER).unwrap();
+    let outcome = k
+        .no_page_fault(t, user(t, 0x5000), fault_code::USER)
+        .unwrap();
     assert!(matches!(outcome, NoPageOutcome::SwappedIn(_)));
     let pte = pte_of(&k.mm, user(t, 0x5000));
-    assert!(pte.is_present() && pte.is_writable() && pte.is_dirty(), "0.12 maps page|DIRTY|7");
+    assert!(
+        pte.is_present() && pte.is_writable() && pte.is_dirty(),
+        "0.12 maps page|DIRTY|7"
+    );
     assert_eq!(k.read_word(t, 0x5000).unwrap(), 0xC0FF_EE00);
-    assert_eq!(k.mm.swap.as_ref().unwrap().nr_used(), 0, "swap_in frees the slot");
+    assert_eq!(
+        k.mm.swap.as_ref().unwrap().nr_used(),
+        0,
+        "swap_in frees the slot"
+    );
     k.assert_clean();
 }
 
@@ -118,7 +152,10 @@ fn a_shared_dirty_page_is_never_written_out() {
     let _child = k.fork(parent).unwrap();
     let (table, index, pte) = k.mm.pte(user(parent, 0)).unwrap();
     assert!(pte.is_dirty());
-    assert!(!k.mm.try_to_swap_out(table, index, user(parent, 0)), "count 2: stays");
+    assert!(
+        !k.mm.try_to_swap_out(table, index, user(parent, 0)),
+        "count 2: stays"
+    );
     assert_eq!(pte_of(&k.mm, user(parent, 0)), pte);
 }
 
@@ -135,19 +172,30 @@ fn get_free_page_evicts_through_swap_out_when_memory_is_exhausted() {
     let swap = k.mm.swap.as_ref().unwrap();
     assert!(swap.counters.written_out >= 40, "{:?}", swap.counters);
     for p in 0..pages {
-        assert_eq!(k.read_word(t, p * PAGE_SIZE).unwrap(), p ^ 0x5A5A_0000, "page {p}");
+        assert_eq!(
+            k.read_word(t, p * PAGE_SIZE).unwrap(),
+            p ^ 0x5A5A_0000,
+            "page {p}"
+        );
     }
     assert!(k.mm.swap.as_ref().unwrap().counters.read_in > 0);
     k.assert_clean();
     k.exit(t);
-    assert_eq!(k.mm.swap.as_ref().unwrap().nr_used(), 0, "exit freed every slot");
+    assert_eq!(
+        k.mm.swap.as_ref().unwrap().nr_used(),
+        0,
+        "exit freed every slot"
+    );
     k.assert_clean();
 }
 
 #[test]
 fn swap_out_resumes_where_it_stopped_and_never_touches_the_kernel() {
     let mut k = SimKernel::new(DEFAULT_RAM).with_swap(64);
-    assert!(!k.mm.swap_out(), "only the kernel's slot is mapped: nothing to evict");
+    assert!(
+        !k.mm.swap_out(),
+        "only the kernel's slot is mapped: nothing to evict"
+    );
     let t = k.spawn(None).unwrap();
     for p in 0..4 {
         k.write_word(t, p * PAGE_SIZE, p).unwrap();
@@ -155,7 +203,11 @@ fn swap_out_resumes_where_it_stopped_and_never_touches_the_kernel() {
     assert!(k.mm.swap_out());
     assert_eq!(slot_of(&k, t, 0), Some(1));
     assert!(k.mm.swap_out());
-    assert_eq!(slot_of(&k, t, PAGE_SIZE), Some(2), "the clock moved on to the next entry");
+    assert_eq!(
+        slot_of(&k, t, PAGE_SIZE),
+        Some(2),
+        "the clock moved on to the next entry"
+    );
     k.assert_clean();
 }
 
@@ -169,8 +221,15 @@ fn fork_reads_a_swapped_page_back_for_the_parent_and_leaves_the_slot_to_the_chil
     let slot = slot_of(&k, parent, 0x2000).unwrap();
     let child = k.fork(parent).unwrap();
     let back = pte_of(&k.mm, user(parent, 0x2000));
-    assert!(back.is_present() && back.is_dirty(), "the parent's page is back, dirty");
-    assert_eq!(slot_of(&k, child, 0x2000), Some(slot), "the child keeps the slot");
+    assert!(
+        back.is_present() && back.is_dirty(),
+        "the parent's page is back, dirty"
+    );
+    assert_eq!(
+        slot_of(&k, child, 0x2000),
+        Some(slot),
+        "the child keeps the slot"
+    );
     k.assert_clean();
     k.write_word(parent, 0x2000, 22).unwrap();
     k.write_word(child, 0x2000, 33).unwrap();
@@ -210,8 +269,16 @@ fn a_failed_read_kills_only_the_task_whose_page_it_was() {
     k.mm.phys.disk.as_mut().unwrap().fail_reads = true;
     assert_eq!(k.read_word(victim, 0), Err(SimError::Killed));
     k.mm.phys.disk.as_mut().unwrap().fail_reads = false;
-    assert_eq!(k.read_word(other, 0).unwrap(), 2, "the other task lost nothing");
-    assert_eq!(k.mm.swap.as_ref().unwrap().nr_used(), 0, "the victim's exit freed its slot");
+    assert_eq!(
+        k.read_word(other, 0).unwrap(),
+        2,
+        "the other task lost nothing"
+    );
+    assert_eq!(
+        k.mm.swap.as_ref().unwrap().nr_used(),
+        0,
+        "the victim's exit freed its slot"
+    );
     k.assert_clean();
 }
 
@@ -232,7 +299,10 @@ fn a_full_swap_device_ends_in_out_of_memory_not_corruption() {
             Err(e) => panic!("{e:?}"),
         }
     }
-    assert!(killed, "the task that exhausted memory and swap was killed by oom");
+    assert!(
+        killed,
+        "the task that exhausted memory and swap was killed by oom"
+    );
     assert_eq!(k.read_word(other, 0).unwrap(), 99);
     k.assert_clean();
 }
@@ -250,13 +320,26 @@ fn checkmm_names_swap_slots_not_in_use_named_twice_or_leaked() {
     // Both entries name slot 1: slot 2 is leaked, slot 1 named twice.
     set_pte(&mut k.mm, user(t, PAGE_SIZE), Entry(1 << 1));
     let found = k.checkmm();
-    assert!(found.contains(&Mismatch::SwapSlotShared { linear: user(t, PAGE_SIZE), slot: 1 }), "{found:?}");
-    assert!(found.contains(&Mismatch::SwapSlotLeaked { slot: 2 }), "{found:?}");
+    assert!(
+        found.contains(&Mismatch::SwapSlotShared {
+            linear: user(t, PAGE_SIZE),
+            slot: 1
+        }),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&Mismatch::SwapSlotLeaked { slot: 2 }),
+        "{found:?}"
+    );
     // An entry naming a free slot.
     set_pte(&mut k.mm, user(t, PAGE_SIZE), Entry(7 << 1));
     let found = k.checkmm();
     assert!(
-        found.contains(&Mismatch::SwapSlotNotInUse { linear: user(t, PAGE_SIZE), entry: Entry(7 << 1), slot: 7 }),
+        found.contains(&Mismatch::SwapSlotNotInUse {
+            linear: user(t, PAGE_SIZE),
+            entry: Entry(7 << 1),
+            slot: 7
+        }),
         "{found:?}"
     );
 }
@@ -268,5 +351,8 @@ fn swap_entries_without_a_swap_device_are_reported() {
     k.write_word(t, 0, 1).unwrap();
     set_pte(&mut k.mm, user(t, 0x1000), Entry(3 << 1));
     let found = k.checkmm();
-    assert!(found.contains(&Mismatch::UnexpectedSwapEntry { linear: user(t, 0x1000), entry: Entry(3 << 1) }));
+    assert!(found.contains(&Mismatch::UnexpectedSwapEntry {
+        linear: user(t, 0x1000),
+        entry: Entry(3 << 1)
+    }));
 }

@@ -59,23 +59,37 @@ pub fn do_exit(status: u32) -> ! {
     };
     if wait_status::if_exited(status) {
         kevent!(
-            "exit: pid {pid} ({}) exited with code {}: freed {} pages and {} page tables",
+            "exit: pid {pid} ({}) exited with code {}: freed {} pages, {} page tables{}",
             name.as_str(),
             wait_status::exit_code(status),
             freed.pages,
-            freed.page_tables
+            freed.page_tables,
+            SwapSlots(freed.swap_entries)
         );
     } else {
         kevent!(
-            "exit: pid {pid} ({}) killed by signal {}: freed {} pages and {} page tables",
+            "exit: pid {pid} ({}) killed by signal {}: freed {} pages, {} page tables{}",
             name.as_str(),
             wait_status::term_signal(status),
             freed.pages,
-            freed.page_tables
+            freed.page_tables,
+            SwapSlots(freed.swap_entries)
         );
     }
     schedule();
     unreachable!("a zombie was scheduled");
+}
+
+/// ", N swap slots" when a release freed any.
+struct SwapSlots(u32);
+
+impl core::fmt::Display for SwapSlots {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0 != 0 {
+            write!(f, " and {} swap slots", self.0)?;
+        }
+        Ok(())
+    }
 }
 
 /// 0.11 `release(p)`: frees a zombie's task page and its slot; returns (pid, status).

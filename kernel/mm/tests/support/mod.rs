@@ -516,13 +516,20 @@ impl SimKernel {
         if let Some((_, _, pte)) = self.mm.pte(linear) {
             if pte.is_swap() {
                 // Swapped out: the word is on the disk, in the entry's slot.
-                let disk = self.mm.phys.disk.as_ref().expect("a swap entry needs a disk");
+                let disk = self
+                    .mm
+                    .phys
+                    .disk
+                    .as_ref()
+                    .expect("a swap entry needs a disk");
                 let page = &disk.pages[pte.swap_slot() as usize];
                 let at = linear.page_offset() as usize;
                 return Some(u32::from_le_bytes(page[at..at + 4].try_into().unwrap()));
             }
         }
-        self.mm.translate(linear).map(|at| self.mm.phys.read_u32(at))
+        self.mm
+            .translate(linear)
+            .map(|at| self.mm.phys.read_u32(at))
     }
 
     /// Gives the simulated machine a swap disk of `pages` pages and starts swapping.

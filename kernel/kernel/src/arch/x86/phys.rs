@@ -7,16 +7,47 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use mm::addr::{Frame, LinearAddr, PhysAddr, PAGE_SIZE};
+use mm::phys::SwapIoError;
 use mm::PhysMem;
+
+use super::ata::AtaDisk;
 
 use super::cpu;
 
 /// The end of the identity map: set once at boot, before any `KernelPhys` access.
 static IDENTITY_END: AtomicU32 = AtomicU32::new(0);
 
-/// Physical memory as the paging code sees it. Only one exists (the kernel's `Mm` owns it).
+/// Physical memory as the paging code sees it, plus the swap disk. Only one exists (the
+/// kernel's `Mm` owns it).
 pub struct KernelPhys {
-    _only_through_new: (),
+    /// The swap device (0.12's `SWAP_DEV`), once attached.
+    swap_disk: Option<AtaDisk>,
+    /// Failure switches for the swap device, set by tests and the debugger.
+    pub swap_faults: SwapFaults,
+    /// Bytes the swap device moved, for the swap benchmark.
+    pub swap_bytes_read: u64,
+    pub swap_bytes_written: u64,
+}
+
+/// Injected swap-device failures (fault injection covers swap).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SwapFaults {
+    /// Every read fails while set.
+    pub fail_reads: bool,
+    /// Every write fails while set.
+    pub fail_writes: bool,
+    /// The next injected failure clears both switches.
+    pub once: bool,
+}
+
+impl SwapFaults {
+    /// Whether this transfer fails on purpose (and disarms a one-shot setting).
+    fn inject(&mut self, failing: bool) -> bool {
+        if failing && self.once {
+            *self = SwapFaults::default();
+        }
+        failing
+    }
 }
 
 impl KernelPhys {
@@ -29,8 +60,21 @@ impl KernelPhys {
     pub unsafe fn new(identity_end: u32) -> KernelPhys {
         IDENTITY_END.store(identity_end, Ordering::Relaxed);
         KernelPhys {
-            _only_through_new: (),
+            swap_disk: None,
+            swap_faults: SwapFaults::default(),
+            swap_bytes_read: 0,
+            swap_bytes_written: 0,
         }
+    }
+
+    /// Makes `disk` the swap device (`init_swapping` then reads its header).
+    pub fn attach_swap_disk(&mut self, disk: AtaDisk) {
+        self.swap_disk = Some(disk);
+    }
+
+    /// The swap device, if one is attached.
+    pub fn swap_disk(&self) -> Option<&AtaDisk> {
+        self.swap_disk.as_ref()
     }
 
     /// A pointer to `len` bytes at physical `addr`, after checking the range is identity-mapped.
@@ -96,6 +140,41 @@ impl PhysMem for KernelPhys {
     }
     fn invalidate_page(&mut self, page: LinearAddr) {
         cpu::invlpg(page.as_u32());
+    }
+    fn swap_pages(&self) -> u32 {
+        self.swap_disk.as_ref().map_or(0, AtaDisk::pages)
+    }
+    fn swap_read(&mut self, slot: u32, frame: Frame) -> Result<(), SwapIoError> {
+        let disk = self.swap_disk.as_ref().ok_or(SwapIoError::NoDevice)?;
+        if slot >= disk.pages() {
+            return Err(SwapIoError::OutOfRange(slot));
+        }
+        if self.swap_faults.inject(self.swap_faults.fail_reads) {
+            return Err(SwapIoError::Device);
+        }
+        let p = self.ptr(frame.addr(), PAGE_SIZE as usize) as *mut [u8; PAGE_SIZE as usize];
+        // SAFETY: a whole identity-mapped frame (checked by `ptr`) that the caller owns:
+        // frames handed out by mem_map are never Rust objects, so this is the only
+        // reference to it while the disk fills it.
+        let buffer = unsafe { &mut *p };
+        disk.read_page(slot, buffer).map_err(|_| SwapIoError::Device)?;
+        self.swap_bytes_read += u64::from(PAGE_SIZE);
+        Ok(())
+    }
+    fn swap_write(&mut self, slot: u32, frame: Frame) -> Result<(), SwapIoError> {
+        let disk = self.swap_disk.as_ref().ok_or(SwapIoError::NoDevice)?;
+        if slot >= disk.pages() {
+            return Err(SwapIoError::OutOfRange(slot));
+        }
+        if self.swap_faults.inject(self.swap_faults.fail_writes) {
+            return Err(SwapIoError::Device);
+        }
+        let p = self.ptr(frame.addr(), PAGE_SIZE as usize) as *const [u8; PAGE_SIZE as usize];
+        // SAFETY: as in swap_read; the disk only reads the frame.
+        let buffer = unsafe { &*p };
+        disk.write_page(slot, buffer).map_err(|_| SwapIoError::Device)?;
+        self.swap_bytes_written += u64::from(PAGE_SIZE);
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ mod cow;
 mod guard;
 mod memory;
 mod sharing;
+mod swap;
 mod util;
 
 use user::abi::MAX_ARG_LEN;
@@ -133,6 +134,36 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "kernel-crash-stackoverflow",
         run: guard::kernel_crash_stackoverflow,
+        in_all: false,
+    },
+    // Needs a swap disk (qemu-tests attaches one).
+    Scenario {
+        name: "swap-twice-ram",
+        run: swap::twice_ram,
+        in_all: false,
+    },
+    // Needs a swap disk (qemu-tests attaches one).
+    Scenario {
+        name: "swap-fork",
+        run: swap::fork_swapped,
+        in_all: false,
+    },
+    // Needs a swap disk (qemu-tests attaches one).
+    Scenario {
+        name: "swap-exit-frees",
+        run: swap::exit_frees_slots,
+        in_all: false,
+    },
+    // Needs a swap disk (qemu-tests attaches one).
+    Scenario {
+        name: "swap-io-errors",
+        run: swap::io_errors,
+        in_all: false,
+    },
+    // Needs a swap disk (qemu-tests attaches one).
+    Scenario {
+        name: "swap-full",
+        run: swap::full_device,
         in_all: false,
     },
 ];

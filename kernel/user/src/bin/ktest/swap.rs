@@ -1,0 +1,246 @@
+//! Swap scenarios (Linux 0.12 `mm/swap.c`): a workload larger than RAM with every byte
+//! verified, fork with swapped-out pages, exit freeing every slot, device failures and
+//! a full device. They need a swap disk (qemu-tests attaches one).
+
+use user::abi::{debug_op, signal, swap_fault, MemInfo, PAGE_SIZE};
+use user::check::{expect_exit, expect_killed, spawn, spawn_code, Failed, OrFail, Outcome};
+use user::mem::{grow_break, Region};
+use user::{check, check_eq, debug, meminfo, say};
+
+/// Words per page.
+const WORDS: usize = PAGE_SIZE as usize / 4;
+
+/// The word written at word `word` of page `page` by the writer `seed`: every byte of the
+/// workload depends on where it is and who wrote it, so a page that comes back from the
+/// disk in the wrong place or from the wrong owner is caught.
+fn pattern(seed: u32, page: usize, word: usize) -> u32 {
+    let mut x = seed ^ ((page as u32) << 12) ^ word as u32;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    x
+}
+
+/// FNV-1a over the words, to print one checksum of the whole workload.
+fn fnv(hash: u32, word: u32) -> u32 {
+    word.to_le_bytes().iter().fold(hash, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+const FNV_START: u32 = 0x811c_9dc5;
+
+/// Fills every word of every page of `region` and returns the checksum of what it wrote.
+fn fill(region: &Region, seed: u32) -> u32 {
+    let mut sum = FNV_START;
+    for page in 0..region.pages() {
+        for word in 0..WORDS {
+            let value = pattern(seed, page, word);
+            region.write(page * PAGE_SIZE as usize + word * 4, value);
+            sum = fnv(sum, value);
+        }
+    }
+    sum
+}
+
+/// Reads every word back, checks it against the pattern and returns the checksum of
+/// what it read.
+fn verify(region: &Region, seed: u32, who: &str) -> Result<u32, Failed> {
+    let mut sum = FNV_START;
+    for page in 0..region.pages() {
+        for word in 0..WORDS {
+            let found = region.read(page * PAGE_SIZE as usize + word * 4);
+            let expected = pattern(seed, page, word);
+            check_eq!(found, expected, "{who}: word {word} of page {page}");
+            sum = fnv(sum, found);
+        }
+    }
+    Ok(sum)
+}
+
+fn swap_stat(which: u32) -> u32 {
+    debug(debug_op::SWAP_STATS, which) as u32
+}
+
+/// The machine's memory and swap, or a failure when there is no swap device.
+fn swap_machine() -> Result<MemInfo, Failed> {
+    let info = meminfo().or_fail("meminfo")?;
+    check!(info.swap_slots > 0, "no swap device: boot with a swap disk (scripts/run --swap)");
+    say!(
+        "{} paging frames ({} KiB), swap {} slots ({} free)",
+        info.paging_frames,
+        info.paging_frames * 4,
+        info.swap_slots,
+        info.swap_free
+    );
+    Ok(info)
+}
+
+/// swap-twice-ram: a workload of twice the RAM, written and read back twice, every word
+/// checked; pages must have gone out to the disk and come back.
+pub fn twice_ram() -> Outcome {
+    let info = swap_machine()?;
+    let pages = 2 * info.paging_frames as usize;
+    let region = grow_break(pages * PAGE_SIZE as usize).or_fail("brk")?;
+    let (out0, in0) = (swap_stat(0), swap_stat(2));
+    let written = fill(&region, 0x5eed);
+    let middle = meminfo().or_fail("meminfo")?;
+    say!(
+        "{pages} pages written (checksum {written:#010x}); {} of mine are swapped out now",
+        middle.task_swapped
+    );
+    check!(middle.task_swapped > 0, "no page of a workload twice the RAM is swapped out");
+    let read = verify(&region, 0x5eed, "workload")?;
+    check_eq!(read, written, "checksum of what was read back");
+    say!("every word verified (checksum {read:#010x})");
+    let (out, back) = (swap_stat(0) - out0, swap_stat(2) - in0);
+    say!("{out} pages written out, {back} read back");
+    check!(out >= pages as u32 / 2 && back >= pages as u32 / 2, "too little swap traffic ({out} out, {back} in)");
+    Ok(())
+}
+
+/// Pushes most of the caller's pages out to the disk: a child execs memhog, which touches
+/// as much memory as the machine has and exits. (A forked child that only touched memory
+/// would share the caller's pages copy-on-write, and shared dirty pages are never
+/// written out.)
+fn push_out(paging_frames: u32) -> Outcome {
+    let mib = (paging_frames as usize * PAGE_SIZE as usize).div_ceil(1 << 20);
+    let pusher = spawn_code(|| {
+        let mut arg = [0u8; 8];
+        let arg = format_decimal(mib, &mut arg);
+        let error = user::execve("memhog", arg);
+        say!("CHECK FAILED: execve(memhog) failed: {error}");
+        Err(Failed)
+    })?;
+    expect_exit(pusher, 0, "memhog, which pushed the parent out")
+}
+
+/// `n` in decimal, in `buf`.
+fn format_decimal(mut n: usize, buf: &mut [u8; 8]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    core::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// swap-fork: fork while most of the parent is swapped out; parent and child each write
+/// their own pattern over everything and each reads back only its own.
+pub fn fork_swapped() -> Outcome {
+    let info = swap_machine()?;
+    // Three quarters of RAM: after the fork each side writes its own copy, so together
+    // they need one and a half times the RAM.
+    let pages = 3 * info.paging_frames as usize / 4;
+    let region = grow_break(pages * PAGE_SIZE as usize).or_fail("brk")?;
+    fill(&region, 1);
+    push_out(info.paging_frames)?;
+    let swapped = meminfo().or_fail("meminfo")?.task_swapped;
+    say!("{swapped} of the parent's {pages} pages are swapped out before the fork");
+    check!(swapped > 0, "nothing of the parent was swapped out");
+    let child = spawn(|| {
+        verify(&region, 1, "child before writing")?;
+        fill(&region, 2);
+        user::sleep(5);
+        verify(&region, 2, "child")?;
+        Ok(())
+    })?;
+    fill(&region, 3);
+    verify(&region, 3, "parent")?;
+    expect_exit(child, 0, "the child that wrote its own copy")?;
+    verify(&region, 3, "parent after the child exited")?;
+    say!("parent and child each read only their own data");
+    Ok(())
+}
+
+/// swap-exit-frees: a child whose pages are largely swapped out exits; every slot and
+/// every frame comes back.
+pub fn exit_frees_slots() -> Outcome {
+    let info = swap_machine()?;
+    let child = spawn(|| {
+        let region = grow_break(3 * info.paging_frames as usize / 2 * PAGE_SIZE as usize).or_fail("brk")?;
+        fill(&region, 7);
+        let now = meminfo().or_fail("meminfo")?;
+        say!("child: {} pages swapped out, {} slots free", now.task_swapped, now.swap_free);
+        check!(now.task_swapped > 0, "the child has nothing swapped out");
+        Ok(())
+    })?;
+    expect_exit(child, 0, "the child")?;
+    // The parent's own pages may have been dropped or swapped out meanwhile: count what
+    // it holds on each side of the comparison.
+    let after = meminfo().or_fail("meminfo")?;
+    check_eq!(
+        after.swap_free + after.task_swapped,
+        info.swap_free + info.task_swapped,
+        "free swap slots (plus the parent's own) after the child exited"
+    );
+    check_eq!(
+        after.free_frames + after.task_pages + after.task_page_tables,
+        info.free_frames + info.task_pages + info.task_page_tables,
+        "free frames (plus the parent's own) after the child exited"
+    );
+    say!("every slot and frame the child used is back ({} slots free, {} frames free)", after.swap_free, after.free_frames);
+    Ok(())
+}
+
+/// swap-io-errors: a disk that refuses writes leaves a task that needs memory to oom();
+/// a disk that refuses one read kills the task whose page it was. The parent's data
+/// (partly on the disk) survives both.
+pub fn io_errors() -> Outcome {
+    let info = swap_machine()?;
+    let mine = grow_break(info.paging_frames as usize / 4 * PAGE_SIZE as usize).or_fail("brk")?;
+    fill(&mine, 11);
+
+    let writer = spawn(|| {
+        debug(debug_op::SWAP_FAULTS, swap_fault::FAIL_WRITES);
+        let region = grow_break(2 * info.paging_frames as usize * PAGE_SIZE as usize).or_fail("brk")?;
+        fill(&region, 12);
+        say!("CHECK FAILED: filled twice the RAM with every swap write failing");
+        Err(Failed)
+    })?;
+    expect_killed(writer, signal::SIGSEGV, "the task that needed memory while writes failed")?;
+    debug(debug_op::SWAP_FAULTS, 0);
+    verify(&mine, 11, "parent after the write failures")?;
+
+    let reader = spawn_code(|| {
+        let region = grow_break(3 * info.paging_frames as usize / 2 * PAGE_SIZE as usize).or_fail("brk")?;
+        fill(&region, 13);
+        check!(meminfo().or_fail("meminfo")?.task_swapped > 0, "nothing swapped out");
+        // One read fails; this task's next swap-in is that read.
+        debug(debug_op::SWAP_FAULTS, swap_fault::FAIL_READS | swap_fault::ONCE);
+        verify(&region, 13, "reader")?;
+        say!("CHECK FAILED: read every swapped page back while a read failed");
+        Ok(1)
+    })?;
+    expect_killed(reader, signal::SIGSEGV, "the task whose page could not be read back")?;
+    verify(&mine, 11, "parent after the read failure")?;
+    say!("the failing task died; the parent's data is intact");
+    Ok(())
+}
+
+/// swap-full: with a swap device smaller than the workload, the task that needs more is
+/// killed by oom(); the others keep their data and every slot comes back.
+pub fn full_device() -> Outcome {
+    let info = swap_machine()?;
+    let mine = grow_break(64 * PAGE_SIZE as usize).or_fail("brk")?;
+    fill(&mine, 21);
+    let hog = spawn(|| {
+        let pages = (info.paging_frames + info.swap_slots) as usize + 64;
+        let region = grow_break(pages * PAGE_SIZE as usize).or_fail("brk")?;
+        fill(&region, 22);
+        say!("CHECK FAILED: filled more than RAM and swap together");
+        Err(Failed)
+    })?;
+    expect_killed(hog, signal::SIGSEGV, "the task that outgrew RAM and swap")?;
+    verify(&mine, 21, "parent")?;
+    let after = meminfo().or_fail("meminfo")?;
+    check_eq!(
+        after.swap_free + after.task_swapped,
+        info.swap_free + info.task_swapped,
+        "swap slots (plus the parent's own) after the hog died"
+    );
+    say!("oom killed the hog; {} slots free again", after.swap_free);
+    Ok(())
+}
