@@ -166,6 +166,12 @@ const SCENARIOS: &[Scenario] = &[
         run: swap::full_device,
         in_all: false,
     },
+    // The swap benchmark (scripts/bench-swap).
+    Scenario {
+        name: "swap-bench",
+        run: swap::bench,
+        in_all: false,
+    },
 ];
 
 /// Runs one scenario in this task, then reaps every child left (orphans included

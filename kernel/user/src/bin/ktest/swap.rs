@@ -244,3 +244,69 @@ pub fn full_device() -> Outcome {
     say!("oom killed the hog; {} slots free again", after.swap_free);
     Ok(())
 }
+
+/// Timer ticks per second (the kernel's PIT rate).
+const HZ: u32 = 100;
+
+/// Ticks since boot.
+fn ticks() -> u32 {
+    debug(debug_op::TICKS, 0) as u32
+}
+
+/// What one benchmark phase measured.
+struct Phase {
+    pages: usize,
+    ticks: u32,
+    out: u32,
+    back: u32,
+    bytes: u32,
+}
+
+/// Writes `pages` fresh pages, reads them back (checked), and measures.
+fn measure(pages: usize, seed: u32) -> Result<Phase, Failed> {
+    let region = grow_break(pages * PAGE_SIZE as usize).or_fail("brk")?;
+    let (out0, back0, bytes0) = (swap_stat(0), swap_stat(2), swap_stat(3));
+    let start = ticks();
+    let written = fill(&region, seed);
+    let read = verify(&region, seed, "benchmark")?;
+    check_eq!(read, written, "benchmark checksum");
+    Ok(Phase {
+        pages,
+        ticks: (ticks() - start).max(1),
+        out: swap_stat(0) - out0,
+        back: swap_stat(2) - back0,
+        bytes: swap_stat(3).wrapping_sub(bytes0),
+    })
+}
+
+/// swap-bench: the throughput of a workload that fits in RAM (the reference: demand-zero
+/// faults and plain memory traffic) beside one of twice the RAM (every page goes out to
+/// the disk and comes back). Prints `BENCH` lines that scripts/bench-swap collects.
+pub fn bench() -> Outcome {
+    let info = swap_machine()?;
+    // Each phase runs in a child of its own, so the second starts from the same state.
+    let phases: [(&str, usize); 2] =
+        [("in-ram", info.paging_frames as usize / 2), ("twice-ram", 2 * info.paging_frames as usize)];
+    for (name, pages) in phases {
+        let child = spawn(|| {
+            let p = measure(pages, 0xbe4c)?;
+            let moved = p.out + p.back;
+            say!(
+                "BENCH phase={name} pages={} ticks={} pages_per_s={} out={} in={} out_per_s={} in_per_s={} disk_bytes={} bytes_per_page_moved={}",
+                p.pages,
+                p.ticks,
+                // Each page is written once and read once.
+                2 * p.pages as u64 * u64::from(HZ) / u64::from(p.ticks),
+                p.out,
+                p.back,
+                u64::from(p.out) * u64::from(HZ) / u64::from(p.ticks),
+                u64::from(p.back) * u64::from(HZ) / u64::from(p.ticks),
+                p.bytes,
+                if moved == 0 { 0 } else { p.bytes / moved }
+            );
+            Ok(())
+        })?;
+        expect_exit(child, 0, name)?;
+    }
+    Ok(())
+}
