@@ -1,0 +1,581 @@
+"""tests: the end-to-end debugger tests. Each boots its own kernel and drives real gdb (or
+the raw RSP client) against the stub on COM1; see scripts/e2e-tests for the runner.
+
+A test is a function `test_NAME(ctx)` registered with @test(stubs=...): "kernel" is the
+in-kernel stub (the default), "qemu" is QEMU's own gdbstub (to check the harness without
+the kernel stub; monitor tests need the kernel stub).
+"""
+
+import json
+import re
+import struct
+import subprocess
+import sys
+import time
+
+from . import harness, rsp
+from .harness import TestFailure, check, section
+
+TESTS = []
+STUBS_ALL = ("kernel", "qemu")
+COW = "init=ktest arg=cow-both-write"
+MONITOR_COMMANDS = ("help", "dumppgd", "dumppt 16", "walk 0x1000 --task 1", "checkmm",
+                    "showmem", "tasks", "faults", "catch")
+# Fields kernel/docs/monitor.md documents for each command's JSON document.
+MONITOR_FIELDS = {
+    "help": ("commands",),
+    "dumppgd": ("pg_dir", "present", "not_present_nonzero", "filter", "entries", "shown", "runs"),
+    "dumppt": ("index", "start", "last", "slot", "pid", "pde", "table", "table_readable",
+               "entries", "present", "swap"),
+    "walk": ("linear", "task", "pde", "table", "pte", "frame", "count", "physical", "stop"),
+    "checkmm": ("ok", "mismatch_count", "mismatches", "omitted", "frames", "present_pdes",
+                "present_ptes", "kernel_refs"),
+    "showmem": ("high_memory", "start_mem", "paging_frames", "free", "used", "shared_frames",
+                "shared_references", "reserved", "tasks", "shared", "shared_omitted", "swap"),
+    "tasks": ("current_slot", "tasks"),
+    "faults": ("capacity", "since_boot", "faults", "complete", "totals"),
+    "catch": ("pagefault", "previous", "changed"),
+}
+MONITOR_HEADINGS = {
+    "help": "monitor commands",
+    "dumppgd": "page directory at",
+    "dumppt": "PDE 16",
+    "walk": "walk 0x04001000",
+    "checkmm": "checkmm:",
+    "showmem": "frames:",
+    "tasks": "state",
+    "faults": "page faults",
+    "catch": "catch pagefault:",
+}
+HEX8 = re.compile(r"^0x[0-9a-f]{8}$")
+
+
+def test(stubs=("kernel",)):
+    def register(function):
+        TESTS.append((function.__name__[len("test_"):].replace("_", "-"), stubs, function))
+        return function
+    return register
+
+
+class Ctx:
+    """What a test gets: its temporary directory, the stub kind, machines it boots."""
+
+    def __init__(self, name, stub, workdir, accel):
+        self.name = name
+        self.stub = stub
+        self.workdir = workdir
+        self.accel = accel
+        self.machines = []
+        self.notes = []
+
+    def boot(self, cmdline, wait=True, mem="32M", exit_at_end=True):
+        number = len(self.machines)
+        directory = self.workdir / f"m{number}"
+        directory.mkdir()
+        cmdline = cmdline + (" onexit=exit" if exit_at_end else "")
+        machine = harness.Machine(directory, cmdline, stub=self.stub, mem=mem,
+                                  wait_gdb=wait, accel=self.accel)
+        self.machines.append(machine)
+        return machine.start()
+
+    def gdb(self, machine, commands, timeout=40.0, allow_errors=False):
+        result = harness.run_gdb(machine.port, commands, timeout=timeout)
+        text = result.out + result.err
+        check("Remote connection closed" not in text and "Connection refused" not in text,
+              f"gdb lost the connection:\n{result.tail()}")
+        if not allow_errors:
+            check("Python Exception" not in text, f"a Python exception in gdb:\n{result.tail()}")
+        return result
+
+    def close(self):
+        for machine in self.machines:
+            machine.stop()
+
+
+# --- symbols and the ELF ------------------------------------------------------------
+_symbol_cache = {}
+
+
+def function_address(name):
+    """The address pg-break resolves for `name` (gdb on the ELF alone, no target)."""
+    if name not in _symbol_cache:
+        result = harness.run_gdb(0, [f"python print('ADDR', [hex(a) for a, _ in resolve_function({name!r})])"],
+                                 attach=False, timeout=30)
+        match = re.search(r"ADDR \['(0x[0-9a-f]+)'", result.out)
+        check(match, f"gdb could not resolve {name}: {result.tail()}")
+        _symbol_cache[name] = int(match.group(1), 16)
+    return _symbol_cache[name]
+
+
+def elf_bytes(path, vaddr, length):
+    """`length` bytes of the loaded image at `vaddr`, from the ELF's PT_LOAD segments."""
+    data = path.read_bytes()
+    check(data[:4] == b"\x7fELF" and data[4] == 1, "the kernel is not an ELF32 file")
+    phoff, = struct.unpack_from("<I", data, 28)
+    phentsize, phnum = struct.unpack_from("<HH", data, 42)
+    for i in range(phnum):
+        p_type, p_offset, p_vaddr, _, p_filesz, _, _, _ = struct.unpack_from("<8I", data, phoff + i * phentsize)
+        if p_type == 1 and p_vaddr <= vaddr and vaddr + length <= p_vaddr + p_filesz:
+            start = p_offset + vaddr - p_vaddr
+            return data[start:start + length]
+    raise TestFailure(f"0x{vaddr:x} is in no PT_LOAD segment of the kernel")
+
+
+def stop_at(function):
+    """gdb commands: break on `function` (pg-break) and continue until it is hit."""
+    return [f"pg-break {function}", "continue"]
+
+
+def int_after(text, label):
+    match = re.search(rf"{re.escape(label)}\s+(0x[0-9a-f]+)", text)
+    check(match, f"no '{label} 0x...' in:\n{text[-1500:]}")
+    return int(match.group(1), 16)
+
+
+# --- the tests --------------------------------------------------------------------------
+@test(stubs=STUBS_ALL)
+def test_registers(ctx):
+    """info registers of the stopped kernel; info threads lists every task (kernel stub)
+    and `thread N` shows another task's saved registers."""
+    m = ctx.boot(COW)
+    commands = stop_at("do_wp_page") + section("regs", "info registers") + section("threads", "info threads")
+    if ctx.stub == "kernel":
+        commands += section("thread2", "thread 2", "info registers eip esp cs eflags")
+        commands += section("thread3", "thread 3", "info registers eip esp cs eflags")
+    r = ctx.gdb(m, commands)
+    regs = r.section("regs")
+    for name in ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip", "eflags", "cs", "ss", "ds"):
+        check(re.search(rf"^{name}\s+0x[0-9a-f]+", regs, re.M), f"info registers lacks {name}:\n{regs}")
+    eip = int_after(regs, "eip")
+    check(eip == function_address("do_wp_page"),
+          f"eip 0x{eip:x} is not do_wp_page's address 0x{function_address('do_wp_page'):x}")
+    check(int_after(regs, "cs") == 0x8, f"cs is not the kernel code selector 0x8:\n{regs}")
+    threads = r.section("threads")
+    rows = re.findall(r"^\*?\s+(\d+)\s+Thread", threads, re.M)
+    if ctx.stub == "kernel":
+        check(len(rows) >= 3, f"info threads shows {len(rows)} threads, expected the kernel and "
+                              f"two ktest tasks:\n{threads}")
+        for name in ("thread2", "thread3"):
+            text = r.section(name)
+            check(re.search(r"^eip\s+0x[0-9a-f]+", text, re.M) and re.search(r"^esp\s+0x[0-9a-f]+", text, re.M),
+                  f"`{name}` shows no registers:\n{text}")
+    else:
+        check(rows, f"info threads shows nothing:\n{threads}")
+
+
+@test(stubs=STUBS_ALL)
+def test_break_do_wp_page(ctx):
+    """pg-break do_wp_page is hit by ktest cow-both-write's first COW write; the caller's
+    LinearAddr argument pretty-prints; after deleting it and detaching, the run passes."""
+    m = ctx.boot(COW)
+    r = ctx.gdb(m, stop_at("do_wp_page") + section("bt", "bt 3") + ["delete", "detach"])
+    check(re.search(r"Breakpoint 1, mm::memory::Mm<.*>::do_wp_page", r.out),
+          f"the breakpoint on do_wp_page was not hit:\n{r.tail()}")
+    bt = r.section("bt")
+    match = re.search(r"linear=0x([0-9a-f]{8}) \(dir (\d+), table (\d+), offset 0x([0-9a-f]{3}); slot (\d+)", bt)
+    check(match, f"the caller's LinearAddr is not pretty-printed:\n{bt}")
+    linear = int(match.group(1), 16)
+    check(int(match.group(2)) == linear >> 22 and int(match.group(5)) == linear >> 26 >= 1,
+          f"the LinearAddr decoding is wrong: {match.group(0)}")
+    m.wait_console(r"^VERDICT: PASS", timeout=30)
+
+
+@test(stubs=STUBS_ALL)
+def test_watch_pte(ctx):
+    """A hardware watchpoint on the PTE of the page do_wp_page is about to copy (found with
+    monitor walk --task PID OFFSET --json) stops gdb when the kernel rewrites that PTE."""
+    m = ctx.boot(COW)
+    script = ctx.workdir / "watch.py"
+    script.write_text(WATCH_SCRIPT)
+    r = ctx.gdb(m, stop_at("do_wp_page") + ["set language c", f"source {script}", "delete 1"]
+                + section("cont", "continue") + section("after", "p $pte($watched_linear)"))
+    found = re.search(r"WATCH linear=0x([0-9a-f]+) pte_at=0x([0-9a-f]+) raw=0x([0-9a-f]+)", r.out)
+    check(found, f"the watch script did not find the PTE:\n{r.tail()}")
+    raw = int(found.group(3), 16)
+    check(raw & 1 and not raw & 2, f"the PTE before do_wp_page is not present read-only: 0x{raw:08x}")
+    cont = r.section("cont")
+    check(re.search(r"Hardware watchpoint 2: \*\(unsigned int \*\)0x", cont),
+          f"the watchpoint did not trigger:\n{cont}")
+    old, new = re.search(r"Old value = (\d+)", cont), re.search(r"New value = (\d+)", cont)
+    check(old and new, f"no old/new value:\n{cont}")
+    old, new = int(old.group(1)), int(new.group(1))
+    check(old == raw, f"old value {old:#x} is not the PTE read before ({raw:#x})")
+    check(new & 3 == 3, f"the new PTE 0x{new:08x} is not present and writable")
+    check("[P RW US" in r.section("after"), f"$pte does not show the PTE writable:\n{r.section('after')}")
+
+
+WATCH_SCRIPT = r'''
+import json
+frame = gdb.selected_frame().older()  # kernel::fault::resolve_wp_page(code, linear)
+linear = int(frame.read_var("linear")["__0"]) & 0xffffffff
+slot, offset = linear >> 26, linear & 0x3ffffff
+try:
+    tasks = monitor_json("tasks")
+    pid = [t["pid"] for t in tasks["tasks"] if t["slot"] == slot][0]
+    walk = monitor_json(f"walk 0x{offset:x} --task {pid}")
+    assert int(walk["linear"], 16) == linear, walk
+    pte_at = int(walk["table"], 16) + 4 * walk["pte"]["index"]
+    raw = int(walk["pte"]["raw"], 16)
+except MonitorUnavailable:  # QEMU's gdbstub: the same walk in software
+    pde = read_u32(page_directory() + 4 * (linear >> 22))
+    pte_at = (pde & ~0xfff) + 4 * ((linear >> 12) & 0x3ff)
+    raw = read_u32(pte_at)
+gdb.set_convenience_variable("watched_linear", linear)
+print(f"WATCH linear=0x{linear:08x} pte_at=0x{pte_at:08x} raw=0x{raw:08x}")
+gdb.execute(f"watch *(unsigned int *)0x{pte_at:x}")
+'''
+
+
+@test(stubs=STUBS_ALL)
+def test_single_step(ctx):
+    """stepi from do_wp_page's first instruction moves eip by that instruction's length,
+    several times; the kernel then runs on to PASS."""
+    m = ctx.boot(COW)
+    steps = []
+    for i in range(4):
+        steps += section(f"s{i}", "x/2i $pc", "stepi", "p/x $pc")
+    r = ctx.gdb(m, stop_at("do_wp_page") + ["set language c"] + steps + ["delete", "detach"])
+    for i in range(4):
+        text = r.section(f"s{i}")
+        listed = re.findall(r"^(?:=>)?\s+0x([0-9a-f]+)\s*(?:<[^>]*>)?:\s+(\S+)", text, re.M)
+        after = re.search(r"\$\d+ = 0x([0-9a-f]+)", text)
+        check(len(listed) >= 2 and after, f"stepi {i}: unexpected output:\n{text}")
+        before, following = int(listed[0][0], 16), int(listed[1][0], 16)
+        after = int(after.group(1), 16)
+        check(after != before, f"stepi {i} did not move eip (0x{before:x})")
+        if not listed[0][1].startswith(("j", "call", "ret", "loop")):
+            check(after == following, f"stepi {i}: eip 0x{before:x} -> 0x{after:x}, "
+                                      f"expected the next instruction 0x{following:x}")
+    m.wait_console(r"^VERDICT: PASS", timeout=30)
+
+
+@test(stubs=STUBS_ALL)
+def test_ctrl_c(ctx):
+    """Ctrl-C in an interactive gdb (under a pty) stops the kernel while user tasks run,
+    twice; between the stops the kernel runs on."""
+    m = ctx.boot("init=ktest arg=all", wait=True, exit_at_end=False)
+    g = harness.PtyGdb(m.port)
+    try:
+        g.read_until(r"\(gdb\) $", timeout=30)
+        for round_ in range(2):
+            g.send("continue\n")
+            g.read_until(r"Continuing\.", timeout=10)
+            time.sleep(1.0 if round_ == 0 else 0.5)
+            g.send("\x03")
+            stop = g.read_until(r"\(gdb\) $", timeout=10)
+            check(re.search(r"received signal SIGINT|SIGINT, Interrupt|stopped", stop),
+                  f"Ctrl-C round {round_}: no stop report:\n{stop[-1500:]}")
+            g.send("p/x $pc\n")
+            pc = g.read_until(r"\(gdb\) $", timeout=10)
+            check(re.search(r"= 0x[0-9a-f]+", pc), f"no pc after Ctrl-C:\n{pc}")
+        if ctx.stub == "kernel":
+            g.send("info threads\n")
+            threads = g.read_until(r"\(gdb\) $", timeout=10)
+            check(len(re.findall(r"^\*?\s+\d+\s+Thread", threads, re.M)) >= 2,
+                  f"no user task was alive at the Ctrl-C stop:\n{threads}")
+        g.send("detach\n")
+        g.read_until(r"\(gdb\) $", timeout=10)
+        g.send("quit\n")
+    finally:
+        g.close()
+    console_before = len(m.console_text())
+    time.sleep(0.5)
+    check(m.alive(), "QEMU died after the Ctrl-C session")
+    m.wait_console(r"^VERDICT: PASS", timeout=60)
+    check(len(m.console_text()) >= console_before, "the console went backwards?")
+
+
+@test(stubs=STUBS_ALL)
+def test_detach_reattach(ctx):
+    """Five gdb sessions attach, read registers and memory, and detach while the demo runs;
+    the demo still passes."""
+    m = ctx.boot("init=demo", wait=False, exit_at_end=False)
+    addr = function_address("do_wp_page")
+    expected = elf_bytes(harness.KERNEL, addr, 16)
+    for i in range(5):
+        r = ctx.gdb(m, ["set language c"] + section("s", "p/x $pc", f"x/16xb 0x{addr:x}") + ["detach"])
+        text = r.section("s")
+        check(re.search(r"\$1 = 0x[0-9a-f]+", text), f"session {i}: no pc:\n{text}")
+        got = bytes(int(b, 16) for b in re.findall(r"0x([0-9a-f]{2})\b", text.split("\n", 1)[1]))
+        check(got == expected, f"session {i}: memory at 0x{addr:x} reads {got.hex()}, "
+                               f"the ELF has {expected.hex()}")
+        check("Detaching from program" in r.out or "detached" in r.out.lower(),
+              f"session {i} did not detach:\n{r.tail()}")
+        time.sleep(0.2)
+    m.wait_console(r"^VERDICT: PASS", timeout=60)
+
+
+@test()
+def test_monitor_commands(ctx):
+    """Every monitor command in both forms, stopped in do_wp_page: the text form has its
+    heading, the JSON form parses, names its command, schema 1 and every documented field;
+    errors answer a usage line (text) or an error object (JSON)."""
+    m = ctx.boot(COW)
+    commands = stop_at("do_wp_page")
+    for i, command in enumerate(MONITOR_COMMANDS):
+        commands += section(f"t{i}", f"monitor {command}")
+        commands += section(f"j{i}", f"monitor {command} --json")
+    commands += section("bad", "monitor walk 0xzz")
+    commands += section("badjson", "monitor walk 0x0 --json --task 99")
+    commands += section("unknown", "monitor frobnicate")
+    r = ctx.gdb(m, commands + ["delete", "detach"])
+    for i, command in enumerate(MONITOR_COMMANDS):
+        name = command.split()[0]
+        text = r.section(f"t{i}")
+        check(text.strip(), f"monitor {command}: empty text answer")
+        check(MONITOR_HEADINGS[name] in text, f"monitor {command}: no '{MONITOR_HEADINGS[name]}' in:\n{text}")
+        raw = r.section(f"j{i}").strip()
+        try:
+            doc = json.loads(raw)
+        except ValueError as error:
+            raise TestFailure(f"monitor {command} --json is not JSON ({error}): {raw[:400]!r}")
+        check(list(doc)[:2] == ["command", "schema"], f"monitor {command} --json: first fields are {list(doc)[:2]}")
+        check(doc["command"] == name and doc["schema"] == 1,
+              f"monitor {command} --json: command {doc.get('command')!r} schema {doc.get('schema')!r}")
+        missing = [f for f in MONITOR_FIELDS[name] if f not in doc]
+        check(not missing, f"monitor {command} --json lacks {missing}: {raw[:400]}")
+        check_hex_fields(doc, command)
+    check("usage: walk ADDR" in r.section("bad"), f"a bad number gets no usage line:\n{r.section('bad')}")
+    err = json.loads(r.section("badjson").strip())
+    check(err.get("error", {}).get("kind") == "no_such_task", f"walk --task 99 --json: {err}")
+    check("unknown command" in r.section("unknown"), f"monitor frobnicate:\n{r.section('unknown')}")
+    m.wait_console(r"^VERDICT: PASS", timeout=30)
+
+
+def check_hex_fields(doc, command):
+    """Addresses are "0x%08x" strings wherever monitor.md says so (a sample of fields)."""
+    name = command.split()[0]
+    fields = {"dumppgd": ["pg_dir"], "walk": ["linear"], "showmem": ["high_memory", "start_mem"],
+              "dumppt": ["start", "last"]}.get(name, [])
+    for field in fields:
+        check(isinstance(doc.get(field), str) and HEX8.match(doc[field]),
+              f"monitor {command} --json: {field} = {doc.get(field)!r}, expected a 0x%08x string")
+
+
+@test()
+def test_pg_commands(ctx):
+    """The gdb wrappers pg-pgd, pg-pt, pg-walk, pg-check, pg-mem, pg-tasks, pg-faults render
+    tables (no Python exception); pg-color on adds ANSI colour, off leaves none."""
+    m = ctx.boot(COW)
+    commands = stop_at("do_wp_page") + ["set pg-color off"]
+    wrappers = [("pgd", "pg-pgd", r"page directory at 0x[0-9a-f]{8}"),
+                ("pt", "pg-pt 16", r"PDE 16 .*page table 0x"),
+                ("walk", "pg-walk $linear(0x0, 1)", r"walk 0x04000000"),
+                ("walk2", "pg-walk 0x0 --task 1", r"physical 0x[0-9a-f]{8}"),
+                ("check", "pg-check", r"checkmm: OK"),
+                ("mem", "pg-mem", r"frames: \d+ for paging"),
+                ("tasks", "pg-tasks", r"pid\s+ppid\s+state"),
+                ("faults", "pg-faults", r"recent page faults"),
+                ("raw", "pg-walk 0x1000 --task 1 --raw", r'"command": "walk"')]
+    for name, command, _ in wrappers:
+        commands += section(name, command)
+    commands += ["set pg-color on"] + section("colour", "pg-tasks")
+    r = ctx.gdb(m, commands + ["delete", "detach"])
+    for name, command, pattern in wrappers:
+        text = r.section(name)
+        check(re.search(pattern, text), f"{command}: no /{pattern}/ in:\n{text}")
+        check("\x1b[" not in text, f"{command}: colour with pg-color off")
+    check("\x1b[" in r.section("colour"), "pg-color on: no ANSI colour")
+    m.wait_console(r"^VERDICT: PASS", timeout=30)
+
+
+@test(stubs=STUBS_ALL)
+def test_pretty_printers(ctx):
+    """Entry, LinearAddr, PhysAddr and Frame print decoded; $pde, $pte, $lin2phys and
+    $linear agree with QEMU's own translation (gva2gpa through QMP)."""
+    m = ctx.boot(COW)
+    script = ctx.workdir / "printers.py"
+    script.write_text(PRINTERS_SCRIPT)
+    r = ctx.gdb(m, stop_at("do_wp_page") + [f"source {script}"]
+                + section("pde", "p $pde(16)") + section("pde0", "p $pde(0)")
+                + section("pte", "p $pte($linear(0, 1))")
+                + section("l2p", "p/x $lin2phys($linear(0, 1))")
+                + section("lin", "p/x $linear(0x1234, 1)")
+                + section("unmapped", "p $lin2phys(0xf0000000)")
+                + ["delete", "detach"], allow_errors=True)
+    check(re.search(r"= 0x[0-9a-f]{8} \[P RW US[^\]]*\] frame 0x[0-9a-f]{8}", r.section("pde")),
+          f"$pde(16) is not a decoded user entry:\n{r.section('pde')}")
+    check(re.search(r"= 0x[0-9a-f]{8} \[P RW SV[^\]]*\] frame 0x[0-9a-f]{8}", r.section("pde0")),
+          f"$pde(0) is not a decoded kernel entry:\n{r.section('pde0')}")
+    pte = re.search(r"= 0x([0-9a-f]{8}) \[P R[OW] US[^\]]*\] frame 0x([0-9a-f]{8})", r.section("pte"))
+    check(pte, f"$pte of pid 1's first page is not a present user entry:\n{r.section('pte')}")
+    l2p = int(re.search(r"= 0x([0-9a-f]+)", r.section("l2p")).group(1), 16)
+    check(l2p == int(pte.group(2), 16), f"$lin2phys 0x{l2p:x} is not $pte's frame 0x{pte.group(2)}")
+    truth = m.hmp("gva2gpa 0x04000000").strip()
+    check(truth == f"gpa: 0x{l2p:x}", f"QEMU says '{truth}' for 0x04000000, $lin2phys 0x{l2p:x}")
+    check(re.search(r"= 0x4001234\b", r.section("lin")), f"$linear(0x1234, 1):\n{r.section('lin')}")
+    check("0xf0000000 is not mapped" in r.err, f"$lin2phys of an unmapped address:\n{r.tail()}")
+    for label in ("LINEAR", "PHYS", "FRAME"):
+        check(re.search(rf"^{label} ok", r.out, re.M), f"{label} printer check failed:\n{r.tail()}")
+
+
+PRINTERS_SCRIPT = r'''
+import re
+pg_dir = page_directory()
+def typed(name, addr):
+    return gdb.Value(addr).cast(gdb.lookup_type(name).pointer()).dereference()
+# The page directory's first entry is a u32 in memory: view it as each address type.
+raw = read_u32(pg_dir)
+text = str(typed("mm::addr::PhysAddr", pg_dir))
+print("PHYS ok" if text == f"0x{raw:08x} (frame 0x{raw & ~0xfff:08x} + 0x{raw & 0xfff:03x})" else "PHYS bad " + text)
+text = str(typed("mm::addr::Frame", pg_dir))
+print("FRAME ok" if text.startswith(f"frame 0x{raw:08x}") else "FRAME bad " + text)
+text = str(typed("mm::addr::LinearAddr", pg_dir))
+print("LINEAR ok" if re.fullmatch(rf"0x{raw:08x} \(dir {raw >> 22}, table {(raw >> 12) & 1023}, offset 0x{raw & 0xfff:03x}; slot {raw >> 26} \+ 0x{raw & 0x3ffffff:08x}\)", text) else "LINEAR bad " + text)
+'''
+
+
+@test(stubs=STUBS_ALL)
+def test_walk_matches_qemu(ctx):
+    """monitor walk (raw RSP qRcmd, the kernel stopped) agrees with QEMU's gva2gpa on every
+    present page of every user task, on unmapped pages inside and outside their page
+    tables, and on kernel addresses."""
+    m = ctx.boot(COW)
+    client = rsp.Client("127.0.0.1", m.port, timeout=15)
+    try:
+        client.request("?")
+        addr = function_address("do_wp_page")
+        check(client.request(f"Z0,{addr:x},1") == b"OK", "Z0 on do_wp_page refused")
+        client.send_packet("c")
+        stop = client.read_packet()
+        check(stop[:1] in (b"T", b"S"), f"no stop reply after continue: {stop!r}")
+        client.request(f"z0,{addr:x},1")
+        addresses = collect_addresses(ctx, client, m)
+        mismatches, mapped, unmapped = [], 0, 0
+        for linear in addresses:
+            ours = monitor_walk(ctx, client, linear)
+            truth = m.hmp(f"gva2gpa 0x{linear:x}").strip()
+            theirs = None if "Unmapped" in truth or "unmapped" in truth else int(truth.split()[-1], 16)
+            if ours != theirs:
+                mismatches.append(f"0x{linear:08x}: walk {ours and hex(ours)}, QEMU {truth!r}")
+            mapped += theirs is not None
+            unmapped += theirs is None
+        check(not mismatches, f"{len(mismatches)} of {len(addresses)} disagree: " + "; ".join(mismatches[:8]))
+        check(mapped >= 20 and unmapped >= 10, f"too few addresses compared: {mapped} mapped, {unmapped} unmapped")
+        ctx.notes.append(f"{mapped} mapped + {unmapped} unmapped addresses agree")
+        client.send_packet("D")
+    finally:
+        client.close()
+
+
+def rcmd_json(client, command):
+    text, final = client.monitor(command + " --json")
+    check(final == b"OK", f"qRcmd {command}: final reply {final!r}")
+    return json.loads(text)
+
+
+def monitor_walk(ctx, client, linear):
+    if ctx.stub == "qemu":  # QEMU's stub: the software walk of pgkernel through memory reads
+        return software_walk_rsp(client, linear)
+    doc = rcmd_json(client, f"walk 0x{linear:08x}")
+    check(int(doc["linear"], 16) == linear, f"walk answered for {doc['linear']} not 0x{linear:08x}")
+    return None if doc["physical"] is None else int(doc["physical"], 16)
+
+
+_pg_dir = {}
+
+
+def software_walk_rsp(client, linear):
+    """The two-level walk through `m` reads (for QEMU's gdbstub, which has no monitor walk)."""
+    def u32(addr):
+        data = client.read_memory(addr, 4)
+        check(len(data) == 4, f"m{addr:x},4 -> {data!r}")
+        return int.from_bytes(data, "little")
+    pde = u32(_pg_dir["cr3"] + 4 * (linear >> 22))
+    if not pde & 1:
+        return None
+    pte = u32((pde & ~0xfff) + 4 * ((linear >> 12) & 0x3ff))
+    return (pte & ~0xfff) + (linear & 0xfff) if pte & 1 else None
+
+
+def collect_addresses(ctx, client, machine):
+    """Every present page of (at most three) user tasks, unmapped pages inside and outside
+    their page tables, and a few kernel addresses."""
+    addresses = [0x0, 0x1000, 0x100000, 0x1ff000]  # the identity map (slot 0)
+    if ctx.stub == "qemu":
+        cr3 = re.search(r"CR3=([0-9a-f]+)", machine.hmp("info registers"))
+        _pg_dir["cr3"] = int(cr3.group(1), 16)
+        for slot in (1, 2):
+            base = slot << 26
+            addresses += [base + i * 0x1000 for i in range(24)] + [base + 0x3fff000, base + 0x2000000]
+        return addresses + [slot << 26 for slot in range(10, 20)] + [0xf0000000, 0x03fff000]
+    tasks = rcmd_json(client, "tasks")["tasks"]
+    users = [t for t in tasks if t["slot"] != 0][:3]
+    check(len(users) >= 2, f"expected at least two user tasks, monitor tasks says {tasks}")
+    for task in users:
+        pgd = rcmd_json(client, f"dumppgd --task {task['pid']} --all")
+        for entry in pgd["entries"]:
+            table = rcmd_json(client, f"dumppt {entry['index']}")
+            present = [int(e["linear"], 16) for e in table["entries"] if e["present"]]
+            addresses += [a + 0x123 for a in present]
+            used = {(a >> 12) & 0x3ff for a in present}
+            empty = [i for i in range(1024) if i not in used][:3]
+            addresses += [(entry["index"] << 22) | (i << 12) for i in empty]  # unmapped, table present
+        present_dirs = {e["index"] for e in pgd["entries"]}
+        slot_dirs = range(task["slot"] * 16, task["slot"] * 16 + 16)
+        addresses += [d << 22 for d in slot_dirs if d not in present_dirs][:3]  # no page table
+    addresses += [0xf0000000, 0xfffff000]  # slots of no task
+    return addresses
+
+
+@test(stubs=STUBS_ALL)
+def test_rsp_robustness(ctx):
+    """A raw RSP client sends a bad checksum, a `$` with no end, an oversized packet, stray
+    bytes, unknown packets and a disconnect mid-packet; after each, `g` and `m` still answer
+    (the same registers, the kernel text as in the ELF)."""
+    m = ctx.boot(COW)
+    addr = function_address("do_wp_page")
+    text = elf_bytes(harness.KERNEL, addr, 32)
+    client = rsp.Client("127.0.0.1", m.port, timeout=10)
+    try:
+        check(client.request("?")[:1] in (b"T", b"S"), "no stop reply to ?")
+        baseline = client.read_registers()
+        check(len(baseline) >= 16 * 4, f"g answered {len(baseline)} bytes")
+
+        def still_answers(after):
+            client.drain(0.2)
+            regs = client.read_registers()
+            check(regs == baseline, f"after {after}: g differs ({regs[:40].hex()} vs {baseline[:40].hex()})")
+            mem = client.read_memory(addr, 32)
+            check(mem == text, f"after {after}: m{addr:x},20 -> {mem!r}, expected {text.hex()}")
+            check(client.request("qFooBarUnknown") == b"", f"after {after}: an unknown query is not empty")
+
+        still_answers("the first requests")
+        client.send_raw(b"$g#00")  # bad checksum: a NAK, then the line must resynchronise
+        still_answers("a bad checksum")
+        client.send_raw(b"$m" + b"1" * 10)  # a packet with no end, then a good one
+        time.sleep(0.2)
+        still_answers("a `$` with no `#`")
+        client.send_raw(b"$" + b"A" * 70000 + b"#00")  # longer than any packet buffer
+        still_answers("an oversized packet")
+        client.send_raw(b"garbage\x00\xff\r\n++--}}**#xx")  # noise between packets
+        still_answers("stray bytes")
+        for unknown in ("vFoo", "Qbar:1", "X", "qXfer:nonesuch:read::0,10", "m", "mzz,4", "Z9,0,0"):
+            reply = client.request(unknown)
+            check(reply == b"" or reply.startswith(b"E"), f"{unknown!r} answered {reply!r}")
+        still_answers("unknown and malformed packets")
+        client.send_raw(b"$m" + f"{addr:x}".encode())  # gdb vanishes mid-packet
+        client.close()
+        time.sleep(0.3)
+        client = rsp.Client("127.0.0.1", m.port, timeout=10)
+        client.request("?")
+        still_answers("a disconnect mid-packet and a new connection")
+        client.send_packet("D")
+    finally:
+        client.close()
+    m.wait_console(r"^VERDICT: PASS", timeout=30)
+
+
+@test()
+def test_catch_pagefault(ctx):
+    """monitor catch pagefault on stops gdb at the next page fault, before it is handled
+    (monitor faults does not list it yet); off lets the run finish."""
+    m = ctx.boot(COW)
+    r = ctx.gdb(m, section("on", "monitor catch pagefault on") + section("stop", "continue")
+                + section("faults", "monitor faults --json")
+                + section("off", "monitor catch pagefault off") + ["detach"])
+    check("catch pagefault: on" in r.section("on"), f"catch on:\n{r.section('on')}")
+    check(re.search(r"received signal|Breakpoint|stopped|SIGTRAP|SIGSEGV", r.section("stop")),
+          f"no stop at a page fault:\n{r.section('stop')}")
+    check("catch pagefault: off" in r.section("off"), f"catch off:\n{r.section('off')}")
+    m.wait_console(r"^VERDICT: PASS", timeout=30)
