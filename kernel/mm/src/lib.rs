@@ -9,7 +9,9 @@
 
 pub mod addr;
 pub mod check;
+pub mod corrupt;
 pub mod entry;
+pub mod inject;
 pub mod mem_map;
 pub mod memory;
 pub mod phys;
