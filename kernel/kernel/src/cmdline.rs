@@ -42,9 +42,16 @@ pub struct Options {
     pub linear_scan: bool,
     /// `swap=off`: ignore the swap disk even if one is attached (default on).
     pub swap: bool,
+    /// `fail.SITE=interval,probability,space,times[,filter]` (Linux's boot-parameter
+    /// form, per site) and `failseed=N`: failure injection from boot.
+    injector: mm::inject::Injector,
 }
 
 impl Options {
+    /// The failure-injection settings the command line asked for.
+    pub fn injector(&self) -> mm::inject::Injector {
+        self.injector.clone()
+    }
     pub fn init(&self) -> &str {
         core::str::from_utf8(&self.init[..self.init_len]).unwrap_or("demo")
     }
@@ -64,6 +71,7 @@ pub fn parse(cmdline: &str) -> Options {
         on_exit: OnExit::Halt,
         linear_scan: false,
         swap: true,
+        injector: mm::inject::Injector::new(0),
     };
     set(&mut opts.init, &mut opts.init_len, b"demo");
     for (position, word) in cmdline.split_ascii_whitespace().enumerate() {
@@ -97,6 +105,11 @@ pub fn parse(cmdline: &str) -> Options {
                 "off" => set_to(&mut opts.swap, false),
                 _ => false,
             },
+            "failseed" => value.parse().is_ok_and(|seed| {
+                opts.injector.set_seed(seed);
+                true
+            }),
+            key if key.starts_with("fail.") => parse_fail(&mut opts.injector, &key[5..], value),
             "alloc" => match value {
                 "scan" => set_to(&mut opts.linear_scan, true),
                 "bitmap" => set_to(&mut opts.linear_scan, false),
@@ -126,4 +139,30 @@ fn set(dst: &mut [u8], len: &mut usize, value: &[u8]) -> bool {
 fn set_to<T>(dst: &mut T, value: T) -> bool {
     *dst = value;
     true
+}
+
+/// `fail.SITE=interval,probability,space,times[,filter]`: Linux's
+/// `fail_page_alloc=<interval>,<probability>,<space>,<times>` for one site, plus `filter`
+/// to fail only tasks marked make-it-fail.
+fn parse_fail(injector: &mut mm::inject::Injector, site: &str, value: &str) -> bool {
+    let Ok(site) = mm::inject::site_by_name(site) else {
+        return false;
+    };
+    let mut parts = value.split(',');
+    let mut next = || parts.next().map(str::trim);
+    let (Some(interval), Some(probability), Some(space), Some(times)) = (next(), next(), next(), next()) else {
+        return false;
+    };
+    let filter = match next() {
+        None => false,
+        Some("filter") => true,
+        Some(_) => return false,
+    };
+    let attr = match (interval.parse(), probability.parse(), space.parse(), times.parse()) {
+        (Ok(interval), Ok(probability), Ok(space), Ok(times)) => {
+            mm::inject::FaultAttr { probability, interval, times, space, task_filter: filter }
+        }
+        _ => return false,
+    };
+    injector.configure(site, attr).is_ok()
 }

@@ -2,7 +2,8 @@
 //! `mem_init` and `head.s` `setup_paging`), behind a lock.
 
 use mm::addr::{Frame, LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE, PDE_SPAN};
-use mm::memory::{FrameSearch, NeverFail};
+use mm::inject::Injector;
+use mm::memory::FrameSearch;
 use mm::Mm;
 use spin::{Mutex, MutexGuard, Once};
 
@@ -15,8 +16,9 @@ pub const MIN_RAM: u32 = 15 << 20;
 /// The paging state and the failure policy every allocation consults.
 pub struct Paging {
     pub mm: Mm<KernelPhys>,
-    /// Failure injection's decision point (never fails for now).
-    pub policy: NeverFail,
+    /// Failure injection (Linux's knobs, per-task fail-nth): consulted by every
+    /// allocation of the paging code before it changes anything.
+    pub policy: Injector,
 }
 
 static PAGING: Once<Mutex<Paging>> = Once::new();
@@ -66,7 +68,7 @@ pub struct Layout {
 /// Sizes RAM, builds the page directory and the identity map in the frames right after
 /// `reserved_end` (the kernel image and boot modules), sets up `mem_map` for the rest
 /// (0.11 `mem_init(main_memory_start, memory_end)`) and turns paging on.
-pub fn init(ram_end: u64, reserved_end: u32, linear_scan: bool) -> Result<Layout, MemoryError> {
+pub fn init(ram_end: u64, reserved_end: u32, linear_scan: bool, policy: Injector) -> Result<Layout, MemoryError> {
     if ram_end < MIN_RAM as u64 {
         return Err(MemoryError::TooLittleRam {
             found: ram_end.saturating_sub(LOW_MEM as u64),
@@ -111,7 +113,7 @@ pub fn init(ram_end: u64, reserved_end: u32, linear_scan: bool) -> Result<Layout
     PAGING.call_once(|| {
         Mutex::new(Paging {
             mm,
-            policy: NeverFail,
+            policy,
         })
     });
     Ok(Layout {

@@ -48,6 +48,12 @@ pub fn sys_execve(frame: &mut TrapFrame, name_ptr: u32, arg_ptr: u32) -> Result<
         uaccess::copy_string_from_user(arg_ptr, &mut arg_buf)?
     };
     let program = find_program(name).ok_or(Errno(ENOENT))?;
+    // Failure site "execve": decided before anything changes, like a real allocation
+    // failure of 0.11's do_execve (its copy_strings pages).
+    if mm::FailurePolicy::should_fail(&mut paging().policy, AllocSite::Execve) {
+        kevent!("exec: injected failure (site execve): ENOMEM");
+        return Err(Errno(abi::errno::ENOMEM));
+    }
 
     // The point of no return: the old program's memory goes.
     let slot = super::current();

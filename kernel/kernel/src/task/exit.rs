@@ -96,11 +96,12 @@ impl core::fmt::Display for SwapSlots {
 pub fn release(t: &mut TaskTable, slot: usize) -> (u32, u32) {
     let task = t.slots[slot].take().expect("releasing an empty slot");
     debug_assert_eq!(task.state, TaskState::Zombie);
+    let mut p = paging();
     if let Some(page) = task.task_page {
-        let mut p = paging();
         note_stack_use(&p.mm.phys, page);
         p.mm.free_page(page.addr()).expect("task page is counted");
     }
+    p.policy.release_task(slot);
     (task.pid, task.exit_status)
 }
 

@@ -28,6 +28,8 @@ pub fn sys_fork(frame: &TrapFrame) -> Result<u32, Errno> {
     };
     let mut p = paging();
     let Paging { mm, policy } = &mut *p;
+    // The child inherits make-it-fail, not fail-nth (Linux's dup_task_struct).
+    policy.fork_task(parent_slot, slot);
     // 0.11 copy_process: the task page; -EAGAIN when memory is out.
     let task_page = match mm.get_free_page_with(AllocSite::TaskStruct, policy) {
         Ok(frame) => frame,

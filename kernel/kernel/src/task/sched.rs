@@ -57,6 +57,8 @@ pub fn schedule() {
             unsafe { gdt::load_ldt(&task.ldt) };
         }
         CURRENT.store(next, Ordering::Relaxed);
+        // Allocations from now on are made for `next` (fail-nth, the task filter).
+        crate::paging::paging().policy.set_current(next);
         (
             SAVED_ESP[prev].as_ptr(),
             SAVED_ESP[next].load(Ordering::Relaxed),
