@@ -216,6 +216,12 @@ pub mod debug_op {
     pub const SWAP_STATS: u32 = 6;
     /// Timer ticks since boot (100 Hz), for benchmarks.
     pub const TICKS: u32 = 7;
+    /// Linux's `/proc/self/fail-nth`: the caller's `arg`-th eligible allocation in the
+    /// paging code fails (0 cancels). Returns the previous setting.
+    pub const FAIL_NTH: u32 = 8;
+    /// Linux's `/proc/self/make-it-fail`: `arg` 1 marks the caller for sites with a task
+    /// filter, 0 unmarks it. Returns the previous setting.
+    pub const MAKE_IT_FAIL: u32 = 9;
 }
 
 /// `debug(SWAP_FAULTS, bits)` bits.

@@ -10,6 +10,7 @@
 
 mod cow;
 mod guard;
+mod inject;
 mod memory;
 mod sharing;
 mod swap;
@@ -165,6 +166,17 @@ const SCENARIOS: &[Scenario] = &[
         name: "swap-full",
         run: swap::full_device,
         in_all: false,
+    },
+    // Failure injection: fail-nth loops.
+    Scenario {
+        name: "failnth-fork",
+        run: inject::failnth_fork,
+        in_all: true,
+    },
+    Scenario {
+        name: "failnth-cow",
+        run: inject::failnth_cow,
+        in_all: true,
     },
     // The swap benchmark (scripts/bench-swap).
     Scenario {
