@@ -5,9 +5,12 @@
 
 pub mod ata;
 pub mod boot;
+pub mod com1;
 pub mod context;
 pub mod cpu;
 pub mod crash;
+pub mod debugger;
+pub mod debugreg;
 pub mod gdt;
 pub mod idt;
 mod libc_shims;

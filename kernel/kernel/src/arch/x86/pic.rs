@@ -34,6 +34,8 @@ pub const CASCADE_IRQ: u8 = 2;
 pub const TIMER_IRQ: u8 = 0;
 /// COM2 (the console's port).
 pub const COM2_IRQ: u8 = 3;
+/// COM1 (the gdb stub's line).
+pub const COM1_IRQ: u8 = 4;
 /// The lowest-priority line of each chip, where spurious interrupts show up.
 const MASTER_SPURIOUS_IRQ: u8 = 7;
 const SLAVE_SPURIOUS_IRQ: u8 = 15;
