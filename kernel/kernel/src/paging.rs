@@ -5,7 +5,9 @@ use mm::addr::{Frame, LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE, PDE_SPAN};
 use mm::inject::Injector;
 use mm::memory::FrameSearch;
 use mm::Mm;
-use spin::{Mutex, MutexGuard, Once};
+// The spin mutex itself (not `spin::Mutex`'s wrapper), for `as_mut_ptr` (the debugger's view).
+use spin::mutex::{SpinMutex as Mutex, SpinMutexGuard as MutexGuard};
+use spin::Once;
 
 use crate::arch::x86::{cpu, phys::KernelPhys};
 
@@ -31,6 +33,21 @@ pub fn paging() -> MutexGuard<'static, Paging> {
         .expect("paging used before paging::init")
         .try_lock()
         .expect("paging state locked twice (a fault inside the paging code?)")
+}
+
+/// The paging state as the gdb stub reads it, without taking the lock: the code that
+/// holds the lock may be the code the debugger stopped (a breakpoint in `do_wp_page`).
+/// `None` before [`init`].
+///
+/// # Safety
+/// Only while the kernel is stopped in the stub with interrupts off, and only until it
+/// resumes: whoever holds the lock is frozen then, so nothing changes the state under
+/// the reference, but it may be half-way through an update that it had not finished.
+pub unsafe fn paging_while_stopped() -> Option<&'static Paging> {
+    let lock = PAGING.get()?;
+    // SAFETY: the caller guarantees nothing runs (no holder can write) while the shared
+    // reference lives; the data is initialised (the Once is complete).
+    Some(unsafe { &*lock.as_mut_ptr() })
 }
 
 /// Why the machine cannot run the kernel.

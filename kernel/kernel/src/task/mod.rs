@@ -18,7 +18,8 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use abi::FaultCounts;
 use mm::addr::{Frame, NR_TASKS, PAGE_SIZE};
-use spin::{Mutex, MutexGuard};
+// The spin mutex itself (not `spin::Mutex`'s wrapper), for `as_mut_ptr` (the debugger's view).
+use spin::mutex::{SpinMutex as Mutex, SpinMutexGuard as MutexGuard};
 
 use crate::arch::x86::gdt::Ldt;
 
@@ -199,6 +200,24 @@ pub fn tasks() -> MutexGuard<'static, TaskTable> {
         "task table taken with interrupts on"
     );
     TASKS.try_lock().expect("task table locked twice")
+}
+
+/// The task table as the gdb stub reads it, without taking the lock (the stopped code
+/// may hold it).
+///
+/// # Safety
+/// Only while the kernel is stopped in the stub with interrupts off, and only until it
+/// resumes: a holder of the lock is frozen then, so nothing changes the table under the
+/// reference, but it may be half-way through an update that it had not finished.
+pub unsafe fn tasks_while_stopped() -> &'static TaskTable {
+    // SAFETY: the caller guarantees nothing runs (no holder can write) while the shared
+    // reference lives.
+    unsafe { &*TASKS.as_mut_ptr() }
+}
+
+/// The kernel `esp` slot `slot` saved when it was last switched out (its `SwitchFrame`).
+pub fn saved_esp(slot: usize) -> u32 {
+    SAVED_ESP[slot].load(Ordering::Relaxed)
 }
 
 /// The running task's slot.
