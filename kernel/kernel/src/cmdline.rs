@@ -28,6 +28,17 @@ pub enum OnExit {
     Exit,
 }
 
+/// The gdb stub on COM1 (`gdb=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GdbMode {
+    /// Up, waiting for gdb while the kernel runs (the default).
+    On,
+    /// Up, and the kernel stops at boot until gdb attaches and continues.
+    Wait,
+    /// Off: COM1 is left alone.
+    Off,
+}
+
 /// The parsed command line.
 pub struct Options {
     /// `init=NAME`: the program task 1 runs (default `demo`).
@@ -40,6 +51,8 @@ pub struct Options {
     pub on_exit: OnExit,
     /// `alloc=scan`: `get_free_page` uses 0.11's linear scan instead of the bitmap.
     pub linear_scan: bool,
+    /// `gdb=on|wait|off`: the gdb stub on COM1.
+    pub gdb: GdbMode,
     /// `swap=off`: ignore the swap disk even if one is attached (default on).
     pub swap: bool,
     /// `fail.SITE=interval,probability,space,times[,filter]` (Linux's boot-parameter
@@ -70,6 +83,7 @@ pub fn parse(cmdline: &str) -> Options {
         log: LogLevel::Events,
         on_exit: OnExit::Halt,
         linear_scan: false,
+        gdb: GdbMode::On,
         swap: true,
         injector: mm::inject::Injector::new(0),
     };
@@ -103,6 +117,12 @@ pub fn parse(cmdline: &str) -> Options {
             "swap" => match value {
                 "on" => set_to(&mut opts.swap, true),
                 "off" => set_to(&mut opts.swap, false),
+                _ => false,
+            },
+            "gdb" => match value {
+                "on" => set_to(&mut opts.gdb, GdbMode::On),
+                "wait" => set_to(&mut opts.gdb, GdbMode::Wait),
+                "off" => set_to(&mut opts.gdb, GdbMode::Off),
                 _ => false,
             },
             "failseed" => value.parse().is_ok_and(|seed| {

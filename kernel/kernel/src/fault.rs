@@ -33,6 +33,8 @@ pub fn page_fault(frame: &mut TrapFrame) {
     if !frame.from_user() {
         crash_in_kernel(frame, "page fault in kernel mode");
     }
+    // `monitor catch pagefault`: gdb sees the fault before do_no_page/do_wp_page does.
+    crate::gdb::on_page_fault(frame, linear);
     let code = frame.error_code;
     let result = if code & fault_code::PRESENT == 0 {
         resolve_no_page(code, linear)

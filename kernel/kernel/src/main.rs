@@ -9,8 +9,10 @@ mod cmdline;
 mod console;
 mod fault;
 mod faultlog;
+mod gdb;
 mod kcheck;
 mod log;
+mod monitor;
 mod paging;
 mod panic;
 mod run;
@@ -64,6 +66,7 @@ pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     if opts.linear_scan {
         println!("memory: get_free_page uses 0.11's linear mem_map scan (alloc=scan)");
     }
+    gdb::init(opts.gdb);
     // SAFETY: the module lies below start_mem (reserved_end covers it), so mem_map never
     // hands its frames out and nothing writes them; it is identity-mapped.
     let bytes = unsafe { arch::x86::phys::reserved_bytes(module.start, module.len() as usize) };
@@ -90,6 +93,9 @@ pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
             opts.init(),
             abi::errno::name(e.0)
         ));
+    }
+    if opts.gdb == cmdline::GdbMode::Wait {
+        gdb::wait_for_debugger();
     }
     // Interrupts stay off: the kernel is not preemptible, as 0.11. The idle loop opens
     // them only while it halts (cpu::idle_wait), and user mode runs with IF set.

@@ -14,7 +14,13 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) {
     const IRQ_LAST: u32 = (IRQ_BASE + IRQ_COUNT - 1) as u32;
     const SYSCALL: u32 = SYSCALL_VECTOR as u32;
     const PAGE_FAULT: u32 = idt::vector::PAGE_FAULT as u32;
+    const DEBUG: u32 = idt::vector::DEBUG as u32;
+    const BREAKPOINT: u32 = idt::vector::BREAKPOINT as u32;
+    // The gdb stub's breakpoints, watchpoints and steps; any other #DB/#BP as before.
+    let for_debugger =
+        matches!(frame.vector, DEBUG | BREAKPOINT) && crate::gdb::on_debug_exception(frame);
     match frame.vector {
+        _ if for_debugger => {}
         PAGE_FAULT => fault::page_fault(frame),
         0..=31 if frame.from_user() => fault::user_exception(frame),
         0..=31 => fault::crash_in_kernel(frame, "exception in kernel mode"),
@@ -27,6 +33,8 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) {
             pic::eoi(irq);
             if irq == pic::TIMER_IRQ {
                 sched::timer_tick(frame);
+            } else if irq == pic::COM1_IRQ {
+                crate::gdb::on_uart_interrupt(frame);
             }
         }
         SYSCALL if frame.from_user() => syscall::dispatch(frame),
