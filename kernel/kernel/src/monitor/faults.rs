@@ -80,7 +80,7 @@ pub fn render(json: bool, out: &mut dyn Write) -> fmt::Result {
 
     writeln!(
         out,
-        "recent page faults, oldest first (the last {FAULT_LOG_LEN} of {since_boot} since boot):"
+        "recent page faults, oldest first ({since_boot} since boot; the log keeps the last {FAULT_LOG_LEN}):"
     )?;
     writeln!(
         out,
