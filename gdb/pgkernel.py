@@ -16,6 +16,7 @@ Pretty-printers: mm::entry::Entry, mm::addr::{LinearAddr, PhysAddr, Frame}.
 """
 
 import os
+import re
 import sys
 
 import gdb
@@ -84,8 +85,6 @@ def monitor_json(command):
 
 def to_int(value):
     """A gdb.Value or a Python number, as an unsigned 32-bit int."""
-    if isinstance(value, gdb.Value):
-        value = int(value.cast(gdb.lookup_type("long long")) if value.type.code == gdb.TYPE_CODE_PTR else value)
     return int(value) & core.U32
 
 
@@ -154,7 +153,8 @@ def _newtype_int(value):
 def page_directory():
     """The physical (= kernel linear) address of the page directory.
 
-    From the kernel's symbols (the `pg_dir` of kernel::paging::PAGING), else `$cr3`.
+    From the kernel's symbols (the `pg_dir` of kernel::paging::PAGING), else from
+    `monitor dumppgd --json`, else `$cr3` (QEMU's own gdbstub).
     """
     symbol = _lookup_symbol(PAGING_SYMBOL)
     if symbol is not None:
@@ -164,6 +164,10 @@ def page_directory():
                 return _newtype_int(pg_dir)
         except gdb.error:
             pass
+    try:
+        return core.hex_to_int(monitor_json("dumppgd")["pg_dir"])
+    except (MonitorUnavailable, KeyError, ValueError):
+        pass
     try:
         cr3 = to_int(gdb.parse_and_eval("$cr3"))
         if cr3:
@@ -218,7 +222,6 @@ def task_slot(pid):
     if slots is None:
         raise gdb.GdbError("the task table has no slots field")
     low, high = slots.type.strip_typedefs().range()
-    import re
     for index in range(low, high + 1):
         text = str(slots[index])
         match = re.search(r"\bpid: (\d+)", text)
@@ -380,18 +383,18 @@ class PgWalk(MonitorTable):
     """pg-walk ADDR [--task N]: monitor walk, with ADDR any gdb expression."""
 
     def invoke(self, argument, from_tty):
-        args = gdb.string_to_argv(argument)
-        out, i = [], 0
-        while i < len(args):
-            if args[i] in ("--task", "--raw"):
-                out.append(args[i])
-                if args[i] == "--task" and i + 1 < len(args):
-                    out.append(args[i + 1])
-                    i += 1
-            else:
-                out.append(f"0x{eval_int(args[i]):08x}")
-            i += 1
-        super().invoke(" ".join(out), from_tty)
+        # ADDR may contain spaces ($linear(0x1000, 1)): only the options are words.
+        options = []
+        rest = argument
+        for pattern in (r"--task\s+(\S+)", r"--raw\b"):
+            match = re.search(pattern, rest)
+            if match:
+                options.append(match.group(0))
+                rest = rest[:match.start()] + rest[match.end():]
+        if not rest.strip():
+            raise gdb.GdbError("usage: pg-walk ADDR [--task PID]")
+        address = eval_int(rest.strip())
+        super().invoke(" ".join([f"0x{address:08x}"] + options), from_tty)
 
 
 class PgBreak(gdb.Command):
@@ -420,7 +423,6 @@ class PgBreak(gdb.Command):
 def resolve_function(wanted):
     """[(address, full name)] of the functions `wanted` names, one per address."""
     last = core.strip_generics(wanted).split("::")[-1]
-    import re
     text = gdb.execute(f"info functions {re.escape(last)}", to_string=True)
     names, minimal = core.parse_info_functions(text)
     found = {}

@@ -225,6 +225,12 @@ def section(name, *commands):
     return [f"echo <<{name}>>\\n", *commands, f"echo <</{name}>>\\n"]
 
 
+def monitor(command):
+    """A gdb command running `monitor COMMAND` with its output on stdout (gdb prints the
+    stub's console output on stderr in batch mode)."""
+    return f"python print(gdb.execute({('monitor ' + command)!r}, to_string=True), end='')"
+
+
 def gdb_base_args(kernel=KERNEL):
     return ["gdb", "-batch", "-nx", "-x", str(GDB_SCRIPT),
             "-ex", "set pagination off", "-ex", "set confirm off",

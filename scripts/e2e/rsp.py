@@ -69,9 +69,20 @@ class Client:
         self.no_ack = False
         self.nacks = 0  # `-` received
         self.output = b""  # text of `O` packets
+        self.start = time.monotonic()
+        self.log = []  # (seconds, "<" or ">", bytes), for failure reports
+
+    def _record(self, direction, data):
+        shown = data if len(data) <= 120 else data[:60] + b"...(%d bytes)..." % len(data) + data[-20:]
+        self.log.append((time.monotonic() - self.start, direction, shown))
+        del self.log[:-60]
+
+    def transcript(self, entries=30):
+        return "\n".join(f"{t:7.3f} {d} {data!r}" for t, d, data in self.log[-entries:])
 
     # --- bytes ---
     def send_raw(self, data):
+        self._record(">", data)
         self.sock.sendall(data)
 
     def _fill(self, deadline):
@@ -85,6 +96,7 @@ class Client:
             raise RspError(f"no reply within {self.timeout:g} s (buffer {self.buffer[-80:]!r})") from None
         if not data:
             raise RspError("the stub closed the connection")
+        self._record("<", data)
         self.buffer += data
 
     def drain(self, quiet=0.3):
@@ -97,27 +109,67 @@ class Client:
                 data = self.sock.recv(65536)
                 if not data:
                     break
+                self._record("< (drained)", data)
                 dropped += data
         except socket.timeout:
             pass
         return dropped
 
+    def resync(self, addr, timeout=15.0):
+        """After junk: ask `m addr,n` with a new n each time until the reply to *that*
+        request arrives (a late `-` for the junk makes a request go twice, and a stale
+        reply must not be taken for the next one's). Returns the `-` count seen."""
+        deadline = time.monotonic() + timeout
+        length = 1
+        nacks_before = self.nacks
+        while True:
+            length = length % 64 + 1
+            self.send_raw(frame(f"m{addr:x},{length:x}"))
+            attempt_end = min(time.monotonic() + 1.0, deadline)
+            while time.monotonic() < attempt_end:
+                self.nacks += self.buffer.count(b"-") if b"$" not in self.buffer else 0
+                start = self.buffer.find(b"$")
+                end = self.buffer.find(b"#", start) if start >= 0 else -1
+                if start >= 0 and end >= 0 and len(self.buffer) >= end + 3:
+                    body = decode_body(self.buffer[start + 1:end])
+                    self.buffer = self.buffer[end + 3:]
+                    self.send_raw(b"+")
+                    if len(body) == 2 * length:
+                        self.drain(0.2)
+                        return self.nacks - nacks_before
+                    continue
+                try:
+                    self._fill(attempt_end)
+                except RspError:
+                    if time.monotonic() >= deadline:
+                        raise RspError(f"the stub did not resynchronise within {timeout:g} s") from None
+                    break
+
     # --- packets ---
-    def send_packet(self, data):
-        """Sends a packet; waits for its `+` (resending on `-`, at most 3 times)."""
+    def send_packet(self, data, retry_after=1.0):
+        """Sends a packet and waits for its `+`: resent on `-`, and (as gdb does) when no
+        ack comes within `retry_after` s (bytes sent before the kernel set its UART up are
+        lost), until self.timeout."""
         packet = frame(data)
-        for _ in range(4):
+        deadline = time.monotonic() + self.timeout
+        nacks = 0
+        while True:
             self.send_raw(packet)
             if self.no_ack:
                 return
-            ack = self._read_ack()
+            ack = self._read_ack(min(time.monotonic() + retry_after, deadline))
             if ack == b"+":
                 return
-            self.nacks += 1
-        raise RspError(f"packet {packet[:40]!r} was refused 4 times")
+            if ack == b"-":
+                self.nacks += 1
+                nacks += 1
+                if nacks > 3:
+                    raise RspError(f"packet {packet[:40]!r} was refused {nacks} times")
+            if time.monotonic() >= deadline:
+                raise RspError(f"no ack for {packet[:40]!r} within {self.timeout:g} s")
 
-    def _read_ack(self):
-        deadline = time.monotonic() + self.timeout
+    def _read_ack(self, deadline):
+        """`+`, `-`, or None when nothing came before `deadline`."""
         while True:
             while self.buffer:
                 first = self.buffer[:1]
@@ -127,7 +179,12 @@ class Client:
                 if first == b"$":
                     return b"+"  # a reply before the ack: the stub took the packet
                 self.buffer = self.buffer[1:]  # noise
-            self._fill(deadline)
+            try:
+                self._fill(deadline)
+            except RspError:
+                if time.monotonic() >= deadline:
+                    return None
+                raise
 
     def read_packet(self, keep_output=False):
         """The next packet's decoded body (acked); `O` output packets are collected in

@@ -14,7 +14,7 @@ import sys
 import time
 
 from . import harness, rsp
-from .harness import TestFailure, check, section
+from .harness import TestFailure, check, monitor, section
 
 TESTS = []
 STUBS_ALL = ("kernel", "qemu")
@@ -253,14 +253,15 @@ def test_single_step(ctx):
 def test_ctrl_c(ctx):
     """Ctrl-C in an interactive gdb (under a pty) stops the kernel while user tasks run,
     twice; between the stops the kernel runs on."""
-    m = ctx.boot("init=ktest arg=all", wait=True, exit_at_end=False)
+    m = ctx.boot("init=ktest arg=oom-recovery", wait=True, mem="64M", exit_at_end=False)
     g = harness.PtyGdb(m.port)
+    user_tasks_seen = []
     try:
         g.read_until(r"\(gdb\) $", timeout=30)
         for round_ in range(2):
             g.send("continue\n")
             g.read_until(r"Continuing\.", timeout=10)
-            time.sleep(1.0 if round_ == 0 else 0.5)
+            time.sleep(0.3)
             g.send("\x03")
             stop = g.read_until(r"\(gdb\) $", timeout=10)
             check(re.search(r"received signal SIGINT|SIGINT, Interrupt|stopped", stop),
@@ -268,11 +269,13 @@ def test_ctrl_c(ctx):
             g.send("p/x $pc\n")
             pc = g.read_until(r"\(gdb\) $", timeout=10)
             check(re.search(r"= 0x[0-9a-f]+", pc), f"no pc after Ctrl-C:\n{pc}")
-        if ctx.stub == "kernel":
             g.send("info threads\n")
             threads = g.read_until(r"\(gdb\) $", timeout=10)
-            check(len(re.findall(r"^\*?\s+\d+\s+Thread", threads, re.M)) >= 2,
-                  f"no user task was alive at the Ctrl-C stop:\n{threads}")
+            user_tasks_seen.append(len(re.findall(r"^\*?\s+\d+\s+Thread", threads, re.M)) - 1)
+        if ctx.stub == "kernel":
+            check(max(user_tasks_seen) >= 1, f"no user task was alive at either Ctrl-C stop "
+                                             f"(user threads seen: {user_tasks_seen})")
+            ctx.notes.append(f"user tasks at the stops: {user_tasks_seen}")
         g.send("detach\n")
         g.read_until(r"\(gdb\) $", timeout=10)
         g.send("quit\n")
@@ -313,11 +316,11 @@ def test_monitor_commands(ctx):
     m = ctx.boot(COW)
     commands = stop_at("do_wp_page")
     for i, command in enumerate(MONITOR_COMMANDS):
-        commands += section(f"t{i}", f"monitor {command}")
-        commands += section(f"j{i}", f"monitor {command} --json")
-    commands += section("bad", "monitor walk 0xzz")
-    commands += section("badjson", "monitor walk 0x0 --json --task 99")
-    commands += section("unknown", "monitor frobnicate")
+        commands += section(f"t{i}", monitor(command))
+        commands += section(f"j{i}", monitor(f"{command} --json"))
+    commands += section("bad", monitor("walk 0xzz"))
+    commands += section("badjson", monitor("walk 0x0 --json --task 99"))
+    commands += section("unknown", monitor("frobnicate"))
     r = ctx.gdb(m, commands + ["delete", "detach"])
     for i, command in enumerate(MONITOR_COMMANDS):
         name = command.split()[0]
@@ -532,8 +535,12 @@ def test_rsp_robustness(ctx):
         baseline = client.read_registers()
         check(len(baseline) >= 16 * 4, f"g answered {len(baseline)} bytes")
 
+        supported = client.request("qSupported:multiprocess+;swbreak+;hwbreak+;vContSupported+")
+        size = re.search(rb"PacketSize=([0-9a-fA-F]+)", supported)
+        oversized = 4 * int(size.group(1), 16) + 100 if size else 70000
+
         def still_answers(after):
-            client.drain(0.2)
+            client.resync(addr)
             regs = client.read_registers()
             check(regs == baseline, f"after {after}: g differs ({regs[:40].hex()} vs {baseline[:40].hex()})")
             mem = client.read_memory(addr, 32)
@@ -546,7 +553,7 @@ def test_rsp_robustness(ctx):
         client.send_raw(b"$m" + b"1" * 10)  # a packet with no end, then a good one
         time.sleep(0.2)
         still_answers("a `$` with no `#`")
-        client.send_raw(b"$" + b"A" * 70000 + b"#00")  # longer than any packet buffer
+        client.send_raw(b"$" + b"A" * oversized + b"#00")  # longer than the stub's buffer
         still_answers("an oversized packet")
         client.send_raw(b"garbage\x00\xff\r\n++--}}**#xx")  # noise between packets
         still_answers("stray bytes")
@@ -560,10 +567,16 @@ def test_rsp_robustness(ctx):
         client = rsp.Client("127.0.0.1", m.port, timeout=10)
         client.request("?")
         still_answers("a disconnect mid-packet and a new connection")
-        client.send_packet("D")
+        detached = client.request("D")
+        if detached != b"OK":  # QEMU's stub wants the pid once multiprocess was agreed
+            detached = client.request("D;1")
+        check(detached == b"OK", f"D (detach) answered {detached!r}")
+        client.close()
+        m.wait_console(r"^VERDICT: PASS", timeout=30)
+    except (TestFailure, rsp.RspError) as failure:
+        raise TestFailure(f"{failure}\n--- the last RSP traffic ---\n{client.transcript()}") from None
     finally:
         client.close()
-    m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 
 @test()
@@ -571,9 +584,9 @@ def test_catch_pagefault(ctx):
     """monitor catch pagefault on stops gdb at the next page fault, before it is handled
     (monitor faults does not list it yet); off lets the run finish."""
     m = ctx.boot(COW)
-    r = ctx.gdb(m, section("on", "monitor catch pagefault on") + section("stop", "continue")
-                + section("faults", "monitor faults --json")
-                + section("off", "monitor catch pagefault off") + ["detach"])
+    r = ctx.gdb(m, section("on", monitor("catch pagefault on")) + section("stop", "continue")
+                + section("faults", monitor("faults --json"))
+                + section("off", monitor("catch pagefault off")) + ["detach"])
     check("catch pagefault: on" in r.section("on"), f"catch on:\n{r.section('on')}")
     check(re.search(r"received signal|Breakpoint|stopped|SIGTRAP|SIGSEGV", r.section("stop")),
           f"no stop at a page fault:\n{r.section('stop')}")
