@@ -159,7 +159,7 @@ def hex_to_int(value):
 
 
 # --- symbols --------------------------------------------------------------------------
-_INFO_FUNCTIONS_LINE = re.compile(r"^\s*(?:\d+:\s+)?(?:static\s+)?fn\s+(?P<rest>.*)$")
+_INFO_FUNCTIONS_LINE = re.compile(r"^\s*(?:\d+:\s+)(?P<rest>\S.*)$")
 _NON_DEBUGGING_LINE = re.compile(r"^\s*0x(?P<addr>[0-9a-fA-F]+)\s+(?P<name>\S.*)$")
 
 
@@ -205,6 +205,22 @@ def function_matches(full_name, wanted):
     return plain == wanted_plain or plain.endswith("::" + wanted_plain)
 
 
+def _declared_name(declaration):
+    """The function name in one `info functions` declaration, in gdb's Rust form
+    (`static fn path<..>(args) -> ret;`) or its C form (`static ret path<..>(args);`)."""
+    head = _cut_at_top_level_paren(declaration).strip()
+    depth = 0
+    for i in range(len(head) - 1, -1, -1):
+        ch = head[i]
+        if ch in ">}]":
+            depth += 1
+        elif ch in "<{[":
+            depth -= 1
+        elif ch in " *&" and depth == 0:
+            return head[i + 1:]
+    return head
+
+
 def parse_info_functions(text):
     """Parse `info functions REGEX` output.
 
@@ -226,9 +242,7 @@ def parse_info_functions(text):
         match = _INFO_FUNCTIONS_LINE.match(line)
         if not match:
             continue
-        rest = match.group("rest")
-        # C-like languages print `type name(args)`; Rust prints `fn path(args) -> ret`.
-        name = _cut_at_top_level_paren(rest).strip()
+        name = _declared_name(match.group("rest"))
         if name:
             debug_names.append(name)
     return debug_names, minimal

@@ -89,6 +89,16 @@ class Symbols(unittest.TestCase):
         self.assertEqual(len(names), 2)
         self.assertEqual(minimal[0], (0x1020C0, "mm::memory::Mm<P>::do_wp_page::h5c030ffd87e67ba1"))
 
+    def test_c_language_form(self):
+        text = ("File kernel/mm/src/memory.rs:\n"
+                "805:\tstatic struct core::result::Result<mm::memory::WpOutcome, mm::memory::WpError> "
+                "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::do_wp_page<kernel::arch::x86::phys::KernelPhys>"
+                "(struct mm::memory::Mm<kernel::arch::x86::phys::KernelPhys> *, u32);\n"
+                "12:\tvoid *kernel::f(void);\n")
+        names, _ = core.parse_info_functions(text)
+        self.assertEqual(names, ["mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::do_wp_page"
+                                 "<kernel::arch::x86::phys::KernelPhys>", "kernel::f"])
+
     def test_function_matches(self):
         names, minimal = core.parse_info_functions(INFO_FUNCTIONS)
         self.assertTrue(core.function_matches(names[0], "do_wp_page"))

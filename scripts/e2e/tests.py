@@ -155,6 +155,9 @@ def test_registers(ctx):
     if ctx.stub == "kernel":
         check(len(rows) >= 3, f"info threads shows {len(rows)} threads, expected the kernel and "
                               f"two ktest tasks:\n{threads}")
+        named = re.findall(r"Thread (?:\d+\.)?(\d+) \(pid (\d+)", threads)
+        check(len(named) == len(rows) and all(int(t) == int(p) + 1 for t, p in named),
+              f"thread ids are not pid + 1 (or the target ids name no pid):\n{threads}")
         for name in ("thread2", "thread3"):
             text = r.section(name)
             check(re.search(r"^eip\s+0x[0-9a-f]+", text, re.M) and re.search(r"^esp\s+0x[0-9a-f]+", text, re.M),
@@ -592,3 +595,87 @@ def test_catch_pagefault(ctx):
           f"no stop at a page fault:\n{r.section('stop')}")
     check("catch pagefault: off" in r.section("off"), f"catch off:\n{r.section('off')}")
     m.wait_console(r"^VERDICT: PASS", timeout=30)
+
+
+@test()
+def test_memory_access(ctx):
+    """gdb memory access by linear address, stopped in do_wp_page with two tasks sharing
+    their pages copy-on-write: a write or a breakpoint into a frame both map is refused
+    and changes nothing either task sees; reading an unmapped address is an error and
+    maps nothing (monitor walk still says unmapped); a write into a frame only one task
+    maps goes through (and is undone)."""
+    m = ctx.boot(COW)
+    script = ctx.workdir / "memory.py"
+    script.write_text(MEMORY_SCRIPT)
+    # The second do_wp_page: the first copy is made, so a frame with a count of 1 exists.
+    r = ctx.gdb(m, stop_at("do_wp_page") + ["continue", "set language c", f"source {script}", "delete", "detach"],
+                allow_errors=True)
+    results = dict(re.findall(r"^MEM (\S+) (.*)$", r.out, re.M))
+    for key in ("shared_write", "shared_unchanged", "shared_break", "unmapped_read",
+                "still_unmapped", "private_write"):
+        check(results.get(key, "").startswith("ok"), f"{key}: {results.get(key, 'not run')}\n{r.tail(40)}")
+    m.wait_console(r"^VERDICT: PASS", timeout=30)
+
+
+MEMORY_SCRIPT = r'''
+def say(key, ok, detail=""):
+    print(f"MEM {key} {'ok' if ok else 'FAILED'} {detail}")
+
+def walk(linear):
+    return monitor_json(f"walk 0x{linear:08x}")
+
+tasks = [t for t in monitor_json("tasks")["tasks"] if t["slot"] != 0]
+a, b = tasks[0], tasks[1]
+# A page both tasks map with a count above 1: the same offset in both slots.
+shared = private = None
+entries = []
+for task in (a, b):
+    for pde in monitor_json(f"dumppgd --task {task['pid']} --all")["entries"]:
+        entries += monitor_json(f"dumppt {pde['index']}")["entries"] if pde["index"] // 16 == task["slot"] else []
+for entry in entries:
+    if not entry["present"]:
+        continue
+    linear = int(entry["linear"], 16)
+    if entry["count"] and entry["count"] > 1 and shared is None and linear >> 26 == a["slot"]:
+        other = walk(linear - a["slot"] * 0x4000000 + b["slot"] * 0x4000000)
+        if other["frame"] == entry["frame"]:
+            shared = (linear, linear - a["slot"] * 0x4000000 + b["slot"] * 0x4000000)
+    if entry["count"] == 1 and private is None:
+        private = linear
+inferior = gdb.selected_inferior()
+if shared is None:
+    say("shared_write", False, "no page shared by the two tasks")
+else:
+    here, there = shared
+    before = (bytes(inferior.read_memory(here, 4)), bytes(inferior.read_memory(there, 4)))
+    try:
+        inferior.write_memory(here, b"\xcc\xcc\xcc\xcc")
+        say("shared_write", False, f"a write into the shared frame at 0x{here:08x} was accepted")
+    except gdb.MemoryError as error:
+        say("shared_write", True, str(error))
+    after = (bytes(inferior.read_memory(here, 4)), bytes(inferior.read_memory(there, 4)))
+    say("shared_unchanged", after == before, f"{before} -> {after}")
+    gdb.execute(f"break *0x{here:x}")
+    try:
+        gdb.execute("continue")  # inserting the breakpoint must fail, before anything runs
+        say("shared_break", False, "a breakpoint in the shared frame was inserted")
+    except gdb.error as error:
+        say("shared_break", bytes(inferior.read_memory(there, 4)) == before[1], str(error).replace("\n", " "))
+    gdb.execute("delete")
+unmapped = 0x04000000 * a["slot"] + 0x02000000
+try:
+    inferior.read_memory(unmapped, 4)
+    say("unmapped_read", False, f"0x{unmapped:08x} read without error")
+except gdb.MemoryError as error:
+    say("unmapped_read", True, str(error))
+say("still_unmapped", walk(unmapped)["physical"] is None)
+if private is None:
+    say("private_write", False, "no page with a count of 1")
+else:
+    old = bytes(inferior.read_memory(private, 4))
+    inferior.write_memory(private, b"\x12\x34\x56\x78")
+    new = bytes(inferior.read_memory(private, 4))
+    inferior.write_memory(private, old)
+    say("private_write", new == b"\x12\x34\x56\x78" and bytes(inferior.read_memory(private, 4)) == old,
+        f"0x{private:08x}: {old.hex()} -> {new.hex()}")
+'''
