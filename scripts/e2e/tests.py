@@ -594,6 +594,10 @@ def test_catch_pagefault(ctx):
     check(re.search(r"received signal|Breakpoint|stopped|SIGTRAP|SIGSEGV", r.section("stop")),
           f"no stop at a page fault:\n{r.section('stop')}")
     check("catch pagefault: off" in r.section("off"), f"catch off:\n{r.section('off')}")
+    faults = json.loads(r.section("faults").strip())
+    check(faults.get("since_boot") == 0,
+          f"stopped at the first page fault, but the log already counts {faults.get('since_boot')} "
+          f"(was it handled before the stop?)")
     m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 
