@@ -12,6 +12,7 @@ pub mod check;
 pub mod corrupt;
 pub mod entry;
 pub mod inject;
+pub mod inject_report;
 pub mod mem_map;
 pub mod memory;
 pub mod phys;

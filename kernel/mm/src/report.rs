@@ -44,11 +44,14 @@ pub enum CommandName {
     Tasks,
     Faults,
     Catch,
+    Fail,
+    FailNth,
+    Corrupt,
 }
 
 impl CommandName {
     /// Every command, in the order `help` lists them.
-    pub const ALL: [CommandName; 9] = [
+    pub const ALL: [CommandName; 12] = [
         CommandName::Help,
         CommandName::DumpPgd,
         CommandName::DumpPt,
@@ -58,6 +61,9 @@ impl CommandName {
         CommandName::Tasks,
         CommandName::Faults,
         CommandName::Catch,
+        CommandName::Fail,
+        CommandName::FailNth,
+        CommandName::Corrupt,
     ];
 
     /// The word that selects the command.
@@ -72,6 +78,9 @@ impl CommandName {
             CommandName::Tasks => "tasks",
             CommandName::Faults => "faults",
             CommandName::Catch => "catch",
+            CommandName::Fail => "fail",
+            CommandName::FailNth => "failnth",
+            CommandName::Corrupt => "corrupt",
         }
     }
 
@@ -89,6 +98,13 @@ impl CommandName {
             CommandName::Tasks => "tasks [--json]",
             CommandName::Faults => "faults [--json]",
             CommandName::Catch => "catch [pagefault [on|off]] [--json]",
+            CommandName::Fail => {
+                "fail [SITE [off | probability=P interval=N times=N space=BYTES filter=on|off] | seed N | task PID on|off] [--json]"
+            }
+            CommandName::FailNth => "failnth PID [N] [--json]",
+            CommandName::Corrupt => {
+                "corrupt pte ADDR BIT [--task PID] | pde INDEX BIT | count FRAME DELTA | leak [--json]"
+            }
         }
     }
 
@@ -121,6 +137,20 @@ impl CommandName {
             CommandName::Faults => "the recent page faults and what the handler did",
             CommandName::Catch => {
                 "stop into gdb at every page fault, before it is handled (alone: show the setting)"
+            }
+            CommandName::Fail => {
+                "failure injection (Linux's knobs) per allocation site: alone, every site with \
+                 its settings and how often it fired; SITE: set its knobs (the rest keep \
+                 their values), off: disable it; seed: the random choice; task: mark a task \
+                 for sites with filter=on (make-it-fail)"
+            }
+            CommandName::FailNth => {
+                "make that task's Nth eligible allocation fail (0 cancels; alone: show it)"
+            }
+            CommandName::Corrupt => {
+                "break the paging state on purpose for checkmm to catch: flip bit BIT of the \
+                 PTE of ADDR (linear, or an offset with --task) or of PDE INDEX, add DELTA to \
+                 the mem_map count of FRAME, or leak a free frame"
             }
         }
     }
@@ -184,6 +214,13 @@ pub enum Command {
     Catch {
         pagefault: Option<bool>,
     },
+    Fail(crate::inject_report::FailCommand),
+    /// `n`: `None` shows the task's setting.
+    FailNth {
+        pid: u32,
+        n: Option<u32>,
+    },
+    Corrupt(crate::inject_report::CorruptCommand),
 }
 
 impl Command {
@@ -198,6 +235,9 @@ impl Command {
             Command::Tasks => CommandName::Tasks,
             Command::Faults => CommandName::Faults,
             Command::Catch { .. } => CommandName::Catch,
+            Command::Fail(_) => CommandName::Fail,
+            Command::FailNth { .. } => CommandName::FailNth,
+            Command::Corrupt(_) => CommandName::Corrupt,
         }
     }
 }
@@ -418,7 +458,7 @@ pub fn parse_number(text: &str) -> Option<u64> {
 }
 
 /// A 32-bit number, or the error naming `what`.
-fn number_u32<'a>(
+pub(crate) fn number_u32<'a>(
     command: CommandName,
     what: &'static str,
     text: &'a str,
@@ -439,7 +479,7 @@ fn number_u32<'a>(
 }
 
 /// The value word after a flag.
-fn value_of<'a>(
+pub(crate) fn value_of<'a>(
     command: CommandName,
     what: &'static str,
     words: &mut dyn Iterator<Item = &'a str>,
@@ -491,7 +531,7 @@ fn set_choice<'a>(
 }
 
 /// A word the command does not take: an unknown flag or an extra argument.
-fn unexpected(command: CommandName, word: &str) -> ParseError<'_> {
+pub(crate) fn unexpected(command: CommandName, word: &str) -> ParseError<'_> {
     if word.starts_with("--") {
         ParseError::UnknownFlag {
             command,
@@ -548,6 +588,9 @@ fn parse_arguments<'a>(
         }
         CommandName::Walk => parse_walk(words),
         CommandName::Catch => parse_catch(words),
+        CommandName::Fail => crate::inject_report::parse_fail(words).map(Command::Fail),
+        CommandName::FailNth => crate::inject_report::parse_failnth(words),
+        CommandName::Corrupt => crate::inject_report::parse_corrupt(words).map(Command::Corrupt),
         CommandName::Help
         | CommandName::CheckMm
         | CommandName::ShowMem
@@ -823,6 +866,15 @@ impl<'w> Json<'w> {
     pub fn uint(&mut self, value: u64) -> fmt::Result {
         self.separate()?;
         write!(self.out, "{value}")
+    }
+    /// A signed number (`times` may be -1).
+    pub fn int(&mut self, value: i64) -> fmt::Result {
+        self.separate()?;
+        write!(self.out, "{value}")
+    }
+    pub fn field_int(&mut self, key: &str, value: i64) -> fmt::Result {
+        self.key(key)?;
+        self.int(value)
     }
     pub fn boolean(&mut self, value: bool) -> fmt::Result {
         self.separate()?;

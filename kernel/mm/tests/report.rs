@@ -432,7 +432,10 @@ fn help_lists_every_command_in_both_forms() {
         .collect();
     assert_eq!(
         names,
-        ["help", "dumppgd", "dumppt", "walk", "checkmm", "showmem", "tasks", "faults", "catch"]
+        [
+            "help", "dumppgd", "dumppt", "walk", "checkmm", "showmem", "tasks", "faults", "catch",
+            "fail", "failnth", "corrupt"
+        ]
     );
     for c in v["commands"].as_array().unwrap() {
         assert!(c["usage"]
