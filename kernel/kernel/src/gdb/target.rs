@@ -20,6 +20,7 @@ use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOp
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86CoreRegs;
 use gdbstub_arch::x86::X86_SSE;
+use mm::addr::LinearAddr;
 use rsp::LineBuffer;
 
 use super::breakpoints::Breakpoints;
@@ -410,7 +411,12 @@ impl SwBreakpoint for KernelTarget {
         self.breakpoints
             .insert(&frozen().paging.mm, addr)
             .map_err(|e| {
-                println!("gdb: breakpoint refused: {e} (hbreak uses a debug register instead)");
+                let hint = if LinearAddr::new(addr).slot() == 0 {
+                    " (hbreak uses a debug register instead)"
+                } else {
+                    ""
+                };
+                println!("gdb: breakpoint refused: {e}{hint}");
                 TargetError::Errno(errno::EFAULT)
             })
     }
@@ -422,6 +428,17 @@ impl SwBreakpoint for KernelTarget {
 
 impl HwBreakpoint for KernelTarget {
     fn add_hw_breakpoint(&mut self, addr: u32, _kind: usize) -> TargetResult<bool, Self> {
+        if LinearAddr::new(addr).slot() != 0 {
+            // User code runs in segments with a non-zero base, and QEMU's TCG (7.2)
+            // matches a DR instruction breakpoint against eip instead of the linear
+            // address: it takes the hit for one of its own and crashes. Data watchpoints
+            // and `break` (int3) are fine there.
+            println!(
+                "gdb: hbreak at {addr:#010x} refused: an instruction breakpoint in a user \
+                 slot crashes QEMU's TCG (segment base != 0); use break"
+            );
+            return Ok(false);
+        }
         Ok(self.breakpoints.insert_hw_break(addr))
     }
 
