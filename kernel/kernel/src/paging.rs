@@ -50,6 +50,20 @@ pub unsafe fn paging_while_stopped() -> Option<&'static Paging> {
     Some(unsafe { &*lock.as_mut_ptr() })
 }
 
+/// The paging state as the monitor changes it while the kernel is stopped (`fail`,
+/// `failnth`, `corrupt`), without the lock, for the same reason as
+/// [`paging_while_stopped`].
+///
+/// # Safety
+/// As [`paging_while_stopped`], and no other reference to the paging state may be used
+/// while this one lives (the stub hands out one or the other, never both).
+pub unsafe fn paging_while_stopped_mut() -> Option<&'static mut Paging> {
+    let lock = PAGING.get()?;
+    // SAFETY: the caller guarantees the kernel is stopped and that this is the only live
+    // reference; the data is initialised (the Once is complete).
+    Some(unsafe { &mut *lock.as_mut_ptr() })
+}
+
 /// Why the machine cannot run the kernel.
 #[derive(Debug)]
 pub enum MemoryError {

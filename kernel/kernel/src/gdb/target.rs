@@ -519,10 +519,18 @@ impl MonitorCmd for KernelTarget {
         };
         match core::str::from_utf8(cmd) {
             Ok(line) => {
-                let f = frozen();
+                // SAFETY: as in `frozen`: the kernel is stopped inside the stub with
+                // interrupts off. The monitor may change the paging state (fail, corrupt),
+                // so it gets the one mutable view, and this path holds no other reference
+                // to that state while it lives.
+                let paging = unsafe { crate::paging::paging_while_stopped_mut() }
+                    .expect("the stub starts after paging::init");
+                // SAFETY: as in `frozen`.
+                let tasks = unsafe { crate::task::tasks_while_stopped() };
                 let mut ctx = crate::monitor::Context {
-                    mm: &f.paging.mm,
-                    tasks: f.tasks,
+                    mm: &mut paging.mm,
+                    policy: &mut paging.policy,
+                    tasks,
                     catch_pagefault: &mut self.catch_pagefault,
                 };
                 crate::monitor::run(line.trim(), &mut ctx, &mut writer);

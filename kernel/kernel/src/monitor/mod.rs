@@ -20,11 +20,13 @@ use spin::Mutex;
 
 use crate::task::TaskTable;
 
-/// What a monitor command may look at: the kernel is stopped inside the stub, so these
-/// are read without their locks (see `gdb::frozen`); `catch_pagefault` is the stub's
-/// `catch pagefault` switch.
+/// What a monitor command may look at (and, for `fail`, `failnth` and `corrupt`,
+/// change): the kernel is stopped inside the stub, so these are reached without their
+/// locks (see `gdb::frozen`); `catch_pagefault` is the stub's `catch pagefault` switch.
 pub struct Context<'a> {
-    pub mm: &'a mm::Mm<crate::arch::x86::phys::KernelPhys>,
+    pub mm: &'a mut mm::Mm<crate::arch::x86::phys::KernelPhys>,
+    /// Failure injection (`fail`, `failnth`).
+    pub policy: &'a mut mm::inject::Injector,
     pub tasks: &'a crate::task::TaskTable,
     pub catch_pagefault: &'a mut bool,
 }
@@ -66,6 +68,9 @@ fn answer(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) -> fmt::Result
         Command::Tasks => tasks::render(ctx.mm, ctx.tasks, json, out),
         Command::Faults => faults::render(json, out),
         Command::Catch { pagefault } => catch(ctx, pagefault, json, out),
+        Command::Fail(command) => mm::inject_report::fail(ctx.policy, &slots, command, json, out),
+        Command::FailNth { pid, n } => mm::inject_report::failnth(ctx.policy, &slots, pid, n, json, out),
+        Command::Corrupt(command) => mm::inject_report::corrupt(ctx.mm, &slots, command, json, out),
     }
 }
 
