@@ -32,7 +32,14 @@ impl fmt::Display for CorruptError {
             CorruptError::Bit(b) => write!(f, "bit {b} is not in 0..=31"),
             CorruptError::NoPageTable(a) => write!(f, "no page table covers {a}"),
             CorruptError::DirIndex(i) => write!(f, "directory index {i} is not in 0..=1023"),
-            CorruptError::Frame(e) => write!(f, "{e}"),
+            CorruptError::Frame(e) => match e {
+                MapCountError::Nonexistent(frame)
+                | MapCountError::Free(frame)
+                | MapCountError::Reserved(frame)
+                | MapCountError::Overflow(frame) => {
+                    write!(f, "frame {frame} has no mem_map count (below LOW_MEM or at/above HIGH_MEMORY)")
+                }
+            },
             CorruptError::CountRange {
                 frame,
                 count,
