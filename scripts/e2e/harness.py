@@ -41,17 +41,25 @@ class Processes:
     def __init__(self):
         self._lock = threading.Lock()
         self._groups = set()
+        self.stopping = False
 
     def add(self, pgid):
+        """Records a new group; once stopping, a group started late is killed at once."""
         with self._lock:
             self._groups.add(pgid)
+            late = self.stopping
+        if late:
+            kill_group(pgid)
+            raise TestFailure("interrupted")
 
     def remove(self, pgid):
         with self._lock:
             self._groups.discard(pgid)
 
     def kill_all(self):
+        """Kills every group, and every group a test thread starts from now on."""
         with self._lock:
+            self.stopping = True
             groups = list(self._groups)
         for pgid in groups:
             kill_group(pgid)
