@@ -213,6 +213,10 @@ fn book_wp(
             Unresolved::Illegal,
             "write-protect fault on an unmapped page",
         )),
+        Err(e @ WpError::DirectoryProtection(..)) => {
+            println!("do_wp_page: {e}");
+            Err((Unresolved::Illegal, "write fault under a damaged directory entry"))
+        }
         Err(e @ WpError::Corrupt(_)) => {
             println!("do_wp_page: {e}");
             Err((Unresolved::Illegal, "corrupted mem_map in do_wp_page"))

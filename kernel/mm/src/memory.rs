@@ -262,6 +262,8 @@ pub enum WpError {
     NotMapped(LinearAddr),
     /// `mem_map` refused the copy's decrement (corrupted state).
     Corrupt(MapCountError),
+    /// The directory entry lacks RW or US (corrupted state): no page-table change helps.
+    DirectoryProtection(LinearAddr, Entry),
 }
 
 impl fmt::Display for WpError {
@@ -272,6 +274,12 @@ impl fmt::Display for WpError {
             WpError::NotAWrite(a) => write!(f, "protection fault on a read at {a}"),
             WpError::NotMapped(a) => write!(f, "write-protect fault at unmapped {a}"),
             WpError::Corrupt(e) => write!(f, "corrupt mem_map in un_wp_page: {e}"),
+            WpError::DirectoryProtection(a, e) => write!(
+                f,
+                "write fault at {a}: its directory entry {:#010x} is {} (the kernel sets P RW US)",
+                e.raw(),
+                e.describe()
+            ),
         }
     }
 }
@@ -814,6 +822,12 @@ impl<P: PhysMem> Mm<P> {
         }
         if error_code & fault_code::WRITE == 0 {
             return Err(WpError::NotAWrite(address));
+        }
+        // The kernel makes every user directory entry P|RW|US: one without RW or US
+        // (damaged on purpose) would fault forever however the page-table entry is set.
+        let pde = self.pde(address.dir_index());
+        if pde.is_present() && !(pde.is_writable() && pde.is_user()) {
+            return Err(WpError::DirectoryProtection(address, pde));
         }
         match self.pte(address) {
             Some((_, _, pte)) if pte.is_present() && pte.is_writable() => {
