@@ -60,7 +60,8 @@ def palette():
     except RuntimeError:
         styled = False
     term_ok = os.environ.get("TERM", "") not in ("", "dumb")
-    return core.Palette(styled and term_ok and sys.stdout.isatty())
+    # gdb's Python sys.stdout says it is no terminal even on one: ask the real fd 1.
+    return core.Palette(styled and term_ok and os.isatty(1))
 
 
 # --- talking to the stub ------------------------------------------------------------
