@@ -7,13 +7,13 @@ the kernel stub; monitor tests need the kernel stub).
 """
 
 import json
+import os
 import re
 import struct
 import subprocess
-import sys
 import time
 
-from . import harness, rsp
+from . import harness, qmp, rsp
 from .harness import TestFailure, check, monitor, section
 
 TESTS = []
@@ -683,3 +683,41 @@ else:
     say("private_write", new == b"\x12\x34\x56\x78" and bytes(inferior.read_memory(private, 4)) == old,
         f"0x{private:08x}: {old.hex()} -> {new.hex()}")
 '''
+
+
+@test()
+def test_run_and_gdb_scripts(ctx):
+    """scripts/run --gdb-wait --gdb-port P --qmp PATH serves the stub and waits; a second
+    scripts/run on the same port stops with a clear message; scripts/gdb --port P attaches
+    with the pg-* commands loaded; after it detaches the run passes."""
+    port = harness.free_port()
+    qmp_path = ctx.workdir / "qmp.sock"
+    console = ctx.workdir / "console.log"
+    env = dict(os.environ, TERM="dumb")
+    base = [str(harness.REPO / "scripts" / "run"), "--no-build", "--no-swap", "--gdb-port", str(port)]
+    run = subprocess.Popen(base + ["--gdb-wait", "--qmp", str(qmp_path), "--headless", str(console),
+                                   "--cmdline", "init=hello"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           start_new_session=True, env=env)
+    harness.PROCESSES.add(run.pid)
+    try:
+        qmp.connect(qmp_path, run, timeout=20).close()
+        second = subprocess.run(base + ["--headless", str(ctx.workdir / "second.log")], env=env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        check(second.returncode != 0 and f"port {port} on 127.0.0.1 is taken" in second.stderr,
+              f"a second run on port {port}: status {second.returncode}, {second.stderr.strip()!r}")
+        gdb = subprocess.run([str(harness.REPO / "scripts" / "gdb"), "--port", str(port), "-batch", "-nx",
+                              "-ex", "info threads", "-ex", "pg-tasks", "-ex", "detach", "-ex", "quit 0"],
+                             env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        check(gdb.returncode == 0 and "pid 0 kernel" in gdb.stdout and re.search(r"pid\s+ppid\s+state", gdb.stdout),
+              f"scripts/gdb: status {gdb.returncode}:\n{gdb.stdout[-1500:]}\n{gdb.stderr[-800:]}")
+        out, _ = run.communicate(timeout=60)
+        out = out.decode(errors="replace")
+        check(f"attach with: scripts/gdb --port {port}" in out and f"target remote 127.0.0.1:{port}" in out,
+              f"scripts/run does not say how to attach:\n{out}")
+        check(run.returncode == 0 and "VERDICT: PASS" in out, f"scripts/run: status {run.returncode}:\n{out[-1500:]}")
+    finally:
+        if run.poll() is None:
+            harness.kill_group(run.pid, harness.KILL_GRACE_S)
+            run.wait()
+        harness.PROCESSES.remove(run.pid)
