@@ -19,6 +19,28 @@
 //! Modes: *detached* (no session; the kernel runs, the first packet stops it),
 //! *running* (a session; gdb waits for a stop reply) and *stopped* (the kernel is in the
 //! stop loop).
+//!
+//! What gdb sees: one thread per task, thread id = pid + 1 (`info threads` names them,
+//! "pid 3 ktest, slot 2, runnable"); registers as `regs.rs` explains (for a user task,
+//! `eip` and `esp` are linear, the rest raw); memory by linear address as `memory.rs`
+//! explains (writes and `int3`s refused on shared frames); a memory map that calls all
+//! of the 4 GiB "RAM", so gdb asks for any address and the stub answers or errs.
+//!
+//! Limits:
+//! - The FPU and SSE registers read as 0; segment registers, and `esp` of a ring-0
+//!   frame, cannot be written; signals gdb passes on resume are ignored.
+//! - Stepping a task that is not the stopped one arms TF in its saved state: the step
+//!   ends when it next runs (task 0: inside `context::switch`). A step in user mode may
+//!   let an interrupt, and other tasks, run first, as on the real machine.
+//! - `break` needs the page present (the stub never demand-loads) and not shared;
+//!   `hbreak` only in the kernel's slot (QEMU's TCG crashes on DR instruction
+//!   breakpoints in code with a segment base); watchpoints work everywhere. An `int3` a
+//!   task inherits by `fork` is taken out when the child reaches it, and gdb cannot put
+//!   it back while the frame is shared.
+//! - No breakpoints on the stub's own way in (trap entry, `trap::dispatch`, this module):
+//!   an `int3` there recurses.
+//! - While stopped, timer ticks are not counted (one is delivered on resume).
+//! - The lock-free view may show an update the stopped code had half done.
 
 mod breakpoints;
 mod conn;
@@ -190,6 +212,10 @@ pub fn on_debug_exception(frame: &mut TrapFrame) -> bool {
     let mut handled = false;
     debugger::on_stub_stack(|| {
         let Some(mut guard) = STUB.try_lock() else {
+            // The stub itself, on its way in before it disarmed the debug registers
+            // (gdb watches something the entry path touches): only the stub arms them,
+            // and a data watchpoint is a trap (the access is done), so just go on.
+            handled = status.is_some_and(|s| s.hit_slots != 0);
             return;
         };
         let Some(stub) = guard.as_mut() else { return };
