@@ -520,9 +520,10 @@ impl Stub {
     /// still waiting for a stop): puts a fresh state machine into the running state, as
     /// if gdb had sent `vCont;c`, without letting gdb see the acknowledgement.
     fn prime(&mut self) -> bool {
-        let mut packet = [0u8; 16];
+        const CONTINUE: &[u8] = b"vCont;c";
+        let mut packet = [0u8; CONTINUE.len() + rsp::FRAMING_BYTES];
         let mut len = 0;
-        rsp::write_packet(b"vCont;c", |b| {
+        rsp::write_packet(CONTINUE, |b| {
             packet[len] = b;
             len += 1;
         });
