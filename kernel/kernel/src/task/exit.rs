@@ -39,7 +39,11 @@ pub fn do_exit(status: u32) -> ! {
     }
     let (pid, name) = {
         let mut t = tasks();
-        let new_parent = if slot == INIT_SLOT { 0 } else { INIT_SLOT };
+        // Orphans go to init, as in 0.11, while init lives; once init is gone they go to
+        // the kernel, whose idle loop collects them (a campaign run found orphans handed
+        // to an init that had been killed by oom, never collected: a hang).
+        let init_alive = t.slots[INIT_SLOT].as_ref().is_some_and(|init| init.state != TaskState::Zombie);
+        let new_parent = if slot == INIT_SLOT || !init_alive { 0 } else { INIT_SLOT };
         let mut orphan_zombie = false;
         for s in 1..t.slots.len() {
             if let Some(child) = t.slots[s].as_mut().filter(|c| c.parent == slot) {
@@ -95,6 +99,10 @@ impl core::fmt::Display for SwapSlots {
 /// 0.11 `release(p)`: frees a zombie's task page and its slot; returns (pid, status).
 pub fn release(t: &mut TaskTable, slot: usize) -> (u32, u32) {
     let task = t.slots[slot].take().expect("releasing an empty slot");
+    // Children still pointing at the released slot (a zombie init's) go to the kernel.
+    for child in t.slots.iter_mut().flatten().filter(|c| c.parent == slot) {
+        child.parent = 0;
+    }
     debug_assert_eq!(task.state, TaskState::Zombie);
     let mut p = paging();
     if let Some(page) = task.task_page {
