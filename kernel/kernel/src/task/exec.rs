@@ -89,9 +89,11 @@ pub fn spawn_init(name: &str, arg: &[u8]) -> Result<(), Errno> {
     let (slot, pid) = t.find_empty_process().ok_or(Errno(EAGAIN))?;
     let page = {
         let mut p = paging();
-        let Paging { mm, policy } = &mut *p;
+        let Paging { mm, .. } = &mut *p;
+        // Not a failure site: creating task 1 is part of booting, which injected failures
+        // (fail.fork_task_struct= on the command line) must not prevent.
         let page = mm
-            .get_free_page_with(AllocSite::TaskStruct, policy)
+            .get_free_page_with(AllocSite::TaskStruct, &mut mm::NeverFail)
             .map_err(|_| Errno(EAGAIN))?;
         super::plant_stack_canary(&mut mm.phys, page);
         page
