@@ -464,6 +464,39 @@ def test_walk_matches_qemu(ctx):
         client.close()
 
 
+# Well-framed packets with bad contents (a bare qSupported is valid, and lists features).
+MALFORMED = ("X", "m", "mzz,4", "qSupported")
+
+
+@test(stubs=STUBS_ALL)
+def test_malformed_packets_keep_breakpoints(ctx):
+    """After a hardware breakpoint is set, packets with bad contents (`m` with no
+    arguments, `mzz,4`, `X` alone) and a bare `qSupported` get a reply and change nothing
+    else: continuing still stops at the breakpoint."""
+    m = ctx.boot(COW)
+    addr = function_address("do_wp_page")
+    client = rsp.Client("127.0.0.1", m.port, timeout=10)
+    try:
+        client.request("?")
+        client.request("qSupported:multiprocess+;swbreak+;hwbreak+;vContSupported+")
+        check(client.request(f"Z1,{addr:x},1") == b"OK", f"Z1 at 0x{addr:x} refused")
+        replies = {packet: client.request(packet) for packet in MALFORMED}
+        client.send_packet("c")
+        try:
+            stop = client.read_packet()
+        except rsp.RspError as error:
+            errors = [line for line in m.console_text().splitlines() if "gdb:" in line][-3:]
+            raise TestFailure(f"continue did not stop at the hardware breakpoint on do_wp_page "
+                              f"({error}); the replies were {replies}; console: {errors}") from None
+        eip = int.from_bytes(client.read_registers()[32:36], "little")
+        check(stop[:3] in (b"T05", b"S05") and eip == addr,
+              f"stop {stop!r} at eip 0x{eip:x}, expected SIGTRAP at do_wp_page 0x{addr:x}")
+        client.request(f"z1,{addr:x},1")
+        client.request("D")
+    finally:
+        client.close()
+
+
 def rcmd_json(client, command):
     text, final = client.monitor(command + " --json")
     check(final == b"OK", f"qRcmd {command}: final reply {final!r}")
@@ -528,7 +561,8 @@ def collect_addresses(ctx, client, machine):
 def test_rsp_robustness(ctx):
     """A raw RSP client sends a bad checksum, a `$` with no end, an oversized packet, stray
     bytes, unknown packets and a disconnect mid-packet; after each, `g` and `m` still answer
-    (the same registers, the kernel text as in the ELF)."""
+    (the same registers, the kernel text as in the ELF), and a hardware breakpoint set
+    before the junk still stops the kernel."""
     m = ctx.boot(COW)
     addr = function_address("do_wp_page")
     text = elf_bytes(harness.KERNEL, addr, 32)
@@ -550,6 +584,8 @@ def test_rsp_robustness(ctx):
             check(mem == text, f"after {after}: m{addr:x},20 -> {mem!r}, expected {text.hex()}")
             check(client.request("qFooBarUnknown") == b"", f"after {after}: an unknown query is not empty")
 
+        # A hardware breakpoint (memory stays as in the ELF) that must survive the junk.
+        check(client.request(f"Z1,{addr:x},1") == b"OK", f"Z1 at 0x{addr:x} refused")
         still_answers("the first requests")
         client.send_raw(b"$g#00")  # bad checksum: a NAK, then the line must resynchronise
         still_answers("a bad checksum")
@@ -560,7 +596,15 @@ def test_rsp_robustness(ctx):
         still_answers("an oversized packet")
         client.send_raw(b"garbage\x00\xff\r\n++--}}**#xx")  # noise between packets
         still_answers("stray bytes")
-        for unknown in ("vFoo", "Qbar:1", "X", "qXfer:nonesuch:read::0,10", "m", "mzz,4", "Z9,0,0"):
+        client.send_packet("c")  # the breakpoint is still there: do_wp_page stops the kernel
+        stop = client.read_packet()
+        check(stop[:3] in (b"T05", b"S05"), f"continue: stop reply {stop!r}, expected SIGTRAP")
+        eip = int.from_bytes(client.read_registers()[32:36], "little")
+        check(eip == addr, f"stopped at eip 0x{eip:x}, not at the breakpoint on do_wp_page 0x{addr:x}")
+        check(client.request(f"z1,{addr:x},1") == b"OK", "z1 refused")
+        baseline = client.read_registers()
+        # Unknown packets (malformed ones: test_malformed_packets_keep_breakpoints).
+        for unknown in ("vFoo", "Qbar:1", "qXfer:nonesuch:read::0,10", "Z9,0,0", "qFooBar"):
             reply = client.request(unknown)
             check(reply == b"" or reply.startswith(b"E"), f"{unknown!r} answered {reply!r}")
         still_answers("unknown and malformed packets")
