@@ -42,6 +42,21 @@
 //! - While stopped, timer ticks are not counted (one is delivered on resume).
 //! - The lock-free view may show an update the stopped code had half done.
 
+/// Prints a line on the console from inside the stub. The stopped code may hold the
+/// console lock (a breakpoint on `println!`'s path), where `println!` would panic; so,
+/// like a crash report, this writes through `console::crash_writer`, which takes no
+/// lock: nothing else runs while the stub does, and at worst the note lands in the
+/// middle of a line the stopped code had begun.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        // The crash writer never fails.
+        let _ = core::fmt::Write::write_fmt(
+            &mut $crate::console::crash_writer(),
+            format_args!("{}\n", format_args!($($arg)*)),
+        );
+    }};
+}
+
 mod breakpoints;
 mod conn;
 mod memory;
@@ -553,7 +568,7 @@ impl Stub {
     /// talking to the new session); a running one runs on, detached.
     fn failed(&mut self) {
         self.errors += 1;
-        println!(
+        note!(
             "gdb: session error ({} so far): breakpoints removed, stub re-armed",
             self.errors
         );

@@ -314,7 +314,7 @@ impl MultiThreadBase for KernelTarget {
     fn write_addrs(&mut self, start: u32, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
         self.read_continuation = None;
         memory::write(&frozen().paging.mm, start, data).map_err(|e| {
-            println!("gdb: memory write refused: {e}");
+            note!("gdb: memory write refused: {e}");
             TargetError::Errno(errno::EFAULT)
         })
     }
@@ -416,7 +416,7 @@ impl SwBreakpoint for KernelTarget {
                 } else {
                     ""
                 };
-                println!("gdb: breakpoint refused: {e}{hint}");
+                note!("gdb: breakpoint refused: {e}{hint}");
                 TargetError::Errno(errno::EFAULT)
             })
     }
@@ -433,7 +433,7 @@ impl HwBreakpoint for KernelTarget {
             // matches a DR instruction breakpoint against eip instead of the linear
             // address: it takes the hit for one of its own and crashes. Data watchpoints
             // and `break` (int3) are fine there.
-            println!(
+            note!(
                 "gdb: hbreak at {addr:#010x} refused: an instruction breakpoint in a user \
                  slot crashes QEMU's TCG (segment base != 0); use break"
             );
