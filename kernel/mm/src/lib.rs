@@ -16,6 +16,7 @@ pub mod inject_report;
 pub mod mem_map;
 pub mod memory;
 pub mod phys;
+pub mod raw_walk;
 pub mod report;
 pub mod swap;
 pub mod walk;
