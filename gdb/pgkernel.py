@@ -117,7 +117,10 @@ def _lookup_symbol(name):
             symbol = None
         if symbol is not None:
             return symbol
-    symbol, _ = gdb.lookup_symbol(name)
+    try:
+        symbol, _ = gdb.lookup_symbol(name)
+    except gdb.error:  # "No frame selected" before the target is attached
+        symbol = None
     return symbol
 
 
@@ -207,12 +210,8 @@ def task_slot(pid):
         doc = monitor_json("tasks")
         rows = core.find_key(doc, "tasks") or []
         for row in rows:
-            if isinstance(row, dict) and core.hex_to_int(row.get("pid")) == pid:
-                slot = row.get("slot")
-                if slot is None and row.get("base") is not None:
-                    slot = core.hex_to_int(row["base"]) // core.TASK_SIZE
-                if slot is not None:
-                    return int(core.hex_to_int(slot))
+            if isinstance(row, dict) and row.get("pid") == pid and row.get("slot") is not None:
+                return int(row["slot"])
         raise gdb.GdbError(f"no task with pid {pid} (monitor tasks)")
     except MonitorUnavailable:
         pass
