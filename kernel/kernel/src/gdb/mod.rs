@@ -12,9 +12,11 @@
 //! Every entry runs on the stub's own stack, lifts breakpoints out of memory (and
 //! disarms the debug registers) while the stub runs, and plants them again on the way
 //! out. Bytes from COM1 go through [`rsp::Framer`] first: `gdbstub` only ever sees whole,
-//! checksummed packets. A `gdbstub` error ends that session (breakpoints removed, a
-//! fresh state machine), and the kernel goes on; a new `qSupported` in the middle of a
-//! session (gdb was killed and a new one connected) starts a fresh session too.
+//! checksummed packets. A `gdbstub` error on a packet (a malformed one) gets an error
+//! reply and a fresh `gdbstub` state machine, and nothing else changes: the kernel goes
+//! on, the session keeps its breakpoints. gdb's handshake (`qSupported:...`) in the
+//! middle of a session means a new gdb (the old one was killed without detaching): the
+//! session starts afresh, every breakpoint removed.
 //!
 //! Modes: *detached* (no session; the kernel runs, the first packet stops it),
 //! *running* (a session; gdb waits for a stop reply) and *stopped* (the kernel is in the
@@ -127,7 +129,7 @@ struct Stub {
     mode: Mode,
     /// Packets handled by the current state machine (0: a fresh session).
     packets: u32,
-    /// Sessions ended by a `gdbstub` error.
+    /// `gdbstub` failures (packets it could not handle, stops it could not report).
     errors: u32,
 }
 
@@ -354,10 +356,17 @@ impl Stub {
                 self.stop(frame, MultiThreadStopReason::SwBreak(tid), false);
                 true
             }
-            Hit::Ours | Hit::Foreign => {
-                // Not for this task (it shares the frame since a fork) or no session to
-                // report to: run the original instruction; the frame is shared now, so
-                // the breakpoint stays out of memory (see breakpoints.rs).
+            Hit::Ours => {
+                // No session to report to (cannot happen while the session's state and
+                // mode agree): drop the breakpoint and run the original instruction.
+                self.target.breakpoints.remove(linear);
+                frame.eip = frame.eip.wrapping_sub(1);
+                true
+            }
+            Hit::Foreign => {
+                // Not for this task (it shares the frame since a fork): run the original
+                // instruction; the frame is shared, so the breakpoint stays out of memory
+                // (see breakpoints.rs).
                 frame.eip = frame.eip.wrapping_sub(1);
                 true
             }
@@ -387,7 +396,13 @@ impl Stub {
                     self.stop_loop(frame, rf);
                 }
             }
-            Err(_) => self.failed(),
+            Err(_) => {
+                // gdb never hears of this stop: end the session, so that no breakpoint
+                // stays planted where the kernel is about to resume.
+                self.errors += 1;
+                note!("gdb: a stop could not be reported: the session ends");
+                self.end_session();
+            }
         }
     }
 
@@ -431,9 +446,11 @@ impl Stub {
 
     /// A whole packet from gdb.
     fn on_packet(&mut self, raw: &[u8]) {
-        const QSUPPORTED: &[u8] = b"qSupported";
+        // gdb's handshake: it always offers its features (a bare `qSupported` is not a
+        // new gdb, just a malformed packet).
+        const HANDSHAKE: &[u8] = b"qSupported:";
         let body = &raw[1..raw.len() - (rsp::FRAMING_BYTES - 1)];
-        if body.starts_with(QSUPPORTED) && self.packets > 0 {
+        if body.starts_with(HANDSHAKE) && self.packets > 0 {
             // A new gdb (the old one was killed without detaching).
             self.reset();
         }
@@ -563,34 +580,54 @@ impl Stub {
         running
     }
 
-    /// A `gdbstub` call failed (the state machine is gone): the session ends, a fresh
-    /// one is ready. A stopped kernel stays stopped (gdb, still connected, goes on
-    /// talking to the new session); a running one runs on, detached.
+    /// A `gdbstub` call failed on a packet (the state machine is gone; gdb got an error
+    /// reply). gdb is still there and still believes in its breakpoints, so only
+    /// `gdbstub` starts afresh: breakpoints, watchpoints and `catch` stay, a stopped
+    /// kernel stays stopped, and a running one stays in a session that can report its
+    /// next stop (gdb waits for one).
     fn failed(&mut self) {
         self.errors += 1;
         note!(
-            "gdb: session error ({} so far): breakpoints removed, stub re-armed",
+            "gdb: gdbstub failed on a packet ({} so far): it restarts, the session's breakpoints stay",
             self.errors
         );
-        self.rebuild();
+        let running = self.mode == Mode::Running;
+        self.restart_machine();
+        if running && !self.prime() {
+            self.end_session();
+        }
     }
 
-    /// A new `qSupported` in a session: a fresh one.
+    /// A new gdb's handshake in the middle of a session (the old gdb was killed without
+    /// detaching): the new one knows nothing of the old breakpoints, so a fresh session.
     fn reset(&mut self) {
-        self.machine = None;
-        self.rebuild();
+        self.end_session();
+        self.packets = 0;
     }
 
-    /// Replaces the state machine with a fresh one and ends the session's state.
-    fn rebuild(&mut self) {
+    /// A fresh `gdbstub` state machine; the session's own state is left as it is.
+    fn restart_machine(&mut self) {
         self.machine = None;
-        self.target.end_session();
         self.machine = new_machine(&mut self.target);
-        self.packets = 0;
         with_link(|link| link.forget_replies());
+    }
+
+    /// Ends the session: every breakpoint, watchpoint, step and `catch` off, a fresh
+    /// state machine; a running kernel runs on detached (a stopped one stays stopped for
+    /// the gdb that is talking to it).
+    fn end_session(&mut self) {
+        self.target.end_session();
+        self.restart_machine();
         if self.mode == Mode::Running {
             self.mode = Mode::Detached;
         }
+    }
+
+    /// The state machine went missing (a failed call nobody replaced): a fresh one,
+    /// ending the session, since there is no telling what gdb was told.
+    fn rebuild(&mut self) {
+        self.end_session();
+        self.packets = 0;
     }
 }
 
