@@ -889,6 +889,7 @@ async fn fault_stream(
     let since = header_id.or(q.since);
     let mut rx = app.feed.subscribe();
     let replay = since.map(|s| app.feed.since(s)).unwrap_or_default();
+    let resuming = since.is_some();
     let mut sent = since.unwrap_or_else(|| app.feed.last_seq());
     let stream = async_stream(move |tx| async move {
         for (seq, record) in replay {
@@ -899,7 +900,7 @@ async fn fault_stream(
         }
         loop {
             let event = match rx.recv().await {
-                Ok(FeedEvent::Fault { seq, record }) if seq > sent => {
+                Ok(FeedEvent::Fault { seq, record, history }) if seq > sent && (resuming || !history) => {
                     sent = seq;
                     fault_event(seq, &record)
                 }

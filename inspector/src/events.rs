@@ -19,8 +19,9 @@ const REMEMBERED: usize = 256;
 /// One event for the stream.
 #[derive(Clone, Debug)]
 pub enum FeedEvent {
-    /// A fault record (its `seq` is the SSE id).
-    Fault { seq: u64, record: Value },
+    /// A fault record (its `seq` is the SSE id); `history` when it was already in the
+    /// log at the first poll (only clients resuming from a seq want those).
+    Fault { seq: u64, record: Value, history: bool },
     /// Records between `after` and `upto` were never seen (the log moved on between polls).
     Gap { after: u64, upto: u64 },
 }
@@ -86,9 +87,7 @@ impl Feed {
                                 recent.pop_front();
                             }
                         }
-                        if !history {
-                            let _ = self.tx.send(FeedEvent::Fault { seq, record });
-                        }
+                        let _ = self.tx.send(FeedEvent::Fault { seq, record, history });
                     }
                 }
             }

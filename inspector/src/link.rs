@@ -59,9 +59,16 @@ pub enum OpResult {
 /// A batch of ops run in one stop of the kernel, and where its answer goes.
 pub struct Job {
     pub ops: Vec<Op>,
-    pub deadline: Instant,
+    /// How long the stub may take once the job runs (waiting in the queue is bounded
+    /// separately, by [`QUEUE_WAIT`]).
+    pub timeout: Duration,
     pub reply: oneshot::Sender<Result<Vec<OpResult>, LinkError>>,
 }
+
+/// The longest a job waits in the queue before its caller gives up (503 busy).
+pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// Jobs waiting together run in one stop of the kernel (one `qSupported`/`D` pair).
+const BATCH: usize = 16;
 
 /// Why a job failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -110,20 +117,19 @@ impl LinkHandle {
         if !self.status.borrow().connected {
             return Err(LinkError::NotConnected);
         }
-        let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .try_send(Job { ops, deadline, reply })
+            .try_send(Job { ops, timeout, reply })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => LinkError::Busy,
                 mpsc::error::TrySendError::Closed(_) => LinkError::NotConnected,
             })?;
-        // The link answers every job, by its deadline at the latest; the margin covers
-        // a job that waited in the queue behind a slow one.
-        match timeout_at(deadline + CLEANUP_TIME, answer).await {
+        // The link answers every job it runs by its timeout; a queue that does not move
+        // (a stub answering slowly to many clients) is bounded too.
+        match tokio::time::timeout(QUEUE_WAIT + timeout + CLEANUP_TIME, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(LinkError::NotConnected),
-            Err(_) => Err(LinkError::Timeout),
+            Err(_) => Err(LinkError::Busy),
         }
     }
 
@@ -343,11 +349,22 @@ impl Session<'_> {
                 },
                 job = jobs.recv(), if !gdb_busy => match job {
                     Some(job) => {
-                        let result = self.run_job(&job.ops, job.deadline, &mut target_r).await;
-                        let ok = !matches!(result, Err(LinkError::Timeout) | Err(LinkError::NotConnected));
-                        self.status.send_modify(|s| { s.stub_responsive = ok; s.jobs += 1; });
-                        let closed = matches!(result, Err(LinkError::NotConnected));
-                        let _ = job.reply.send(result);
+                        let mut batch = vec![job];
+                        while batch.len() < BATCH {
+                            match jobs.try_recv() {
+                                Ok(j) => batch.push(j),
+                                Err(_) => break,
+                            }
+                        }
+                        // Callers that gave up need no answer.
+                        batch.retain(|j| !j.reply.is_closed());
+                        let results = self.run_jobs(&batch, &mut target_r).await;
+                        let ok = !results.iter().any(|r| matches!(r, Err(LinkError::Timeout) | Err(LinkError::NotConnected)));
+                        let closed = results.iter().any(|r| matches!(r, Err(LinkError::NotConnected)));
+                        self.status.send_modify(|s| { s.stub_responsive = ok; s.jobs += batch.len() as u64; });
+                        for (job, result) in batch.into_iter().zip(results) {
+                            let _ = job.reply.send(result);
+                        }
                         if closed {
                             return ServeEnd::TargetClosed("lost during a query".into());
                         }
@@ -495,16 +512,50 @@ impl Session<'_> {
         }
     }
 
-    /// Runs one job's ops in a stop of the kernel (see the module docs).
-    async fn run_job(
-        &mut self,
-        ops: &[Op],
-        deadline: Instant,
-        target_r: &mut OwnedReadHalf,
-    ) -> Result<Vec<OpResult>, LinkError> {
-        if Instant::now() >= deadline {
-            return Err(LinkError::Timeout);
+    /// Runs jobs' ops in one stop of the kernel (see the module docs); one result per job.
+    async fn run_jobs(&mut self, jobs: &[Job], target_r: &mut OwnedReadHalf) -> Vec<Result<Vec<OpResult>, LinkError>> {
+        let Some(first) = jobs.first() else { return Vec::new() };
+        let deadline = Instant::now() + first.timeout;
+        match self.stop_for_jobs(deadline, target_r).await {
+            Err(e) => {
+                // The kernel did not stop for us: every job gets that answer.
+                jobs.iter().map(|_| Err(e.clone())).collect()
+            }
+            Ok(mode) => {
+                let mut results = Vec::with_capacity(jobs.len());
+                let mut broken = None;
+                for job in jobs {
+                    if let Some(e) = &broken {
+                        results.push(Err(LinkError::clone(e)));
+                        continue;
+                    }
+                    let deadline = Instant::now() + job.timeout;
+                    let result = self.run_ops(&job.ops, deadline, target_r).await;
+                    if let Err(e @ (LinkError::Timeout | LinkError::NotConnected)) = &result {
+                        broken = Some(e.clone());
+                    }
+                    results.push(result);
+                }
+                // Resume whatever the outcome: inspecting must not leave the kernel stopped.
+                let cleanup = Instant::now() + CLEANUP_TIME;
+                let resumed = match mode {
+                    JobMode::OwnSession => self.request(b"D", target_r, cleanup).await.map(|_| ()),
+                    JobMode::Interrupted => self.send_packet(b"c", target_r, cleanup).await,
+                    JobMode::GdbStopped => Ok(()),
+                };
+                if let Err(e) = resumed {
+                    tracing::warn!("resuming the kernel after a query failed: {e}");
+                    for r in results.iter_mut().filter(|r| r.is_ok()) {
+                        *r = Err(e.clone());
+                    }
+                }
+                results
+            }
         }
+    }
+
+    /// Gets the kernel stopped for a batch of jobs; says how (for the resume).
+    async fn stop_for_jobs(&mut self, deadline: Instant, target_r: &mut OwnedReadHalf) -> Result<JobMode, LinkError> {
         let mut mode = match self.gdb.as_ref() {
             Some(g) if g.session && g.wait == GdbWait::Stop => JobMode::Interrupted,
             Some(g) if g.session => JobMode::GdbStopped,
@@ -529,8 +580,12 @@ impl Session<'_> {
             }
             JobMode::GdbStopped => {}
         }
+        Ok(mode)
+    }
+
+    /// One job's ops, the kernel stopped; the first failure ends it.
+    async fn run_ops(&mut self, ops: &[Op], deadline: Instant, target_r: &mut OwnedReadHalf) -> Result<Vec<OpResult>, LinkError> {
         let mut results = Vec::with_capacity(ops.len());
-        let mut failure = None;
         for op in ops {
             let result = match op {
                 Op::Monitor(line) => self.monitor(line, target_r, deadline).await.map(OpResult::Monitor),
@@ -538,28 +593,9 @@ impl Session<'_> {
                     self.read_memory(*addr, *len, target_r, deadline).await.map(OpResult::Memory)
                 }
             };
-            match result {
-                Ok(r) => results.push(r),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
+            results.push(result?);
         }
-        // Resume whatever the outcome: inspecting must not leave the kernel stopped.
-        let cleanup = deadline.max(Instant::now()) + CLEANUP_TIME;
-        let resumed = match mode {
-            JobMode::OwnSession => self.request(b"D", target_r, cleanup).await.map(|_| ()),
-            JobMode::Interrupted => self.send_packet(b"c", target_r, cleanup).await,
-            JobMode::GdbStopped => Ok(()),
-        };
-        if let Err(e) = &resumed {
-            tracing::warn!("resuming the kernel after a query failed: {e}");
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => resumed.map(|_| results),
-        }
+        Ok(results)
     }
 
     /// Reads target events until a stop reply; `O` packets meanwhile are gdb's console.
