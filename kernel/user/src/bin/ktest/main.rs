@@ -12,6 +12,7 @@ mod cow;
 mod guard;
 mod inject;
 mod memory;
+mod session;
 mod sharing;
 mod swap;
 mod util;
@@ -177,6 +178,17 @@ const SCENARIOS: &[Scenario] = &[
         name: "failnth-cow",
         run: inject::failnth_cow,
         in_all: true,
+    },
+    // Workloads of the scripted gdb sessions (gdb/sessions/).
+    Scenario {
+        name: "fork-retry",
+        run: session::fork_retry,
+        in_all: false,
+    },
+    Scenario {
+        name: "cow-race",
+        run: session::cow_race,
+        in_all: false,
     },
     // The swap benchmark (scripts/bench-swap).
     Scenario {
