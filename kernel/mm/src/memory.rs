@@ -214,6 +214,22 @@ pub enum PutPageError {
     OutOfMemory(OutOfMemory),
     /// A page is already mapped there (D5: 0.11 overwrites the entry, leaking the frame).
     AlreadyMapped(LinearAddr, Entry),
+    /// The directory entry is present but names no frame a page table can be (damaged).
+    DamagedTable(Entry),
+}
+
+/// Why no page table could be had for an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TableError {
+    OutOfMemory(OutOfMemory),
+    /// A present directory entry naming no valid page table (see [`Mm::page_table`]).
+    Damaged(Entry),
+}
+
+impl From<OutOfMemory> for TableError {
+    fn from(e: OutOfMemory) -> Self {
+        TableError::OutOfMemory(e)
+    }
 }
 
 impl fmt::Display for PutPageError {
@@ -229,6 +245,13 @@ impl fmt::Display for PutPageError {
             PutPageError::OutOfMemory(e) => write!(f, "put_page: {e}"),
             PutPageError::AlreadyMapped(a, e) => {
                 write!(f, "put_page: {a} already maps {:#010x}", e.raw())
+            }
+            PutPageError::DamagedTable(e) => {
+                write!(
+                    f,
+                    "put_page: directory entry {:#010x} names no valid page table",
+                    e.raw()
+                )
             }
         }
     }
@@ -291,6 +314,8 @@ pub enum ShareError {
     OutOfMemory(OutOfMemory),
     /// "try_to_share: to_page already exists" (0.11 panics).
     AlreadyExists(LinearAddr),
+    /// The destination's directory entry is damaged (see [`Mm::page_table`]).
+    DamagedTable(Entry),
 }
 
 /// What `do_no_page` did.
@@ -346,6 +371,13 @@ impl fmt::Display for NoPageError {
                 write!(f, "try_to_share: to_page already exists at {a}")
             }
             NoPageError::SwapIn(e) => write!(f, "{e}"),
+            NoPageError::Share(ShareError::DamagedTable(e)) => {
+                write!(
+                    f,
+                    "try_to_share: directory entry {:#010x} names no valid page table",
+                    e.raw()
+                )
+            }
         }
     }
 }
@@ -484,14 +516,24 @@ impl<P: PhysMem> Mm<P> {
         self.phys.write_entry(self.pg_dir, index, entry);
     }
 
+    /// The page table directory entry `dir` names, if it is present and names a frame a
+    /// page table can be: inside RAM, and (for a task's slot) not in the kernel's reserved
+    /// memory. A damaged entry (`monitor corrupt pde`) names anything; reading or writing
+    /// through it would stop the kernel or scribble over its own data, so every reader of
+    /// page tables goes through this check.
+    pub fn page_table(&self, dir: usize) -> Option<Frame> {
+        let pde = self.pde(dir);
+        let table = pde.frame().as_u32();
+        let allowed = table < self.high_memory()
+            && (dir < PDES_PER_TASK || table >= self.mem_map.start_mem());
+        (pde.is_present() && allowed).then(|| pde.frame())
+    }
+
     /// The page-table entry of `addr`, if its page table exists: (table frame, index, entry).
     pub fn pte(&self, addr: LinearAddr) -> Option<(Frame, usize, Entry)> {
-        let pde = self.pde(addr.dir_index());
-        if !pde.is_present() {
-            return None;
-        }
+        let table = self.page_table(addr.dir_index())?;
         let index = addr.table_index();
-        Some((pde.frame(), index, self.phys.read_entry(pde.frame(), index)))
+        Some((table, index, self.phys.read_entry(table, index)))
     }
 
     /// Translates a linear address through the page tables, in software.
@@ -589,7 +631,12 @@ impl<P: PhysMem> Mm<P> {
             if !pde.is_present() {
                 continue;
             }
-            let table = pde.frame();
+            let Some(table) = self.page_table(dir) else {
+                // A damaged entry: its "table" is not read, only the entry is cleared.
+                freed.note_bad_free(MapCountError::Nonexistent(pde.frame()));
+                self.set_pde(dir, Entry::EMPTY);
+                continue;
+            };
             for index in 0..ENTRIES_PER_TABLE {
                 let pte = self.phys.read_entry(table, index);
                 if pte.is_present() {
@@ -659,7 +706,11 @@ impl<P: PhysMem> Mm<P> {
             if !from_pde.is_present() {
                 continue;
             }
-            let from_table = from_pde.frame();
+            let from_table = self
+                .page_table(from_dir + i)
+                .ok_or(CopyError::BadReference(MapCountError::Nonexistent(
+                    from_pde.frame(),
+                )))?;
             let to_table = self
                 .get_free_page_with(AllocSite::CopyPageTables, policy)
                 .map_err(CopyError::OutOfMemory)?;
@@ -730,9 +781,10 @@ impl<P: PhysMem> Mm<P> {
                 return Err(PutPageError::AlreadyMapped(address, old));
             }
         }
-        let table = self
-            .table_for(address, policy)
-            .map_err(PutPageError::OutOfMemory)?;
+        let table = self.table_for(address, policy).map_err(|e| match e {
+            TableError::OutOfMemory(oom) => PutPageError::OutOfMemory(oom),
+            TableError::Damaged(pde) => PutPageError::DamagedTable(pde),
+        })?;
         self.phys
             .write_entry(table, address.table_index(), Entry::new(page, USER_RW));
         // 0.11: "no need for invalidate": a not-present entry is never in the TLB.
@@ -745,11 +797,11 @@ impl<P: PhysMem> Mm<P> {
         &mut self,
         address: LinearAddr,
         policy: &mut dyn FailurePolicy,
-    ) -> Result<Frame, OutOfMemory> {
+    ) -> Result<Frame, TableError> {
         let dir = address.dir_index();
         let pde = self.pde(dir);
         if pde.is_present() {
-            return Ok(pde.frame());
+            return self.page_table(dir).ok_or(TableError::Damaged(pde));
         }
         let table = self.get_free_page_with(AllocSite::PageTable, policy)?;
         self.set_pde(dir, Entry::new(table, USER_RW));
@@ -907,9 +959,10 @@ impl<P: PhysMem> Mm<P> {
                 return Err(ShareError::AlreadyExists(to));
             }
         }
-        let to_table = self
-            .table_for(to, policy)
-            .map_err(ShareError::OutOfMemory)?;
+        let to_table = self.table_for(to, policy).map_err(|e| match e {
+            TableError::OutOfMemory(oom) => ShareError::OutOfMemory(oom),
+            TableError::Damaged(pde) => ShareError::DamagedTable(pde),
+        })?;
         // Allocating the table may have run swap_out and dropped the source page.
         if self.phys.read_entry(from_table, from_index) != from_pte {
             return Ok(false);

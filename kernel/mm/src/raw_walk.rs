@@ -32,7 +32,12 @@ impl<P: PhysMem> PhysRead for P {
 /// Walks `linear` through the page directory at `pg_dir`, as [`crate::Mm::walk`] does,
 /// but with every count unknown. A page table at or above `high_memory` is not read
 /// (the walk stops at the PTE with no entry), as the monitor refuses to read outside RAM.
-pub fn walk<R: PhysRead + ?Sized>(mem: &R, pg_dir: Frame, high_memory: u32, linear: LinearAddr) -> Walk {
+pub fn walk<R: PhysRead + ?Sized>(
+    mem: &R,
+    pg_dir: Frame,
+    high_memory: u32,
+    linear: LinearAddr,
+) -> Walk {
     let pde_index = linear.dir_index();
     let pde = mem.read_entry(pg_dir, pde_index);
     let pte_index = linear.table_index();
@@ -57,7 +62,9 @@ pub fn walk<R: PhysRead + ?Sized>(mem: &R, pg_dir: Frame, high_memory: u32, line
     if pte.is_present() {
         walk.frame = Some((pte.frame(), None));
     } else if pte.is_swap() {
-        walk.stop = Some(WalkStop::SwappedOut { slot: pte.swap_slot() });
+        walk.stop = Some(WalkStop::SwappedOut {
+            slot: pte.swap_slot(),
+        });
     } else {
         walk.stop = Some(WalkStop::NotMapped);
     }
@@ -107,7 +114,11 @@ mod tests {
     fn a_table_beyond_memory_is_not_read() {
         let mut ram = SimRam::new(0x10_0000);
         let dir = Frame::from_addr(0x1000).unwrap();
-        ram.write_entry(dir, 1, Entry::new(Frame::from_addr(0xfff0_0000).unwrap(), USER_RW));
+        ram.write_entry(
+            dir,
+            1,
+            Entry::new(Frame::from_addr(0xfff0_0000).unwrap(), USER_RW),
+        );
         let w = walk(&ram, dir, 0x10_0000, LinearAddr::new(0x0040_0000));
         assert_eq!(w.pte, None);
         assert_eq!(w.stop, None);

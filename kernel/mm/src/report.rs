@@ -17,7 +17,7 @@ use crate::check::{CheckInput, Level, Mismatch};
 use crate::entry::{Entry, EntryFlags};
 use crate::memory::{fault_code, Mm};
 use crate::phys::PhysMem;
-use crate::walk::{SlotUsage, WalkStop};
+use crate::walk::WalkStop;
 
 /// The version of every JSON document's layout (the `schema` field); bumped on any
 /// incompatible change, so scripts and the inspector can refuse what they do not know.
@@ -1102,34 +1102,6 @@ fn present_ptes<P: PhysMem>(mm: &Mm<P>, pde: Entry) -> Option<u32> {
     )
 }
 
-/// `Mm::slot_usage` that skips page tables outside RAM instead of reading them.
-pub fn slot_usage_checked<P: PhysMem>(mm: &Mm<P>, slot: usize) -> SlotUsage {
-    let mut usage = SlotUsage::default();
-    let first = slot_base(slot).dir_index();
-    for dir in first..first + PDES_PER_TASK {
-        let pde = mm.pde(dir);
-        if !pde.is_present() {
-            continue;
-        }
-        usage.page_tables += 1;
-        if !table_readable(mm, pde.frame()) {
-            continue;
-        }
-        for index in 0..ENTRIES_PER_TABLE {
-            let pte = mm.phys.read_entry(pde.frame(), index);
-            if pte.is_present() {
-                usage.pages += 1;
-                if mm.mem_map.count(pte.frame()).is_some_and(|c| c > 1) {
-                    usage.shared_pages += 1;
-                }
-            } else if pte.is_swap() {
-                usage.swapped += 1;
-            }
-        }
-    }
-    usage
-}
-
 /// The last byte of the 4 MiB directory entry `index` covers.
 fn pde_last(index: usize) -> u32 {
     LinearAddr::from_indices(index, 0).as_u32() + (PDE_SPAN - 1)
@@ -1978,7 +1950,7 @@ pub fn showmem<P: PhysMem>(
         j.key("tasks")?;
         j.begin_array()?;
         for slot in (1..NR_TASKS).filter(|&s| listed_slot(s)) {
-            let u = slot_usage_checked(mm, slot);
+            let u = mm.slot_usage(slot);
             j.begin_object()?;
             j.field_opt_uint("pid", tasks.pid_in_slot(slot).map(u64::from))?;
             j.field_uint("slot", slot as u64)?;
@@ -2042,7 +2014,7 @@ pub fn showmem<P: PhysMem>(
     let mut rows = 0;
     for slot in (1..NR_TASKS).filter(|&s| listed_slot(s)) {
         rows += 1;
-        let u = slot_usage_checked(mm, slot);
+        let u = mm.slot_usage(slot);
         match tasks.pid_in_slot(slot) {
             Some(pid) => write!(out, "{pid:>5}")?,
             None => write!(out, "{:>5}", "-")?,

@@ -379,15 +379,14 @@ impl<P: PhysMem> Mm<P> {
                     dir + 1
                 };
             }
-            let pde = self.pde(dir);
-            if !pde.is_present() {
+            let Some(table) = self.page_table(dir) else {
                 page = ENTRIES_PER_TABLE;
                 continue;
-            }
+            };
             let index = page;
             page += 1;
             let outcome = self.evict(
-                pde.frame(),
+                table,
                 index,
                 LinearAddr::from_indices(dir, index),
                 may_write,

@@ -90,7 +90,12 @@ impl<P: PhysMem> Mm<P> {
             walk.stop = Some(WalkStop::NoPageTable);
             return walk;
         }
-        let pte = self.phys.read_entry(pde.frame(), pte_index);
+        // A damaged directory entry's "table" is not read (see `Mm::page_table`): the walk
+        // ends with no PTE and no stop reason, as `raw_walk` does outside RAM.
+        let Some(table) = self.page_table(pde_index) else {
+            return walk;
+        };
+        let pte = self.phys.read_entry(table, pte_index);
         walk.pte = Some(pte);
         if pte.is_present() {
             walk.frame = Some((pte.frame(), self.mem_map.count(pte.frame())));
@@ -109,13 +114,16 @@ impl<P: PhysMem> Mm<P> {
         let mut usage = SlotUsage::default();
         let first = slot_base(slot).dir_index();
         for dir in first..first + PDES_PER_TASK {
-            let pde = self.pde(dir);
-            if !pde.is_present() {
+            if !self.pde(dir).is_present() {
                 continue;
             }
             usage.page_tables += 1;
+            // A damaged entry counts as a table, but its "table" is not read.
+            let Some(table) = self.page_table(dir) else {
+                continue;
+            };
             for index in 0..ENTRIES_PER_TABLE {
-                let pte = self.phys.read_entry(pde.frame(), index);
+                let pte = self.phys.read_entry(table, index);
                 if pte.is_present() {
                     usage.pages += 1;
                     if self.mem_map.count(pte.frame()).is_some_and(|c| c > 1) {

@@ -158,3 +158,30 @@ fn bad_corruption_requests_are_refused_without_changing_anything() {
     ));
     k.assert_clean();
 }
+
+#[test]
+fn a_directory_entry_naming_a_frame_outside_ram_or_kernel_memory_is_never_followed() {
+    let (mut k, a, b) = setup();
+    let dir = user(a, 0).dir_index();
+    // Bit 30: the "page table" is now at 1 GiB + x, far outside the simulated RAM; reading
+    // it would panic the simulated machine (and stop the real kernel).
+    k.mm.corrupt_pde_bit(dir, 30).unwrap();
+    assert_eq!(k.mm.pte(user(a, 0)), None);
+    assert_eq!(k.mm.walk(user(a, 0)).pte, None);
+    assert_eq!(k.mm.slot_usage(a).pages, 0);
+    assert!(!k.checkmm().is_empty());
+    // The task's next access is a not-present fault under a damaged directory entry: the
+    // task dies, the kernel goes on (exit reports the entry it could not follow).
+    k.tolerate_bad_frees = true;
+    assert_eq!(k.write_word(a, 0, 5), Err(SimError::Killed));
+    // exit's free_page_tables cleared the damaged entry without reading through it.
+    assert!(!k.mm.pde(dir).is_present());
+    // A task whose directory entry names the kernel's own memory is not followed either.
+    let kernel_frame = Entry::new(Frame::containing(0x1000), mm::entry::USER_RW);
+    let dir_b = user(b, 0).dir_index();
+    let saved = k.mm.pde(dir_b);
+    k.mm.set_pde(dir_b, kernel_frame);
+    assert_eq!(k.mm.pte(user(b, 0)), None);
+    k.mm.set_pde(dir_b, saved);
+    assert_eq!(k.read_word(b, 0).unwrap(), 1);
+}

@@ -1070,12 +1070,6 @@ fn showmem_agrees_with_show_mem_and_lists_tasks_and_shared_frames() {
             stats.reserved_frames
         )
     );
-    for slot in 0..mm::addr::NR_TASKS {
-        assert_eq!(
-            report::slot_usage_checked(&f.k.mm, slot),
-            f.k.mm.slot_usage(slot)
-        );
-    }
     let text = run(&f.k, "showmem");
     let used = stats.paging_frames - stats.free_frames;
     assert!(

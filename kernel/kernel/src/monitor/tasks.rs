@@ -56,7 +56,7 @@ pub fn render(
         j.key("tasks")?;
         j.begin_array()?;
         for (slot, t) in all() {
-            let usage = report::slot_usage_checked(mm, slot);
+            let usage = mm.slot_usage(slot);
             let (start, last) = report::slot_range(slot);
             j.begin_object()?;
             j.field_uint("pid", u64::from(t.pid))?;
@@ -93,7 +93,7 @@ pub fn render(
         "pid", "ppid", "state", "slot", "linear range", "pages", "shared", "tables", "program"
     )?;
     for (slot, t) in all() {
-        let usage = report::slot_usage_checked(mm, slot);
+        let usage = mm.slot_usage(slot);
         let (start, last) = report::slot_range(slot);
         write!(out, "{:>5} ", t.pid)?;
         match parent_pid(tasks, slot, t) {

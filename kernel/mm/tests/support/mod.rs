@@ -13,7 +13,7 @@ use mm::check::live_slot_mask;
 use mm::entry::{Entry, EntryFlags};
 use mm::memory::{
     fault_code, AllocSite, CopyError, FailurePolicy, FaultContext, Mm, NoPageError, NoPageOutcome,
-    ProgramPages, ShareError, WpError,
+    ProgramPages, PutPageError, ShareError, WpError,
 };
 use mm::sim::SimRam;
 use mm::{CheckInput, Mismatch, PhysMem};
@@ -252,6 +252,8 @@ pub struct SimKernel {
     pub held: Vec<Frame>,
     /// Tasks killed by out-of-memory faults.
     pub kills: u32,
+    /// A test that damaged the tables on purpose: exit may find bad references.
+    pub tolerate_bad_frees: bool,
 }
 
 impl SimKernel {
@@ -262,6 +264,7 @@ impl SimKernel {
             policy: Injector::default(),
             held: Vec::new(),
             kills: 0,
+            tolerate_bad_frees: false,
         }
     }
 
@@ -363,7 +366,9 @@ impl SimKernel {
             .mm
             .free_page_tables(slot_base(slot), TASK_SIZE)
             .expect("task range");
-        assert_eq!(freed.bad_frees, 0, "exit of slot {slot}: {freed:?}");
+        if !self.tolerate_bad_frees {
+            assert_eq!(freed.bad_frees, 0, "exit of slot {slot}: {freed:?}");
+        }
         self.mm
             .free_page(task.task_struct.addr())
             .expect("task structure");
@@ -420,6 +425,11 @@ impl SimKernel {
             // The swap device failed or swap_in had no frame: the task's page is lost to
             // it, and only to it.
             Err(NoPageError::SwapIn(_)) => Err(self.kill(slot)),
+            // A damaged directory entry (monitor corrupt): the kernel kills the task.
+            Err(
+                NoPageError::PutPage(PutPageError::DamagedTable(_))
+                | NoPageError::Share(ShareError::DamagedTable(_)),
+            ) => Err(self.kill(slot)),
             Err(e) => panic!("do_no_page({linear}) in slot {slot}: {e}"),
         }
     }
