@@ -3,10 +3,11 @@
 //! that each failure was handled (an error, or a child killed by oom) and nothing leaked.
 
 use user::abi::{errno, signal};
-use user::check::{spawn_code, wait_child, Failed, OrFail, Outcome, Status};
-use user::mem::{grow_break, touch_stack, PAGE_SIZE};
-use user::{check, check_eq, fork, free_frames, say, yield_now, Forked};
+use user::check::{spawn_code, wait_child, Failed, OrFail, Outcome, PageView, Status};
+use user::mem::{grow_break, touch_stack, Region, PAGE_SIZE};
+use user::{check, check_eq, fork, free_frames, say, Forked};
 
+use crate::util::wait_until;
 use crate::STACK_PAGES;
 
 /// The most fork attempts fork-retry makes (each failed one was one more allocation).
@@ -54,10 +55,13 @@ pub fn fork_retry() -> Outcome {
     Err(Failed)
 }
 
-/// cow-race: parent and child take turns writing their own word into each page of a
-/// buffer they share copy-on-write. Alone, both end with their own words; the session
-/// cow_copy_fails makes one of the child's copies fail: the child is killed by oom()
-/// (SIGSEGV) and the parent must still read its own word in every page.
+/// cow-race: parent and child write their own word into each page of a buffer they share
+/// copy-on-write, in turn: the parent writes the even pages first, the child the odd
+/// ones, and before a page the other side writes first each waits until that side's copy
+/// has left the shared frame to it alone (count 1). Alone, both end with their own words;
+/// the session cow_copy_fails makes the child's copy of page 1 fail: the child is killed
+/// by oom() (SIGSEGV; its frames go, so the parent's waits end) and the parent must still
+/// read its own word in every page.
 pub fn cow_race() -> Outcome {
     touch_stack(STACK_PAGES);
     let region = grow_break(RACE_PAGES * PAGE_SIZE).or_fail("brk")?;
@@ -66,29 +70,40 @@ pub fn cow_race() -> Outcome {
     }
     let child = spawn_code(|| {
         touch_stack(STACK_PAGES);
-        for page in 0..RACE_PAGES {
-            region.write(page * PAGE_SIZE, race_child(page));
-            yield_now();
-        }
-        for page in 0..RACE_PAGES {
-            check_eq!(region.read(page * PAGE_SIZE), race_child(page), "child: word 0 of page {page}");
-        }
+        race_writes(&region, true)?;
         Ok(0)
     })?;
     touch_stack(STACK_PAGES);
-    for page in 0..RACE_PAGES {
-        region.write(page * PAGE_SIZE, race_parent(page));
-        yield_now();
-    }
-    for page in 0..RACE_PAGES {
-        check_eq!(region.read(page * PAGE_SIZE), race_parent(page), "parent: word 0 of page {page}");
-    }
+    race_writes(&region, false)?;
     let status = wait_child(child)?;
     if status == Status::killed(signal::SIGSEGV) {
         say!("the child was killed (out of memory); the parent's {RACE_PAGES} pages are intact");
     } else {
         check_eq!(status, Status::exited(0), "the child");
         say!("both sides wrote their own words into all {RACE_PAGES} pages");
+    }
+    Ok(())
+}
+
+/// One side of cow-race: writes its word into every page in turn, then reads them back.
+fn race_writes(region: &Region, child: bool) -> Outcome {
+    let (who, word): (&str, fn(usize) -> u32) = if child {
+        ("child", race_child)
+    } else {
+        ("parent", race_parent)
+    };
+    for page in 0..RACE_PAGES {
+        if (page % 2 == 1) != child {
+            let addr = region.page_addr(page);
+            wait_until(
+                format_args!("{who}: the other side writes race page {page} first"),
+                || Ok(PageView::of(addr)?.count == 1),
+            )?;
+        }
+        region.write(page * PAGE_SIZE, word(page));
+    }
+    for page in 0..RACE_PAGES {
+        check_eq!(region.read(page * PAGE_SIZE), word(page), "{who}: word 0 of race page {page}");
     }
     Ok(())
 }
