@@ -222,6 +222,47 @@ pub mod debug_op {
     /// Linux's `/proc/self/make-it-fail`: `arg` 1 marks the caller for sites with a task
     /// filter, 0 unmarks it. Returns the previous setting.
     pub const MAKE_IT_FAIL: u32 = 9;
+    /// Benchmarks (scripts/bench): writes every free frame once through the identity
+    /// map, so that the host has backed all of the guest's RAM before anything is timed
+    /// (a guest's first touch of a frame is costly under nested virtualisation).
+    /// Returns the number of frames written.
+    pub const BENCH_WARM: u32 = 10;
+    /// Benchmarks: takes frames until [`bench_alloc::percent`] % of the paging frames
+    /// are in use, then times `get_free_page` + `free_page` pairs (or the frame search
+    /// alone) with the search `arg` names, checking before each timed pair that the
+    /// bitmap and 0.11's scan choose the same frame; frees what it took. Returns the
+    /// median CPU cycles of one pair (`-EINVAL` when the two searches disagree).
+    pub const BENCH_ALLOC: u32 = 11;
+    /// Benchmarks: sends `arg` bytes on COM1 in a tight transmit loop (the raw rate of
+    /// the debug link). Only while no gdb session uses COM1. Returns the bytes sent.
+    pub const BENCH_UART: u32 = 12;
+    /// Benchmarks: `arg` 0 stores the time-stamp counter as the mark (a child's last
+    /// word before `exit`); 1 and 2 return the mark's low and high 32 bits.
+    pub const BENCH_MARK: u32 = 13;
+}
+
+/// `debug(BENCH_ALLOC, arg)`: how `arg` is made.
+pub mod bench_alloc {
+    /// Bits 0..7: the share of the paging frames in use while timing, in percent.
+    pub const PERCENT_MASK: u32 = 0xff;
+    /// Bit 8: use 0.11's linear `mem_map` scan (clear: the bitmap).
+    pub const LINEAR_SCAN: u32 = 1 << 8;
+    /// Bit 9: time the frame search alone, not `get_free_page` + `free_page`.
+    pub const SEARCH_ONLY: u32 = 1 << 9;
+    /// The percentage in `arg`.
+    pub const fn percent(arg: u32) -> u32 {
+        arg & PERCENT_MASK
+    }
+}
+
+/// `debug(BENCH_MARK, arg)` values.
+pub mod bench_mark {
+    /// Store the time-stamp counter now.
+    pub const SET: u32 = 0;
+    /// Read the mark's low 32 bits.
+    pub const LOW: u32 = 1;
+    /// Read the mark's high 32 bits.
+    pub const HIGH: u32 = 2;
 }
 
 /// `debug(SWAP_FAULTS, bits)` bits.

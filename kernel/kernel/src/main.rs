@@ -4,6 +4,7 @@
 #![no_main]
 
 mod arch;
+mod bench;
 mod cmdline;
 #[macro_use]
 mod console;

@@ -243,6 +243,10 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
             uaccess::copy_to_user(arg & !3, &value.to_le_bytes())?;
             Ok(0)
         }
+        debug_op::BENCH_WARM => crate::bench::warm(),
+        debug_op::BENCH_ALLOC => crate::bench::alloc(arg),
+        debug_op::BENCH_UART => crate::bench::uart(arg),
+        debug_op::BENCH_MARK => crate::bench::mark(arg),
         _ => Err(Errno(EINVAL)),
     }
 }
