@@ -122,7 +122,8 @@ class Machine:
         if self.stub == "kernel":
             if self.wait_gdb:
                 cmdline += " gdb=wait"
-            com1 = f"tcp:127.0.0.1:{self.port},server=on,wait=off"
+            # nodelay: without it each stub reply waits ~40 ms for a delayed ACK.
+            com1 = f"tcp:127.0.0.1:{self.port},server=on,wait=off,nodelay=on"
         else:
             com1 = "null"
             gdb_dev = ["-gdb", f"tcp:127.0.0.1:{self.port}"] + (["-S"] if self.wait_gdb else [])
