@@ -248,6 +248,7 @@ impl<P: PhysMem> Mm<P> {
     /// 0.12 `swap_in(table_ptr)`: reads the swapped-out page of `address` back into a new
     /// frame, frees its slot and maps it `page | DIRTY | 7` (it must be written out again
     /// before it can be dropped).
+    #[inline(never)]
     pub fn swap_in(
         &mut self,
         address: LinearAddr,
@@ -286,6 +287,7 @@ impl<P: PhysMem> Mm<P> {
     ///
     /// D19: the page is written before its entry changes, so a failed write leaves
     /// everything as it was (0.12 points the entry at the slot first).
+    #[inline(never)]
     pub fn try_to_swap_out(&mut self, table: Frame, index: usize, linear: LinearAddr) -> bool {
         matches!(
             self.evict(table, index, linear, true),
@@ -294,6 +296,7 @@ impl<P: PhysMem> Mm<P> {
     }
 
     /// `try_to_swap_out`, saying what happened; `may_write` false skips dirty pages.
+    #[inline(never)]
     fn evict(
         &mut self,
         table: Frame,
@@ -361,6 +364,7 @@ impl<P: PhysMem> Mm<P> {
     /// 0.12 `swap_out()`: a clock scan over every user page-table entry, resuming where
     /// the last call stopped and never touching task 0's slot, until one page is evicted.
     /// False when a whole round evicted nothing ("Out of swap-memory").
+    #[inline(never)]
     pub fn swap_out(&mut self) -> bool {
         let Some(swap) = self.swap.as_ref() else {
             return false;

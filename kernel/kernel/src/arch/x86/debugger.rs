@@ -9,7 +9,7 @@ use super::{stack_top, HwCell, Stack};
 /// The stub's stack. A stop can come deep inside a task's 4 KiB kernel stack (a
 /// breakpoint in `do_wp_page` during a fault); `gdbstub` and the monitor commands need
 /// more than what is left there, so every entry into the stub switches to this one.
-pub const STUB_STACK_SIZE: usize = 32 * 1024;
+pub const STUB_STACK_SIZE: usize = 64 * 1024;
 
 static STUB_STACK: HwCell<Stack<STUB_STACK_SIZE>> = HwCell::new(Stack::new());
 
@@ -72,7 +72,7 @@ extern "C" fn trampoline<F: FnOnce()>(closure: *mut Option<F>) {
 
 /// Size of the stub's packet buffer: the longest packet it accepts, framing included,
 /// which is also the `PacketSize` it advertises to gdb.
-pub const PACKET_BUFFER_SIZE: usize = 4096;
+pub const PACKET_BUFFER_SIZE: usize = 16384;
 
 static PACKET_BUFFER: HwCell<[u8; PACKET_BUFFER_SIZE]> = HwCell::new([0; PACKET_BUFFER_SIZE]);
 
