@@ -9,7 +9,7 @@
 use crate::addr::{Frame, LinearAddr, PhysAddr, ENTRIES_PER_TABLE};
 use crate::entry::Entry;
 use crate::phys::PhysMem;
-use crate::walk::{Walk, WalkStop};
+use crate::walk::{decode_walk, Walk};
 
 /// Reading physical memory, nothing else (a debugger's view of a machine).
 pub trait PhysRead {
@@ -38,37 +38,9 @@ pub fn walk<R: PhysRead + ?Sized>(
     high_memory: u32,
     linear: LinearAddr,
 ) -> Walk {
-    let pde_index = linear.dir_index();
-    let pde = mem.read_entry(pg_dir, pde_index);
-    let pte_index = linear.table_index();
-    let mut walk = Walk {
-        linear,
-        pde_index,
-        pde,
-        pte_index,
-        pte: None,
-        frame: None,
-        stop: None,
-    };
-    if !pde.is_present() {
-        walk.stop = Some(WalkStop::NoPageTable);
-        return walk;
-    }
-    if pde.frame().as_u32() >= high_memory {
-        return walk;
-    }
-    let pte = mem.read_entry(pde.frame(), pte_index);
-    walk.pte = Some(pte);
-    if pte.is_present() {
-        walk.frame = Some((pte.frame(), None));
-    } else if pte.is_swap() {
-        walk.stop = Some(WalkStop::SwappedOut {
-            slot: pte.swap_slot(),
-        });
-    } else {
-        walk.stop = Some(WalkStop::NotMapped);
-    }
-    walk
+    let pde = mem.read_entry(pg_dir, linear.dir_index());
+    let table = (pde.frame().as_u32() < high_memory).then(|| pde.frame());
+    decode_walk(linear, pde, table, |t, i| mem.read_entry(t, i))
 }
 
 /// Present entries of the page table in `table`.
@@ -82,6 +54,7 @@ pub fn present_entries<R: PhysRead + ?Sized>(mem: &R, table: Frame) -> usize {
 mod tests {
     use super::*;
     use crate::entry::USER_RW;
+    use crate::walk::WalkStop;
     use crate::sim::SimRam;
 
     #[test]

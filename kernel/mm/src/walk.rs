@@ -73,38 +73,16 @@ pub struct MemStats {
 
 impl<P: PhysMem> Mm<P> {
     /// Walks `linear` through the page directory and its page table, in software.
+    /// A damaged directory entry's "table" is not read (see `Mm::page_table`): the walk
+    /// then ends with no PTE and no stop reason.
     pub fn walk(&self, linear: LinearAddr) -> Walk {
         let pde_index = linear.dir_index();
-        let pde = self.pde(pde_index);
-        let pte_index = linear.table_index();
-        let mut walk = Walk {
-            linear,
-            pde_index,
-            pde,
-            pte_index,
-            pte: None,
-            frame: None,
-            stop: None,
-        };
-        if !pde.is_present() {
-            walk.stop = Some(WalkStop::NoPageTable);
-            return walk;
-        }
-        // A damaged directory entry's "table" is not read (see `Mm::page_table`): the walk
-        // ends with no PTE and no stop reason, as `raw_walk` does outside RAM.
-        let Some(table) = self.page_table(pde_index) else {
-            return walk;
-        };
-        let pte = self.phys.read_entry(table, pte_index);
-        walk.pte = Some(pte);
-        if pte.is_present() {
-            walk.frame = Some((pte.frame(), self.mem_map.count(pte.frame())));
-        } else if pte.is_swap() {
-            walk.stop = Some(WalkStop::SwappedOut {
-                slot: pte.swap_slot(),
-            });
-        } else {
-            walk.stop = Some(WalkStop::NotMapped);
+        let table = self.page_table(pde_index);
+        let mut walk = decode_walk(linear, self.pde(pde_index), table, |t, i| {
+            self.phys.read_entry(t, i)
+        });
+        if let Some((frame, _)) = walk.frame {
+            walk.frame = Some((frame, self.mem_map.count(frame)));
         }
         walk
     }
@@ -161,4 +139,44 @@ impl<P: PhysMem> Mm<P> {
         }
         stats
     }
+}
+
+/// The walk of `linear` from its directory entry `pde`, reading the page table `table`
+/// (`None`: not to be read) with `read`; frames come with no count. The one decoding that
+/// [`Mm::walk`] and the post-mortem `raw_walk::walk` share.
+pub(crate) fn decode_walk(
+    linear: LinearAddr,
+    pde: Entry,
+    table: Option<Frame>,
+    read: impl FnOnce(Frame, usize) -> Entry,
+) -> Walk {
+    let pte_index = linear.table_index();
+    let mut walk = Walk {
+        linear,
+        pde_index: linear.dir_index(),
+        pde,
+        pte_index,
+        pte: None,
+        frame: None,
+        stop: None,
+    };
+    if !pde.is_present() {
+        walk.stop = Some(WalkStop::NoPageTable);
+        return walk;
+    }
+    let Some(table) = table else {
+        return walk;
+    };
+    let pte = read(table, pte_index);
+    walk.pte = Some(pte);
+    if pte.is_present() {
+        walk.frame = Some((pte.frame(), None));
+    } else if pte.is_swap() {
+        walk.stop = Some(WalkStop::SwappedOut {
+            slot: pte.swap_slot(),
+        });
+    } else {
+        walk.stop = Some(WalkStop::NotMapped);
+    }
+    walk
 }
