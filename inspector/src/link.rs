@@ -172,6 +172,9 @@ async fn run(
     status: watch::Sender<LinkStatus>,
 ) {
     let mut logged_wait = false;
+    // A gdb that connected before the kernel did (scripts/run starts QEMU after the
+    // daemon) waits here, its first packets in its socket, until the link is up.
+    let mut early_gdb: Option<TcpStream> = None;
     loop {
         let stream = match TcpStream::connect(&config.target).await {
             Ok(s) => s,
@@ -188,8 +191,12 @@ async fn run(
                         _ = &mut sleep => break,
                         Some(job) = jobs.recv() => { let _ = job.reply.send(Err(LinkError::NotConnected)); }
                         Some(conn) = gdb_conns.recv() => {
-                            tracing::warn!("gdb connected while the kernel is not: closing it");
-                            drop(conn);
+                            if early_gdb.is_none() {
+                                tracing::info!("gdb connected before the kernel: it waits for the link");
+                                early_gdb = Some(conn);
+                            } else {
+                                tracing::warn!("a second gdb connected: refused (one gdb at a time)");
+                            }
                         }
                         else => return,
                     }
@@ -215,7 +222,7 @@ async fn run(
             max_reply: config.max_reply,
             requeued: VecDeque::new(),
         };
-        let end = session.serve(read, &mut jobs, &mut gdb_conns).await;
+        let end = session.serve(read, early_gdb.take(), &mut jobs, &mut gdb_conns).await;
         tracing::warn!("kernel link closed: {end}");
         status.send_modify(|s| {
             s.connected = false;
@@ -288,10 +295,11 @@ impl Session<'_> {
     async fn serve(
         &mut self,
         mut target_r: OwnedReadHalf,
+        early_gdb: Option<TcpStream>,
         jobs: &mut mpsc::Receiver<Job>,
         gdb_conns: &mut mpsc::Receiver<TcpStream>,
     ) -> ServeEnd {
-        let mut gdb_r: Option<OwnedReadHalf> = None;
+        let mut gdb_r: Option<OwnedReadHalf> = early_gdb.map(|conn| self.attach_gdb(conn));
         let mut tbuf = vec![0u8; 16 * 1024];
         let mut gbuf = vec![0u8; 16 * 1024];
         loop {
@@ -326,20 +334,7 @@ impl Session<'_> {
                     }
                 },
                 conn = gdb_conns.recv() => match conn {
-                    Some(conn) if self.gdb.is_none() => {
-                        let _ = conn.set_nodelay(true);
-                        let (r, w) = conn.into_split();
-                        gdb_r = Some(r);
-                        self.gdb = Some(Gdb {
-                            write: w,
-                            decoder: Decoder::new(MAX_PACKET),
-                            last_sent: Vec::new(),
-                            wait: GdbWait::Nothing,
-                            session: false,
-                        });
-                        tracing::info!("gdb attached through the proxy");
-                        self.publish();
-                    }
+                    Some(conn) if self.gdb.is_none() => gdb_r = Some(self.attach_gdb(conn)),
                     Some(conn) => {
                         // The stub serves one debugger: a second one would corrupt the first's session.
                         tracing::warn!("a second gdb connected: refused (one gdb at a time)");
@@ -378,6 +373,22 @@ impl Session<'_> {
                 },
             }
         }
+    }
+
+    /// Takes a new gdb connection; returns its read half (the select loop reads it).
+    fn attach_gdb(&mut self, conn: TcpStream) -> OwnedReadHalf {
+        let _ = conn.set_nodelay(true);
+        let (r, w) = conn.into_split();
+        self.gdb = Some(Gdb {
+            write: w,
+            decoder: Decoder::new(MAX_PACKET),
+            last_sent: Vec::new(),
+            wait: GdbWait::Nothing,
+            session: false,
+        });
+        tracing::info!("gdb attached through the proxy");
+        self.publish();
+        r
     }
 
     fn publish(&self) {
