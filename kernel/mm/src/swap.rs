@@ -22,6 +22,12 @@ pub const MAX_SLOTS: u32 = (SIGNATURE_OFFSET as u32) * 8;
 
 const WORDS: usize = (SWAP_BITS / 32) as usize;
 
+/// Clean pages `swap_out` may drop while no dirty page reaches the disk and no task
+/// releases memory, before it gives up (D20). Enough for a task to cycle through a large
+/// clean working set; small enough that a full or failing device ends in oom() quickly
+/// (each drop costs a reload from the image).
+pub const THRASH_DROPS: u32 = 256;
+
 /// Why swapping could not start (0.12 prints "Unable to start swapping: ...").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwapInitError {
@@ -317,10 +323,10 @@ impl<P: PhysMem> Mm<P> {
         if !entry.is_dirty() {
             // D20: when no dirty page can go to the disk (device full or failing) and
             // memory holds nothing but dirty pages and the few clean pages the running
-            // task needs, 0.12 drops and reloads those forever. After a whole memory's
-            // worth of clean drops with no progress, stop: the allocation fails and
-            // oom() ends the livelock.
-            let limit = self.mem_map.nr_paging_frames() as u32;
+            // task needs, 0.12 drops and reloads those forever. After THRASH_DROPS clean
+            // drops (or a memory's worth, if less) with no progress, stop: the
+            // allocation fails and oom() ends the livelock.
+            let limit = (self.mem_map.nr_paging_frames() as u32).min(THRASH_DROPS);
             if let Some(swap) = self.swap.as_mut() {
                 if swap.drops_since_progress >= limit {
                     return Eviction::Kept;
