@@ -190,17 +190,12 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
     match op {
         debug_op::FREE_PAGE_TABLES => {
             let from = LinearAddr::new(arg);
-            match paging().mm.free_page_tables(from, PDE_SPAN) {
-                Ok(_) => Ok(0),
-                Err(e @ FreeTablesError::KernelMemory(_)) => {
-                    crate::kevent!("free_page_tables({from}, 4 MiB) refused: {e}");
-                    Err(Errno(EPERM))
-                }
-                Err(e) => {
-                    crate::kevent!("free_page_tables({from}, 4 MiB) refused: {e}");
-                    Err(Errno(EINVAL))
-                }
-            }
+            let result = paging().mm.free_page_tables(from, PDE_SPAN);
+            result.map(|_| 0).map_err(|e| {
+                crate::kevent!("free_page_tables({from}, 4 MiB) refused: {e}");
+                // The guard (D1) is a permission matter; alignment and range are arguments.
+                Errno(if matches!(e, FreeTablesError::KernelMemory(_)) { EPERM } else { EINVAL })
+            })
         }
         debug_op::FREE_FRAMES => Ok(paging().mm.mem_map.nr_free() as u32),
         debug_op::TICKS => Ok(sched::ticks() as u32),
@@ -219,7 +214,8 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
             let mut p = paging();
             let faults = &mut p.mm.phys.swap_faults;
             let old = u32::from(faults.fail_reads) * abi::swap_fault::FAIL_READS
-                | u32::from(faults.fail_writes) * abi::swap_fault::FAIL_WRITES;
+                | u32::from(faults.fail_writes) * abi::swap_fault::FAIL_WRITES
+                | u32::from(faults.once) * abi::swap_fault::ONCE;
             faults.fail_reads = arg & abi::swap_fault::FAIL_READS != 0;
             faults.fail_writes = arg & abi::swap_fault::FAIL_WRITES != 0;
             faults.once = arg & abi::swap_fault::ONCE != 0;
