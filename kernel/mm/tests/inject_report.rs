@@ -7,32 +7,10 @@ use mm::check::Mismatch;
 use mm::inject::Injector;
 use mm::inject_report::{self, AttrPatch, CorruptCommand, FailCommand};
 use mm::memory::AllocSite;
-use mm::report::{self, Command, ParseError, TaskSlots};
+use mm::report::{self, Command, ParseError};
 use serde_json::Value;
 use support::*;
 
-struct Pids(Vec<Option<u32>>);
-
-impl TaskSlots for Pids {
-    fn pid_in_slot(&self, slot: usize) -> Option<u32> {
-        self.0.get(slot).copied().flatten()
-    }
-}
-
-/// pid = 100 + slot.
-fn pids(k: &SimKernel) -> Pids {
-    Pids(
-        (0..mm::addr::NR_TASKS)
-            .map(|s| {
-                if s == 0 {
-                    Some(0)
-                } else {
-                    k.is_live(s).then_some(100 + s as u32)
-                }
-            })
-            .collect(),
-    )
-}
 
 fn command(line: &str) -> Command {
     report::parse(line)

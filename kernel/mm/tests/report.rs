@@ -10,7 +10,7 @@ use mm::check::live_slot_mask;
 use mm::entry::Entry;
 use mm::memory::Mm;
 use mm::report::{
-    self, Command, CommandName, LinearRange, ParseError, PgdFilter, Request, TaskSlots,
+    self, Command, CommandName, LinearRange, ParseError, PgdFilter, Request,
 };
 use mm::sim::SimRam;
 use mm::{CheckInput, PhysMem};
@@ -18,28 +18,6 @@ use proptest::prelude::*;
 use serde_json::Value;
 use support::*;
 
-/// pid = 100 + slot for user tasks, so a test that mixes pids and slots fails.
-struct Pids(Vec<Option<u32>>);
-
-impl TaskSlots for Pids {
-    fn pid_in_slot(&self, slot: usize) -> Option<u32> {
-        self.0.get(slot).copied().flatten()
-    }
-}
-
-fn pids(k: &SimKernel) -> Pids {
-    Pids(
-        (0..mm::addr::NR_TASKS)
-            .map(|s| {
-                if s == 0 {
-                    Some(0)
-                } else {
-                    k.is_live(s).then_some(100 + s as u32)
-                }
-            })
-            .collect(),
-    )
-}
 
 /// A 16 MiB machine (four identity-map tables, as 0.11's head.s), task `a` in slot 1 with
 /// pages at 0x0, 0x2000 and 0x0040_0000 (a second page table), its child `b` in slot 2
