@@ -52,12 +52,7 @@ def case(what, damage, undo, expected, baseline_free):
 
 
 def main():
-    fork = break_at("sys_fork", pid=1)
-    run_until(fork)
-    before = set(tasks())
-    finish_frame()
-    fork.delete()
-    child = (set(tasks()) - before).pop()
+    child = fork_child()
     expect_clean("before any damage")
     free0 = free_frames()
     slot = tasks()[child]["slot"]

@@ -23,12 +23,7 @@ INITIAL, PARENT = 0x5E55, 0x9A9A   # high halves of word 0 (see ktest session.rs
 
 
 def main():
-    fork = break_at("sys_fork", pid=1)
-    run_until(fork)
-    before = set(tasks())
-    finish_frame()
-    fork.delete()
-    child = (set(tasks()) - before).pop()
+    child = fork_child()
     rows = tasks()
     child_base, parent_base = rows[child]["slot"] * TASK_SIZE, rows[1]["slot"] * TASK_SIZE
     wp = break_at("do_wp_page", pid=child)

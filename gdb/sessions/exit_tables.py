@@ -18,12 +18,7 @@ SESSION = {
 
 
 def main():
-    fork = break_at("sys_fork", pid=1)
-    run_until(fork)
-    before = set(tasks())
-    finish_frame()
-    fork.delete()
-    child = (set(tasks()) - before).pop()
+    child = fork_child()
     exit_ = break_at("do_exit", pid=child)
     run_until(exit_)
     exit_.delete()

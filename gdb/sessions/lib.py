@@ -48,7 +48,8 @@ END_OF_RUN = "kernel::run::Run::finish"
 
 __all__ = [
     "NAME", "SessionFailure", "Stop", "log", "show", "mon", "mon_json", "break_at",
-    "watch_u32", "cont", "run_until", "finish_frame", "current_pid", "free_frames",
+    "watch_u32", "cont", "run_until", "finish_frame",
+    "fork_child", "current_pid", "free_frames",
     "checkmm", "expect_clean", "walk", "tasks", "fail_state", "read_u32", "caller_var",
     "run_to_end", "check", "verdict", "session", "delete_all", "hexa",
 ]
@@ -327,6 +328,19 @@ def finish_frame():
     selected = gdb.selected_frame()
     return (int(selected.read_register("eax")) & core.U32,
             int(selected.read_register("edx")) & core.U32)
+
+
+def fork_child(parent=1):
+    """Runs until task `parent` forks, through the end of its sys_fork, and returns the
+    child's pid (exactly one new task must exist)."""
+    fork = break_at("sys_fork", pid=parent)
+    run_until(fork)
+    before = set(tasks())
+    finish_frame()
+    fork.delete()
+    new = set(tasks()) - before
+    check(len(new) == 1, f"pid {parent}'s fork made {len(new)} tasks, not 1: {sorted(new)}")
+    return new.pop()
 
 
 def run_to_end():
