@@ -84,7 +84,9 @@ fn document_schema(description: &str) -> RefOr<Schema> {
         .property("schema", ObjectBuilder::new().schema_type(Type::Integer))
         .property(
             "source",
-            ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["stub", "qemu"])),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["stub", "qemu"])),
         )
         .required("command")
         .required("source")
@@ -106,14 +108,38 @@ macro_rules! document {
     };
 }
 
-document!(TasksDoc, "`tasks --json`: every task (see kernel/docs/monitor.md).");
-document!(PageDirectoryDoc, "`dumppgd --json`: present page-directory entries, raw and decoded.");
-document!(PageTableDoc, "`dumppt INDEX --json`: one page table's non-zero entries.");
-document!(WalkDoc, "`walk ADDR --json`, plus `qemu` and `agree` with verify=qemu.");
-document!(CheckmmDoc, "`checkmm --json`: does mem_map agree with every page table?");
-document!(ShowmemDoc, "`showmem --json`: frame totals, pages per task, shared frames.");
-document!(FaultsDoc, "`faults --json`: the recent page faults and totals since boot.");
-document!(FailDoc, "`fail --json` / `failnth PID --json`: the failure-injection knobs.");
+document!(
+    TasksDoc,
+    "`tasks --json`: every task (see kernel/docs/monitor.md)."
+);
+document!(
+    PageDirectoryDoc,
+    "`dumppgd --json`: present page-directory entries, raw and decoded."
+);
+document!(
+    PageTableDoc,
+    "`dumppt INDEX --json`: one page table's non-zero entries."
+);
+document!(
+    WalkDoc,
+    "`walk ADDR --json`, plus `qemu` and `agree` with verify=qemu."
+);
+document!(
+    CheckmmDoc,
+    "`checkmm --json`: does mem_map agree with every page table?"
+);
+document!(
+    ShowmemDoc,
+    "`showmem --json`: frame totals, pages per task, shared frames."
+);
+document!(
+    FaultsDoc,
+    "`faults --json`: the recent page faults and totals since boot."
+);
+document!(
+    FailDoc,
+    "`fail --json` / `failnth PID --json`: the failure-injection knobs."
+);
 document!(MemMapDoc, "mem_map counts over a frame range.");
 
 /// `/health`.
@@ -151,18 +177,32 @@ pub struct Status {
 // ---- extractor helpers: every rejection becomes the JSON error shape ----
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::bad_request(e.body_text()))
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    p.map(|Path(t)| t).map_err(|e| ApiError::bad_request(e.body_text()))
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(t)| t).map_err(|e| {
         let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_json" };
-        ApiError::new(if status.is_client_error() { status } else { StatusCode::BAD_REQUEST }, code, e.body_text())
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "bad_json"
+        };
+        ApiError::new(
+            if status.is_client_error() {
+                status
+            } else {
+                StatusCode::BAD_REQUEST
+            },
+            code,
+            e.body_text(),
+        )
     })
 }
 
@@ -172,10 +212,16 @@ pub fn parse_number(text: &str, what: &str) -> Result<u64, ApiError> {
     let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         Some(h) if !h.is_empty() && h.len() <= 16 => u64::from_str_radix(h, 16).ok(),
         Some(_) => None,
-        None if !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()) => t.parse().ok(),
+        None if !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()) => {
+            t.parse().ok()
+        }
         None => None,
     };
-    parsed.ok_or_else(|| ApiError::bad_request(format!("{what}: '{text}' is not a number (decimal or 0x hex)")))
+    parsed.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{what}: '{text}' is not a number (decimal or 0x hex)"
+        ))
+    })
 }
 
 fn parse_u32(text: &str, what: &str) -> Result<u32, ApiError> {
@@ -185,8 +231,13 @@ fn parse_u32(text: &str, what: &str) -> Result<u32, ApiError> {
 
 /// Parses a monitor answer; its `error` object becomes the API error.
 fn monitor_document(text: &str, source: &str) -> Result<Value, ApiError> {
-    let mut doc: Value = serde_json::from_str(text.trim())
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "protocol_error", format!("the monitor's answer is not JSON: {e}")))?;
+    let mut doc: Value = serde_json::from_str(text.trim()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "protocol_error",
+            format!("the monitor's answer is not JSON: {e}"),
+        )
+    })?;
     if let Some(error) = doc.get("error") {
         return Err(ApiError::from_monitor(error));
     }
@@ -207,7 +258,10 @@ impl App {
     fn falls_back(&self, choice: SourceChoice, error: &ApiError) -> bool {
         choice == SourceChoice::Auto
             && self.qmp.configured()
-            && matches!(error.code.as_str(), "not_connected" | "timeout" | "protocol_error" | "stub_refused")
+            && matches!(
+                error.code.as_str(),
+                "not_connected" | "timeout" | "protocol_error" | "stub_refused"
+            )
     }
 
     /// The cache, reset when the link reconnected (a new boot may differ).
@@ -215,7 +269,10 @@ impl App {
         let mut cache = self.cache.lock().await;
         let generation = self.link.status().connects;
         if cache.generation != generation {
-            *cache = Cache { generation, ..Cache::default() };
+            *cache = Cache {
+                generation,
+                ..Cache::default()
+            };
         }
         cache
     }
@@ -226,7 +283,8 @@ impl App {
         let mut s = self.qmp.session().await?;
         let cr3 = s.cr3().await?;
         let ram = s.ram_size().await?;
-        let high = u32::try_from(ram.min(mm::addr::MAX_HIGH_MEMORY as u64)).unwrap_or(mm::addr::MAX_HIGH_MEMORY);
+        let high = u32::try_from(ram.min(mm::addr::MAX_HIGH_MEMORY as u64))
+            .unwrap_or(mm::addr::MAX_HIGH_MEMORY);
         Ok((Frame::containing(cr3), high & !(PAGE_SIZE - 1)))
     }
 
@@ -247,20 +305,37 @@ impl App {
 
 /// Host and token checks; `/health` needs no token (it tells nothing but "up").
 pub async fn guard(State(app): Shared, request: Request, next: Next) -> Response {
-    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
     if let Err(Refusal::ForeignHost(h)) = app.guard.check_host(host) {
-        return ApiError::new(StatusCode::FORBIDDEN, "foreign_host", format!("Host '{h}' is not this daemon's name (DNS rebinding?)"))
-            .into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "foreign_host",
+            format!("Host '{h}' is not this daemon's name (DNS rebinding?)"),
+        )
+        .into_response();
     }
     if request.uri().path() != "/health" {
-        let auth = request.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+        let auth = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
         match app.guard.check_token(auth) {
             Ok(()) => {}
             Err(Refusal::MissingToken) => {
-                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "this daemon needs 'Authorization: Bearer TOKEN'")
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "this daemon needs 'Authorization: Bearer TOKEN'",
+                )
+                .into_response()
+            }
+            Err(_) => {
+                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token")
                     .into_response()
             }
-            Err(_) => return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token").into_response(),
         }
     }
     next.run(request).await
@@ -283,7 +358,10 @@ fn require_write(app: &App) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/health", tag = "daemon",
     responses((status = 200, description = "the daemon is up", body = Health)))]
 async fn health(State(app): Shared) -> Json<Health> {
-    Json(Health { status: "ok".into(), connected: app.link.status().connected })
+    Json(Health {
+        status: "ok".into(),
+        connected: app.link.status().connected,
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/health", tag = "daemon",
@@ -304,7 +382,10 @@ async fn status(State(app): Shared) -> Json<Status> {
     if cr3.is_some() {
         source = Some("stub".to_string());
     } else if link.connected {
-        let ops = vec![Op::Monitor("showmem --json".into()), Op::Monitor("dumppgd --range 0x0-0x1000 --json".into())];
+        let ops = vec![
+            Op::Monitor("showmem --json".into()),
+            Op::Monitor("dumppgd --range 0x0-0x1000 --json".into()),
+        ];
         if let Ok(results) = app.link.run(ops, app.timeout).await {
             let docs: Vec<Value> = results
                 .iter()
@@ -314,7 +395,9 @@ async fn status(State(app): Shared) -> Json<Status> {
                 })
                 .collect();
             let get = |doc: Option<&Value>, field: &str| {
-                doc.and_then(|d| d.get(field)).and_then(Value::as_str).and_then(|s| parse_u32(s, field).ok())
+                doc.and_then(|d| d.get(field))
+                    .and_then(Value::as_str)
+                    .and_then(|s| parse_u32(s, field).ok())
             };
             high = get(docs.first(), "high_memory");
             cr3 = get(docs.get(1), "pg_dir");
@@ -402,7 +485,10 @@ pub struct PgdQuery {
 #[utoipa::path(get, path = "/api/v1/page-directory", tag = "kernel", params(PgdQuery),
     responses((status = 200, body = PageDirectoryDoc), (status = 400, body = ErrorBody),
               (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn page_directory(State(app): Shared, q: Result<Query<PgdQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn page_directory(
+    State(app): Shared,
+    q: Result<Query<PgdQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let range = match (&q.start, &q.end) {
         (None, None) => None,
@@ -444,7 +530,11 @@ async fn page_directory(State(app): Shared, q: Result<Query<PgdQuery>, QueryReje
         }
     }
     if q.task.is_some() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "needs_stub", "the task filter needs the kernel's task table (the stub)"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "needs_stub",
+            "the task filter needs the kernel's task table (the stub)",
+        ));
     }
     let (dir, high) = app.qemu_machine().await?;
     let mut s = app.qmp.session().await?;
@@ -461,7 +551,11 @@ async fn page_directory(State(app): Shared, q: Result<Query<PgdQuery>, QueryReje
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let filter = PgdFilter { range, user: q.user, writable: q.writable };
+    let filter = PgdFilter {
+        range,
+        user: q.user,
+        writable: q.writable,
+    };
     let mut doc = postmortem::page_directory(&pages, dir, high, filter);
     doc["source"] = json!("qemu");
     Ok(Json(doc))
@@ -487,7 +581,11 @@ async fn page_table(
     let index = path(p)?;
     let choice = query(q)?.source.unwrap_or_default();
     if index >= 1024 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "out_of_range", "index must be 0..1023"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "out_of_range",
+            "index must be 0..1023",
+        ));
     }
     if choice != SourceChoice::Qemu {
         match app.monitor(&format!("dumppt {index} --json")).await {
@@ -526,19 +624,34 @@ pub struct WalkQuery {
 #[utoipa::path(get, path = "/api/v1/walk", tag = "kernel", params(WalkQuery),
     responses((status = 200, body = WalkDoc), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn walk(State(app): Shared, q: Result<Query<WalkQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn walk(
+    State(app): Shared,
+    q: Result<Query<WalkQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let addr = parse_number(&q.addr, "addr")?;
     if addr >= 1 << 32 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "out_of_range", "addr must be below 0x100000000"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "out_of_range",
+            "addr must be below 0x100000000",
+        ));
     }
     if q.task.is_some() && addr >= TASK_SIZE as u64 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "out_of_range", "with task, addr is an offset below 64 MiB"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "out_of_range",
+            "with task, addr is an offset below 64 MiB",
+        ));
     }
     let verify = match q.verify.as_deref() {
         None | Some("") | Some("none") => false,
         Some("qemu") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("verify: '{other}' is not 'qemu'"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "verify: '{other}' is not 'qemu'"
+            )))
+        }
     };
     let choice = q.source.unwrap_or_default();
     let mut doc = None;
@@ -575,11 +688,19 @@ async fn walk(State(app): Shared, q: Result<Query<WalkQuery>, QueryRejection>) -
         }
     };
     if verify {
-        let linear = doc.get("linear").and_then(Value::as_str).map(|s| parse_u32(s, "linear")).transpose()?;
+        let linear = doc
+            .get("linear")
+            .and_then(Value::as_str)
+            .map(|s| parse_u32(s, "linear"))
+            .transpose()?;
         let linear = linear.ok_or_else(|| ApiError::internal("the walk has no linear address"))?;
         let mut s = app.qmp.session().await?;
         let qemu = s.gva2gpa(linear).await?;
-        let ours = doc.get("physical").and_then(Value::as_str).map(|p| parse_u32(p, "physical")).transpose()?;
+        let ours = doc
+            .get("physical")
+            .and_then(Value::as_str)
+            .map(|p| parse_u32(p, "physical"))
+            .transpose()?;
         doc["qemu"] = json!({ "physical": qemu.map(hex) });
         doc["agree"] = json!(qemu == ours);
     }
@@ -601,14 +722,28 @@ pub struct MemMapQuery {
 #[utoipa::path(get, path = "/api/v1/mem-map", tag = "kernel", params(MemMapQuery),
     responses((status = 200, body = MemMapDoc), (status = 400, body = ErrorBody),
               (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn mem_map(State(app): Shared, q: Result<Query<MemMapQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn mem_map(
+    State(app): Shared,
+    q: Result<Query<MemMapQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let start = q.start.as_deref().map(|s| parse_number(s, "start")).transpose()?;
-    let end = q.end.as_deref().map(|s| parse_number(s, "end")).transpose()?;
-    let elf = app
-        .kernel_elf
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_symbols", "mem_map needs the kernel ELF (--kernel PATH)"))?;
+    let start = q
+        .start
+        .as_deref()
+        .map(|s| parse_number(s, "start"))
+        .transpose()?;
+    let end = q
+        .end
+        .as_deref()
+        .map(|s| parse_number(s, "end"))
+        .transpose()?;
+    let elf = app.kernel_elf.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_symbols",
+            "mem_map needs the kernel ELF (--kernel PATH)",
+        )
+    })?;
     let paging = symbols::find_paging_static(elf)
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_symbols", e.to_string()))?;
     let choice = q.source.unwrap_or_default();
@@ -623,7 +758,11 @@ async fn mem_map(State(app): Shared, q: Result<Query<MemMapQuery>, QueryRejectio
 }
 
 /// Clamps the asked range to the frames mem_map covers; frame indices [first, last).
-fn frame_range(start: Option<u64>, end: Option<u64>, high_memory: u32) -> Result<(usize, usize), ApiError> {
+fn frame_range(
+    start: Option<u64>,
+    end: Option<u64>,
+    high_memory: u32,
+) -> Result<(usize, usize), ApiError> {
     let start = start.unwrap_or(LOW_MEM as u64);
     let end = end.unwrap_or(high_memory as u64);
     if start >= end {
@@ -641,7 +780,14 @@ fn frame_range(start: Option<u64>, end: Option<u64>, high_memory: u32) -> Result
     Ok((first, last.min(MAX_PAGING_PAGES)))
 }
 
-fn mem_map_document(counts: &[u8], first: usize, high: u32, start_mem: Option<u32>, source: &str, verified: bool) -> Value {
+fn mem_map_document(
+    counts: &[u8],
+    first: usize,
+    high: u32,
+    start_mem: Option<u32>,
+    source: &str,
+    verified: bool,
+) -> Value {
     let free = counts.iter().filter(|&&c| c == 0).count();
     json!({
         "command": "mem_map",
@@ -659,22 +805,45 @@ fn mem_map_document(counts: &[u8], first: usize, high: u32, start_mem: Option<u3
     })
 }
 
-async fn mem_map_stub(app: &App, paging: PagingStatic, start: Option<u64>, end: Option<u64>) -> Result<Value, ApiError> {
+async fn mem_map_stub(
+    app: &App,
+    paging: PagingStatic,
+    start: Option<u64>,
+    end: Option<u64>,
+) -> Result<Value, ApiError> {
     let showmem = app.monitor("showmem --json").await?;
     let get = |field: &str| {
-        showmem.get(field).and_then(Value::as_str).map(|s| parse_u32(s, field)).transpose()?.ok_or_else(|| ApiError::internal(format!("showmem has no {field}")))
+        showmem
+            .get(field)
+            .and_then(Value::as_str)
+            .map(|s| parse_u32(s, field))
+            .transpose()?
+            .ok_or_else(|| ApiError::internal(format!("showmem has no {field}")))
     };
     let high = get("high_memory")?;
     let start_mem = get("start_mem")?;
     let (first, last) = frame_range(start, end, high)?;
-    let known = app.cache().await.counts.filter(|(p, _)| *p == paging).map(|(_, o)| o);
+    let known = app
+        .cache()
+        .await
+        .counts
+        .filter(|(p, _)| *p == paging)
+        .map(|(_, o)| o);
     let offset = match known {
         Some(o) => o,
         None => {
             // Locate counts in one stop: the static and showmem must describe the same moment.
-            let ops = vec![Op::Monitor("showmem --json".into()), Op::ReadMemory { addr: paging.addr, len: paging.size }];
+            let ops = vec![
+                Op::Monitor("showmem --json".into()),
+                Op::ReadMemory {
+                    addr: paging.addr,
+                    len: paging.size,
+                },
+            ];
             let results = app.link.run(ops, app.timeout * 3).await?;
-            let (Some(OpResult::Monitor(text)), Some(OpResult::Memory(blob))) = (results.first(), results.get(1)) else {
+            let (Some(OpResult::Monitor(text)), Some(OpResult::Memory(blob))) =
+                (results.first(), results.get(1))
+            else {
                 return Err(ApiError::internal("unexpected link answer"));
             };
             let doc = monitor_document(text, "stub")?;
@@ -687,16 +856,37 @@ async fn mem_map_stub(app: &App, paging: PagingStatic, start: Option<u64>, end: 
         }
     };
     let addr = paging.addr + offset as u32 + first as u32;
-    let results = app.link.run(vec![Op::ReadMemory { addr, len: (last - first) as u32 }], app.timeout).await?;
+    let results = app
+        .link
+        .run(
+            vec![Op::ReadMemory {
+                addr,
+                len: (last - first) as u32,
+            }],
+            app.timeout,
+        )
+        .await?;
     let Some(OpResult::Memory(counts)) = results.first() else {
         return Err(ApiError::internal("unexpected link answer"));
     };
-    Ok(mem_map_document(counts, first, high, Some(start_mem), "stub", true))
+    Ok(mem_map_document(
+        counts,
+        first,
+        high,
+        Some(start_mem),
+        "stub",
+        true,
+    ))
 }
 
 fn hints_from(showmem: &Value) -> Result<Hints, ApiError> {
     let hex_field = |f: &str| {
-        showmem.get(f).and_then(Value::as_str).map(|s| parse_u32(s, f)).transpose()?.ok_or_else(|| ApiError::internal(format!("showmem has no {f}")))
+        showmem
+            .get(f)
+            .and_then(Value::as_str)
+            .map(|s| parse_u32(s, f))
+            .transpose()?
+            .ok_or_else(|| ApiError::internal(format!("showmem has no {f}")))
     };
     let shared = showmem
         .get("shared")
@@ -718,11 +908,21 @@ fn hints_from(showmem: &Value) -> Result<Hints, ApiError> {
     })
 }
 
-async fn mem_map_qemu(app: &App, paging: PagingStatic, start: Option<u64>, end: Option<u64>) -> Result<Value, ApiError> {
+async fn mem_map_qemu(
+    app: &App,
+    paging: PagingStatic,
+    start: Option<u64>,
+    end: Option<u64>,
+) -> Result<Value, ApiError> {
     let (_, ram) = app.qemu_machine().await?;
     // The kernel caps HIGH_MEMORY at 64 MiB and QEMU's RAM size is close to HIGH_MEMORY
     // (the firmware keeps the top 128 KiB); the shape search needs only an upper bound.
-    let known = app.cache().await.counts.filter(|(p, _)| *p == paging).map(|(_, o)| o);
+    let known = app
+        .cache()
+        .await
+        .counts
+        .filter(|(p, _)| *p == paging)
+        .map(|(_, o)| o);
     let mut s = app.qmp.session().await?;
     let blob = s.read_bytes(paging.addr, paging.size).await?;
     let (offset, verified) = match known {
@@ -730,9 +930,15 @@ async fn mem_map_qemu(app: &App, paging: PagingStatic, start: Option<u64>, end: 
         None => {
             // Try the RAM size QEMU reports, then that less the firmware's 128 KiB.
             let candidates = [ram, ram.saturating_sub(0x2_0000)];
-            let found = candidates.iter().find_map(|&h| symbols::locate_counts_by_shape(&blob, h).map(|o| (o, h)));
+            let found = candidates
+                .iter()
+                .find_map(|&h| symbols::locate_counts_by_shape(&blob, h).map(|o| (o, h)));
             let (o, h) = found.ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_GATEWAY, "mem_map_not_found", "no mem_map-shaped bytes in kernel::paging::PAGING")
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "mem_map_not_found",
+                    "no mem_map-shaped bytes in kernel::paging::PAGING",
+                )
             })?;
             (o, Some(h))
         }
@@ -742,13 +948,24 @@ async fn mem_map_qemu(app: &App, paging: PagingStatic, start: Option<u64>, end: 
     let high = match verified {
         Some(h) => h,
         None => {
-            let tail = counts.iter().rev().take_while(|&&c| c == mm::mem_map::USED).count();
+            let tail = counts
+                .iter()
+                .rev()
+                .take_while(|&&c| c == mm::mem_map::USED)
+                .count();
             LOW_MEM + ((MAX_PAGING_PAGES - tail) as u32) * PAGE_SIZE
         }
     };
     let (first, last) = frame_range(start, end, high)?;
     let last = last.min(counts.len());
-    Ok(mem_map_document(&counts[first..last], first, high, None, "qemu", verified.is_none()))
+    Ok(mem_map_document(
+        &counts[first..last],
+        first,
+        high,
+        None,
+        "qemu",
+        verified.is_none(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/fail", tag = "fault injection",
@@ -783,20 +1000,37 @@ pub struct FailChange {
 }
 
 fn fail_command(c: &FailChange) -> Result<String, ApiError> {
-    let chosen = [c.site.is_some(), c.seed.is_some(), c.task.is_some()].iter().filter(|&&b| b).count();
+    let chosen = [c.site.is_some(), c.seed.is_some(), c.task.is_some()]
+        .iter()
+        .filter(|&&b| b)
+        .count();
     if chosen != 1 {
-        return Err(ApiError::bad_request("give exactly one of site, seed, task"));
+        return Err(ApiError::bad_request(
+            "give exactly one of site, seed, task",
+        ));
     }
     if let Some(seed) = c.seed {
         return Ok(format!("fail seed {seed} --json"));
     }
     if let Some(pid) = c.task {
-        let on = c.make_it_fail.ok_or_else(|| ApiError::bad_request("task needs make_it_fail"))?;
-        return Ok(format!("fail task {pid} {} --json", if on { "on" } else { "off" }));
+        let on = c
+            .make_it_fail
+            .ok_or_else(|| ApiError::bad_request("task needs make_it_fail"))?;
+        return Ok(format!(
+            "fail task {pid} {} --json",
+            if on { "on" } else { "off" }
+        ));
     }
     let site = c.site.as_deref().unwrap_or_default();
-    if site.is_empty() || site.len() > 64 || !site.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(ApiError::bad_request("site must be a site name (lowercase letters, digits, _)"));
+    if site.is_empty()
+        || site.len() > 64
+        || !site
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(ApiError::bad_request(
+            "site must be a site name (lowercase letters, digits, _)",
+        ));
     }
     if c.off == Some(true) {
         return Ok(format!("fail {site} off --json"));
@@ -818,7 +1052,9 @@ fn fail_command(c: &FailChange) -> Result<String, ApiError> {
         line += &format!(" filter={}", if f { "on" } else { "off" });
     }
     if line == format!("fail {site}") {
-        return Err(ApiError::bad_request("give knobs to set (probability, interval, times, space, filter) or off"));
+        return Err(ApiError::bad_request(
+            "give knobs to set (probability, interval, times, space, filter) or off",
+        ));
     }
     Ok(line + " --json")
 }
@@ -826,7 +1062,10 @@ fn fail_command(c: &FailChange) -> Result<String, ApiError> {
 #[utoipa::path(post, path = "/api/v1/fail", tag = "fault injection", request_body = FailChange,
     responses((status = 200, body = FailDoc), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn fail_post(State(app): Shared, b: Result<Json<FailChange>, JsonRejection>) -> Result<Json<Value>, ApiError> {
+async fn fail_post(
+    State(app): Shared,
+    b: Result<Json<FailChange>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
     require_write(&app)?;
     let change = body(b)?;
     let line = fail_command(&change)?;
@@ -837,9 +1076,14 @@ async fn fail_post(State(app): Shared, b: Result<Json<FailChange>, JsonRejection
     params(("pid" = u32, Path, description = "the task")),
     responses((status = 200, body = FailDoc), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn failnth_get(State(app): Shared, p: Result<Path<u32>, PathRejection>) -> Result<Json<Value>, ApiError> {
+async fn failnth_get(
+    State(app): Shared,
+    p: Result<Path<u32>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
     let pid = path(p)?;
-    app.monitor(&format!("failnth {pid} --json")).await.map(Json)
+    app.monitor(&format!("failnth {pid} --json"))
+        .await
+        .map(Json)
 }
 
 /// fail-nth for a task: its Nth eligible allocation fails (0 cancels).
@@ -861,7 +1105,9 @@ async fn failnth_post(
     require_write(&app)?;
     let pid = path(p)?;
     let n = body(b)?.n;
-    app.monitor(&format!("failnth {pid} {n} --json")).await.map(Json)
+    app.monitor(&format!("failnth {pid} {n} --json"))
+        .await
+        .map(Json)
 }
 
 /// Resuming the stream.
@@ -884,7 +1130,11 @@ async fn fault_stream(
     let header_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().parse::<u64>().map_err(|_| ApiError::bad_request("Last-Event-ID must be a fault seq")))
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request("Last-Event-ID must be a fault seq"))
+        })
         .transpose()?;
     let since = header_id.or(q.since);
     let mut rx = app.feed.subscribe();
@@ -900,17 +1150,21 @@ async fn fault_stream(
         }
         loop {
             let event = match rx.recv().await {
-                Ok(FeedEvent::Fault { seq, record, history }) if seq > sent && (resuming || !history) => {
+                Ok(FeedEvent::Fault {
+                    seq,
+                    record,
+                    history,
+                }) if seq > sent && (resuming || !history) => {
                     sent = seq;
                     fault_event(seq, &record)
                 }
                 Ok(FeedEvent::Fault { .. }) => continue,
-                Ok(FeedEvent::Gap { after, upto }) => {
-                    SseEvent::default().event("gap").data(json!({"after": after, "upto": upto}).to_string())
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    SseEvent::default().event("gap").data(json!({"lagged": n}).to_string())
-                }
+                Ok(FeedEvent::Gap { after, upto }) => SseEvent::default()
+                    .event("gap")
+                    .data(json!({"after": after, "upto": upto}).to_string()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => SseEvent::default()
+                    .event("gap")
+                    .data(json!({"lagged": n}).to_string()),
                 Err(_) => return,
             };
             if tx.send(event).await.is_err() {
@@ -922,7 +1176,10 @@ async fn fault_stream(
 }
 
 fn fault_event(seq: u64, record: &Value) -> SseEvent {
-    SseEvent::default().event("fault").id(seq.to_string()).data(record.to_string())
+    SseEvent::default()
+        .event("fault")
+        .id(seq.to_string())
+        .data(record.to_string())
 }
 
 /// A stream fed by a task through a small channel (no extra crate for generators).
@@ -938,7 +1195,10 @@ where
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "pgkernel inspector", description = "The paging state of the Linux 0.11/0.12 teaching kernel, live over JSON. Addresses are hex strings (\"0x%08x\"); errors are {\"error\": {\"code\", \"message\"}}."),
+    info(
+        title = "pgkernel inspector",
+        description = "The paging state of the Linux 0.11/0.12 teaching kernel, live over JSON. Addresses are hex strings (\"0x%08x\"); errors are {\"error\": {\"code\", \"message\"}}."
+    ),
     components(schemas(ErrorBody, SourceChoice))
 )]
 struct ApiDoc;
@@ -972,7 +1232,11 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .fallback(|| async { ApiError::not_found("no such endpoint (see /api/v1/openapi.json)") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed here",
+            )
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
@@ -995,20 +1259,29 @@ mod tests {
 
     #[test]
     fn fail_changes_become_monitor_lines() {
-        let c: FailChange = serde_json::from_value(json!({"site": "do_no_page", "probability": 10, "times": -1})).unwrap();
-        assert_eq!(fail_command(&c).unwrap(), "fail do_no_page probability=10 times=-1 --json");
+        let c: FailChange =
+            serde_json::from_value(json!({"site": "do_no_page", "probability": 10, "times": -1}))
+                .unwrap();
+        assert_eq!(
+            fail_command(&c).unwrap(),
+            "fail do_no_page probability=10 times=-1 --json"
+        );
         let c: FailChange = serde_json::from_value(json!({"site": "x y"})).unwrap();
         assert!(fail_command(&c).is_err());
         let c: FailChange = serde_json::from_value(json!({"seed": 3, "task": 1})).unwrap();
         assert!(fail_command(&c).is_err());
-        let c: FailChange = serde_json::from_value(json!({"task": 2, "make_it_fail": true})).unwrap();
+        let c: FailChange =
+            serde_json::from_value(json!({"task": 2, "make_it_fail": true})).unwrap();
         assert_eq!(fail_command(&c).unwrap(), "fail task 2 on --json");
     }
 
     #[test]
     fn frame_ranges_stay_inside_mem_map() {
         assert_eq!(frame_range(None, None, 0x200_0000).unwrap(), (0, 7936));
-        assert_eq!(frame_range(Some(0x101000), Some(0x103000), 0x200_0000).unwrap(), (1, 3));
+        assert_eq!(
+            frame_range(Some(0x101000), Some(0x103000), 0x200_0000).unwrap(),
+            (1, 3)
+        );
         assert!(frame_range(Some(0), None, 0x200_0000).is_err());
         assert!(frame_range(Some(0x200000), Some(0x100000), 0x200_0000).is_err());
         assert!(frame_range(None, Some(0x300_0000), 0x200_0000).is_err());

@@ -32,7 +32,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code: code.to_string(), message: message.into() }
+        ApiError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -47,8 +51,14 @@ impl ApiError {
     /// The monitor's own error object (`{"kind", "message", "usage"}`): the kernel
     /// refused a well-formed request, or the arguments were bad.
     pub fn from_monitor(error: &serde_json::Value) -> ApiError {
-        let kind = error.get("kind").and_then(|k| k.as_str()).unwrap_or("kernel_error");
-        let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("the kernel refused the request");
+        let kind = error
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("kernel_error");
+        let message = error
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("the kernel refused the request");
         let status = match kind {
             "no_such_task" => StatusCode::NOT_FOUND,
             // The stopped code holds the lock: the next try (after it runs) will do.
@@ -88,7 +98,12 @@ impl From<QemuError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -99,16 +114,28 @@ mod tests {
 
     #[test]
     fn link_errors_map_to_503_and_504() {
-        assert_eq!(ApiError::from(LinkError::NotConnected).status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(ApiError::from(LinkError::Timeout).status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            ApiError::from(LinkError::NotConnected).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::from(LinkError::Timeout).status,
+            StatusCode::GATEWAY_TIMEOUT
+        );
         assert_eq!(ApiError::from(LinkError::Busy).code, "busy");
     }
 
     #[test]
     fn monitor_errors_keep_their_kind() {
-        let e = ApiError::from_monitor(&serde_json::json!({"kind": "no_such_task", "message": "no task with pid 9"}));
-        assert_eq!((e.status, e.code.as_str()), (StatusCode::NOT_FOUND, "no_such_task"));
-        let e = ApiError::from_monitor(&serde_json::json!({"kind": "out_of_range", "message": "x"}));
+        let e = ApiError::from_monitor(
+            &serde_json::json!({"kind": "no_such_task", "message": "no task with pid 9"}),
+        );
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (StatusCode::NOT_FOUND, "no_such_task")
+        );
+        let e =
+            ApiError::from_monitor(&serde_json::json!({"kind": "out_of_range", "message": "x"}));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }

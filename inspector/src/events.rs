@@ -21,7 +21,11 @@ const REMEMBERED: usize = 256;
 pub enum FeedEvent {
     /// A fault record (its `seq` is the SSE id); `history` when it was already in the
     /// log at the first poll (only clients resuming from a seq want those).
-    Fault { seq: u64, record: Value, history: bool },
+    Fault {
+        seq: u64,
+        record: Value,
+        history: bool,
+    },
     /// Records between `after` and `upto` were never seen (the log moved on between polls).
     Gap { after: u64, upto: u64 },
 }
@@ -37,7 +41,10 @@ impl Feed {
     /// Starts the poller (idle while nobody listens).
     pub fn spawn(link: LinkHandle, interval: Duration, timeout: Duration) -> Feed {
         let (tx, _) = broadcast::channel(1024);
-        let feed = Feed { tx, recent: Arc::new(Mutex::new(VecDeque::new())) };
+        let feed = Feed {
+            tx,
+            recent: Arc::new(Mutex::new(VecDeque::new())),
+        };
         let poller = feed.clone();
         tokio::spawn(async move { poller.poll(link, interval, timeout).await });
         feed
@@ -68,9 +75,15 @@ impl Feed {
             if self.tx.receiver_count() == 0 {
                 continue;
             }
-            let Ok(text) = link.monitor("faults --json", timeout).await else { continue };
-            let Ok(doc) = serde_json::from_str::<Value>(&text) else { continue };
-            let Some(records) = doc.get("faults").and_then(Value::as_array) else { continue };
+            let Ok(text) = link.monitor("faults --json", timeout).await else {
+                continue;
+            };
+            let Ok(doc) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            let Some(records) = doc.get("faults").and_then(Value::as_array) else {
+                continue;
+            };
             // The log's content at the first poll is history: remembered for resuming
             // clients, not broadcast as if it had just happened.
             let history = last.is_none();
@@ -87,7 +100,11 @@ impl Feed {
                                 recent.pop_front();
                             }
                         }
-                        let _ = self.tx.send(FeedEvent::Fault { seq, record, history });
+                        let _ = self.tx.send(FeedEvent::Fault {
+                            seq,
+                            record,
+                            history,
+                        });
                     }
                 }
             }
@@ -100,7 +117,9 @@ impl Feed {
 /// sets `last` when the feed has no history yet, so new listeners see new faults.
 #[allow(clippy::type_complexity)]
 fn new_records(records: &[Value], last: &mut Option<u64>) -> Vec<(Result<u64, (u64, u64)>, Value)> {
-    let seqs = records.iter().filter_map(|r| Some((r.get("seq")?.as_u64()?, r.clone())));
+    let seqs = records
+        .iter()
+        .filter_map(|r| Some((r.get("seq")?.as_u64()?, r.clone())));
     let mut out = Vec::new();
     match *last {
         None => {
@@ -141,7 +160,10 @@ mod tests {
         assert_eq!(last, Some(4));
         let again = new_records(&[json!({"seq": 3}), json!({"seq": 4})], &mut last);
         assert!(again.is_empty());
-        let later = new_records(&[json!({"seq": 4}), json!({"seq": 5}), json!({"seq": 9})], &mut last);
+        let later = new_records(
+            &[json!({"seq": 4}), json!({"seq": 5}), json!({"seq": 9})],
+            &mut last,
+        );
         let kinds: Vec<_> = later.iter().map(|(k, _)| k.clone()).collect();
         assert_eq!(kinds, vec![Ok(5), Err((5, 9)), Ok(9)]);
         assert_eq!(last, Some(9));

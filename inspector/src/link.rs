@@ -119,7 +119,11 @@ impl LinkHandle {
         }
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .try_send(Job { ops, timeout, reply })
+            .try_send(Job {
+                ops,
+                timeout,
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => LinkError::Busy,
                 mpsc::error::TrySendError::Closed(_) => LinkError::NotConnected,
@@ -135,7 +139,9 @@ impl LinkHandle {
 
     /// One monitor command.
     pub async fn monitor(&self, line: &str, timeout: Duration) -> Result<String, LinkError> {
-        let mut results = self.run(vec![Op::Monitor(line.to_string())], timeout).await?;
+        let mut results = self
+            .run(vec![Op::Monitor(line.to_string())], timeout)
+            .await?;
         match results.pop() {
             Some(OpResult::Monitor(text)) => Ok(text),
             _ => Err(LinkError::Protocol("no monitor answer".into())),
@@ -162,7 +168,10 @@ pub fn spawn(config: LinkConfig, gdb_conns: mpsc::Receiver<TcpStream>) -> LinkHa
     let (jobs_tx, jobs_rx) = mpsc::channel(config.queue);
     let (status_tx, status_rx) = watch::channel(LinkStatus::default());
     tokio::spawn(run(config, jobs_rx, gdb_conns, status_tx));
-    LinkHandle { jobs: jobs_tx, status: status_rx }
+    LinkHandle {
+        jobs: jobs_tx,
+        status: status_rx,
+    }
 }
 
 async fn run(
@@ -222,7 +231,9 @@ async fn run(
             max_reply: config.max_reply,
             requeued: VecDeque::new(),
         };
-        let end = session.serve(read, early_gdb.take(), &mut jobs, &mut gdb_conns).await;
+        let end = session
+            .serve(read, early_gdb.take(), &mut jobs, &mut gdb_conns)
+            .await;
         tracing::warn!("kernel link closed: {end}");
         status.send_modify(|s| {
             s.connected = false;
@@ -303,7 +314,10 @@ impl Session<'_> {
         let mut tbuf = vec![0u8; 16 * 1024];
         let mut gbuf = vec![0u8; 16 * 1024];
         loop {
-            let gdb_busy = self.gdb.as_ref().is_some_and(|g| matches!(g.wait, GdbWait::Reply { .. }));
+            let gdb_busy = self
+                .gdb
+                .as_ref()
+                .is_some_and(|g| matches!(g.wait, GdbWait::Reply { .. }));
             tokio::select! {
                 read = target_r.read(&mut tbuf) => match read {
                     Ok(0) => return ServeEnd::TargetClosed("end of stream".into()),
@@ -453,7 +467,10 @@ impl Session<'_> {
                             self.publish();
                         }
                     }
-                    _ => tracing::debug!("stray packet from the stub dropped: {:?}", String::from_utf8_lossy(&body)),
+                    _ => tracing::debug!(
+                        "stray packet from the stub dropped: {:?}",
+                        String::from_utf8_lossy(&body)
+                    ),
                 }
             }
             Event::Nak => {
@@ -477,7 +494,10 @@ impl Session<'_> {
                     // Kill: the stub ends the session and sends nothing back.
                     GdbWait::Nothing
                 } else {
-                    GdbWait::Reply { monitor: body.starts_with(b"qRcmd,"), detach: body.first() == Some(&b'D') }
+                    GdbWait::Reply {
+                        monitor: body.starts_with(b"qRcmd,"),
+                        detach: body.first() == Some(&b'D'),
+                    }
                 };
                 if let Some(g) = self.gdb.as_mut() {
                     g.wait = wait;
@@ -488,7 +508,11 @@ impl Session<'_> {
             }
             Event::Interrupt => self.send_target(&[rsp::INTERRUPT]).await?,
             Event::Nak => {
-                let last = self.gdb.as_ref().map(|g| g.last_sent.clone()).unwrap_or_default();
+                let last = self
+                    .gdb
+                    .as_ref()
+                    .map(|g| g.last_sent.clone())
+                    .unwrap_or_default();
                 self.send_gdb(&last, false).await;
             }
             Event::BadChecksum | Event::Overlong => self.send_gdb(&[rsp::NAK], false).await,
@@ -513,7 +537,9 @@ impl Session<'_> {
                 return;
             }
             if self.wait_stop(target_r, deadline).await.is_err() {
-                tracing::warn!("gdb left a running session and the stub did not stop for the detach");
+                tracing::warn!(
+                    "gdb left a running session and the stub did not stop for the detach"
+                );
                 return;
             }
         }
@@ -524,8 +550,14 @@ impl Session<'_> {
     }
 
     /// Runs jobs' ops in one stop of the kernel (see the module docs); one result per job.
-    async fn run_jobs(&mut self, jobs: &[Job], target_r: &mut OwnedReadHalf) -> Vec<Result<Vec<OpResult>, LinkError>> {
-        let Some(first) = jobs.first() else { return Vec::new() };
+    async fn run_jobs(
+        &mut self,
+        jobs: &[Job],
+        target_r: &mut OwnedReadHalf,
+    ) -> Vec<Result<Vec<OpResult>, LinkError>> {
+        let Some(first) = jobs.first() else {
+            return Vec::new();
+        };
         let deadline = Instant::now() + first.timeout;
         match self.stop_for_jobs(deadline, target_r).await {
             Err(e) => {
@@ -566,7 +598,11 @@ impl Session<'_> {
     }
 
     /// Gets the kernel stopped for a batch of jobs; says how (for the resume).
-    async fn stop_for_jobs(&mut self, deadline: Instant, target_r: &mut OwnedReadHalf) -> Result<JobMode, LinkError> {
+    async fn stop_for_jobs(
+        &mut self,
+        deadline: Instant,
+        target_r: &mut OwnedReadHalf,
+    ) -> Result<JobMode, LinkError> {
         let mut mode = match self.gdb.as_ref() {
             Some(g) if g.session && g.wait == GdbWait::Stop => JobMode::Interrupted,
             Some(g) if g.session => JobMode::GdbStopped,
@@ -574,10 +610,13 @@ impl Session<'_> {
         };
         match mode {
             JobMode::OwnSession => {
-                self.request(b"qSupported:multiprocess-", target_r, deadline).await?;
+                self.request(b"qSupported:multiprocess-", target_r, deadline)
+                    .await?;
             }
             JobMode::Interrupted => {
-                self.send_target(&[rsp::INTERRUPT]).await.map_err(|_| LinkError::NotConnected)?;
+                self.send_target(&[rsp::INTERRUPT])
+                    .await
+                    .map_err(|_| LinkError::NotConnected)?;
                 let (raw, body) = self.wait_stop(target_r, deadline).await?;
                 if rsp::stop_signal(&body) != Some(rsp::SIGINT) {
                     // A stop of gdb's own that came first: gdb's to see; it holds the kernel now.
@@ -595,14 +634,23 @@ impl Session<'_> {
     }
 
     /// One job's ops, the kernel stopped; the first failure ends it.
-    async fn run_ops(&mut self, ops: &[Op], deadline: Instant, target_r: &mut OwnedReadHalf) -> Result<Vec<OpResult>, LinkError> {
+    async fn run_ops(
+        &mut self,
+        ops: &[Op],
+        deadline: Instant,
+        target_r: &mut OwnedReadHalf,
+    ) -> Result<Vec<OpResult>, LinkError> {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let result = match op {
-                Op::Monitor(line) => self.monitor(line, target_r, deadline).await.map(OpResult::Monitor),
-                Op::ReadMemory { addr, len } => {
-                    self.read_memory(*addr, *len, target_r, deadline).await.map(OpResult::Memory)
-                }
+                Op::Monitor(line) => self
+                    .monitor(line, target_r, deadline)
+                    .await
+                    .map(OpResult::Monitor),
+                Op::ReadMemory { addr, len } => self
+                    .read_memory(*addr, *len, target_r, deadline)
+                    .await
+                    .map(OpResult::Memory),
             };
             results.push(result?);
         }
@@ -638,7 +686,9 @@ impl Session<'_> {
             while let Some(event) = pending.pop_front() {
                 match event {
                     Event::Packet { raw, body } => {
-                        self.send_target(&[rsp::ACK]).await.map_err(|_| LinkError::NotConnected)?;
+                        self.send_target(&[rsp::ACK])
+                            .await
+                            .map_err(|_| LinkError::NotConnected)?;
                         // Events after this packet in the same read are re-fed to the decoder's
                         // caller next time: keep them by pushing their bytes back.
                         self.requeue(pending);
@@ -646,10 +696,14 @@ impl Session<'_> {
                     }
                     Event::Nak => {
                         let last = self.last_to_target.clone();
-                        self.send_target(&last).await.map_err(|_| LinkError::NotConnected)?;
+                        self.send_target(&last)
+                            .await
+                            .map_err(|_| LinkError::NotConnected)?;
                     }
                     Event::BadChecksum | Event::Overlong => {
-                        self.send_target(&[rsp::NAK]).await.map_err(|_| LinkError::NotConnected)?;
+                        self.send_target(&[rsp::NAK])
+                            .await
+                            .map_err(|_| LinkError::NotConnected)?;
                     }
                     Event::Ack | Event::Interrupt => {}
                 }
@@ -675,7 +729,9 @@ impl Session<'_> {
         deadline: Instant,
     ) -> Result<(), LinkError> {
         let raw = rsp::frame(body);
-        self.send_target_packet(raw.clone()).await.map_err(|_| LinkError::NotConnected)?;
+        self.send_target_packet(raw.clone())
+            .await
+            .map_err(|_| LinkError::NotConnected)?;
         let mut buf = [0u8; 4096];
         loop {
             if let Some(events) = self.take_requeued() {
@@ -688,7 +744,9 @@ impl Session<'_> {
             match timeout_at(retry, target_r.read(&mut buf)).await {
                 Err(_) if retry >= deadline => return Err(LinkError::Timeout),
                 Err(_) => {
-                    self.send_target(&raw).await.map_err(|_| LinkError::NotConnected)?;
+                    self.send_target(&raw)
+                        .await
+                        .map_err(|_| LinkError::NotConnected)?;
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(LinkError::NotConnected),
                 Ok(Ok(n)) => {
@@ -711,7 +769,10 @@ impl Session<'_> {
                     self.requeue(events);
                     return Ok(Some(()));
                 }
-                Event::Nak => self.send_target(raw).await.map_err(|_| LinkError::NotConnected)?,
+                Event::Nak => self
+                    .send_target(raw)
+                    .await
+                    .map_err(|_| LinkError::NotConnected)?,
                 packet @ Event::Packet { .. } => {
                     events.push_front(packet);
                     self.requeue(events);
@@ -742,7 +803,8 @@ impl Session<'_> {
         target_r: &mut OwnedReadHalf,
         deadline: Instant,
     ) -> Result<String, LinkError> {
-        self.send_packet(&rsp::qrcmd(line), target_r, deadline).await?;
+        self.send_packet(&rsp::qrcmd(line), target_r, deadline)
+            .await?;
         let mut text = Vec::new();
         let mut too_large = false;
         loop {
@@ -764,7 +826,8 @@ impl Session<'_> {
         if too_large {
             return Err(LinkError::TooLarge(self.max_reply));
         }
-        String::from_utf8(text).map_err(|_| LinkError::Protocol("monitor output is not UTF-8".into()))
+        String::from_utf8(text)
+            .map_err(|_| LinkError::Protocol("monitor output is not UTF-8".into()))
     }
 
     /// `m` in chunks the stub's buffer holds.
@@ -783,7 +846,9 @@ impl Session<'_> {
         let end = addr as u64 + len as u64;
         while (at as u64) < end {
             let chunk = (end - at as u64).min(MEMORY_CHUNK as u64) as u32;
-            let reply = self.request(format!("m{at:x},{chunk:x}").as_bytes(), target_r, deadline).await?;
+            let reply = self
+                .request(format!("m{at:x},{chunk:x}").as_bytes(), target_r, deadline)
+                .await?;
             if reply.first() == Some(&b'E') && reply.len() == 3 {
                 return Err(LinkError::Refused(format!(
                     "reading {chunk} bytes at {at:#010x}: {}",
@@ -792,7 +857,10 @@ impl Session<'_> {
             }
             let bytes = rsp::hex_decode(&reply).map_err(|e| LinkError::Protocol(e.to_string()))?;
             if bytes.len() != chunk as usize {
-                return Err(LinkError::Protocol(format!("m{at:x},{chunk:x} answered {} bytes", bytes.len())));
+                return Err(LinkError::Protocol(format!(
+                    "m{at:x},{chunk:x} answered {} bytes",
+                    bytes.len()
+                )));
             }
             out.extend_from_slice(&bytes);
             at = at.wrapping_add(chunk);

@@ -23,7 +23,11 @@ use tokio::sync::{mpsc, Mutex};
 /// Serves the running kernel's paging state as JSON (under /api/v1) and lets gdb in
 /// through its own RSP port, both over the one link to the kernel's stub on QEMU's COM1.
 #[derive(Parser, Debug)]
-#[command(name = "inspector", version, after_help = "Example: qemu-system-i386 ... -serial tcp:127.0.0.1:4320,server=on,wait=off -qmp unix:/tmp/qmp.sock,server=on,wait=off\n         inspector --target 127.0.0.1:4320 --qmp /tmp/qmp.sock\n         gdb -ex 'target remote 127.0.0.1:4321' kernel; curl http://127.0.0.1:8321/api/v1/status")]
+#[command(
+    name = "inspector",
+    version,
+    after_help = "Example: qemu-system-i386 ... -serial tcp:127.0.0.1:4320,server=on,wait=off -qmp unix:/tmp/qmp.sock,server=on,wait=off\n         inspector --target 127.0.0.1:4320 --qmp /tmp/qmp.sock\n         gdb -ex 'target remote 127.0.0.1:4321' kernel; curl http://127.0.0.1:8321/api/v1/status"
+)]
 struct Cli {
     /// QEMU's COM1 TCP address: the kernel's gdb stub (-serial tcp:HOST:PORT,server=on).
     #[arg(long, default_value = "127.0.0.1:4320")]
@@ -90,12 +94,19 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
     }
     let http = TcpListener::bind(cli.listen)
         .await
-        .map_err(|error| StartError::Listen { addr: cli.listen.to_string(), error })?;
+        .map_err(|error| StartError::Listen {
+            addr: cli.listen.to_string(),
+            error,
+        })?;
     let (gdb_tx, gdb_rx) = mpsc::channel(4);
     if cli.gdb_listen != "off" {
-        let listener = TcpListener::bind(&cli.gdb_listen)
-            .await
-            .map_err(|error| StartError::Listen { addr: cli.gdb_listen.clone(), error })?;
+        let listener =
+            TcpListener::bind(&cli.gdb_listen)
+                .await
+                .map_err(|error| StartError::Listen {
+                    addr: cli.gdb_listen.clone(),
+                    error,
+                })?;
         tracing::info!("gdb: target remote {}", cli.gdb_listen);
         tokio::spawn(async move {
             loop {
@@ -116,13 +127,24 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
     }
     let timeout = Duration::from_millis(cli.timeout_ms.max(100));
     let link = link::spawn(
-        link::LinkConfig { target: cli.target.clone(), max_reply: cli.max_reply, queue: 64 },
+        link::LinkConfig {
+            target: cli.target.clone(),
+            max_reply: cli.max_reply,
+            queue: 64,
+        },
         gdb_rx,
     );
-    let feed = events::Feed::spawn(link.clone(), Duration::from_millis(cli.poll_ms.max(200)), timeout);
+    let feed = events::Feed::spawn(
+        link.clone(),
+        Duration::from_millis(cli.poll_ms.max(200)),
+        timeout,
+    );
     let kernel_elf = cli.kernel.exists().then_some(cli.kernel.clone());
     if kernel_elf.is_none() {
-        tracing::warn!("no kernel ELF at {}: /api/v1/mem-map will answer 503", cli.kernel.display());
+        tracing::warn!(
+            "no kernel ELF at {}: /api/v1/mem-map will answer 503",
+            cli.kernel.display()
+        );
     }
     let app = Arc::new(api::App {
         link,
@@ -135,14 +157,18 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         progress: std::io::stderr().is_terminal(),
         cache: Mutex::new(api::Cache::default()),
     });
-    tracing::info!("HTTP: http://{}/api/v1/status (OpenAPI: /api/v1/openapi.json)", cli.listen);
+    tracing::info!(
+        "HTTP: http://{}/api/v1/status (OpenAPI: /api/v1/openapi.json)",
+        cli.listen
+    );
     let router = api::router(app);
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = shutdown => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -151,6 +177,9 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
     axum::serve(http, router)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|error| StartError::Listen { addr: cli.listen.to_string(), error })?;
+        .map_err(|error| StartError::Listen {
+            addr: cli.listen.to_string(),
+            error,
+        })?;
     Ok(())
 }

@@ -50,7 +50,9 @@ pub fn page_directory(pages: &Pages, pg_dir: Frame, high_memory: u32, filter: Pg
                 continue;
             }
         }
-        if filter.user.is_some_and(|u| u != pde.is_user()) || filter.writable.is_some_and(|w| w != pde.is_writable()) {
+        if filter.user.is_some_and(|u| u != pde.is_user())
+            || filter.writable.is_some_and(|w| w != pde.is_writable())
+        {
             continue;
         }
         let readable = pde.frame().as_u32() < high_memory && pages.has(pde.frame());
@@ -137,9 +139,13 @@ pub fn page_table(pages: &Pages, pg_dir: Frame, high_memory: u32, index: usize) 
 /// A walk document like `walk ADDR --json`, from [`Walk`].
 pub fn walk_document(w: &Walk) -> Value {
     let stop = w.stop.map(|s| match s {
-        WalkStop::NoPageTable => json!({"level": "pde", "reason": "no_page_table", "swap_slot": null}),
+        WalkStop::NoPageTable => {
+            json!({"level": "pde", "reason": "no_page_table", "swap_slot": null})
+        }
         WalkStop::NotMapped => json!({"level": "pte", "reason": "not_mapped", "swap_slot": null}),
-        WalkStop::SwappedOut { slot } => json!({"level": "pte", "reason": "swapped_out", "swap_slot": slot}),
+        WalkStop::SwappedOut { slot } => {
+            json!({"level": "pte", "reason": "swapped_out", "swap_slot": slot})
+        }
     });
     // A present PDE whose table was not read: the monitor says table_beyond_memory.
     let stop = stop.or_else(|| {

@@ -45,10 +45,15 @@ impl Connection {
     async fn open(path: &PathBuf) -> Result<Connection, QemuError> {
         let stream = UnixStream::connect(path).await?;
         let (r, w) = stream.into_split();
-        let mut c = Connection { reader: BufReader::new(r), writer: w };
+        let mut c = Connection {
+            reader: BufReader::new(r),
+            writer: w,
+        };
         let greeting = c.read_message().await?;
         if greeting.get("QMP").is_none() {
-            return Err(QemuError::Protocol(format!("unexpected greeting {greeting}")));
+            return Err(QemuError::Protocol(format!(
+                "unexpected greeting {greeting}"
+            )));
         }
         c.execute("qmp_capabilities", None).await?;
         Ok(c)
@@ -69,12 +74,17 @@ impl Connection {
         }
     }
 
-    async fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, QemuError> {
+    async fn execute(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QemuError> {
         let mut request = json!({ "execute": command });
         if let Some(a) = arguments {
             request["arguments"] = a;
         }
-        let mut bytes = serde_json::to_vec(&request).map_err(|e| QemuError::Protocol(e.to_string()))?;
+        let mut bytes =
+            serde_json::to_vec(&request).map_err(|e| QemuError::Protocol(e.to_string()))?;
         bytes.push(b'\n');
         self.writer.write_all(&bytes).await?;
         let reply = self.read_message().await?;
@@ -86,7 +96,10 @@ impl Connection {
 
     async fn hmp(&mut self, line: &str) -> Result<String, QemuError> {
         let reply = self
-            .execute("human-monitor-command", Some(json!({ "command-line": line })))
+            .execute(
+                "human-monitor-command",
+                Some(json!({ "command-line": line })),
+            )
             .await?;
         Ok(reply.as_str().unwrap_or_default().to_string())
     }
@@ -126,7 +139,11 @@ pub struct Session<'a> {
 
 impl Qmp {
     pub fn new(path: Option<PathBuf>, timeout: Duration) -> Qmp {
-        Qmp { path, lock: Mutex::new(()), timeout }
+        Qmp {
+            path,
+            lock: Mutex::new(()),
+            timeout,
+        }
     }
 
     pub fn configured(&self) -> bool {
@@ -136,30 +153,42 @@ impl Qmp {
     /// Opens a session (waits for any other one to end).
     pub async fn session(&self) -> Result<Session<'_>, QemuError> {
         let path = self.path.as_ref().ok_or(QemuError::NotConfigured)?;
-        let guard = timeout(self.timeout, self.lock.lock()).await.map_err(|_| QemuError::Timeout)?;
+        let guard = timeout(self.timeout, self.lock.lock())
+            .await
+            .map_err(|_| QemuError::Timeout)?;
         let conn = timeout(self.timeout, Connection::open(path))
             .await
             .map_err(|_| QemuError::Timeout)??;
-        Ok(Session { conn, _guard: guard, timeout: self.timeout })
+        Ok(Session {
+            conn,
+            _guard: guard,
+            timeout: self.timeout,
+        })
     }
 }
 
 impl Session<'_> {
     async fn hmp(&mut self, line: &str) -> Result<String, QemuError> {
-        timeout(self.timeout, self.conn.hmp(line)).await.map_err(|_| QemuError::Timeout)?
+        timeout(self.timeout, self.conn.hmp(line))
+            .await
+            .map_err(|_| QemuError::Timeout)?
     }
 
     /// CR3, from `info registers`.
     pub async fn cr3(&mut self) -> Result<u32, QemuError> {
         let text = self.hmp("info registers").await?;
-        parse_register(&text, "CR3").ok_or_else(|| QemuError::Protocol("no CR3 in info registers".into()))
+        parse_register(&text, "CR3")
+            .ok_or_else(|| QemuError::Protocol("no CR3 in info registers".into()))
     }
 
     /// Guest RAM in bytes.
     pub async fn ram_size(&mut self) -> Result<u64, QemuError> {
-        let reply = timeout(self.timeout, self.conn.execute("query-memory-size-summary", None))
-            .await
-            .map_err(|_| QemuError::Timeout)??;
+        let reply = timeout(
+            self.timeout,
+            self.conn.execute("query-memory-size-summary", None),
+        )
+        .await
+        .map_err(|_| QemuError::Timeout)??;
         reply
             .get("base-memory")
             .and_then(Value::as_u64)
@@ -191,7 +220,10 @@ impl Session<'_> {
         let text = self.hmp(&format!("xp /{count}xb {addr:#x}")).await?;
         let bytes: Vec<u8> = parse_xp_words(&text).into_iter().map(|w| w as u8).collect();
         if bytes.len() != count as usize {
-            return Err(QemuError::Protocol(format!("xp at {addr:#x}: {} bytes of {count}", bytes.len())));
+            return Err(QemuError::Protocol(format!(
+                "xp at {addr:#x}: {} bytes of {count}",
+                bytes.len()
+            )));
         }
         Ok(bytes)
     }
@@ -210,7 +242,10 @@ impl Session<'_> {
 pub fn parse_register(text: &str, name: &str) -> Option<u32> {
     let key = format!("{name}=");
     let at = text.find(&key)? + key.len();
-    let digits: String = text[at..].chars().take_while(char::is_ascii_hexdigit).collect();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
     u32::from_str_radix(&digits, 16).ok()
 }
 
@@ -235,13 +270,17 @@ mod tests {
 
     #[test]
     fn parses_qemu_text() {
-        let regs = "EAX=00000000 EBX=00000000\nCR0=80000011 CR2=07fffeb0 CR3=001c9000 CR4=00000000\n";
+        let regs =
+            "EAX=00000000 EBX=00000000\nCR0=80000011 CR2=07fffeb0 CR3=001c9000 CR4=00000000\n";
         assert_eq!(parse_register(regs, "CR3"), Some(0x001c_9000));
         assert_eq!(parse_register(regs, "CR7"), None);
         assert_eq!(parse_gva2gpa("gpa: 0x1fd7000\r\n"), Some(0x1fd_7000));
         assert_eq!(parse_gva2gpa("Unmapped\r\n"), None);
         let xp = "00000000001c9000: 0x001ca023 0x001cb023 0x001cc023 0x001cd023\r\n00000000001c9010: 0x00000000\r\n";
-        assert_eq!(parse_xp_words(xp), vec![0x1ca023, 0x1cb023, 0x1cc023, 0x1cd023, 0]);
+        assert_eq!(
+            parse_xp_words(xp),
+            vec![0x1ca023, 0x1cb023, 0x1cc023, 0x1cd023, 0]
+        );
         let xb = "0000000000100000: 0x64 0x64 0x00\r\n";
         assert_eq!(parse_xp_words(xb), vec![0x64, 0x64, 0]);
     }

@@ -57,15 +57,23 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<u8>, RspError> {
     while i < body.len() {
         match body[i] {
             ESCAPE => {
-                let next = *body.get(i + 1).ok_or(RspError::Malformed("escape at the end"))?;
+                let next = *body
+                    .get(i + 1)
+                    .ok_or(RspError::Malformed("escape at the end"))?;
                 out.push(next ^ 0x20);
                 i += 2;
             }
             RUN_LENGTH => {
-                let last = *out.last().ok_or(RspError::Malformed("run length with nothing to repeat"))?;
-                let count = *body.get(i + 1).ok_or(RspError::Malformed("run length at the end"))?;
+                let last = *out
+                    .last()
+                    .ok_or(RspError::Malformed("run length with nothing to repeat"))?;
+                let count = *body
+                    .get(i + 1)
+                    .ok_or(RspError::Malformed("run length at the end"))?;
                 // gdb never sends counts that would encode `$`/`#`, and none below 29+3.
-                let repeat = count.checked_sub(29).ok_or(RspError::Malformed("run length below 29"))?;
+                let repeat = count
+                    .checked_sub(29)
+                    .ok_or(RspError::Malformed("run length below 29"))?;
                 out.extend(std::iter::repeat_n(last, usize::from(repeat)));
                 i += 2;
             }
@@ -129,7 +137,9 @@ pub fn monitor_reply(body: &[u8]) -> Result<MonitorReply, RspError> {
         return Err(RspError::Unsupported);
     }
     if body[0] == b'E' && body.len() == 3 && body[1..].iter().all(u8::is_ascii_hexdigit) {
-        return Ok(MonitorReply::Error(String::from_utf8_lossy(body).into_owned()));
+        return Ok(MonitorReply::Error(
+            String::from_utf8_lossy(body).into_owned(),
+        ));
     }
     if body[0] == b'O' {
         return Ok(MonitorReply::Output(hex_decode(&body[1..])?));
@@ -178,7 +188,10 @@ pub enum RspError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     /// A packet with a good checksum: its raw bytes (`$...#xx`) and its decoded body.
-    Packet { raw: Vec<u8>, body: Vec<u8> },
+    Packet {
+        raw: Vec<u8>,
+        body: Vec<u8>,
+    },
     Ack,
     Nak,
     Interrupt,
@@ -209,7 +222,11 @@ enum State {
 impl Decoder {
     /// A decoder refusing packets over `max_packet` bytes (raw).
     pub fn new(max_packet: usize) -> Self {
-        Decoder { state: State::Idle, buf: Vec::new(), max_packet }
+        Decoder {
+            state: State::Idle,
+            buf: Vec::new(),
+            max_packet,
+        }
     }
 
     /// Feeds bytes; returns the events they complete, in order.
@@ -328,10 +345,16 @@ mod tests {
             events,
             vec![
                 Event::Ack,
-                Event::Packet { raw: b"$O4b0a#76".to_vec(), body: b"O4b0a".to_vec() },
+                Event::Packet {
+                    raw: b"$O4b0a#76".to_vec(),
+                    body: b"O4b0a".to_vec()
+                },
                 Event::Interrupt,
                 Event::Nak,
-                Event::Packet { raw: b"$OK#9a".to_vec(), body: b"OK".to_vec() },
+                Event::Packet {
+                    raw: b"$OK#9a".to_vec(),
+                    body: b"OK".to_vec()
+                },
             ]
         );
     }
@@ -352,10 +375,18 @@ mod tests {
         let mut d = Decoder::new(4096);
         let events = d.push(recorded);
         assert_eq!(events[0], Event::Ack);
-        let Event::Packet { body, .. } = &events[1] else { panic!("{events:?}") };
-        assert_eq!(monitor_reply(body).unwrap(), MonitorReply::Output(b"{\"command\":\"help\"}\n".to_vec()));
+        let Event::Packet { body, .. } = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            monitor_reply(body).unwrap(),
+            MonitorReply::Output(b"{\"command\":\"help\"}\n".to_vec())
+        );
         assert_eq!(monitor_reply(b"OK").unwrap(), MonitorReply::Done);
-        assert_eq!(monitor_reply(b"E01").unwrap(), MonitorReply::Error("E01".into()));
+        assert_eq!(
+            monitor_reply(b"E01").unwrap(),
+            MonitorReply::Error("E01".into())
+        );
         assert_eq!(monitor_reply(b"").unwrap_err(), RspError::Unsupported);
     }
 

@@ -41,7 +41,10 @@ impl Guard {
             allowed_hosts.push(format!("{name}:{port}"));
             allowed_hosts.push(name);
         }
-        Guard { allowed_hosts, token }
+        Guard {
+            allowed_hosts,
+            token,
+        }
     }
 
     /// Whether listening on `listen` without a token is allowed: loopback only.
@@ -53,14 +56,23 @@ impl Guard {
     pub fn check_host(&self, host: Option<&str>) -> Result<(), Refusal> {
         match host {
             None => Ok(()),
-            Some(h) if self.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h.trim())) => Ok(()),
+            Some(h)
+                if self
+                    .allowed_hosts
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(h.trim())) =>
+            {
+                Ok(())
+            }
             Some(h) => Err(Refusal::ForeignHost(h.to_string())),
         }
     }
 
     /// Checks `Authorization: Bearer TOKEN`, in constant time, when a token is set.
     pub fn check_token(&self, authorization: Option<&str>) -> Result<(), Refusal> {
-        let Some(expected) = &self.token else { return Ok(()) };
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
         let given = authorization
             .and_then(|a| a.strip_prefix("Bearer "))
             .ok_or(Refusal::MissingToken)?;
@@ -78,7 +90,11 @@ mod tests {
     use super::*;
 
     fn guard(token: Option<&str>) -> Guard {
-        Guard::new("127.0.0.1:8321".parse().unwrap(), token.map(String::from), &[])
+        Guard::new(
+            "127.0.0.1:8321".parse().unwrap(),
+            token.map(String::from),
+            &[],
+        )
     }
 
     #[test]

@@ -32,13 +32,19 @@ pub enum SymbolError {
 /// Finds `kernel::paging::PAGING` in the kernel ELF at `path`.
 pub fn find_paging_static(path: &std::path::Path) -> Result<PagingStatic, SymbolError> {
     use object::{Object, ObjectSymbol};
-    let data = std::fs::read(path).map_err(|error| SymbolError::Read { path: path.display().to_string(), error })?;
+    let data = std::fs::read(path).map_err(|error| SymbolError::Read {
+        path: path.display().to_string(),
+        error,
+    })?;
     let file = object::File::parse(&*data).map_err(|e| SymbolError::Parse(e.to_string()))?;
     for symbol in file.symbols() {
         let Ok(name) = symbol.name() else { continue };
         // Mangled (legacy) `_ZN6kernel6paging6PAGING17h<hash>E`, perhaps with an LLVM suffix.
         if name.starts_with("_ZN6kernel6paging6PAGING17h") && symbol.size() > 0 {
-            return Ok(PagingStatic { addr: symbol.address() as u32, size: symbol.size() as u32 });
+            return Ok(PagingStatic {
+                addr: symbol.address() as u32,
+                size: symbol.size() as u32,
+            });
         }
     }
     Err(SymbolError::NoSymbol)
@@ -61,7 +67,11 @@ fn nr_pages(high_memory: u32) -> usize {
 pub fn locate_counts(blob: &[u8], hints: &Hints) -> Option<usize> {
     let reserved = (hints.start_mem.saturating_sub(LOW_MEM) / PAGE_SIZE) as usize;
     let pages = nr_pages(hints.high_memory);
-    if reserved == 0 || pages > MAX_PAGING_PAGES || reserved > pages || blob.len() < MAX_PAGING_PAGES {
+    if reserved == 0
+        || pages > MAX_PAGING_PAGES
+        || reserved > pages
+        || blob.len() < MAX_PAGING_PAGES
+    {
         return None;
     }
     (0..=blob.len() - MAX_PAGING_PAGES).find(|&o| {
@@ -71,7 +81,8 @@ pub fn locate_counts(blob: &[u8], hints: &Hints) -> Option<usize> {
             && counts[reserved..pages].iter().all(|&c| c < USED)
             && counts[pages..].iter().all(|&c| c == USED)
             && hints.shared.iter().all(|&(frame, count)| {
-                frame >= LOW_MEM && counts.get(((frame - LOW_MEM) / PAGE_SIZE) as usize) == Some(&count)
+                frame >= LOW_MEM
+                    && counts.get(((frame - LOW_MEM) / PAGE_SIZE) as usize) == Some(&count)
             })
     })
 }
@@ -124,6 +135,9 @@ mod tests {
         assert_eq!(locate_counts(&b, &hints), Some(123));
         let wrong = Hints { free: 9, ..hints };
         assert_eq!(locate_counts(&b, &wrong), None);
-        assert_eq!(locate_counts_by_shape(&b, LOW_MEM + 16 * PAGE_SIZE), Some(123));
+        assert_eq!(
+            locate_counts_by_shape(&b, LOW_MEM + 16 * PAGE_SIZE),
+            Some(123)
+        );
     }
 }

@@ -81,7 +81,9 @@ pub fn alloc(arg: u32) -> Result<u32, Errno> {
     let wanted = paging_frames * percent / ALL_PERCENT;
     let mut taken = 0;
     while in_use + taken < wanted {
-        let Some(frame) = mm.mem_map.take_highest_free() else { break };
+        let Some(frame) = mm.mem_map.take_highest_free() else {
+            break;
+        };
         held[taken] = index_of(&mm.mem_map, frame);
         taken += 1;
     }
@@ -122,7 +124,9 @@ pub fn alloc(arg: u32) -> Result<u32, Errno> {
         let _ = mm.mem_map.decrement(frame);
     }
     if !same_order {
-        crate::println!("bench: the bitmap and 0.11's scan chose different frames at {percent} % in use");
+        crate::println!(
+            "bench: the bitmap and 0.11's scan chose different frames at {percent} % in use"
+        );
         return Err(Errno(EINVAL));
     }
     samples.sort_unstable();

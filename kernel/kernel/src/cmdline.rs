@@ -170,7 +170,9 @@ fn parse_fail(injector: &mut mm::inject::Injector, site: &str, value: &str) -> b
     };
     let mut parts = value.split(',');
     let mut next = || parts.next().map(str::trim);
-    let (Some(interval), Some(probability), Some(space), Some(times)) = (next(), next(), next(), next()) else {
+    let (Some(interval), Some(probability), Some(space), Some(times)) =
+        (next(), next(), next(), next())
+    else {
         return false;
     };
     let filter = match next() {
@@ -178,10 +180,19 @@ fn parse_fail(injector: &mut mm::inject::Injector, site: &str, value: &str) -> b
         Some("filter") => true,
         Some(_) => return false,
     };
-    let attr = match (interval.parse(), probability.parse(), space.parse(), times.parse()) {
-        (Ok(interval), Ok(probability), Ok(space), Ok(times)) => {
-            mm::inject::FaultAttr { probability, interval, times, space, task_filter: filter }
-        }
+    let attr = match (
+        interval.parse(),
+        probability.parse(),
+        space.parse(),
+        times.parse(),
+    ) {
+        (Ok(interval), Ok(probability), Ok(space), Ok(times)) => mm::inject::FaultAttr {
+            probability,
+            interval,
+            times,
+            space,
+            task_filter: filter,
+        },
         _ => return false,
     };
     injector.configure(site, attr).is_ok()

@@ -156,7 +156,10 @@ fn resolve_no_page(
         }
         Err(NoPageError::SwapIn(e)) => {
             println!("do_no_page: {e}");
-            Err((Unresolved::Illegal, "the page could not be read back from swap"))
+            Err((
+                Unresolved::Illegal,
+                "the page could not be read back from swap",
+            ))
         }
         Err(NoPageError::OutOfMemory(_))
         | Err(NoPageError::Share(mm::memory::ShareError::OutOfMemory(_))) => {
@@ -215,7 +218,10 @@ fn book_wp(
         )),
         Err(e @ WpError::DirectoryProtection(..)) => {
             println!("do_wp_page: {e}");
-            Err((Unresolved::Illegal, "write fault under a damaged directory entry"))
+            Err((
+                Unresolved::Illegal,
+                "write fault under a damaged directory entry",
+            ))
         }
         Err(e @ WpError::Corrupt(_)) => {
             println!("do_wp_page: {e}");

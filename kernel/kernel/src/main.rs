@@ -49,7 +49,12 @@ pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         ));
     };
     let reserved_end = boot::kernel_end().max(module.end);
-    let layout = match paging::init(boot.ram_end(), reserved_end, opts.linear_scan, opts.injector()) {
+    let layout = match paging::init(
+        boot.ram_end(),
+        reserved_end,
+        opts.linear_scan,
+        opts.injector(),
+    ) {
         Ok(l) => l,
         Err(e) => fail_boot(format_args!("{e}")),
     };

@@ -99,7 +99,12 @@ pub struct Layout {
 /// Sizes RAM, builds the page directory and the identity map in the frames right after
 /// `reserved_end` (the kernel image and boot modules), sets up `mem_map` for the rest
 /// (0.11 `mem_init(main_memory_start, memory_end)`) and turns paging on.
-pub fn init(ram_end: u64, reserved_end: u32, linear_scan: bool, policy: Injector) -> Result<Layout, MemoryError> {
+pub fn init(
+    ram_end: u64,
+    reserved_end: u32,
+    linear_scan: bool,
+    policy: Injector,
+) -> Result<Layout, MemoryError> {
     if ram_end < MIN_RAM as u64 {
         return Err(MemoryError::TooLittleRam {
             found: ram_end.saturating_sub(LOW_MEM as u64),
@@ -141,12 +146,7 @@ pub fn init(ram_end: u64, reserved_end: u32, linear_scan: bool, policy: Injector
     // SAFETY: Mm::new identity-mapped [0, high), which holds the kernel, its stacks and the
     // tables themselves.
     unsafe { cpu::enable_paging(pg_dir) };
-    PAGING.call_once(|| {
-        Mutex::new(Paging {
-            mm,
-            policy,
-        })
-    });
+    PAGING.call_once(|| Mutex::new(Paging { mm, policy }));
     Ok(Layout {
         ram_end,
         high_memory: high,
@@ -192,7 +192,9 @@ pub fn init_swap(enabled: bool) {
     let mut p = paging();
     p.mm.phys.attach_swap_disk(disk);
     match p.mm.init_swapping() {
-        Ok(free) => println!("swap: {free} slots of 4 KiB free (0.12 swap bitmap, SWAP-SPACE signature found)"),
+        Ok(free) => println!(
+            "swap: {free} slots of 4 KiB free (0.12 swap bitmap, SWAP-SPACE signature found)"
+        ),
         Err(e) => println!("swap: refusing the disk: {e}; running without swap"),
     }
 }

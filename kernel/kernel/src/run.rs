@@ -161,7 +161,9 @@ impl Run {
         }
         let swap_used = paging().mm.swap.as_ref().map_or(0, |s| s.nr_used());
         if swap_used != 0 {
-            println!("VERDICT: FAIL lost some swap slots: {swap_used} still in use with no task left");
+            println!(
+                "VERDICT: FAIL lost some swap slots: {swap_used} still in use with no task left"
+            );
             failures += 1;
         }
         if self.leftovers != 0 {

@@ -137,7 +137,11 @@ fn sys_meminfo(ptr: u32) -> Result<u32, Errno> {
             task_page_tables: usage.page_tables,
             nr_tasks,
             faults,
-            swap_slots: p.mm.swap.as_ref().map_or(0, |s| s.nr_slots().saturating_sub(1)),
+            swap_slots: p
+                .mm
+                .swap
+                .as_ref()
+                .map_or(0, |s| s.nr_slots().saturating_sub(1)),
             swap_free: p.mm.swap.as_ref().map_or(0, |s| s.nr_free()),
             task_swapped: usage.swapped,
         }
@@ -194,7 +198,11 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
             result.map(|_| 0).map_err(|e| {
                 crate::kevent!("free_page_tables({from}, 4 MiB) refused: {e}");
                 // The guard (D1) is a permission matter; alignment and range are arguments.
-                Errno(if matches!(e, FreeTablesError::KernelMemory(_)) { EPERM } else { EINVAL })
+                Errno(if matches!(e, FreeTablesError::KernelMemory(_)) {
+                    EPERM
+                } else {
+                    EINVAL
+                })
             })
         }
         debug_op::FREE_FRAMES => Ok(paging().mm.mem_map.nr_free() as u32),
@@ -207,7 +215,10 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
         debug_op::MAKE_IT_FAIL => {
             let mut p = paging();
             let task = p.policy.task_mut(current()).map_err(|_| Errno(EINVAL))?;
-            Ok(u32::from(core::mem::replace(&mut task.make_it_fail, arg != 0)))
+            Ok(u32::from(core::mem::replace(
+                &mut task.make_it_fail,
+                arg != 0,
+            )))
         }
         debug_op::KERNEL_CRASH => crash_on_purpose(arg),
         debug_op::SWAP_FAULTS => {
@@ -219,7 +230,11 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
             faults.fail_reads = arg & abi::swap_fault::FAIL_READS != 0;
             faults.fail_writes = arg & abi::swap_fault::FAIL_WRITES != 0;
             faults.once = arg & abi::swap_fault::ONCE != 0;
-            crate::kevent!("swap: injected failures now: reads {}, writes {}", faults.fail_reads, faults.fail_writes);
+            crate::kevent!(
+                "swap: injected failures now: reads {}, writes {}",
+                faults.fail_reads,
+                faults.fail_writes
+            );
             Ok(old)
         }
         debug_op::SWAP_STATS => {

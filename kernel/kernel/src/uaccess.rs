@@ -56,7 +56,11 @@ fn settle_for_store(page: LinearAddr) -> Result<(), Errno> {
     for _ in 0..SETTLE_ROUNDS {
         fault::kernel_touch(page)?;
         fault::kernel_write_verify(page)?;
-        if paging().mm.pte(page).is_some_and(|(_, _, pte)| pte.is_present() && pte.is_writable()) {
+        if paging()
+            .mm
+            .pte(page)
+            .is_some_and(|(_, _, pte)| pte.is_present() && pte.is_writable())
+        {
             return Ok(());
         }
     }

@@ -54,8 +54,8 @@ pub fn present_entries<R: PhysRead + ?Sized>(mem: &R, table: Frame) -> usize {
 mod tests {
     use super::*;
     use crate::entry::USER_RW;
-    use crate::walk::WalkStop;
     use crate::sim::SimRam;
+    use crate::walk::WalkStop;
 
     #[test]
     fn walks_like_the_kernel_without_counts() {

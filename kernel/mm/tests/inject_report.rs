@@ -11,7 +11,6 @@ use mm::report::{self, Command, ParseError};
 use serde_json::Value;
 use support::*;
 
-
 fn command(line: &str) -> Command {
     report::parse(line)
         .unwrap_or_else(|e| panic!("{line}: {e:?}"))

@@ -9,15 +9,12 @@ use mm::addr::{Frame, PAGE_SIZE};
 use mm::check::live_slot_mask;
 use mm::entry::Entry;
 use mm::memory::Mm;
-use mm::report::{
-    self, Command, CommandName, LinearRange, ParseError, PgdFilter, Request,
-};
+use mm::report::{self, Command, CommandName, LinearRange, ParseError, PgdFilter, Request};
 use mm::sim::SimRam;
 use mm::{CheckInput, PhysMem};
 use proptest::prelude::*;
 use serde_json::Value;
 use support::*;
-
 
 /// A 16 MiB machine (four identity-map tables, as 0.11's head.s), task `a` in slot 1 with
 /// pages at 0x0, 0x2000 and 0x0040_0000 (a second page table), its child `b` in slot 2

@@ -69,7 +69,9 @@ fn answer(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) -> fmt::Result
         Command::Faults => faults::render(json, out),
         Command::Catch { pagefault } => catch(ctx, pagefault, json, out),
         Command::Fail(command) => mm::inject_report::fail(ctx.policy, &slots, command, json, out),
-        Command::FailNth { pid, n } => mm::inject_report::failnth(ctx.policy, &slots, pid, n, json, out),
+        Command::FailNth { pid, n } => {
+            mm::inject_report::failnth(ctx.policy, &slots, pid, n, json, out)
+        }
         Command::Corrupt(command) => mm::inject_report::corrupt(ctx.mm, &slots, command, json, out),
     }
 }

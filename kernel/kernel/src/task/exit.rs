@@ -42,8 +42,14 @@ pub fn do_exit(status: u32) -> ! {
         // Orphans go to init, as in 0.11, while init lives; once init is gone they go to
         // the kernel, whose idle loop collects them (a campaign run found orphans handed
         // to an init that had been killed by oom, never collected: a hang).
-        let init_alive = t.slots[INIT_SLOT].as_ref().is_some_and(|init| init.state != TaskState::Zombie);
-        let new_parent = if slot == INIT_SLOT || !init_alive { 0 } else { INIT_SLOT };
+        let init_alive = t.slots[INIT_SLOT]
+            .as_ref()
+            .is_some_and(|init| init.state != TaskState::Zombie);
+        let new_parent = if slot == INIT_SLOT || !init_alive {
+            0
+        } else {
+            INIT_SLOT
+        };
         let mut orphan_zombie = false;
         for s in 1..t.slots.len() {
             if let Some(child) = t.slots[s].as_mut().filter(|c| c.parent == slot) {

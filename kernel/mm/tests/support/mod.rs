@@ -705,7 +705,13 @@ impl mm::report::TaskSlots for Pids {
 pub fn pids(k: &SimKernel) -> Pids {
     Pids(
         (0..NR_TASKS)
-            .map(|s| if s == 0 { Some(0) } else { k.is_live(s).then_some(100 + s as u32) })
+            .map(|s| {
+                if s == 0 {
+                    Some(0)
+                } else {
+                    k.is_live(s).then_some(100 + s as u32)
+                }
+            })
             .collect(),
     )
 }

@@ -150,8 +150,14 @@ fn memory_figures() -> i32 {
     let fork_large = time_fork();
     say!("BENCH name=exit_base cycles={exit_small}");
     say!("BENCH name=fork_base cycles={fork_small}");
-    report("exit_per_mib", exit_large.saturating_sub(exit_small) / SLOPE_MIB as u64);
-    report("fork_per_mib", fork_large.saturating_sub(fork_small) / SLOPE_MIB as u64);
+    report(
+        "exit_per_mib",
+        exit_large.saturating_sub(exit_small) / SLOPE_MIB as u64,
+    );
+    report(
+        "fork_per_mib",
+        fork_large.saturating_sub(fork_small) / SLOPE_MIB as u64,
+    );
     say!("BENCH name=done");
     0
 }
@@ -162,7 +168,9 @@ fn report_tsc_rate() {
     let started = rdtsc();
     sleep(TSC_TICKS);
     let cycles = rdtsc() - started;
-    let ticks = (debug(debug_op::TICKS, 0) as u32).wrapping_sub(ticks_before).max(1);
+    let ticks = (debug(debug_op::TICKS, 0) as u32)
+        .wrapping_sub(ticks_before)
+        .max(1);
     say!("BENCH name=tsc_hz value={}", cycles * HZ / u64::from(ticks));
 }
 
@@ -172,7 +180,10 @@ fn allocator_figures() -> bool {
     for percent in ALLOC_PERCENTS {
         for (search, flag) in [("bitmap", 0), ("scan", bench_alloc::LINEAR_SCAN)] {
             let pair = debug(debug_op::BENCH_ALLOC, percent | flag);
-            let search_only = debug(debug_op::BENCH_ALLOC, percent | flag | bench_alloc::SEARCH_ONLY);
+            let search_only = debug(
+                debug_op::BENCH_ALLOC,
+                percent | flag | bench_alloc::SEARCH_ONLY,
+            );
             if pair < 0 || search_only < 0 {
                 say!("BENCH name=alloc percent={percent} search={search} same_order=0");
                 return false;

@@ -144,7 +144,11 @@ fn step_demand_zero(baseline: u32) -> Outcome {
     expect_exit(child, 0, "the demand-zero child")?;
     let free = free_frames().or_fail("debug(FREE_FRAMES)")?;
     say!("  The child exited: free frames back to {free}");
-    check_eq!(accounted()?, baseline, "free frames + the demo's own after the demand-zero child");
+    check_eq!(
+        accounted()?,
+        baseline,
+        "free frames + the demo's own after the demand-zero child"
+    );
     Ok(())
 }
 

@@ -184,7 +184,8 @@ impl PhysMem for KernelPhys {
         // frames handed out by mem_map are never Rust objects, so this is the only
         // reference to it while the disk fills it.
         let buffer = unsafe { &mut *p };
-        disk.read_page(slot, buffer).map_err(|_| SwapIoError::Device)?;
+        disk.read_page(slot, buffer)
+            .map_err(|_| SwapIoError::Device)?;
         self.swap_bytes_read += u64::from(PAGE_SIZE);
         Ok(())
     }
@@ -199,7 +200,8 @@ impl PhysMem for KernelPhys {
         let p = self.ptr(frame.addr(), PAGE_SIZE as usize) as *const [u8; PAGE_SIZE as usize];
         // SAFETY: as in swap_read; the disk only reads the frame.
         let buffer = unsafe { &*p };
-        disk.write_page(slot, buffer).map_err(|_| SwapIoError::Device)?;
+        disk.write_page(slot, buffer)
+            .map_err(|_| SwapIoError::Device)?;
         self.swap_bytes_written += u64::from(PAGE_SIZE);
         Ok(())
     }

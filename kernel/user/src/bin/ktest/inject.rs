@@ -26,15 +26,36 @@ pub fn failnth_fork() -> Outcome {
             Ok(Forked::Parent(child)) => {
                 debug(debug_op::FAIL_NTH, 0);
                 let status = wait_child(child)?;
-                check_eq!(status, Status::exited(0), "the child of the fork that succeeded");
-                say!("fork failed cleanly for N = 1..{} and succeeded at N = {n}", n - 1);
-                check!(n > 2, "fork made fewer allocations than a task page and page tables");
+                check_eq!(
+                    status,
+                    Status::exited(0),
+                    "the child of the fork that succeeded"
+                );
+                say!(
+                    "fork failed cleanly for N = 1..{} and succeeded at N = {n}",
+                    n - 1
+                );
+                check!(
+                    n > 2,
+                    "fork made fewer allocations than a task page and page tables"
+                );
                 return Ok(());
             }
             Err(e) => {
-                check!(e.0 == errno::ENOMEM || e.0 == errno::EAGAIN, "fork with fail-nth {n}: {e}");
-                check_eq!(free_frames().or_fail("free frames")?, baseline, "free frames after failed fork {n}");
-                check_eq!(checkmm().or_fail("checkmm")?, 0, "checkmm after failed fork {n}");
+                check!(
+                    e.0 == errno::ENOMEM || e.0 == errno::EAGAIN,
+                    "fork with fail-nth {n}: {e}"
+                );
+                check_eq!(
+                    free_frames().or_fail("free frames")?,
+                    baseline,
+                    "free frames after failed fork {n}"
+                );
+                check_eq!(
+                    checkmm().or_fail("checkmm")?,
+                    0,
+                    "checkmm after failed fork {n}"
+                );
                 say!("N = {n}: fork returned {e}; nothing leaked");
             }
         }
@@ -56,9 +77,17 @@ pub fn failnth_cow() -> Outcome {
         Ok(1)
     })?;
     let status = wait_child(child)?;
-    check_eq!(status, Status::killed(signal::SIGSEGV), "the child whose COW copy failed");
+    check_eq!(
+        status,
+        Status::killed(signal::SIGSEGV),
+        "the child whose COW copy failed"
+    );
     check_eq!(region.read(0), 0xAAAA, "the parent's word");
-    check_eq!(free_frames().or_fail("free frames")?, baseline, "free frames");
+    check_eq!(
+        free_frames().or_fail("free frames")?,
+        baseline,
+        "free frames"
+    );
     check_eq!(checkmm().or_fail("checkmm")?, 0, "checkmm");
     say!("the child died in oom(); the parent's page and every frame are intact");
     Ok(())

@@ -40,13 +40,24 @@ pub fn fork_retry() -> Outcome {
         match fork() {
             Ok(Forked::Child) => user::exit(0),
             Ok(Forked::Parent(child)) => {
-                check_eq!(wait_child(child)?, Status::exited(0), "the child of the fork that succeeded");
+                check_eq!(
+                    wait_child(child)?,
+                    Status::exited(0),
+                    "the child of the fork that succeeded"
+                );
                 say!("fork succeeded at attempt {attempt}");
                 return Ok(());
             }
             Err(e) => {
-                check!(e.0 == errno::ENOMEM || e.0 == errno::EAGAIN, "fork attempt {attempt}: {e}");
-                check_eq!(free_frames().or_fail("free frames")?, baseline, "free frames after failed fork {attempt}");
+                check!(
+                    e.0 == errno::ENOMEM || e.0 == errno::EAGAIN,
+                    "fork attempt {attempt}: {e}"
+                );
+                check_eq!(
+                    free_frames().or_fail("free frames")?,
+                    baseline,
+                    "free frames after failed fork {attempt}"
+                );
                 say!("attempt {attempt}: fork returned {e}; trying again");
             }
         }
@@ -103,7 +114,11 @@ fn race_writes(region: &Region, child: bool) -> Outcome {
         region.write(page * PAGE_SIZE, word(page));
     }
     for page in 0..RACE_PAGES {
-        check_eq!(region.read(page * PAGE_SIZE), word(page), "{who}: word 0 of race page {page}");
+        check_eq!(
+            region.read(page * PAGE_SIZE),
+            word(page),
+            "{who}: word 0 of race page {page}"
+        );
     }
     Ok(())
 }

@@ -23,7 +23,9 @@ fn pattern(seed: u32, page: usize, word: usize) -> u32 {
 
 /// FNV-1a over the words, to print one checksum of the whole workload.
 fn fnv(hash: u32, word: u32) -> u32 {
-    word.to_le_bytes().iter().fold(hash, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    word.to_le_bytes()
+        .iter()
+        .fold(hash, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 const FNV_START: u32 = 0x811c_9dc5;
@@ -63,7 +65,10 @@ fn swap_stat(which: u32) -> u32 {
 /// The machine's memory and swap, or a failure when there is no swap device.
 fn swap_machine() -> Result<MemInfo, Failed> {
     let info = meminfo().or_fail("meminfo")?;
-    check!(info.swap_slots > 0, "no swap device: boot with a swap disk (scripts/run --swap)");
+    check!(
+        info.swap_slots > 0,
+        "no swap device: boot with a swap disk (scripts/run --swap)"
+    );
     say!(
         "{} paging frames ({} KiB), swap {} slots ({} free)",
         info.paging_frames,
@@ -87,13 +92,19 @@ pub fn twice_ram() -> Outcome {
         "{pages} pages written (checksum {written:#010x}); {} of mine are swapped out now",
         middle.task_swapped
     );
-    check!(middle.task_swapped > 0, "no page of a workload twice the RAM is swapped out");
+    check!(
+        middle.task_swapped > 0,
+        "no page of a workload twice the RAM is swapped out"
+    );
     let read = verify(&region, 0x5eed, "workload")?;
     check_eq!(read, written, "checksum of what was read back");
     say!("every word verified (checksum {read:#010x})");
     let (out, back) = (swap_stat(0) - out0, swap_stat(2) - in0);
     say!("{out} pages written out, {back} read back");
-    check!(out >= pages as u32 / 2 && back >= pages as u32 / 2, "too little swap traffic ({out} out, {back} in)");
+    check!(
+        out >= pages as u32 / 2 && back >= pages as u32 / 2,
+        "too little swap traffic ({out} out, {back} in)"
+    );
     Ok(())
 }
 
@@ -160,10 +171,15 @@ pub fn fork_swapped() -> Outcome {
 pub fn exit_frees_slots() -> Outcome {
     let info = swap_machine()?;
     let child = spawn(|| {
-        let region = grow_break(3 * info.paging_frames as usize / 2 * PAGE_SIZE as usize).or_fail("brk")?;
+        let region =
+            grow_break(3 * info.paging_frames as usize / 2 * PAGE_SIZE as usize).or_fail("brk")?;
         fill(&region, 7);
         let now = meminfo().or_fail("meminfo")?;
-        say!("child: {} pages swapped out, {} slots free", now.task_swapped, now.swap_free);
+        say!(
+            "child: {} pages swapped out, {} slots free",
+            now.task_swapped,
+            now.swap_free
+        );
         check!(now.task_swapped > 0, "the child has nothing swapped out");
         Ok(())
     })?;
@@ -181,7 +197,11 @@ pub fn exit_frees_slots() -> Outcome {
         info.free_frames + info.task_pages + info.task_page_tables,
         "free frames (plus the parent's own) after the child exited"
     );
-    say!("every slot and frame the child used is back ({} slots free, {} frames free)", after.swap_free, after.free_frames);
+    say!(
+        "every slot and frame the child used is back ({} slots free, {} frames free)",
+        after.swap_free,
+        after.free_frames
+    );
     Ok(())
 }
 
@@ -195,26 +215,42 @@ pub fn io_errors() -> Outcome {
 
     let writer = spawn(|| {
         debug(debug_op::SWAP_FAULTS, swap_fault::FAIL_WRITES);
-        let region = grow_break(2 * info.paging_frames as usize * PAGE_SIZE as usize).or_fail("brk")?;
+        let region =
+            grow_break(2 * info.paging_frames as usize * PAGE_SIZE as usize).or_fail("brk")?;
         fill(&region, 12);
         say!("CHECK FAILED: filled twice the RAM with every swap write failing");
         Err(Failed)
     })?;
-    expect_killed(writer, signal::SIGSEGV, "the task that needed memory while writes failed")?;
+    expect_killed(
+        writer,
+        signal::SIGSEGV,
+        "the task that needed memory while writes failed",
+    )?;
     debug(debug_op::SWAP_FAULTS, 0);
     verify(&mine, 11, "parent after the write failures")?;
 
     let reader = spawn_code(|| {
-        let region = grow_break(3 * info.paging_frames as usize / 2 * PAGE_SIZE as usize).or_fail("brk")?;
+        let region =
+            grow_break(3 * info.paging_frames as usize / 2 * PAGE_SIZE as usize).or_fail("brk")?;
         fill(&region, 13);
-        check!(meminfo().or_fail("meminfo")?.task_swapped > 0, "nothing swapped out");
+        check!(
+            meminfo().or_fail("meminfo")?.task_swapped > 0,
+            "nothing swapped out"
+        );
         // One read fails; this task's next swap-in is that read.
-        debug(debug_op::SWAP_FAULTS, swap_fault::FAIL_READS | swap_fault::ONCE);
+        debug(
+            debug_op::SWAP_FAULTS,
+            swap_fault::FAIL_READS | swap_fault::ONCE,
+        );
         verify(&region, 13, "reader")?;
         say!("CHECK FAILED: read every swapped page back while a read failed");
         Ok(1)
     })?;
-    expect_killed(reader, signal::SIGSEGV, "the task whose page could not be read back")?;
+    expect_killed(
+        reader,
+        signal::SIGSEGV,
+        "the task whose page could not be read back",
+    )?;
     verify(&mine, 11, "parent after the read failure")?;
     say!("the failing task died; the parent's data is intact");
     Ok(())
@@ -285,8 +321,10 @@ fn measure(pages: usize, seed: u32) -> Result<Phase, Failed> {
 pub fn bench() -> Outcome {
     let info = swap_machine()?;
     // Each phase runs in a child of its own, so the second starts from the same state.
-    let phases: [(&str, usize); 2] =
-        [("in-ram", info.paging_frames as usize / 2), ("twice-ram", 2 * info.paging_frames as usize)];
+    let phases: [(&str, usize); 2] = [
+        ("in-ram", info.paging_frames as usize / 2),
+        ("twice-ram", 2 * info.paging_frames as usize),
+    ];
     for (name, pages) in phases {
         let child = spawn(|| {
             let p = measure(pages, 0xbe4c)?;
