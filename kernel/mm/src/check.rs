@@ -9,6 +9,7 @@ use crate::entry::{Entry, EntryFlags, KERNEL_RW, USER_RW};
 use crate::mem_map::USED;
 use crate::memory::Mm;
 use crate::phys::PhysMem;
+use crate::view::PagingView;
 use core::fmt;
 
 /// `u16` words of scratch beyond the frame counts that give one bit per swap slot.
@@ -283,63 +284,51 @@ impl fmt::Display for CheckSummary {
 }
 
 impl<P: PhysMem> Mm<P> {
-    /// Runs every check. `scratch` needs one `u16` per frame `mem_map` covers (a static
-    /// buffer in the kernel: no allocation); each mismatch goes to `report` as it is found.
+    /// Runs every check over this state ([`check_mm`]).
     pub fn check_mm(
         &self,
         input: &CheckInput<'_>,
         scratch: &mut [u16],
         report: &mut dyn FnMut(Mismatch),
     ) -> CheckSummary {
-        let nr_pages = self.mem_map.nr_pages();
-        assert!(scratch.len() >= nr_pages, "checkmm scratch too small");
-        let (refs, rest) = scratch.split_at_mut(nr_pages);
-        refs.fill(0);
-        // One bit per swap slot, when the scratch is long enough (SCRATCH_LEN is): finds
-        // slots named twice and slots leaked. Without it only the totals are compared.
-        let mut slots_seen =
-            (rest.len() >= SWAP_SCRATCH_WORDS).then(|| &mut rest[..SWAP_SCRATCH_WORDS]);
-        if let Some(seen) = slots_seen.as_deref_mut() {
-            seen.fill(0);
-        }
-        let mut summary = CheckSummary::default();
-        let mut emit = |m: Mismatch, summary: &mut CheckSummary| {
-            summary.mismatches += 1;
-            report(m);
-        };
-        let start_mem = self.mem_map.start_mem();
+        check_mm(self, input, scratch, report)
+    }
+}
 
-        self.check_kernel_slot(&mut summary, &mut emit);
+/// Runs every check over `view`. `scratch` needs one `u16` per frame `mem_map` covers (a
+/// static buffer in the kernel: no allocation); each mismatch goes to `report` as it is
+/// found. A view that does not know `mem_map` has every count taken as 0.
+pub fn check_mm<V: PagingView + ?Sized>(
+    view: &V,
+    input: &CheckInput<'_>,
+    scratch: &mut [u16],
+    report: &mut dyn FnMut(Mismatch),
+) -> CheckSummary {
+    let nr_pages = view.nr_pages();
+    assert!(scratch.len() >= nr_pages, "checkmm scratch too small");
+    let (refs, rest) = scratch.split_at_mut(nr_pages);
+    refs.fill(0);
+    // One bit per swap slot, when the scratch is long enough (SCRATCH_LEN is): finds
+    // slots named twice and slots leaked. Without it only the totals are compared.
+    let mut slots_seen =
+        (rest.len() >= SWAP_SCRATCH_WORDS).then(|| &mut rest[..SWAP_SCRATCH_WORDS]);
+    if let Some(seen) = slots_seen.as_deref_mut() {
+        seen.fill(0);
+    }
+    let mut summary = CheckSummary::default();
+    let mut emit = |m: Mismatch, summary: &mut CheckSummary| {
+        summary.mismatches += 1;
+        report(m);
+    };
+    let start_mem = view.start_mem();
 
-        for dir in PDES_PER_TASK..ENTRIES_PER_TABLE {
-            let pde = self.pde(dir);
-            let dir_linear = LinearAddr::from_indices(dir, 0);
-            if !pde.is_present() {
-                if pde.raw() != 0 {
-                    emit(
-                        Mismatch::EntryFlags {
-                            linear: dir_linear,
-                            entry: pde,
-                            level: Level::Directory,
-                        },
-                        &mut summary,
-                    );
-                }
-                continue;
-            }
-            summary.present_pdes += 1;
-            let slot = dir / PDES_PER_TASK;
-            if input.live_slots & (1 << slot) == 0 {
-                emit(
-                    Mismatch::DeadSlot {
-                        pde_index: dir,
-                        slot,
-                        entry: pde,
-                    },
-                    &mut summary,
-                );
-            }
-            if pde.flags() & USER_RW != USER_RW {
+    check_kernel_slot(view, &mut summary, &mut emit);
+
+    for dir in PDES_PER_TASK..ENTRIES_PER_TABLE {
+        let pde = view.pde(dir);
+        let dir_linear = LinearAddr::from_indices(dir, 0);
+        if !pde.is_present() {
+            if pde.raw() != 0 {
                 emit(
                     Mismatch::EntryFlags {
                         linear: dir_linear,
@@ -349,270 +338,296 @@ impl<P: PhysMem> Mm<P> {
                     &mut summary,
                 );
             }
-            let table = pde.frame();
-            match self.mem_map.map_nr(table) {
-                Some(i) if table.as_u32() >= start_mem => {
-                    add_reference(&mut refs[i]);
-                    refs[i] |= TABLE_MARK;
-                    // A second owner shows up as a count above 1 in the table pass below.
-                }
-                _ => {
-                    emit(
-                        Mismatch::BadFrame {
-                            linear: dir_linear,
-                            frame: table,
-                        },
-                        &mut summary,
-                    );
-                    continue;
-                }
-            }
-            for index in 0..ENTRIES_PER_TABLE {
-                let pte = self.phys.read_entry(table, index);
-                let linear = LinearAddr::from_indices(dir, index);
-                if !pte.is_present() {
-                    if pte.is_swap() {
-                        summary.swap_entries += 1;
-                        self.check_swap_entry(
-                            linear,
-                            pte,
-                            slots_seen.as_deref_mut(),
-                            &mut summary,
-                            &mut emit,
-                        );
-                    }
-                    continue;
-                }
-                summary.present_ptes += 1;
-                if !pte.is_user() {
-                    emit(
-                        Mismatch::EntryFlags {
-                            linear,
-                            entry: pte,
-                            level: Level::Table,
-                        },
-                        &mut summary,
-                    );
-                }
-                let frame = pte.frame();
-                match self.mem_map.map_nr(frame) {
-                    Some(i) if frame.as_u32() >= start_mem => {
-                        add_reference(&mut refs[i]);
-                    }
-                    _ => {
-                        emit(Mismatch::BadFrame { linear, frame }, &mut summary);
-                        continue;
-                    }
-                }
-                if pte.is_writable() {
-                    if let Some(count) = self.mem_map.count(frame).filter(|&c| c > 1) {
-                        emit(
-                            Mismatch::WritableShared {
-                                linear,
-                                frame,
-                                count,
-                            },
-                            &mut summary,
-                        );
-                    }
-                }
-            }
+            continue;
         }
-
-        if let Some(swap) = self.swap.as_ref() {
-            match slots_seen.as_deref() {
-                Some(seen) => {
-                    for slot in 1..swap.nr_slots() {
-                        let named = seen[slot as usize / 16] & (1 << (slot % 16)) != 0;
-                        if swap.in_use(slot) && !named {
-                            emit(Mismatch::SwapSlotLeaked { slot }, &mut summary);
-                        }
-                    }
-                }
-                None if summary.swap_entries < swap.nr_used() => {
-                    // Without the per-slot bits the leaked slot cannot be named.
-                    emit(Mismatch::SwapSlotLeaked { slot: 0 }, &mut summary);
-                }
-                None => {}
-            }
-        }
-
-        for &frame in input.kernel_refs {
-            summary.kernel_refs += 1;
-            match self.mem_map.map_nr(frame) {
-                Some(i) if frame.as_u32() >= start_mem => {
-                    add_reference(&mut refs[i]);
-                }
-                _ => emit(Mismatch::BadKernelReference { frame }, &mut summary),
-            }
-        }
-
-        // Page tables: exactly one owning directory entry, no page mappings. A table frame
-        // also mapped as a page shows up here; the counts were summed into one number, so
-        // recount this table's owners precisely.
-        for (i, &r) in refs.iter().enumerate() {
-            if r & TABLE_MARK != 0 && r & !TABLE_MARK != 1 {
-                let frame = self.mem_map.frame_of(i);
-                let owners = self.owners_of_table(frame);
-                emit(
-                    Mismatch::TableOwnership {
-                        frame,
-                        owners,
-                        mappings: u32::from(r & !TABLE_MARK)
-                            - owners.min(u32::from(r & !TABLE_MARK)),
-                    },
-                    &mut summary,
-                );
-            }
-        }
-
-        let mut counted_free = 0u32;
-        for (i, &found) in self.mem_map.counts().iter().enumerate() {
-            let frame = self.mem_map.frame_of(i);
-            summary.frames += 1;
-            if found == 0 {
-                counted_free += 1;
-            }
-            let expected = if frame.as_u32() < start_mem {
-                // Reserved memory keeps USED; references to it were reported as BadFrame.
-                u32::from(USED)
-            } else {
-                u32::from(refs[i] & !TABLE_MARK)
-            };
-            if u32::from(found) != expected {
-                emit(
-                    Mismatch::Count {
-                        frame,
-                        expected,
-                        found,
-                    },
-                    &mut summary,
-                );
-            }
-        }
-        if counted_free != self.mem_map.nr_free() as u32 {
+        summary.present_pdes += 1;
+        let slot = dir / PDES_PER_TASK;
+        if input.live_slots & (1 << slot) == 0 {
             emit(
-                Mismatch::FreeCount {
-                    counter: self.mem_map.nr_free() as u32,
-                    counted: counted_free,
-                },
-                &mut summary,
-            );
-        }
-        if let Some(i) = self.mem_map.first_index_out_of_sync() {
-            emit(
-                Mismatch::FreeIndex {
-                    frame: self.mem_map.frame_of(i),
-                },
-                &mut summary,
-            );
-        }
-        summary
-    }
-
-    /// Invariant 7 for one swap entry: it names a slot in use, named by no other entry.
-    fn check_swap_entry(
-        &self,
-        linear: LinearAddr,
-        entry: Entry,
-        seen: Option<&mut [u16]>,
-        summary: &mut CheckSummary,
-        emit: &mut dyn FnMut(Mismatch, &mut CheckSummary),
-    ) {
-        let Some(swap) = self.swap.as_ref() else {
-            emit(Mismatch::UnexpectedSwapEntry { linear, entry }, summary);
-            return;
-        };
-        let slot = entry.swap_slot();
-        if !swap.in_use(slot) {
-            emit(
-                Mismatch::SwapSlotNotInUse {
-                    linear,
-                    entry,
+                Mismatch::DeadSlot {
+                    pde_index: dir,
                     slot,
+                    entry: pde,
                 },
-                summary,
+                &mut summary,
             );
-            return;
         }
-        if let Some(seen) = seen {
-            let (word, bit) = (slot as usize / 16, 1u16 << (slot % 16));
-            if seen[word] & bit != 0 {
-                emit(Mismatch::SwapSlotShared { linear, slot }, summary);
+        if pde.flags() & USER_RW != USER_RW {
+            emit(
+                Mismatch::EntryFlags {
+                    linear: dir_linear,
+                    entry: pde,
+                    level: Level::Directory,
+                },
+                &mut summary,
+            );
+        }
+        let table = pde.frame();
+        match view.map_nr(table) {
+            Some(i) if table.as_u32() >= start_mem => {
+                add_reference(&mut refs[i]);
+                refs[i] |= TABLE_MARK;
+                // A second owner shows up as a count above 1 in the table pass below.
             }
-            seen[word] |= bit;
+            _ => {
+                emit(
+                    Mismatch::BadFrame {
+                        linear: dir_linear,
+                        frame: table,
+                    },
+                    &mut summary,
+                );
+                continue;
+            }
         }
-    }
-
-    /// Slot 0: the identity map must be intact, and nothing else may be mapped there.
-    fn check_kernel_slot(
-        &self,
-        summary: &mut CheckSummary,
-        emit: &mut dyn FnMut(Mismatch, &mut CheckSummary),
-    ) {
-        let high = self.high_memory();
-        let accessed_dirty = EntryFlags::ACCESSED | EntryFlags::DIRTY;
-        for dir in 0..PDES_PER_TASK {
-            let pde = self.pde(dir);
-            let linear = LinearAddr::from_indices(dir, 0);
-            let Some(&table) = self.kernel_tables().get(dir) else {
-                if pde.raw() != 0 {
-                    emit(
-                        Mismatch::KernelMapping {
-                            linear,
-                            expected: Entry::EMPTY,
-                            found: pde,
-                        },
-                        summary,
+        for index in 0..ENTRIES_PER_TABLE {
+            let pte = view.read_entry(table, index);
+            let linear = LinearAddr::from_indices(dir, index);
+            if !pte.is_present() {
+                if pte.is_swap() {
+                    summary.swap_entries += 1;
+                    check_swap_entry(
+                        view,
+                        linear,
+                        pte,
+                        slots_seen.as_deref_mut(),
+                        &mut summary,
+                        &mut emit,
                     );
                 }
                 continue;
-            };
-            summary.present_pdes += u32::from(pde.is_present());
-            let expected = Entry::new(table, KERNEL_RW);
-            if pde.without_flags(accessed_dirty) != expected {
+            }
+            summary.present_ptes += 1;
+            if !pte.is_user() {
+                emit(
+                    Mismatch::EntryFlags {
+                        linear,
+                        entry: pte,
+                        level: Level::Table,
+                    },
+                    &mut summary,
+                );
+            }
+            let frame = pte.frame();
+            match view.map_nr(frame) {
+                Some(i) if frame.as_u32() >= start_mem => {
+                    add_reference(&mut refs[i]);
+                }
+                _ => {
+                    emit(Mismatch::BadFrame { linear, frame }, &mut summary);
+                    continue;
+                }
+            }
+            if pte.is_writable() {
+                if let Some(count) = view.count(frame).filter(|&c| c > 1) {
+                    emit(
+                        Mismatch::WritableShared {
+                            linear,
+                            frame,
+                            count,
+                        },
+                        &mut summary,
+                    );
+                }
+            }
+        }
+    }
+
+    if let Some(nr_slots) = view.swap_slots() {
+        match slots_seen.as_deref() {
+            Some(seen) => {
+                for slot in 1..nr_slots {
+                    let named = seen[slot as usize / 16] & (1 << (slot % 16)) != 0;
+                    if view.swap_in_use(slot) && !named {
+                        emit(Mismatch::SwapSlotLeaked { slot }, &mut summary);
+                    }
+                }
+            }
+            None if summary.swap_entries < view.swap_used() => {
+                // Without the per-slot bits the leaked slot cannot be named.
+                emit(Mismatch::SwapSlotLeaked { slot: 0 }, &mut summary);
+            }
+            None => {}
+        }
+    }
+
+    for &frame in input.kernel_refs {
+        summary.kernel_refs += 1;
+        match view.map_nr(frame) {
+            Some(i) if frame.as_u32() >= start_mem => {
+                add_reference(&mut refs[i]);
+            }
+            _ => emit(Mismatch::BadKernelReference { frame }, &mut summary),
+        }
+    }
+
+    // Page tables: exactly one owning directory entry, no page mappings. A table frame
+    // also mapped as a page shows up here; the counts were summed into one number, so
+    // recount this table's owners precisely.
+    for (i, &r) in refs.iter().enumerate() {
+        if r & TABLE_MARK != 0 && r & !TABLE_MARK != 1 {
+            let frame = view.frame_of(i);
+            let owners = owners_of_table(view, frame);
+            emit(
+                Mismatch::TableOwnership {
+                    frame,
+                    owners,
+                    mappings: u32::from(r & !TABLE_MARK) - owners.min(u32::from(r & !TABLE_MARK)),
+                },
+                &mut summary,
+            );
+        }
+    }
+
+    let mut counted_free = 0u32;
+    for (i, &references) in refs.iter().enumerate() {
+        let found = view.map_count(i).unwrap_or(0);
+        let frame = view.frame_of(i);
+        summary.frames += 1;
+        if found == 0 {
+            counted_free += 1;
+        }
+        let expected = if frame.as_u32() < start_mem {
+            // Reserved memory keeps USED; references to it were reported as BadFrame.
+            u32::from(USED)
+        } else {
+            u32::from(references & !TABLE_MARK)
+        };
+        if u32::from(found) != expected {
+            emit(
+                Mismatch::Count {
+                    frame,
+                    expected,
+                    found,
+                },
+                &mut summary,
+            );
+        }
+    }
+    if counted_free != view.nr_free() {
+        emit(
+            Mismatch::FreeCount {
+                counter: view.nr_free(),
+                counted: counted_free,
+            },
+            &mut summary,
+        );
+    }
+    let out_of_sync =
+        (0..view.nr_pages()).find(|&i| view.free_bit(i) != (view.map_count(i).unwrap_or(0) == 0));
+    if let Some(i) = out_of_sync {
+        emit(
+            Mismatch::FreeIndex {
+                frame: view.frame_of(i),
+            },
+            &mut summary,
+        );
+    }
+    summary
+}
+
+/// Invariant 7 for one swap entry: it names a slot in use, named by no other entry.
+fn check_swap_entry<V: PagingView + ?Sized>(
+    view: &V,
+    linear: LinearAddr,
+    entry: Entry,
+    seen: Option<&mut [u16]>,
+    summary: &mut CheckSummary,
+    emit: &mut dyn FnMut(Mismatch, &mut CheckSummary),
+) {
+    if view.swap_slots().is_none() {
+        emit(Mismatch::UnexpectedSwapEntry { linear, entry }, summary);
+        return;
+    }
+    let slot = entry.swap_slot();
+    if !view.swap_in_use(slot) {
+        emit(
+            Mismatch::SwapSlotNotInUse {
+                linear,
+                entry,
+                slot,
+            },
+            summary,
+        );
+        return;
+    }
+    if let Some(seen) = seen {
+        let (word, bit) = (slot as usize / 16, 1u16 << (slot % 16));
+        if seen[word] & bit != 0 {
+            emit(Mismatch::SwapSlotShared { linear, slot }, summary);
+        }
+        seen[word] |= bit;
+    }
+}
+
+/// Slot 0: the identity map must be intact, and nothing else may be mapped there.
+fn check_kernel_slot<V: PagingView + ?Sized>(
+    view: &V,
+    summary: &mut CheckSummary,
+    emit: &mut dyn FnMut(Mismatch, &mut CheckSummary),
+) {
+    let high = view.high_memory();
+    let accessed_dirty = EntryFlags::ACCESSED | EntryFlags::DIRTY;
+    for dir in 0..PDES_PER_TASK {
+        let pde = view.pde(dir);
+        let linear = LinearAddr::from_indices(dir, 0);
+        let Some(table) = (dir < view.kernel_pdes()).then(|| view.kernel_table(dir)) else {
+            if pde.raw() != 0 {
                 emit(
                     Mismatch::KernelMapping {
                         linear,
-                        expected,
+                        expected: Entry::EMPTY,
                         found: pde,
                     },
                     summary,
                 );
-                continue;
             }
-            for index in 0..ENTRIES_PER_TABLE {
-                let linear = LinearAddr::from_indices(dir, index);
-                let found = self.phys.read_entry(table, index);
-                let expected = if linear.as_u32() < high {
-                    Entry::new(Frame::containing(linear.as_u32()), KERNEL_RW)
-                } else {
-                    Entry::EMPTY
-                };
-                summary.present_ptes += u32::from(found.is_present());
-                if found.without_flags(accessed_dirty) != expected {
-                    emit(
-                        Mismatch::KernelMapping {
-                            linear,
-                            expected,
-                            found,
-                        },
-                        summary,
-                    );
-                }
+            continue;
+        };
+        summary.present_pdes += u32::from(pde.is_present());
+        let expected = Entry::new(table, KERNEL_RW);
+        if pde.without_flags(accessed_dirty) != expected {
+            emit(
+                Mismatch::KernelMapping {
+                    linear,
+                    expected,
+                    found: pde,
+                },
+                summary,
+            );
+            continue;
+        }
+        for index in 0..ENTRIES_PER_TABLE {
+            let linear = LinearAddr::from_indices(dir, index);
+            let found = view.read_entry(table, index);
+            let expected = if linear.as_u32() < high {
+                Entry::new(Frame::containing(linear.as_u32()), KERNEL_RW)
+            } else {
+                Entry::EMPTY
+            };
+            summary.present_ptes += u32::from(found.is_present());
+            if found.without_flags(accessed_dirty) != expected {
+                emit(
+                    Mismatch::KernelMapping {
+                        linear,
+                        expected,
+                        found,
+                    },
+                    summary,
+                );
             }
         }
     }
+}
 
-    /// How many directory entries outside slot 0 point at `table`.
-    fn owners_of_table(&self, table: Frame) -> u32 {
-        (PDES_PER_TASK..ENTRIES_PER_TABLE)
-            .filter(|&d| {
-                let e = self.pde(d);
-                e.is_present() && e.frame() == table
-            })
-            .count() as u32
-    }
+/// How many directory entries outside slot 0 point at `table`.
+fn owners_of_table<V: PagingView + ?Sized>(view: &V, table: Frame) -> u32 {
+    (PDES_PER_TASK..ENTRIES_PER_TABLE)
+        .filter(|&d| {
+            let e = view.pde(d);
+            e.is_present() && e.frame() == table
+        })
+        .count() as u32
 }
 
 /// The slot numbers set in a live-slot mask, for callers building [`CheckInput`].

@@ -12,13 +12,12 @@ pub mod check;
 pub mod corrupt;
 pub mod entry;
 pub mod inject;
-pub mod inject_report;
 pub mod mem_map;
 pub mod memory;
 pub mod phys;
 pub mod raw_walk;
-pub mod report;
 pub mod swap;
+pub mod view;
 pub mod walk;
 
 #[cfg(any(test, feature = "sim"))]

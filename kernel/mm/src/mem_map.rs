@@ -244,6 +244,11 @@ impl MemMap {
         Ok(())
     }
 
+    /// Whether the free-frame bitmap marks index `index` free (false beyond `nr_pages`).
+    pub fn is_marked_free(&self, index: usize) -> bool {
+        index < self.nr_pages && self.free_bits[index / BITS] & (1 << (index % BITS)) != 0
+    }
+
     /// Whether the free index agrees with the counts (a check for checkmm and tests):
     /// returns the first index where they disagree, if any.
     pub fn first_index_out_of_sync(&self) -> Option<usize> {

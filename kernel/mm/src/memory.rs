@@ -516,17 +516,10 @@ impl<P: PhysMem> Mm<P> {
         self.phys.write_entry(self.pg_dir, index, entry);
     }
 
-    /// The page table directory entry `dir` names, if it is present and names a frame a
-    /// page table can be: inside RAM, and (for a task's slot) not in the kernel's reserved
-    /// memory. A damaged entry (`monitor corrupt pde`) names anything; reading or writing
-    /// through it would stop the kernel or scribble over its own data, so every reader of
-    /// page tables goes through this check.
+    /// The page table directory entry `dir` names, if it is one a page table can be (the
+    /// check every reader of page tables goes through: [`PagingView::page_table`]).
     pub fn page_table(&self, dir: usize) -> Option<Frame> {
-        let pde = self.pde(dir);
-        let table = pde.frame().as_u32();
-        let allowed = table < self.high_memory()
-            && (dir < PDES_PER_TASK || table >= self.mem_map.start_mem());
-        (pde.is_present() && allowed).then(|| pde.frame())
+        crate::view::PagingView::page_table(self, dir)
     }
 
     /// The page-table entry of `addr`, if its page table exists: (table frame, index, entry).

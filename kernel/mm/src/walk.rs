@@ -7,6 +7,7 @@ use crate::addr::{slot_base, Frame, LinearAddr, ENTRIES_PER_TABLE, NR_TASKS, PDE
 use crate::entry::Entry;
 use crate::memory::Mm;
 use crate::phys::PhysMem;
+use crate::view::PagingView;
 
 /// Where a walk stopped, when it did not reach a present page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,11 +56,12 @@ pub struct SlotUsage {
     pub swapped: u32,
 }
 
-/// 0.12 `show_mem`: the whole picture of frame use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemStats {
+/// The frame totals of 0.12 `show_mem`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameTotals {
     /// Frames `mem_map` hands out (`[start_mem, HIGH_MEMORY)`).
     pub paging_frames: u32,
+    /// What the free counter says.
     pub free_frames: u32,
     /// Frames with a count above 1.
     pub shared_frames: u32,
@@ -67,77 +69,114 @@ pub struct MemStats {
     pub shared_references: u32,
     /// Frames reserved below `start_mem` (count `USED`).
     pub reserved_frames: u32,
+}
+
+/// 0.12 `show_mem`: the whole picture of frame use ([`FrameTotals`] and each slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemStats {
+    pub paging_frames: u32,
+    pub free_frames: u32,
+    pub shared_frames: u32,
+    pub shared_references: u32,
+    pub reserved_frames: u32,
     /// Per task slot (index = slot; slot 0 is the kernel's identity map).
     pub slots: [SlotUsage; NR_TASKS],
 }
 
 impl<P: PhysMem> Mm<P> {
-    /// Walks `linear` through the page directory and its page table, in software.
-    /// A damaged directory entry's "table" is not read (see `Mm::page_table`): the walk
-    /// then ends with no PTE and no stop reason.
+    /// Walks `linear` through the page directory and its page table, in software
+    /// ([`walk`] over this state).
     pub fn walk(&self, linear: LinearAddr) -> Walk {
-        let pde_index = linear.dir_index();
-        let table = self.page_table(pde_index);
-        let mut walk = decode_walk(linear, self.pde(pde_index), table, |t, i| {
-            self.phys.read_entry(t, i)
-        });
-        if let Some((frame, _)) = walk.frame {
-            walk.frame = Some((frame, self.mem_map.count(frame)));
-        }
-        walk
+        walk(self, linear)
     }
 
-    /// Pages and page tables of task slot `slot`.
+    /// Pages and page tables of task slot `slot` ([`slot_usage`] over this state).
     pub fn slot_usage(&self, slot: usize) -> SlotUsage {
-        let mut usage = SlotUsage::default();
-        let first = slot_base(slot).dir_index();
-        for dir in first..first + PDES_PER_TASK {
-            if !self.pde(dir).is_present() {
-                continue;
-            }
-            usage.page_tables += 1;
-            // A damaged entry counts as a table, but its "table" is not read.
-            let Some(table) = self.page_table(dir) else {
-                continue;
-            };
-            for index in 0..ENTRIES_PER_TABLE {
-                let pte = self.phys.read_entry(table, index);
-                if pte.is_present() {
-                    usage.pages += 1;
-                    if self.mem_map.count(pte.frame()).is_some_and(|c| c > 1) {
-                        usage.shared_pages += 1;
-                    }
-                } else if pte.is_swap() {
-                    usage.swapped += 1;
-                }
-            }
-        }
-        usage
+        slot_usage(self, slot)
     }
 
-    /// 0.12 `show_mem`, without its endless loop on a bad directory entry.
+    /// 0.12 `show_mem` ([`show_mem`] over this state).
     pub fn show_mem(&self) -> MemStats {
-        let mut stats = MemStats {
-            paging_frames: self.mem_map.nr_paging_frames() as u32,
-            free_frames: self.mem_map.nr_free() as u32,
-            shared_frames: 0,
-            shared_references: 0,
-            reserved_frames: 0,
-            slots: [SlotUsage::default(); NR_TASKS],
+        show_mem(self)
+    }
+}
+
+/// Walks `linear` through the page directory and its page table, in software.
+/// A damaged directory entry's "table" is not read (see [`PagingView::page_table`]): the
+/// walk then ends with no PTE and no stop reason.
+pub fn walk<V: PagingView + ?Sized>(view: &V, linear: LinearAddr) -> Walk {
+    let pde_index = linear.dir_index();
+    let table = view.page_table(pde_index);
+    let mut walk = decode_walk(linear, view.pde(pde_index), table, |t, i| {
+        view.read_entry(t, i)
+    });
+    if let Some((frame, _)) = walk.frame {
+        walk.frame = Some((frame, view.count(frame)));
+    }
+    walk
+}
+
+/// Pages and page tables of task slot `slot`.
+pub fn slot_usage<V: PagingView + ?Sized>(view: &V, slot: usize) -> SlotUsage {
+    let mut usage = SlotUsage::default();
+    let first = slot_base(slot).dir_index();
+    for dir in first..first + PDES_PER_TASK {
+        if !view.pde(dir).is_present() {
+            continue;
+        }
+        usage.page_tables += 1;
+        // A damaged entry counts as a table, but its "table" is not read.
+        let Some(table) = view.page_table(dir) else {
+            continue;
         };
-        let start = self.mem_map.start_mem();
-        for (index, &count) in self.mem_map.counts().iter().enumerate() {
-            if self.mem_map.frame_of(index).as_u32() < start {
-                stats.reserved_frames += 1;
-            } else if count > 1 {
-                stats.shared_frames += 1;
-                stats.shared_references += u32::from(count - 1);
+        for index in 0..ENTRIES_PER_TABLE {
+            let pte = view.read_entry(table, index);
+            if pte.is_present() {
+                usage.pages += 1;
+                if view.count(pte.frame()).is_some_and(|c| c > 1) {
+                    usage.shared_pages += 1;
+                }
+            } else if pte.is_swap() {
+                usage.swapped += 1;
             }
         }
-        for (slot, usage) in stats.slots.iter_mut().enumerate().skip(1) {
-            *usage = self.slot_usage(slot);
+    }
+    usage
+}
+
+/// The frame totals of 0.12 `show_mem` (no per-slot figures: see [`show_mem`]).
+pub fn frame_totals<V: PagingView + ?Sized>(view: &V) -> FrameTotals {
+    let mut t = FrameTotals {
+        paging_frames: view.nr_paging_frames() as u32,
+        free_frames: view.nr_free(),
+        ..FrameTotals::default()
+    };
+    let start = view.start_mem();
+    for index in 0..view.nr_pages() {
+        if view.frame_of(index).as_u32() < start {
+            t.reserved_frames += 1;
+        } else if let Some(count) = view.map_count(index).filter(|&c| c > 1) {
+            t.shared_frames += 1;
+            t.shared_references += u32::from(count - 1);
         }
-        stats
+    }
+    t
+}
+
+/// 0.12 `show_mem`, without its endless loop on a bad directory entry.
+pub fn show_mem<V: PagingView + ?Sized>(view: &V) -> MemStats {
+    let mut slots = [SlotUsage::default(); NR_TASKS];
+    for (slot, usage) in slots.iter_mut().enumerate().skip(1) {
+        *usage = slot_usage(view, slot);
+    }
+    let t = frame_totals(view);
+    MemStats {
+        paging_frames: t.paging_frames,
+        free_frames: t.free_frames,
+        shared_frames: t.shared_frames,
+        shared_references: t.shared_references,
+        reserved_frames: t.reserved_frames,
+        slots,
     }
 }
 

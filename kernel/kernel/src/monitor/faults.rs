@@ -2,7 +2,7 @@
 
 use core::fmt::{self, Display, Write};
 
-use mm::report::{self, CommandName, FaultCode, Json, MonitorError, Pad};
+use report::{self, CommandName, FaultCode, Json, MonitorError, Pad};
 
 use crate::faultlog::{self, FaultAction, FaultRecord, FAULT_LOG_LEN};
 

@@ -2,7 +2,7 @@
 //!
 //! The gdb stub calls [`run`] with the paging state and the task table of the stopped
 //! kernel. The paging views, the parser, the help and the error answers are the pure
-//! `mm::report` (host-tested over a simulated RAM); this module adds what only the kernel
+//! `report` (host-tested over a simulated RAM); this module adds what only the kernel
 //! knows: the task table (`tasks`), the fault log (`faults`), the stub's `catch pagefault`
 //! switch, and the inputs of `checkmm`. Nothing here takes the paging or task-table locks
 //! (the stopped code may hold them) or allocates; see docs/monitor.md for every command.
@@ -14,8 +14,8 @@ use core::fmt::{self, Write};
 
 use mm::addr::{Frame, NR_TASKS};
 use mm::check::SCRATCH_LEN;
-use mm::report::{self, Command, CommandName, Json, MonitorError, Request, TaskSlots};
 use mm::CheckInput;
+use report::{self, Command, CommandName, Json, MonitorError, Request, TaskSlots};
 use spin::Mutex;
 
 use crate::task::TaskTable;
@@ -36,7 +36,7 @@ pub struct Context<'a> {
 /// `kcheck::run` holding that one.
 static SCRATCH: Mutex<[u16; SCRATCH_LEN]> = Mutex::new([0; SCRATCH_LEN]);
 
-/// The task table as `mm::report` sees it: which pid lives in which slot.
+/// The task table as `report` sees it: which pid lives in which slot.
 struct Slots<'a>(&'a TaskTable);
 
 impl TaskSlots for Slots<'_> {
@@ -68,11 +68,11 @@ fn answer(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) -> fmt::Result
         Command::Tasks => tasks::render(ctx.mm, ctx.tasks, json, out),
         Command::Faults => faults::render(json, out),
         Command::Catch { pagefault } => catch(ctx, pagefault, json, out),
-        Command::Fail(command) => mm::inject_report::fail(ctx.policy, &slots, command, json, out),
+        Command::Fail(command) => report::inject::fail(ctx.policy, &slots, command, json, out),
         Command::FailNth { pid, n } => {
-            mm::inject_report::failnth(ctx.policy, &slots, pid, n, json, out)
+            report::inject::failnth(ctx.policy, &slots, pid, n, json, out)
         }
-        Command::Corrupt(command) => mm::inject_report::corrupt(ctx.mm, &slots, command, json, out),
+        Command::Corrupt(command) => report::inject::corrupt(ctx.mm, &slots, command, json, out),
     }
 }
 

@@ -3,8 +3,8 @@
 use core::fmt::{self, Write};
 
 use abi::FaultCounts;
-use mm::report::{self, CommandName, Json};
 use mm::Mm;
+use report::{self, CommandName, Json};
 
 use crate::arch::x86::phys::KernelPhys;
 use crate::task::{self, Task, TaskTable};

@@ -1,23 +1,23 @@
-//! The monitor's pure half: the command parser and the paging views (`dumppgd`, `dumppt`,
-//! `walk`, `checkmm`, `showmem`) rendered as text or as one JSON document, over any [`PhysMem`].
+//! The paging documents (`dumppgd`, `dumppt`, `walk`, `checkmm`, `showmem`), the help and
+//! the error answers, rendered as text or as one JSON document, over any [`PagingView`].
 //!
-//! The kernel's `monitor` module hands gdb's `monitor ...` lines here; host tests run the
-//! same code over [`SimRam`](crate::sim::SimRam). Nothing here allocates or changes the
-//! paging state, and nothing panics on any input: a bad argument is a [`ParseError`], a
+//! Nothing here allocates or changes the paging state, and nothing panics on any input: a
 //! page table that a corrupted entry places outside RAM is reported and not read (the
 //! kernel's physical-memory access stops the machine on such an address).
 
 use core::fmt::{self, Display, Write};
 
-use crate::addr::{
+use mm::addr::{
     slot_base, Frame, LinearAddr, ENTRIES_PER_TABLE, LOW_MEM, NR_TASKS, PAGE_SIZE, PDES_PER_TASK,
     PDE_SPAN, TASK_SIZE,
 };
-use crate::check::{CheckInput, Level, Mismatch};
-use crate::entry::{Entry, EntryFlags};
-use crate::memory::{fault_code, Mm};
-use crate::phys::PhysMem;
-use crate::walk::WalkStop;
+use mm::check::{CheckInput, Level, Mismatch};
+use mm::entry::{Entry, EntryFlags};
+use mm::memory::fault_code;
+use mm::view::PagingView;
+use mm::walk::WalkStop;
+
+use crate::command::{CommandName, Failure, MonitorError, ParseError, ParseFailure, PgdFilter};
 
 /// The version of every JSON document's layout (the `schema` field); bumped on any
 /// incompatible change, so scripts and the inspector can refuse what they do not know.
@@ -27,707 +27,6 @@ pub const SCHEMA: u32 = 1;
 pub const MAX_LISTED_MISMATCHES: u32 = 256;
 /// `showmem` lists at most this many frames with a count above 1; the rest are counted.
 pub const MAX_LISTED_SHARED: u32 = 64;
-
-// ---------------------------------------------------------------------------------------
-// Commands and their arguments
-// ---------------------------------------------------------------------------------------
-
-/// The monitor commands (the names are the interface gdb users and scripts type).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommandName {
-    Help,
-    DumpPgd,
-    DumpPt,
-    Walk,
-    CheckMm,
-    ShowMem,
-    Tasks,
-    Faults,
-    Catch,
-    Fail,
-    FailNth,
-    Corrupt,
-}
-
-impl CommandName {
-    /// Every command, in the order `help` lists them.
-    pub const ALL: [CommandName; 12] = [
-        CommandName::Help,
-        CommandName::DumpPgd,
-        CommandName::DumpPt,
-        CommandName::Walk,
-        CommandName::CheckMm,
-        CommandName::ShowMem,
-        CommandName::Tasks,
-        CommandName::Faults,
-        CommandName::Catch,
-        CommandName::Fail,
-        CommandName::FailNth,
-        CommandName::Corrupt,
-    ];
-
-    /// The word that selects the command.
-    pub const fn name(self) -> &'static str {
-        match self {
-            CommandName::Help => "help",
-            CommandName::DumpPgd => "dumppgd",
-            CommandName::DumpPt => "dumppt",
-            CommandName::Walk => "walk",
-            CommandName::CheckMm => "checkmm",
-            CommandName::ShowMem => "showmem",
-            CommandName::Tasks => "tasks",
-            CommandName::Faults => "faults",
-            CommandName::Catch => "catch",
-            CommandName::Fail => "fail",
-            CommandName::FailNth => "failnth",
-            CommandName::Corrupt => "corrupt",
-        }
-    }
-
-    /// The full syntax, as the usage line prints it.
-    pub const fn usage(self) -> &'static str {
-        match self {
-            CommandName::Help => "help [--json]",
-            CommandName::DumpPgd => {
-                "dumppgd [--task PID] [--range START-END] [--user|--kernel] [--rw|--ro] [--all] [--json]"
-            }
-            CommandName::DumpPt => "dumppt INDEX [--json]",
-            CommandName::Walk => "walk ADDR [--task PID] [--json]",
-            CommandName::CheckMm => "checkmm [--json]",
-            CommandName::ShowMem => "showmem [--json]",
-            CommandName::Tasks => "tasks [--json]",
-            CommandName::Faults => "faults [--json]",
-            CommandName::Catch => "catch [pagefault [on|off]] [--json]",
-            CommandName::Fail => {
-                "fail [SITE [off | probability=P interval=N times=N space=BYTES filter=on|off] | seed N | task PID on|off] [--json]"
-            }
-            CommandName::FailNth => "failnth PID [N] [--json]",
-            CommandName::Corrupt => {
-                "corrupt pte ADDR BIT [--task PID] | pde INDEX BIT | count FRAME DELTA | leak [--json]"
-            }
-        }
-    }
-
-    /// One line on what the command shows.
-    pub const fn summary(self) -> &'static str {
-        match self {
-            CommandName::Help => "this list",
-            CommandName::DumpPgd => {
-                "the page directory: each present entry (linear range, page table, flags, \
-                 present PTEs), adjacent alike entries merged unless --all; END is exclusive"
-            }
-            CommandName::DumpPt => {
-                "one page table (INDEX = directory index, 0-1023), entry by entry: linear \
-                 address, raw, flags, frame, mem_map count"
-            }
-            CommandName::Walk => {
-                "the software walk of a linear address (with --task, ADDR is an offset in \
-                 that task's segment): indices, raw entries, flags, physical address, count"
-            }
-            CommandName::CheckMm => {
-                "does mem_map agree with every page table? OK with the counts, or each mismatch"
-            }
-            CommandName::ShowMem => {
-                "free, used, shared and reserved frames, pages per task, frames mapped more \
-                 than once"
-            }
-            CommandName::Tasks => {
-                "each task: pid, state, slot, linear range, program, pages, parent, faults"
-            }
-            CommandName::Faults => "the recent page faults and what the handler did",
-            CommandName::Catch => {
-                "stop into gdb at every page fault, before it is handled (alone: show the setting)"
-            }
-            CommandName::Fail => {
-                "failure injection (Linux's knobs) per allocation site: alone, every site with \
-                 its settings and how often it fired; SITE: set its knobs (the rest keep \
-                 their values), off: disable it; seed: the random choice; task: mark a task \
-                 for sites with filter=on (make-it-fail)"
-            }
-            CommandName::FailNth => {
-                "make that task's Nth eligible allocation fail (0 cancels; alone: show it)"
-            }
-            CommandName::Corrupt => {
-                "break the paging state on purpose for checkmm to catch: flip bit BIT of the \
-                 PTE of ADDR (linear, or an offset with --task) or of PDE INDEX, add DELTA to \
-                 the mem_map count of FRAME, or leak a free frame"
-            }
-        }
-    }
-
-    /// The command `word` names (ASCII case ignored).
-    pub fn from_name(word: &str) -> Option<CommandName> {
-        CommandName::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(word))
-    }
-}
-
-/// A linear range `[start, end)`; `end` may be 2^32 (the whole space).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinearRange {
-    pub start: u32,
-    pub end: u64,
-}
-
-impl LinearRange {
-    /// Whether `[first, first + len)` meets this range.
-    fn meets(&self, first: u32, len: u32) -> bool {
-        u64::from(first) < self.end && u64::from(first) + u64::from(len) > u64::from(self.start)
-    }
-}
-
-/// Which directory entries `dumppgd` shows, and whether it merges runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PgdFilter {
-    /// Only the slot of the task with this pid.
-    pub task: Option<u32>,
-    /// Only entries whose 4 MiB meet this range.
-    pub range: Option<LinearRange>,
-    /// `Some(true)`: only user (US) entries; `Some(false)`: only supervisor entries.
-    pub user: Option<bool>,
-    /// `Some(true)`: only writable entries; `Some(false)`: only read-only ones.
-    pub writable: Option<bool>,
-    /// One line per entry (no merging).
-    pub all: bool,
-}
-
-/// A parsed command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
-    Help,
-    DumpPgd(PgdFilter),
-    /// `index`: the page-directory index, 0..1023.
-    DumpPt {
-        index: usize,
-    },
-    /// `addr`: linear, or an offset in the segment of the task with pid `task`.
-    Walk {
-        addr: u32,
-        task: Option<u32>,
-    },
-    CheckMm,
-    ShowMem,
-    Tasks,
-    Faults,
-    /// `Some(on)`: set catching page faults; `None`: show the setting.
-    Catch {
-        pagefault: Option<bool>,
-    },
-    Fail(crate::inject_report::FailCommand),
-    /// `n`: `None` shows the task's setting.
-    FailNth {
-        pid: u32,
-        n: Option<u32>,
-    },
-    Corrupt(crate::inject_report::CorruptCommand),
-}
-
-impl Command {
-    pub fn name(&self) -> CommandName {
-        match self {
-            Command::Help => CommandName::Help,
-            Command::DumpPgd(_) => CommandName::DumpPgd,
-            Command::DumpPt { .. } => CommandName::DumpPt,
-            Command::Walk { .. } => CommandName::Walk,
-            Command::CheckMm => CommandName::CheckMm,
-            Command::ShowMem => CommandName::ShowMem,
-            Command::Tasks => CommandName::Tasks,
-            Command::Faults => CommandName::Faults,
-            Command::Catch { .. } => CommandName::Catch,
-            Command::Fail(_) => CommandName::Fail,
-            Command::FailNth { .. } => CommandName::FailNth,
-            Command::Corrupt(_) => CommandName::Corrupt,
-        }
-    }
-}
-
-/// A command and the form of its answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Request {
-    pub command: Command,
-    /// `--json` was given: answer with one JSON document.
-    pub json: bool,
-}
-
-/// Why a command line was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParseError<'a> {
-    /// The first word names no command (the answer is the help).
-    UnknownCommand(&'a str),
-    /// A `--word` the command does not take.
-    UnknownFlag { command: CommandName, flag: &'a str },
-    /// `text` should have been a number (decimal or 0x hex) for `what`.
-    BadNumber {
-        command: CommandName,
-        what: &'static str,
-        text: &'a str,
-    },
-    /// `what` is required and missing.
-    MissingArgument {
-        command: CommandName,
-        what: &'static str,
-    },
-    /// A word the command does not take.
-    ExtraArgument { command: CommandName, text: &'a str },
-    /// A word that is not one of the allowed ones for `what`.
-    BadWord {
-        command: CommandName,
-        what: &'static str,
-        text: &'a str,
-    },
-    /// Two flags that exclude each other (or one flag twice).
-    Conflict {
-        command: CommandName,
-        first: &'static str,
-        second: &'static str,
-    },
-    /// A number outside what `what` allows (`limit` says what does).
-    OutOfRange {
-        command: CommandName,
-        what: &'static str,
-        text: &'a str,
-        limit: &'static str,
-    },
-}
-
-/// A refused command line, with the form the answer must take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ParseFailure<'a> {
-    pub json: bool,
-    pub error: ParseError<'a>,
-}
-
-/// What every error the monitor reports gives: a stable kind for scripts, a message.
-pub trait Failure: Display {
-    /// A snake_case word scripts can match on.
-    fn kind(&self) -> &'static str;
-    /// Whether the usage line helps (the arguments were wrong, not the state).
-    fn shows_usage(&self) -> bool;
-}
-
-impl ParseError<'_> {
-    /// The command the error is about (`help` for an unknown command).
-    pub fn command(&self) -> CommandName {
-        match *self {
-            ParseError::UnknownCommand(_) => CommandName::Help,
-            ParseError::UnknownFlag { command, .. }
-            | ParseError::BadNumber { command, .. }
-            | ParseError::MissingArgument { command, .. }
-            | ParseError::ExtraArgument { command, .. }
-            | ParseError::BadWord { command, .. }
-            | ParseError::Conflict { command, .. }
-            | ParseError::OutOfRange { command, .. } => command,
-        }
-    }
-}
-
-impl Failure for ParseError<'_> {
-    fn kind(&self) -> &'static str {
-        match self {
-            ParseError::UnknownCommand(_) => "unknown_command",
-            ParseError::UnknownFlag { .. } => "unknown_flag",
-            ParseError::BadNumber { .. } => "bad_number",
-            ParseError::MissingArgument { .. } => "missing_argument",
-            ParseError::ExtraArgument { .. } => "extra_argument",
-            ParseError::BadWord { .. } => "bad_argument",
-            ParseError::Conflict { .. } => "conflicting_flags",
-            ParseError::OutOfRange { .. } => "out_of_range",
-        }
-    }
-    fn shows_usage(&self) -> bool {
-        true
-    }
-}
-
-impl Display for ParseError<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            ParseError::UnknownCommand(word) => write!(f, "unknown command '{word}'"),
-            ParseError::UnknownFlag { command, flag } => {
-                write!(f, "{}: unknown flag '{flag}'", command.name())
-            }
-            ParseError::BadNumber {
-                command,
-                what,
-                text,
-            } => write!(
-                f,
-                "{}: {what}: '{text}' is not a number (decimal or 0x hex)",
-                command.name()
-            ),
-            ParseError::MissingArgument { command, what } => {
-                write!(f, "{}: missing {what}", command.name())
-            }
-            ParseError::ExtraArgument { command, text } => {
-                write!(f, "{}: unexpected argument '{text}'", command.name())
-            }
-            ParseError::BadWord {
-                command,
-                what,
-                text,
-            } => write!(f, "{}: {what}: '{text}' is not allowed", command.name()),
-            ParseError::Conflict {
-                command,
-                first,
-                second,
-            } => {
-                if first == second {
-                    write!(f, "{}: {first} given twice", command.name())
-                } else {
-                    write!(
-                        f,
-                        "{}: {first} and {second} exclude each other",
-                        command.name()
-                    )
-                }
-            }
-            ParseError::OutOfRange {
-                command,
-                what,
-                text,
-                limit,
-            } => write!(
-                f,
-                "{}: {what}: '{text}' is out of range ({limit})",
-                command.name()
-            ),
-        }
-    }
-}
-
-/// Errors of a well-formed command that the state does not allow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MonitorError {
-    /// `--task PID` names no task.
-    NoSuchTask { pid: u32 },
-    /// A lock the command needs is held by the code gdb stopped: waiting would hang the
-    /// stopped kernel, so the command gives up. `what` names the locked thing.
-    Busy { what: &'static str },
-    /// The scratch buffer `checkmm` was given has fewer entries than `mem_map`.
-    ScratchTooSmall { needed: usize, given: usize },
-    /// `walk --task`: the offset lies beyond the task's 64 MiB segment.
-    OffsetBeyondSegment { offset: u32 },
-}
-
-impl Failure for MonitorError {
-    fn kind(&self) -> &'static str {
-        match self {
-            MonitorError::NoSuchTask { .. } => "no_such_task",
-            MonitorError::Busy { .. } => "busy",
-            MonitorError::ScratchTooSmall { .. } => "scratch_too_small",
-            MonitorError::OffsetBeyondSegment { .. } => "out_of_range",
-        }
-    }
-    fn shows_usage(&self) -> bool {
-        false
-    }
-}
-
-impl Display for MonitorError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            MonitorError::NoSuchTask { pid } => write!(f, "no task with pid {pid}"),
-            MonitorError::Busy { what } => write!(
-                f,
-                "{what} busy (held by the code gdb stopped); continue and try again"
-            ),
-            MonitorError::ScratchTooSmall { needed, given } => write!(
-                f,
-                "checkmm scratch has {given} entries, mem_map needs {needed}"
-            ),
-            MonitorError::OffsetBeyondSegment { offset } => write!(
-                f,
-                "offset {offset:#010x} lies beyond the task's 64 MiB segment"
-            ),
-        }
-    }
-}
-
-/// A number as gdb users type them: `0x` hex (any case) or decimal.
-pub fn parse_number(text: &str) -> Option<u64> {
-    let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => (hex, 16),
-        None => (text, 10),
-    };
-    // from_str_radix accepts a leading '+'; a number typed here never has one.
-    if digits.is_empty() || !digits.bytes().all(|b| (b as char).is_digit(radix)) {
-        return None;
-    }
-    u64::from_str_radix(digits, radix).ok()
-}
-
-/// A 32-bit number, or the error naming `what`.
-pub(crate) fn number_u32<'a>(
-    command: CommandName,
-    what: &'static str,
-    text: &'a str,
-) -> Result<u32, ParseError<'a>> {
-    match parse_number(text) {
-        None => Err(ParseError::BadNumber {
-            command,
-            what,
-            text,
-        }),
-        Some(n) => u32::try_from(n).map_err(|_| ParseError::OutOfRange {
-            command,
-            what,
-            text,
-            limit: "at most 0xffffffff",
-        }),
-    }
-}
-
-/// The value word after a flag.
-pub(crate) fn value_of<'a>(
-    command: CommandName,
-    what: &'static str,
-    words: &mut dyn Iterator<Item = &'a str>,
-) -> Result<&'a str, ParseError<'a>> {
-    words
-        .next()
-        .ok_or(ParseError::MissingArgument { command, what })
-}
-
-/// Sets an option given at most once.
-fn set_once<'a, T>(
-    slot: &mut Option<T>,
-    value: T,
-    command: CommandName,
-    flag: &'static str,
-) -> Result<(), ParseError<'a>> {
-    if slot.is_some() {
-        return Err(ParseError::Conflict {
-            command,
-            first: flag,
-            second: flag,
-        });
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
-/// Sets one of two exclusive flags (`--user`/`--kernel`, `--rw`/`--ro`).
-fn set_choice<'a>(
-    slot: &mut Option<bool>,
-    value: bool,
-    command: CommandName,
-    [yes, no]: [&'static str; 2],
-) -> Result<(), ParseError<'a>> {
-    match *slot {
-        None => {
-            *slot = Some(value);
-            Ok(())
-        }
-        Some(old) => {
-            let name = |v: bool| if v { yes } else { no };
-            Err(ParseError::Conflict {
-                command,
-                first: name(old),
-                second: name(value),
-            })
-        }
-    }
-}
-
-/// A word the command does not take: an unknown flag or an extra argument.
-pub(crate) fn unexpected(command: CommandName, word: &str) -> ParseError<'_> {
-    if word.starts_with("--") {
-        ParseError::UnknownFlag {
-            command,
-            flag: word,
-        }
-    } else {
-        ParseError::ExtraArgument {
-            command,
-            text: word,
-        }
-    }
-}
-
-/// Parses what follows `monitor ` in gdb. An empty line is `help`; `--json` may stand
-/// anywhere. Never panics.
-pub fn parse(line: &str) -> Result<Request, ParseFailure<'_>> {
-    let json = line.split_ascii_whitespace().any(|w| w == "--json");
-    let mut words = line.split_ascii_whitespace().filter(|&w| w != "--json");
-    let fail = |error| ParseFailure { json, error };
-    let Some(first) = words.next() else {
-        return Ok(Request {
-            command: Command::Help,
-            json,
-        });
-    };
-    let name = CommandName::from_name(first).ok_or(fail(ParseError::UnknownCommand(first)))?;
-    let command = parse_arguments(name, &mut words).map_err(fail)?;
-    Ok(Request { command, json })
-}
-
-fn parse_arguments<'a>(
-    name: CommandName,
-    words: &mut dyn Iterator<Item = &'a str>,
-) -> Result<Command, ParseError<'a>> {
-    match name {
-        CommandName::DumpPgd => parse_dumppgd(words),
-        CommandName::DumpPt => {
-            let text = value_of(name, "INDEX", words)?;
-            let index = number_u32(name, "INDEX", text)?;
-            if index as usize >= ENTRIES_PER_TABLE {
-                return Err(ParseError::OutOfRange {
-                    command: name,
-                    what: "INDEX",
-                    text,
-                    limit: "a directory index is 0 to 1023",
-                });
-            }
-            match words.next() {
-                Some(word) => Err(unexpected(name, word)),
-                None => Ok(Command::DumpPt {
-                    index: index as usize,
-                }),
-            }
-        }
-        CommandName::Walk => parse_walk(words),
-        CommandName::Catch => parse_catch(words),
-        CommandName::Fail => crate::inject_report::parse_fail(words).map(Command::Fail),
-        CommandName::FailNth => crate::inject_report::parse_failnth(words),
-        CommandName::Corrupt => crate::inject_report::parse_corrupt(words).map(Command::Corrupt),
-        CommandName::Help
-        | CommandName::CheckMm
-        | CommandName::ShowMem
-        | CommandName::Tasks
-        | CommandName::Faults => {
-            if let Some(word) = words.next() {
-                return Err(unexpected(name, word));
-            }
-            Ok(match name {
-                CommandName::Help => Command::Help,
-                CommandName::CheckMm => Command::CheckMm,
-                CommandName::ShowMem => Command::ShowMem,
-                CommandName::Tasks => Command::Tasks,
-                _ => Command::Faults,
-            })
-        }
-    }
-}
-
-fn parse_dumppgd<'a>(words: &mut dyn Iterator<Item = &'a str>) -> Result<Command, ParseError<'a>> {
-    const NAME: CommandName = CommandName::DumpPgd;
-    let mut filter = PgdFilter::default();
-    let mut all = None;
-    while let Some(word) = words.next() {
-        match word {
-            "--task" => {
-                let text = value_of(NAME, "PID after --task", words)?;
-                let pid = number_u32(NAME, "PID", text)?;
-                set_once(&mut filter.task, pid, NAME, "--task")?;
-            }
-            "--range" => {
-                let text = value_of(NAME, "START-END after --range", words)?;
-                set_once(&mut filter.range, parse_range(text)?, NAME, "--range")?;
-            }
-            "--user" => set_choice(&mut filter.user, true, NAME, ["--user", "--kernel"])?,
-            "--kernel" => set_choice(&mut filter.user, false, NAME, ["--user", "--kernel"])?,
-            "--rw" => set_choice(&mut filter.writable, true, NAME, ["--rw", "--ro"])?,
-            "--ro" => set_choice(&mut filter.writable, false, NAME, ["--rw", "--ro"])?,
-            "--all" => set_once(&mut all, (), NAME, "--all")?,
-            other => return Err(unexpected(NAME, other)),
-        }
-    }
-    filter.all = all.is_some();
-    Ok(Command::DumpPgd(filter))
-}
-
-/// `START-END`, END exclusive and at most 2^32.
-fn parse_range(text: &str) -> Result<LinearRange, ParseError<'_>> {
-    const NAME: CommandName = CommandName::DumpPgd;
-    let Some((start_text, end_text)) = text.split_once('-') else {
-        return Err(ParseError::BadWord {
-            command: NAME,
-            what: "--range wants START-END",
-            text,
-        });
-    };
-    let start = number_u32(NAME, "START", start_text)?;
-    let end = parse_number(end_text).ok_or(ParseError::BadNumber {
-        command: NAME,
-        what: "END",
-        text: end_text,
-    })?;
-    if end > 1 << 32 || end <= u64::from(start) {
-        return Err(ParseError::OutOfRange {
-            command: NAME,
-            what: "START-END",
-            text,
-            limit: "START < END <= 0x100000000; END is exclusive",
-        });
-    }
-    Ok(LinearRange { start, end })
-}
-
-fn parse_walk<'a>(words: &mut dyn Iterator<Item = &'a str>) -> Result<Command, ParseError<'a>> {
-    const NAME: CommandName = CommandName::Walk;
-    let mut addr = None;
-    let mut task = None;
-    while let Some(word) = words.next() {
-        if word == "--task" {
-            let text = value_of(NAME, "PID after --task", words)?;
-            let pid = number_u32(NAME, "PID", text)?;
-            set_once(&mut task, pid, NAME, "--task")?;
-        } else if word.starts_with("--") || addr.is_some() {
-            return Err(unexpected(NAME, word));
-        } else {
-            addr = Some((number_u32(NAME, "ADDR", word)?, word));
-        }
-    }
-    let (addr, text) = addr.ok_or(ParseError::MissingArgument {
-        command: NAME,
-        what: "ADDR",
-    })?;
-    if task.is_some() && addr >= TASK_SIZE {
-        return Err(ParseError::OutOfRange {
-            command: NAME,
-            what: "ADDR",
-            text,
-            limit: "with --task, ADDR is an offset below 0x04000000 (64 MiB)",
-        });
-    }
-    Ok(Command::Walk { addr, task })
-}
-
-fn parse_catch<'a>(words: &mut dyn Iterator<Item = &'a str>) -> Result<Command, ParseError<'a>> {
-    const NAME: CommandName = CommandName::Catch;
-    let Some(event) = words.next() else {
-        return Ok(Command::Catch { pagefault: None });
-    };
-    if !event.eq_ignore_ascii_case("pagefault") {
-        return Err(if event.starts_with("--") {
-            unexpected(NAME, event)
-        } else {
-            ParseError::BadWord {
-                command: NAME,
-                what: "event (only 'pagefault')",
-                text: event,
-            }
-        });
-    }
-    let pagefault = match words.next() {
-        None => None,
-        Some(w) if w.eq_ignore_ascii_case("on") => Some(true),
-        Some(w) if w.eq_ignore_ascii_case("off") => Some(false),
-        Some(w) if w.starts_with("--") => return Err(unexpected(NAME, w)),
-        Some(w) => {
-            return Err(ParseError::BadWord {
-                command: NAME,
-                what: "setting (on or off)",
-                text: w,
-            })
-        }
-    };
-    match words.next() {
-        Some(word) => Err(unexpected(NAME, word)),
-        None => Ok(Command::Catch { pagefault }),
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // JSON, by hand
@@ -1085,19 +384,19 @@ impl Display for Pad<'_> {
 /// Whether the kernel may read the page table a present entry names: only frames inside
 /// RAM are (the kernel's physical access stops the machine on anything else, and a
 /// corrupted or hand-edited entry can name any frame).
-fn table_readable<P: PhysMem>(mm: &Mm<P>, table: Frame) -> bool {
-    table.as_u32() < mm.high_memory()
+fn table_readable<V: PagingView + ?Sized>(view: &V, table: Frame) -> bool {
+    table.as_u32() < view.high_memory()
 }
 
 /// Present entries of the page table a present directory entry names; `None` when the
 /// table lies outside RAM and was not read.
-fn present_ptes<P: PhysMem>(mm: &Mm<P>, pde: Entry) -> Option<u32> {
-    if !table_readable(mm, pde.frame()) {
+fn present_ptes<V: PagingView + ?Sized>(view: &V, pde: Entry) -> Option<u32> {
+    if !table_readable(view, pde.frame()) {
         return None;
     }
     Some(
         (0..ENTRIES_PER_TABLE)
-            .filter(|&i| mm.phys.read_entry(pde.frame(), i).is_present())
+            .filter(|&i| view.read_entry(pde.frame(), i).is_present())
             .count() as u32,
     )
 }
@@ -1152,19 +451,19 @@ struct Run {
 }
 
 /// Calls `f` with each run of the selected present directory entries, in index order.
-fn for_each_run<P: PhysMem>(
-    mm: &Mm<P>,
+fn for_each_run<V: PagingView + ?Sized>(
+    view: &V,
     selected: &dyn Fn(usize, Entry) -> bool,
     merge: bool,
     f: &mut dyn FnMut(&Run) -> fmt::Result,
 ) -> fmt::Result {
     let mut run: Option<Run> = None;
     for index in 0..ENTRIES_PER_TABLE {
-        let pde = mm.pde(index);
+        let pde = view.pde(index);
         if !pde.is_present() || !selected(index, pde) {
             continue;
         }
-        let ptes = present_ptes(mm, pde);
+        let ptes = present_ptes(view, pde);
         if let Some(r) = run.as_mut() {
             let alike = merge
                 && r.last + 1 == index
@@ -1201,8 +500,8 @@ fn for_each_run<P: PhysMem>(
 }
 
 /// `dumppgd`: the present page-directory entries that pass `filter`.
-pub fn dumppgd<P: PhysMem>(
-    mm: &Mm<P>,
+pub fn dumppgd<V: PagingView + ?Sized>(
+    view: &V,
     tasks: &dyn TaskSlots,
     filter: &PgdFilter,
     json: bool,
@@ -1231,17 +530,17 @@ pub fn dumppgd<P: PhysMem>(
             && filter.writable.is_none_or(|w| pde.is_writable() == w)
     };
     let present = (0..ENTRIES_PER_TABLE)
-        .filter(|&i| mm.pde(i).is_present())
+        .filter(|&i| view.pde(i).is_present())
         .count();
     let not_present_nonzero = (0..ENTRIES_PER_TABLE)
-        .filter(|&i| mm.pde(i).is_swap())
+        .filter(|&i| view.pde(i).is_swap())
         .count();
     let merge = !filter.all;
 
     if json {
         let mut j = Json::new(out);
         j.begin_document(CommandName::DumpPgd)?;
-        j.field_hex("pg_dir", mm.pg_dir().as_u32())?;
+        j.field_hex("pg_dir", view.pg_dir().as_u32())?;
         j.field_uint("present", present as u64)?;
         j.field_uint("not_present_nonzero", not_present_nonzero as u64)?;
         j.key("filter")?;
@@ -1267,7 +566,7 @@ pub fn dumppgd<P: PhysMem>(
         j.begin_array()?;
         let mut shown = 0u64;
         for index in 0..ENTRIES_PER_TABLE {
-            let pde = mm.pde(index);
+            let pde = view.pde(index);
             if !pde.is_present() || !selected(index, pde) {
                 continue;
             }
@@ -1282,8 +581,8 @@ pub fn dumppgd<P: PhysMem>(
             j.field_bool("user", pde.is_user())?;
             j.field_bool("writable", pde.is_writable())?;
             j.field_bool("accessed", pde.flags().contains(EntryFlags::ACCESSED))?;
-            j.field_bool("table_readable", table_readable(mm, pde.frame()))?;
-            j.field_opt_uint("present_ptes", present_ptes(mm, pde).map(u64::from))?;
+            j.field_bool("table_readable", table_readable(view, pde.frame()))?;
+            j.field_opt_uint("present_ptes", present_ptes(view, pde).map(u64::from))?;
             j.field_uint("slot", slot as u64)?;
             j.field_opt_uint("pid", tasks.pid_in_slot(slot).map(u64::from))?;
             j.end_object()?;
@@ -1292,7 +591,7 @@ pub fn dumppgd<P: PhysMem>(
         j.field_uint("shown", shown)?;
         j.key("runs")?;
         j.begin_array()?;
-        for_each_run(mm, &selected, merge, &mut |r| {
+        for_each_run(view, &selected, merge, &mut |r| {
             j.begin_object()?;
             j.field_uint("first_index", r.first as u64)?;
             j.field_uint("last_index", r.last as u64)?;
@@ -1309,7 +608,7 @@ pub fn dumppgd<P: PhysMem>(
     write!(
         out,
         "page directory at {}: {present} present entries",
-        mm.pg_dir()
+        view.pg_dir()
     )?;
     if not_present_nonzero > 0 {
         write!(
@@ -1324,7 +623,7 @@ pub fn dumppgd<P: PhysMem>(
         "index", "linear range", "page table", "raw", "PTEs", "owner"
     )?;
     let mut lines = 0u32;
-    for_each_run(mm, &selected, merge, &mut |r| {
+    for_each_run(view, &selected, merge, &mut |r| {
         lines += 1;
         let slot = r.first / PDES_PER_TASK;
         let start = LinearAddr::from_indices(r.first, 0).as_u32();
@@ -1411,19 +710,19 @@ impl Display for Merged {
 // ---------------------------------------------------------------------------------------
 
 /// `dumppt`: the non-empty entries of the page table directory entry `index` names.
-pub fn dumppt<P: PhysMem>(
-    mm: &Mm<P>,
+pub fn dumppt<V: PagingView + ?Sized>(
+    view: &V,
     tasks: &dyn TaskSlots,
     index: usize,
     json: bool,
     out: &mut dyn Write,
 ) -> fmt::Result {
     let index = index.min(ENTRIES_PER_TABLE - 1);
-    let pde = mm.pde(index);
+    let pde = view.pde(index);
     let slot = index / PDES_PER_TASK;
-    let readable = pde.is_present() && table_readable(mm, pde.frame());
+    let readable = pde.is_present() && table_readable(view, pde.frame());
     let table = pde.frame();
-    let high = mm.high_memory();
+    let high = view.high_memory();
     let mut present = 0u64;
     let mut swap = 0u64;
     let mut count_kinds = |pte: Entry| {
@@ -1452,7 +751,7 @@ pub fn dumppt<P: PhysMem>(
         j.begin_array()?;
         if readable {
             for i in 0..ENTRIES_PER_TABLE {
-                let pte = mm.phys.read_entry(table, i);
+                let pte = view.read_entry(table, i);
                 if pte.raw() == 0 {
                     continue;
                 }
@@ -1467,10 +766,7 @@ pub fn dumppt<P: PhysMem>(
                 )?;
                 let frame = pte.is_present().then(|| pte.frame());
                 j.field_opt_hex("frame", frame.map(Frame::as_u32))?;
-                j.field_opt_uint(
-                    "count",
-                    frame.and_then(|f| mm.mem_map.count(f)).map(u64::from),
-                )?;
+                j.field_opt_uint("count", frame.and_then(|f| view.count(f)).map(u64::from))?;
                 j.end_object()?;
             }
         }
@@ -1505,7 +801,7 @@ pub fn dumppt<P: PhysMem>(
         "index", "linear", "raw", "frame", "count"
     )?;
     for i in 0..ENTRIES_PER_TABLE {
-        let pte = mm.phys.read_entry(table, i);
+        let pte = view.read_entry(table, i);
         if pte.raw() == 0 {
             continue;
         }
@@ -1517,7 +813,7 @@ pub fn dumppt<P: PhysMem>(
             pte.raw()
         )?;
         if pte.is_present() {
-            match mm.mem_map.count(pte.frame()) {
+            match view.count(pte.frame()) {
                 Some(c) => write!(out, "{}  {c:>5}", pte.frame())?,
                 None => write!(out, "{}  {:>5}", pte.frame(), "-")?,
             }
@@ -1539,8 +835,8 @@ pub fn dumppt<P: PhysMem>(
 
 /// `walk`: the software walk of `addr` (linear; with `task`, an offset in that task's
 /// segment).
-pub fn walk<P: PhysMem>(
-    mm: &Mm<P>,
+pub fn walk<V: PagingView + ?Sized>(
+    view: &V,
     tasks: &dyn TaskSlots,
     addr: u32,
     task: Option<u32>,
@@ -1571,10 +867,10 @@ pub fn walk<P: PhysMem>(
         None => LinearAddr::new(addr),
     };
     let pde_index = linear.dir_index();
-    let pde = mm.pde(pde_index);
+    let pde = view.pde(pde_index);
     // Walk only through a table inside RAM: `Mm::walk` reads whatever the entry names.
-    let table_ok = !pde.is_present() || table_readable(mm, pde.frame());
-    let w = table_ok.then(|| mm.walk(linear));
+    let table_ok = !pde.is_present() || table_readable(view, pde.frame());
+    let w = table_ok.then(|| mm::walk::walk(view, linear));
     let pte = w.and_then(|w| w.pte);
     let frame = w.and_then(|w| w.frame);
     let physical = w.and_then(|w| w.physical());
@@ -1656,7 +952,7 @@ pub fn walk<P: PhysMem>(
         return writeln!(
             out,
             "  stops at the PDE: its page table lies at/above HIGH_MEMORY {:#010x} (corrupt entry), not read",
-            mm.high_memory()
+            view.high_memory()
         );
     }
     let pte = pte.unwrap_or(Entry::EMPTY);
@@ -1672,7 +968,7 @@ pub fn walk<P: PhysMem>(
             writeln!(
                 out,
                 "  -> frame {f}, mem_map count {}",
-                CountText(f, count, mm.high_memory())
+                CountText(f, count, view.high_memory())
             )?;
             writeln!(out, "  physical {:#010x}", physical.unwrap_or(0))
         }
@@ -1811,14 +1107,14 @@ pub fn mismatch_json(j: &mut Json<'_>, m: &Mismatch) -> fmt::Result {
 
 /// `checkmm`: runs [`Mm::check_mm`] with the caller's `scratch` (one `u16` per frame
 /// `mem_map` covers) and reports every mismatch (up to [`MAX_LISTED_MISMATCHES`]).
-pub fn checkmm<P: PhysMem>(
-    mm: &Mm<P>,
+pub fn checkmm<V: PagingView + ?Sized>(
+    view: &V,
     input: &CheckInput<'_>,
     scratch: &mut [u16],
     json: bool,
     out: &mut dyn Write,
 ) -> fmt::Result {
-    let needed = mm.mem_map.nr_pages();
+    let needed = view.nr_pages();
     if scratch.len() < needed {
         let e = MonitorError::ScratchTooSmall {
             needed,
@@ -1835,7 +1131,7 @@ pub fn checkmm<P: PhysMem>(
         j.begin_document(CommandName::CheckMm)?;
         j.key("mismatches")?;
         j.begin_array()?;
-        let summary = mm.check_mm(input, scratch, &mut |m| {
+        let summary = mm::check::check_mm(view, input, scratch, &mut |m| {
             if listed < MAX_LISTED_MISMATCHES && result.is_ok() {
                 result = mismatch_json(&mut j, &m);
             }
@@ -1857,7 +1153,7 @@ pub fn checkmm<P: PhysMem>(
         return j.end_document();
     }
 
-    let summary = mm.check_mm(input, scratch, &mut |m| {
+    let summary = mm::check::check_mm(view, input, scratch, &mut |m| {
         if listed < MAX_LISTED_MISMATCHES && result.is_ok() {
             result = writeln!(out, "checkmm: {m}");
         }
@@ -1878,68 +1174,38 @@ pub fn checkmm<P: PhysMem>(
 // showmem
 // ---------------------------------------------------------------------------------------
 
-/// The frame totals of 0.12 `show_mem`, without its per-slot array (1 KiB that a 4 KiB
-/// kernel stack cannot spare while gdb has the machine stopped).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FrameTotals {
-    pub paging_frames: u32,
-    pub free_frames: u32,
-    pub shared_frames: u32,
-    pub shared_references: u32,
-    pub reserved_frames: u32,
-}
-
-/// The totals `Mm::show_mem` computes, counted the same way.
-pub fn frame_totals<P: PhysMem>(mm: &Mm<P>) -> FrameTotals {
-    let mut t = FrameTotals {
-        paging_frames: mm.mem_map.nr_paging_frames() as u32,
-        free_frames: mm.mem_map.nr_free() as u32,
-        ..FrameTotals::default()
-    };
-    let start = mm.mem_map.start_mem();
-    for (index, &count) in mm.mem_map.counts().iter().enumerate() {
-        if mm.mem_map.frame_of(index).as_u32() < start {
-            t.reserved_frames += 1;
-        } else if count > 1 {
-            t.shared_frames += 1;
-            t.shared_references += u32::from(count - 1);
-        }
-    }
-    t
-}
-
 /// Whether slot `slot` holds any directory entry (a task's, or a leftover).
-fn slot_has_tables<P: PhysMem>(mm: &Mm<P>, slot: usize) -> bool {
+fn slot_has_tables<V: PagingView + ?Sized>(view: &V, slot: usize) -> bool {
     let first = slot_base(slot).dir_index();
-    (first..first + PDES_PER_TASK).any(|d| mm.pde(d).raw() != 0)
+    (first..first + PDES_PER_TASK).any(|d| view.pde(d).raw() != 0)
 }
 
 /// `showmem`: frame totals, pages per task slot (1..63: those with a task or with page
 /// tables), and the frames with a count above 1.
-pub fn showmem<P: PhysMem>(
-    mm: &Mm<P>,
+pub fn showmem<V: PagingView + ?Sized>(
+    view: &V,
     tasks: &dyn TaskSlots,
     json: bool,
     out: &mut dyn Write,
 ) -> fmt::Result {
-    let t = frame_totals(mm);
+    let t = mm::walk::frame_totals(view);
     let used = t.paging_frames - t.free_frames.min(t.paging_frames);
-    let listed_slot = |slot: usize| tasks.pid_in_slot(slot).is_some() || slot_has_tables(mm, slot);
-    let start = mm.mem_map.start_mem();
+    let listed_slot =
+        |slot: usize| tasks.pid_in_slot(slot).is_some() || slot_has_tables(view, slot);
+    let start = view.start_mem();
     let shared = || {
-        mm.mem_map
-            .counts()
-            .iter()
-            .enumerate()
-            .filter(move |&(i, &c)| c > 1 && mm.mem_map.frame_of(i).as_u32() >= start)
-            .map(|(i, &c)| (mm.mem_map.frame_of(i), c))
+        (0..view.nr_pages()).filter_map(move |i| {
+            let frame = view.frame_of(i);
+            let count = view.map_count(i)?;
+            (count > 1 && frame.as_u32() >= start).then_some((frame, count))
+        })
     };
     let omitted = t.shared_frames.saturating_sub(MAX_LISTED_SHARED);
 
     if json {
         let mut j = Json::new(out);
         j.begin_document(CommandName::ShowMem)?;
-        j.field_hex("high_memory", mm.high_memory())?;
+        j.field_hex("high_memory", view.high_memory())?;
         j.field_hex("start_mem", start)?;
         j.field_uint("paging_frames", u64::from(t.paging_frames))?;
         j.field_uint("free", u64::from(t.free_frames))?;
@@ -1950,7 +1216,7 @@ pub fn showmem<P: PhysMem>(
         j.key("tasks")?;
         j.begin_array()?;
         for slot in (1..NR_TASKS).filter(|&s| listed_slot(s)) {
-            let u = mm.slot_usage(slot);
+            let u = mm::walk::slot_usage(view, slot);
             j.begin_object()?;
             j.field_opt_uint("pid", tasks.pid_in_slot(slot).map(u64::from))?;
             j.field_uint("slot", slot as u64)?;
@@ -1972,12 +1238,12 @@ pub fn showmem<P: PhysMem>(
         j.end_array()?;
         j.field_uint("shared_omitted", u64::from(omitted))?;
         j.key("swap")?;
-        match mm.swap.as_ref() {
-            Some(swap) => {
+        match view.swap_slots() {
+            Some(slots) => {
                 j.begin_object()?;
-                j.field_uint("slots", u64::from(swap.nr_slots()))?;
-                j.field_uint("used", u64::from(swap.nr_used()))?;
-                j.field_uint("free", u64::from(swap.nr_free()))?;
+                j.field_uint("slots", u64::from(slots))?;
+                j.field_uint("used", u64::from(view.swap_used()))?;
+                j.field_uint("free", u64::from(view.swap_free()))?;
                 j.end_object()?;
             }
             None => j.null()?,
@@ -1990,19 +1256,18 @@ pub fn showmem<P: PhysMem>(
         "frames: {} for paging ({start:#010x}..{:#010x}): {} free, {used} used, {} shared \
          ({} extra references); {} reserved below start_mem",
         t.paging_frames,
-        mm.high_memory(),
+        view.high_memory(),
         t.free_frames,
         t.shared_frames,
         t.shared_references,
         t.reserved_frames
     )?;
-    match mm.swap.as_ref() {
-        Some(swap) => writeln!(
+    match view.swap_slots() {
+        Some(slots) => writeln!(
             out,
-            "swap: {} slots, {} in use, {} free",
-            swap.nr_slots(),
-            swap.nr_used(),
-            swap.nr_free()
+            "swap: {slots} slots, {} in use, {} free",
+            view.swap_used(),
+            view.swap_free()
         )?,
         None => writeln!(out, "swap: none")?,
     }
@@ -2014,7 +1279,7 @@ pub fn showmem<P: PhysMem>(
     let mut rows = 0;
     for slot in (1..NR_TASKS).filter(|&s| listed_slot(s)) {
         rows += 1;
-        let u = mm.slot_usage(slot);
+        let u = mm::walk::slot_usage(view, slot);
         match tasks.pid_in_slot(slot) {
             Some(pid) => write!(out, "{pid:>5}")?,
             None => write!(out, "{:>5}", "-")?,

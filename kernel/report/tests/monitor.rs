@@ -9,10 +9,10 @@ use mm::addr::{Frame, PAGE_SIZE};
 use mm::check::live_slot_mask;
 use mm::entry::Entry;
 use mm::memory::Mm;
-use mm::report::{self, Command, CommandName, LinearRange, ParseError, PgdFilter, Request};
 use mm::sim::SimRam;
 use mm::{CheckInput, PhysMem};
 use proptest::prelude::*;
+use report::{Command, CommandName, LinearRange, ParseError, PgdFilter, Request};
 use serde_json::Value;
 use support::*;
 
@@ -1028,7 +1028,7 @@ fn checkmm_refuses_a_scratch_too_small_instead_of_panicking() {
 fn showmem_agrees_with_show_mem_and_lists_tasks_and_shared_frames() {
     let f = fixture();
     let stats = f.k.mm.show_mem();
-    let totals = report::frame_totals(&f.k.mm);
+    let totals = mm::walk::frame_totals(&f.k.mm);
     assert_eq!(
         (
             totals.paging_frames,

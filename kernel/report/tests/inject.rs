@@ -5,9 +5,9 @@ mod support;
 
 use mm::check::Mismatch;
 use mm::inject::Injector;
-use mm::inject_report::{self, AttrPatch, CorruptCommand, FailCommand};
 use mm::memory::AllocSite;
-use mm::report::{self, Command, ParseError};
+use report::inject as inject_report;
+use report::{AttrPatch, Command, CorruptCommand, FailCommand, ParseError};
 use serde_json::Value;
 use support::*;
 
