@@ -80,6 +80,8 @@ async fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a terminal: a log file (scripts/run's inspector.log) gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     if let Err(e) = serve(cli).await {
