@@ -39,9 +39,11 @@ const FAILED: i32 = 1;
 /// Exit status for an unknown scenario name.
 const USAGE: i32 = 2;
 
-/// One scenario: its name on the command line and its body.
+/// One scenario: its name on the command line, what it shows, and its body.
 struct Scenario {
     name: &'static str,
+    /// One line for the list `init=ktest` prints without an argument.
+    about: &'static str,
     run: fn() -> Outcome,
     /// Whether `all` runs it (oom-recovery needs the whole machine to itself).
     in_all: bool,
@@ -50,153 +52,200 @@ struct Scenario {
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "cow-parent-exits-first",
+        about: "the parent copies a shared page and exits; the child keeps the original, now counted once",
         run: cow::parent_exits_first,
         in_all: true,
     },
     Scenario {
         name: "cow-child-exits-first",
+        about: "the child copies a shared page and exits; the parent's write then only makes it writable",
         run: cow::child_exits_first,
         in_all: true,
     },
     Scenario {
         name: "cow-both-write",
+        about: "parent and child write 8 shared pages: 8 copies, 8 made writable, each sees its own values",
         run: cow::both_write,
         in_all: true,
     },
     Scenario {
         name: "fork-of-fork",
+        about: "a page mapped three times (fork of a fork) is copied twice, then made writable",
         run: cow::fork_of_fork,
         in_all: true,
     },
     Scenario {
         name: "demand-zero",
+        about: "pages above the break and below the stack come zero-filled at the first touch",
         run: memory::demand_zero,
         in_all: true,
     },
     Scenario {
         name: "exec-sharing",
+        about: "a second hello takes its pages from the first one's (share_page) instead of loading them",
         run: sharing::exec_sharing,
         in_all: true,
     },
     Scenario {
         name: "write-verify",
+        about: "kernel writes into copy-on-write pages break the sharing first (write_verify)",
         run: cow::write_verify,
         in_all: true,
     },
     Scenario {
         name: "oom-recovery",
+        about: "memhog and a fork storm run out of memory; oom() kills, every frame comes back",
         run: memory::oom_recovery,
         in_all: false,
     },
     Scenario {
         name: "bad-pointer",
+        about: "bad pointers get EFAULT, unknown programs ENOENT; illegal accesses are killed (SIGSEGV)",
         run: guard::bad_pointer,
         in_all: true,
     },
     Scenario {
         name: "free-page-tables-guard",
+        about: "free_page_tables refuses the kernel's slot and unaligned addresses",
         run: guard::free_page_tables_guard,
         in_all: true,
     },
     Scenario {
         name: "exit-frees",
+        about: "a child touches 2 MiB and exits: every frame it used comes back",
         run: memory::exit_frees,
         in_all: true,
     },
     // Crashes the kernel on purpose: the runner expects the crash report and status.
     Scenario {
         name: "kernel-crash-ud2",
+        about: "crashes the kernel on purpose (invalid opcode): the crash report, status 37",
         run: guard::kernel_crash_ud2,
         in_all: false,
     },
     // Crashes the kernel on purpose: the runner expects the crash report and status.
     Scenario {
         name: "kernel-crash-pagefault",
+        about: "crashes the kernel on purpose (page fault in ring 0): the crash report, status 37",
         run: guard::kernel_crash_pagefault,
         in_all: false,
     },
     // Crashes the kernel on purpose: the runner expects the crash report and status.
     Scenario {
         name: "kernel-crash-gp",
+        about: "crashes the kernel on purpose (general protection): the crash report, status 37",
         run: guard::kernel_crash_gp,
         in_all: false,
     },
     // Crashes the kernel on purpose: the runner expects the crash report and status.
     Scenario {
         name: "kernel-crash-doublefault",
+        about: "crashes the kernel on purpose (double fault): the crash report, status 37",
         run: guard::kernel_crash_doublefault,
         in_all: false,
     },
     // Crashes the kernel on purpose: the runner expects the crash report and status.
     Scenario {
         name: "kernel-crash-panic",
+        about: "crashes the kernel on purpose (a Rust panic): the crash report, status 37",
         run: guard::kernel_crash_panic,
         in_all: false,
     },
     Scenario {
         name: "kernel-crash-stackoverflow",
+        about: "crashes the kernel on purpose (kernel stack overflow): the crash report, status 37",
         run: guard::kernel_crash_stackoverflow,
         in_all: false,
     },
     // Needs a swap disk (qemu-tests attaches one).
     Scenario {
         name: "swap-twice-ram",
+        about: "a workload of twice the RAM, every word checked, pages out to the disk and back (needs swap)",
         run: swap::twice_ram,
         in_all: false,
     },
     // Needs a swap disk (qemu-tests attaches one).
     Scenario {
         name: "swap-fork",
+        about: "fork while most of the parent is swapped out: each side reads only its own data (needs swap)",
         run: swap::fork_swapped,
         in_all: false,
     },
     // Needs a swap disk (qemu-tests attaches one).
     Scenario {
         name: "swap-exit-frees",
+        about: "a task largely swapped out exits: every slot and frame comes back (needs swap)",
         run: swap::exit_frees_slots,
         in_all: false,
     },
     // Needs a swap disk (qemu-tests attaches one).
     Scenario {
         name: "swap-io-errors",
+        about: "failing disk writes end in oom(), a failing read kills its task; others keep their data (needs swap)",
         run: swap::io_errors,
         in_all: false,
     },
     // Needs a swap disk (qemu-tests attaches one).
     Scenario {
         name: "swap-full",
+        about: "a swap disk smaller than the workload: oom() kills the task that needs more (needs swap)",
         run: swap::full_device,
         in_all: false,
     },
     // Failure injection: fail-nth loops.
     Scenario {
         name: "failnth-fork",
+        about: "fail-nth over fork, N = 1, 2, ... until it succeeds: each failure leaks nothing",
         run: inject::failnth_fork,
         in_all: true,
     },
     Scenario {
         name: "failnth-cow",
+        about: "a child's copy-on-write copy fails (fail-nth 1): oom() kills it, the parent's data survives",
         run: inject::failnth_cow,
         in_all: true,
     },
     // Workloads of the scripted gdb sessions (gdb/sessions/).
     Scenario {
         name: "fork-retry",
+        about: "forks until fork succeeds (the workload of the failnth_fork gdb session)",
         run: session::fork_retry,
         in_all: false,
     },
     Scenario {
         name: "cow-race",
+        about: "parent and child write a shared buffer in turn (the workload of the cow_copy_fails session)",
         run: session::cow_race,
         in_all: false,
     },
     // The swap benchmark (scripts/bench-swap).
     Scenario {
         name: "swap-bench",
+        about: "swap throughput beside a workload that fits in RAM: BENCH lines for scripts/bench-swap (needs swap)",
         run: swap::bench,
         in_all: false,
     },
 ];
+
+/// The width of the name column in the list.
+const NAME_WIDTH: usize = 27;
+
+/// Every scenario with its one-line description, and `all`.
+fn list_scenarios() {
+    say!("the scenarios (run one with init=ktest arg=NAME):");
+    for scenario in SCENARIOS {
+        say!(
+            "  {:<NAME_WIDTH$}{}{}",
+            scenario.name,
+            if scenario.in_all { "* " } else { "  " },
+            scenario.about
+        );
+    }
+    say!(
+        "  {:<NAME_WIDTH$}  every scenario marked * in turn, each in a child of its own",
+        "all"
+    );
+}
 
 /// Runs one scenario in this task, then reaps every child left (orphans included
 /// when this is task 1: each must have exited with 0) and requires checkmm() == 0.
@@ -251,12 +300,14 @@ fn main() -> i32 {
     if arg == "all" {
         return run_all();
     }
+    if arg.is_empty() {
+        // Listing the scenarios is what was asked: a success (VERDICT: PASS).
+        list_scenarios();
+        return 0;
+    }
     let Some(scenario) = SCENARIOS.iter().find(|scenario| scenario.name == arg) else {
-        say!("unknown scenario '{arg}'; the scenarios are:");
-        for scenario in SCENARIOS {
-            say!("  {}", scenario.name);
-        }
-        say!("  all (every one above except oom-recovery)");
+        say!("unknown scenario '{arg}'");
+        list_scenarios();
         return USAGE;
     };
     match run_scenario(scenario) {
