@@ -740,7 +740,9 @@ def test_run_and_gdb_scripts(ctx):
     qmp_path = ctx.workdir / "qmp.sock"
     console = ctx.workdir / "console.log"
     env = dict(os.environ, TERM="dumb")
-    base = [str(harness.REPO / "scripts" / "run"), "--no-build", "--no-swap", "--gdb-port", str(port)]
+    # A free HTTP port too: the default 8321 may be a user's own scripts/run.
+    base = [str(harness.REPO / "scripts" / "run"), "--no-build", "--no-swap", "--gdb-port", str(port),
+            "--http-port", str(harness.free_port())]
     run = subprocess.Popen(base + ["--gdb-wait", "--qmp", str(qmp_path), "--headless", str(console),
                                    "--cmdline", "init=hello"],
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
