@@ -189,9 +189,38 @@ fn step_bad_access() -> Outcome {
     Ok(())
 }
 
+/// What one page written to the swap disk costs under TCG, in microseconds: a 4 KiB PIO
+/// transfer on QEMU's emulated IDE disk (measured by scripts/bench-swap; see the README).
+const SWAP_PAGE_US: u32 = 700;
+
+/// Says why memhog slows down at "0 frames free" when there is a swap disk: it is
+/// swapping, and each page costs a transfer on the emulated disk.
+fn explain_swap(slots: u32) {
+    let tenths_of_s = slots * SWAP_PAGE_US / 100_000;
+    say!("  This run has a swap disk ({slots} slots of 4 KiB). When RAM is full, the kernel makes room");
+    say!("  by writing memhog's older pages out to it (swap_out; a touch would read one back,");
+    say!("  swap_in), so memhog goes on until the disk is full too, and only then comes oom().");
+    say!(
+        "  Each page out is a 4 KiB transfer on QEMU's emulated PIO disk, about {}.{} ms: the",
+        SWAP_PAGE_US / 1000,
+        SWAP_PAGE_US % 1000 / 100
+    );
+    say!(
+        "  {slots} slots are {}.{} s of disk transfers alone, so this step takes seconds (under one",
+        tenths_of_s / 10,
+        tenths_of_s % 10
+    );
+    say!("  without swap: scripts/run --no-swap).");
+}
+
 fn step_oom(baseline: u32) -> Outcome {
     user::println!();
     say!("[5] a child runs memhog, which touches memory until there is none left");
+    let before = meminfo().or_fail("meminfo")?;
+    let swap = before.swap_slots > 0;
+    if swap {
+        explain_swap(before.swap_slots);
+    }
     let child = spawn(|| {
         let error = execve("memhog", "");
         say!("execve(memhog) failed: {error}");
@@ -200,7 +229,25 @@ fn step_oom(baseline: u32) -> Outcome {
     expect_killed(child, signal::SIGSEGV, "memhog")?;
     let free = free_frames().or_fail("debug(FREE_FRAMES)")?;
     let now = accounted()?;
-    say!("  oom() killed memhog with SIGSEGV; free frames {free}; with the demo's own, {now} (baseline {baseline})");
+    say!(
+        "  oom() killed memhog with SIGSEGV{}; free frames {free}; with the demo's own, {now} (baseline {baseline})",
+        if swap {
+            " once RAM and the swap disk were both full"
+        } else {
+            ""
+        }
+    );
+    if swap {
+        say!("  The pause before the kill: with the disk full, each page memhog needed made swap_out");
+        say!("  search memory for a clean page to drop, and those came straight back, until the");
+        say!("  thrash guard gave up (D20 in kernel/docs/deviations.md): then oom().");
+        let after = meminfo().or_fail("meminfo")?;
+        let back = after.faults.swapped_in - before.faults.swapped_in;
+        let out = after.task_swapped;
+        if back + out > 0 {
+            say!("  swap_out took pages of the demo's own too: {back} came back in as it touched them (swap_in), {out} are still on the disk");
+        }
+    }
     check_eq!(now, baseline, "free frames + the demo's own after memhog");
     Ok(())
 }

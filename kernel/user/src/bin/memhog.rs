@@ -1,10 +1,14 @@
 //! `memhog`: grows its break 1 MiB at a time and writes every page, until the kernel's oom() kills it (or an optional limit in MiB).
+//!
+//! With a swap disk, RAM running out is not the end: the kernel writes memhog's older
+//! pages to the disk to make room (0.12 `swap_out`), so the progress lines say how many
+//! of its pages are out there; oom() comes when the disk is full too.
 #![no_std]
 #![no_main]
 
 use user::abi::MAX_ARG_LEN;
 use user::mem::{grow_break, MIB};
-use user::{free_frames, getarg, say};
+use user::{getarg, meminfo, say};
 
 user::entry!(main);
 
@@ -29,6 +33,7 @@ fn main() -> i32 {
         None => say!("touching memory 1 MiB at a time until the kernel runs out"),
     }
     let mut touched_mib = 0;
+    let mut swapping = false;
     loop {
         if limit == Some(touched_mib) {
             say!("reached {touched_mib} MiB, stopping");
@@ -45,8 +50,33 @@ fn main() -> i32 {
         region.touch_pages(touched_mib as u32);
         touched_mib += 1;
         if touched_mib % REPORT_EVERY_MIB == 0 {
-            let free = free_frames().unwrap_or(0);
-            say!("{touched_mib} MiB touched, {free} frames free");
+            report(touched_mib, &mut swapping);
         }
     }
+}
+
+/// One progress line: how far memhog got and what memory is left; once pages of its own
+/// are on the swap disk, how many (said once, when it starts, why frames stay at 0).
+fn report(touched_mib: usize, swapping: &mut bool) {
+    let Ok(info) = meminfo() else {
+        say!("{touched_mib} MiB touched (meminfo failed)");
+        return;
+    };
+    if info.task_swapped == 0 {
+        say!(
+            "{touched_mib} MiB touched, {} frames free",
+            info.free_frames
+        );
+        return;
+    }
+    if !*swapping {
+        *swapping = true;
+        say!("RAM is full: each new page now costs one of my older ones, written to the swap disk (swap_out)");
+    }
+    say!(
+        "{touched_mib} MiB touched, {} frames free, {} of my pages on the swap disk ({} slots free)",
+        info.free_frames,
+        info.task_swapped,
+        info.swap_free
+    );
 }
