@@ -6,6 +6,10 @@ the parent's pages copy-on-write (same frame, count 2, read-only on both sides),
 runs the kernel to the end of the run, where checkmm must be clean and every frame back.
 
 Run it with `scripts/session example_fork`; the log is target/sessions/example_fork.log.
+
+`"fast": True` in SESSION below puts this session in `scripts/sessions --fast`, the
+subset `scripts/test` runs on every change: keep a fast session short (seconds), and
+leave `fast` out (False) in a copy until it is.
 """
 
 from lib import *  # noqa: F401,F403  (log, break_at, run_until, ... : see lib.py)
