@@ -1,5 +1,7 @@
 //! The pure Linux 0.11/0.12 paging logic, host-testable: addresses and entries, `mem_map`,
-//! the functions of `mm/memory.c`, software walks, `show_mem` and the `checkmm` check.
+//! the functions of `mm/memory.c`, the memory steps of fork/exec/exit (`process`), the
+//! page-fault dispatch of `page.s` and what its outcomes mean (`fault`), software walks,
+//! `show_mem` and the `checkmm` check.
 //!
 //! Everything touches the machine only through [`PhysMem`] (read/write physical memory,
 //! flush the TLB), so the same code runs in the kernel over its identity map and in host
@@ -11,10 +13,12 @@ pub mod addr;
 pub mod check;
 pub mod corrupt;
 pub mod entry;
+pub mod fault;
 pub mod inject;
 pub mod mem_map;
 pub mod memory;
 pub mod phys;
+pub mod process;
 pub mod raw_walk;
 pub mod swap;
 pub mod view;

@@ -76,7 +76,7 @@ fn checkmm_is_clean_after_fork_cow_sharing_exec_and_exit() {
     k.read_word(c, 0).unwrap();
     k.kernel_write_word(b, 0x1000, 7).unwrap();
     k.assert_clean();
-    k.exec(a, None);
+    k.exec(a, None).unwrap();
     k.write_word(a, 0, 1).unwrap();
     k.assert_clean();
     for t in [a, b, c] {

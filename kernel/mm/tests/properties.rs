@@ -231,7 +231,7 @@ impl Run {
                         let copy = self.model[&parent].clone();
                         self.model.insert(child, copy);
                     }
-                    Err(SimError::NoMemory | SimError::NoSlot) => {}
+                    Err(SimError::NoMemory(_) | SimError::NoSlot) => {}
                     Err(e) => panic!("fork: {e:?}"),
                 }
             }
@@ -296,7 +296,12 @@ impl Run {
                 let Some(slot) = self.pick(task) else {
                     return Ok(());
                 };
-                self.k.exec(slot, program.map(|p| self.programs[p].clone()));
+                let program_rc = program.map(|p| self.programs[p].clone());
+                // An injected failure at site execve changes nothing: the task goes on.
+                if let Err(e) = self.k.exec(slot, program_rc) {
+                    prop_assert_eq!(e, SimError::NoMemory(abi::errno::ENOMEM));
+                    return Ok(());
+                }
                 self.model.insert(
                     slot,
                     ModelTask {

@@ -8,7 +8,8 @@ mod support;
 use mm::addr::PAGE_SIZE;
 use mm::check::Mismatch;
 use mm::entry::Entry;
-use mm::memory::{fault_code, NoPageOutcome};
+use mm::fault::FaultAction;
+use mm::memory::fault_code;
 use mm::sim::SimDisk;
 use mm::swap::{format_header, SwapFreeError, SwapInitError, SwapMap, MAX_SLOTS, SIGNATURE_OFFSET};
 use support::*;
@@ -129,7 +130,7 @@ fn a_dirty_page_goes_to_a_slot_and_comes_back_through_do_no_page() {
     let outcome = k
         .no_page_fault(t, user(t, 0x5000), fault_code::USER)
         .unwrap();
-    assert!(matches!(outcome, NoPageOutcome::SwappedIn(_)));
+    assert_eq!(outcome, FaultAction::SwappedIn);
     let pte = pte_of(&k.mm, user(t, 0x5000));
     assert!(
         pte.is_present() && pte.is_writable() && pte.is_dirty(),

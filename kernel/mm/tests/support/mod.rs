@@ -1,6 +1,7 @@
 //! A small simulated Linux 0.11 kernel over `Mm<SimRam>`, shared by the integration tests:
-//! a task table of 64 slots, fork/exec/exit, user and kernel accesses that go through the
-//! fault handlers exactly as `page.s` dispatches them, and `checkmm`.
+//! a task table of 64 slots, an MMU that faults, and `checkmm`. Fork, exec, exit, every
+//! fault and every kernel access to user memory run the kernel's own memory steps
+//! (`mm::process`, `mm::fault`), so the tests exercise what the kernel runs.
 //!
 //! The layout is 0.11's `head.s`: the page directory at physical 0, the identity-map page
 //! tables from 0x1000, paging memory from [`START_MEM`] to the end of the simulated RAM.
@@ -8,13 +9,14 @@
 
 use std::rc::Rc;
 
+use abi::errno::{EAGAIN, ENOMEM};
+use abi::FaultCounts;
 use mm::addr::{slot_base, Frame, LinearAddr, PhysAddr, NR_TASKS, PAGE_SIZE, TASK_SIZE};
 use mm::check::live_slot_mask;
 use mm::entry::{Entry, EntryFlags};
-use mm::memory::{
-    fault_code, AllocSite, CopyError, FailurePolicy, FaultContext, Mm, NoPageError, NoPageOutcome,
-    ProgramPages, PutPageError, ShareError, WpError,
-};
+use mm::fault::{self, fault_code, Fault, FaultAction, KillCause, Peers, UserAccessError, Verdict};
+use mm::memory::{AllocSite, CopyError, FailurePolicy, FaultContext, Mm, ProgramPages};
+use mm::process::{self, ForkError};
 use mm::sim::SimRam;
 use mm::{CheckInput, Mismatch, PhysMem};
 
@@ -227,22 +229,29 @@ pub struct Task {
     pub program: Option<Rc<Program>>,
     /// The frame of its task structure (0.11 `copy_process`'s `get_free_page`).
     pub task_struct: Frame,
+    /// Its page faults by outcome, booked as the kernel books them (`meminfo`).
+    pub faults: FaultCounts,
 }
 
 /// Why a simulated system call or access failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SimError {
-    /// fork: 0.11 `copy_mem` returns `-ENOMEM`.
-    NoMemory,
+    /// fork or exec: no memory; the error number the kernel returns.
+    NoMemory(i32),
     /// fork: no free task slot (`-EAGAIN`).
     NoSlot,
-    /// A fault ran out of memory: 0.11 `oom()` killed the task (it has exited).
+    /// A fault could not be resolved: the task was killed (0.11 `oom()`, or SIGSEGV).
     Killed,
     /// fork: `copy_page_tables` refused for another reason (cleaned up like ENOMEM).
     Copy(CopyError),
+    /// A kernel access: the address is no page of the task (`EFAULT`).
+    BadAddress,
+    /// A kernel store: the page never settled present and writable (`ENOMEM`).
+    Unsettled,
 }
 
-/// The simulated kernel.
+/// The simulated kernel: the kernel's task table and hardware, simulated; the memory steps
+/// of fork, exec, exit and every fault are the kernel's own (`mm::process`, `mm::fault`).
 pub struct SimKernel {
     pub mm: Mm<SimRam>,
     /// Index = slot; slot 0 (the kernel, task 0) is never a user task here.
@@ -250,9 +259,12 @@ pub struct SimKernel {
     pub policy: Injector,
     /// Frames the kernel holds for itself (buffers), to shrink free memory.
     pub held: Vec<Frame>,
-    /// Tasks killed by out-of-memory faults.
+    /// Tasks killed by faults (out of memory, or illegal).
     pub kills: u32,
-    /// A test that damaged the tables on purpose: exit may find bad references.
+    /// Every kill, in order: the fault that caused it.
+    pub kill_log: Vec<Fault>,
+    /// A test that damaged the tables on purpose: exit may find bad references, and a
+    /// fault may be killed for damaged state.
     pub tolerate_bad_frees: bool,
 }
 
@@ -264,6 +276,7 @@ impl SimKernel {
             policy: Injector::default(),
             held: Vec::new(),
             kills: 0,
+            kill_log: Vec::new(),
             tolerate_bad_frees: false,
         }
     }
@@ -284,7 +297,7 @@ impl SimKernel {
         self.task(slot).program.clone()
     }
 
-    fn task(&self, slot: usize) -> &Task {
+    pub fn task(&self, slot: usize) -> &Task {
         self.tasks[slot]
             .as_ref()
             .unwrap_or_else(|| panic!("no task in slot {slot}"))
@@ -297,116 +310,113 @@ impl SimKernel {
     /// A new task with an empty address space.
     pub fn spawn(&mut self, program: Option<Rc<Program>>) -> Result<usize, SimError> {
         let slot = self.free_slot().ok_or(SimError::NoSlot)?;
-        let task_struct = self
-            .mm
-            .get_free_page_with(AllocSite::TaskStruct, &mut self.policy)
-            .map_err(|_| SimError::NoMemory)?;
+        let task_struct = process::get_task_page(&mut self.mm, &mut self.policy)
+            .map_err(|_| SimError::NoMemory(EAGAIN))?;
         self.tasks[slot] = Some(Task {
             program,
             task_struct,
+            faults: FaultCounts::default(),
         });
         Ok(slot)
     }
 
-    /// 0.11 `copy_process` + `copy_mem`: a task structure, then `copy_page_tables` over the
-    /// whole slot; on failure `free_page_tables` of the child and `-ENOMEM`.
+    /// 0.11 `copy_process` + `copy_mem` (`mm::process::copy_process`, as the kernel's
+    /// `sys_fork`).
     pub fn fork(&mut self, parent: usize) -> Result<usize, SimError> {
         let program = self.program_of(parent);
         let slot = self.free_slot().ok_or(SimError::NoSlot)?;
-        let task_struct = self
-            .mm
-            .get_free_page_with(AllocSite::TaskStruct, &mut self.policy)
-            .map_err(|_| SimError::NoMemory)?;
-        match self.mm.copy_page_tables(
-            slot_base(parent),
-            slot_base(slot),
-            TASK_SIZE,
-            &mut self.policy,
-        ) {
-            Ok(_) => {
+        match process::copy_process(&mut self.mm, parent, slot, &mut self.policy) {
+            Ok(forked) => {
                 self.tasks[slot] = Some(Task {
                     program,
-                    task_struct,
+                    task_struct: forked.task_page,
+                    faults: FaultCounts::default(),
                 });
                 Ok(slot)
             }
             Err(e) => {
-                let freed = self
-                    .mm
-                    .free_page_tables(slot_base(slot), TASK_SIZE)
-                    .expect("child range");
-                assert_eq!(freed.bad_frees, 0, "cleanup after a failed fork: {freed:?}");
-                self.mm
-                    .free_page(task_struct.addr())
-                    .expect("task structure");
-                Err(match e {
-                    CopyError::OutOfMemory(_) => SimError::NoMemory,
-                    other => SimError::Copy(other),
-                })
+                if let ForkError::CopyMem(failed) = e {
+                    assert_eq!(
+                        failed.cleanup.bad_frees, 0,
+                        "cleanup after a failed fork: {failed:?}"
+                    );
+                    if !matches!(failed.error, CopyError::OutOfMemory(_)) {
+                        return Err(SimError::Copy(failed.error));
+                    }
+                }
+                Err(SimError::NoMemory(e.errno()))
             }
         }
     }
 
-    /// 0.11 `do_execve`: releases the slot's pages and runs `program` from scratch.
-    pub fn exec(&mut self, slot: usize, program: Option<Rc<Program>>) {
-        let freed = self
-            .mm
-            .free_page_tables(slot_base(slot), TASK_SIZE)
-            .expect("task range");
+    /// 0.11 `do_execve` (`mm::process::do_execve`): releases the slot's pages and runs
+    /// `program` from scratch; an injected failure (site execve) changes nothing.
+    pub fn exec(&mut self, slot: usize, program: Option<Rc<Program>>) -> Result<(), SimError> {
+        let freed = process::do_execve(&mut self.mm, slot, &mut self.policy)
+            .map_err(|_| SimError::NoMemory(ENOMEM))?;
         assert_eq!(freed.bad_frees, 0, "exec of slot {slot}: {freed:?}");
-        self.tasks[slot].as_mut().expect("live task").program = program;
+        let task = self.tasks[slot].as_mut().expect("live task");
+        task.program = program;
+        task.faults = FaultCounts::default();
+        Ok(())
     }
 
-    /// 0.11 `do_exit`: releases the slot's pages and the task structure.
+    /// 0.11 `do_exit` and `release` (`mm::process`): the slot's pages, then the task page.
     pub fn exit(&mut self, slot: usize) {
-        let task = self.tasks[slot]
-            .take()
-            .unwrap_or_else(|| panic!("exit of empty slot {slot}"));
-        let freed = self
-            .mm
-            .free_page_tables(slot_base(slot), TASK_SIZE)
-            .expect("task range");
+        assert!(self.is_live(slot), "exit of empty slot {slot}");
+        let freed = process::do_exit(&mut self.mm, slot);
         if !self.tolerate_bad_frees {
             assert_eq!(freed.bad_frees, 0, "exit of slot {slot}: {freed:?}");
         }
-        self.mm
-            .free_page(task.task_struct.addr())
-            .expect("task structure");
+        let task = self.tasks[slot].take().expect("checked");
+        process::release(&mut self.mm, task.task_struct).expect("task structure");
     }
 
-    fn kill(&mut self, slot: usize) -> SimError {
+    /// What the kernel does with a fault that killed the task: `do_exit`. A kill the
+    /// test cannot have meant (a bad access, a kernel bug; damaged state unless the test
+    /// damaged it) fails the test instead.
+    fn kill(&mut self, slot: usize, fault: Fault) -> SimError {
+        if let Verdict::Illegal(why) = fault.verdict {
+            let meant = match why.cause() {
+                KillCause::DeviceError => true,
+                KillCause::DamagedState => true,
+                KillCause::BadAccess | KillCause::KernelBug => false,
+            };
+            assert!(
+                meant,
+                "slot {slot}: {} at {} ({why:?})",
+                why.why(),
+                fault.linear
+            );
+        }
+        self.kill_log.push(fault);
         self.exit(slot);
         self.kills += 1;
         SimError::Killed
     }
 
-    /// Segment bases of the other live tasks running the same program, from the last
-    /// slot down (0.11 `share_page` loops from `LAST_TASK`).
+    /// The segment bases `share_page` tries for `slot`: the other live tasks running the
+    /// same program, in the kernel's order (`mm::fault::Peers`).
     pub fn peers(&self, slot: usize) -> Vec<LinearAddr> {
         let Some(program) = self.task(slot).program.as_ref() else {
             return Vec::new();
         };
-        (1..NR_TASKS)
-            .rev()
-            .filter(|&s| s != slot)
-            .filter(|&s| {
-                self.tasks[s]
-                    .as_ref()
-                    .and_then(|t| t.program.as_ref())
-                    .is_some_and(|p| Rc::ptr_eq(p, program))
-            })
-            .map(slot_base)
-            .collect()
+        Peers::of(slot, |s| {
+            self.tasks[s]
+                .as_ref()
+                .and_then(|t| t.program.as_ref())
+                .is_some_and(|p| Rc::ptr_eq(p, program))
+        })
+        .as_slice()
+        .to_vec()
     }
 
-    /// The not-present fault of `page.s`: `do_no_page` with the task's program and peers;
-    /// out of memory kills the task.
-    pub fn no_page_fault(
+    /// Runs `f` with the paging state, the task's fault context and the failure policy.
+    fn with_context<R>(
         &mut self,
         slot: usize,
-        linear: LinearAddr,
-        error_code: u32,
-    ) -> Result<NoPageOutcome, SimError> {
+        f: impl FnOnce(&mut Mm<SimRam>, &FaultContext<'_>, &mut Injector) -> R,
+    ) -> R {
         let program = self.program_of(slot);
         let peers = self.peers(slot);
         let ctx = FaultContext {
@@ -414,32 +424,59 @@ impl SimKernel {
             program: program.as_deref().map(|p| p as &dyn ProgramPages),
             peers: &peers,
         };
-        match self
-            .mm
-            .do_no_page(error_code, linear, &ctx, &mut self.policy)
-        {
-            Ok(outcome) => Ok(outcome),
-            Err(NoPageError::OutOfMemory(_) | NoPageError::Share(ShareError::OutOfMemory(_))) => {
-                Err(self.kill(slot))
-            }
-            // The swap device failed or swap_in had no frame: the task's page is lost to
-            // it, and only to it.
-            Err(NoPageError::SwapIn(_)) => Err(self.kill(slot)),
-            // A damaged directory entry (monitor corrupt): the kernel kills the task.
-            Err(
-                NoPageError::PutPage(PutPageError::DamagedTable(_))
-                | NoPageError::Share(ShareError::DamagedTable(_)),
-            ) => Err(self.kill(slot)),
-            Err(e) => panic!("do_no_page({linear}) in slot {slot}: {e}"),
+        f(&mut self.mm, &ctx, &mut self.policy)
+    }
+
+    /// Books a fault as the kernel does (the task's counts), and kills the task when the
+    /// fault was not resolved.
+    fn finish(&mut self, slot: usize, fault: Fault) -> Result<FaultAction, SimError> {
+        let action = fault.verdict.action();
+        let task = self.tasks[slot].as_mut().expect("live task");
+        action.count_in(&mut task.faults);
+        if fault.verdict.is_resolved() {
+            Ok(action)
+        } else {
+            Err(self.kill(slot, fault))
         }
     }
 
-    /// 0.11 `write_verify` for one page of the task; out of memory kills the task.
+    /// A fault of the task's own access: `page.s`'s dispatch (`mm::fault::page_fault`),
+    /// booked; an unresolved fault kills the task.
+    pub fn page_fault(
+        &mut self,
+        slot: usize,
+        linear: LinearAddr,
+        error_code: u32,
+    ) -> Result<FaultAction, SimError> {
+        let verdict = self.with_context(slot, |mm, ctx, policy| {
+            fault::page_fault(mm, error_code, linear, ctx, policy)
+        });
+        let fault = Fault {
+            linear,
+            error_code,
+            by_kernel: false,
+            verdict,
+        };
+        self.finish(slot, fault)
+    }
+
+    /// A not-present fault of the task at `linear` (error code without P).
+    pub fn no_page_fault(
+        &mut self,
+        slot: usize,
+        linear: LinearAddr,
+        error_code: u32,
+    ) -> Result<FaultAction, SimError> {
+        assert_eq!(error_code & fault_code::PRESENT, 0, "a not-present fault");
+        self.page_fault(slot, linear, error_code)
+    }
+
+    /// 0.11 `write_verify` for one page of the task (`mm::fault::kernel_write_verify`).
     pub fn write_verify(&mut self, slot: usize, linear: LinearAddr) -> Result<(), SimError> {
-        match self.mm.write_verify(linear, &mut self.policy) {
-            Ok(_) => Ok(()),
-            Err(WpError::OutOfMemory(_)) => Err(self.kill(slot)),
-            Err(e) => panic!("write_verify({linear}) in slot {slot}: {e}"),
+        let fault = fault::kernel_write_verify(&mut self.mm, linear, &mut self.policy);
+        match fault {
+            None => Ok(()),
+            Some(fault) => self.finish(slot, fault).map(|_| ()),
         }
     }
 
@@ -456,9 +493,10 @@ impl SimKernel {
             .write_entry(table, index, pte.with_flags(flags));
     }
 
-    /// A ring-3 access at `offset` of the task: faults until the access can complete
-    /// (not present -> `do_no_page`; present, read-only and a write -> `do_wp_page`), then
-    /// returns the physical address the MMU translates it to.
+    /// A ring-3 access at `offset` of the task, as the MMU makes it: it faults until the
+    /// access can complete (not present, or present, read-only and a write), each fault
+    /// going to [`page_fault`](Self::page_fault); then returns the physical address the
+    /// MMU translates it to.
     pub fn user_access(
         &mut self,
         slot: usize,
@@ -466,7 +504,6 @@ impl SimKernel {
         write: bool,
     ) -> Result<PhysAddr, SimError> {
         assert!(offset < TASK_SIZE, "offset {offset:#x} outside the task");
-        let base = slot_base(slot);
         let linear = user(slot, offset);
         let write_bit = if write { fault_code::WRITE } else { 0 };
         // Under swap pressure an access can take a few faults: a copy-on-write break that
@@ -476,17 +513,14 @@ impl SimKernel {
                 Some((_, _, pte)) if pte.is_present() => {
                     if write && !pte.is_writable() {
                         let code = fault_code::PRESENT | fault_code::WRITE | fault_code::USER;
-                        match self.mm.do_wp_page(code, linear, base, &mut self.policy) {
-                            Ok(_) => continue,
-                            Err(WpError::OutOfMemory(_)) => return Err(self.kill(slot)),
-                            Err(e) => panic!("do_wp_page({linear}) in slot {slot}: {e}"),
-                        }
+                        self.page_fault(slot, linear, code)?;
+                        continue;
                     }
                     self.mark_access(linear, write);
                     return Ok(self.mm.translate(linear).expect("present"));
                 }
                 _ => {
-                    self.no_page_fault(slot, linear, write_bit | fault_code::USER)?;
+                    self.page_fault(slot, linear, write_bit | fault_code::USER)?;
                 }
             }
         }
@@ -555,13 +589,14 @@ impl SimKernel {
         self.write_verify(slot, user(slot, offset))
     }
 
-    /// A kernel store into user memory, as 0.11 does it: `verify_area` (`write_verify`),
-    /// then a ring-0 store, which ignores RW (CR0.WP = 0) and faults only on a
-    /// not-present page (error code: write, supervisor).
+    /// A kernel store into user memory, as the kernel's `copy_to_user` makes it:
+    /// `verify_area` for the page (`mm::fault::verify_page`: the page is faulted in as the
+    /// task's own access would fault it (D9), then passed through `write_verify`, until it
+    /// is present and writable), then a ring-0 store, which ignores RW (CR0.WP = 0).
     ///
-    /// `do_no_page` may resolve that fault by *sharing* the page read-only with another
-    /// task; the store would then write into the peer's page. 0.11 has exactly this hole;
-    /// this kernel verifies the page again after the fault, which closes it.
+    /// 0.11 lets the store itself fault the page in, after `write_verify`: `do_no_page`
+    /// may then *share* the page read-only with another task, and the store writes into
+    /// the peer's page. Faulting in before `write_verify` closes that hole.
     pub fn kernel_write_word(
         &mut self,
         slot: usize,
@@ -570,18 +605,25 @@ impl SimKernel {
     ) -> Result<(), SimError> {
         assert_eq!(offset % 4, 0);
         let linear = user(slot, offset);
-        // Until the page is present and private: write_verify may give up its copy when
-        // swap_out evicted the page meanwhile (Retry), and the fault may share it.
-        for attempt in 0.. {
-            assert!(attempt < 8, "the kernel store at {linear} never settles");
-            self.write_verify(slot, linear)?;
-            match self.mm.pte(linear) {
-                Some((_, _, pte)) if pte.is_present() && pte.is_writable() => break,
-                Some((_, _, pte)) if pte.is_present() => continue,
-                _ => {
-                    self.no_page_fault(slot, linear, fault_code::WRITE)?;
-                }
+        let (result, booked) = self.with_context(slot, |mm, ctx, policy| {
+            let mut booked = Vec::new();
+            let result =
+                fault::verify_page(mm, linear.page_base(), ctx, policy, &mut |f: &Fault| {
+                    booked.push(*f)
+                });
+            (result, booked)
+        });
+        for fault in booked {
+            self.finish(slot, fault)?;
+        }
+        match result {
+            Ok(()) => {}
+            Err(UserAccessError::Fault(fault)) => {
+                self.finish(slot, fault)?;
+                unreachable!("an unresolved fault kills the task");
             }
+            Err(UserAccessError::BadAddress) => return Err(SimError::BadAddress),
+            Err(UserAccessError::Unsettled) => return Err(SimError::Unsettled),
         }
         self.mark_access(linear, true);
         let at = self.mm.translate(linear).expect("present");
