@@ -6,44 +6,8 @@ use spin::Mutex;
 /// How many faults are remembered.
 pub const FAULT_LOG_LEN: usize = 64;
 
-/// What the fault handler did about one fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultAction {
-    /// `do_no_page`: a fresh zero page.
-    ZeroPage,
-    /// `do_no_page`: read from the program image.
-    Loaded,
-    /// `do_no_page`: shared with another task running the same program.
-    Shared,
-    /// `do_wp_page`: the shared page was copied.
-    CowCopied,
-    /// `do_wp_page`: the count was 1, the page only became writable.
-    CowMadeWritable,
-    /// `do_no_page` → `swap_in`: read back from the swap device.
-    SwappedIn,
-    /// The entry was already fine (stale TLB): flushed.
-    Spurious,
-    /// `oom()` killed the task.
-    OutOfMemory,
-    /// The access was illegal: the task was killed.
-    Killed,
-}
-
-impl FaultAction {
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultAction::ZeroPage => "zero page",
-            FaultAction::Loaded => "loaded from image",
-            FaultAction::Shared => "shared",
-            FaultAction::CowCopied => "COW copied",
-            FaultAction::CowMadeWritable => "COW made writable",
-            FaultAction::SwappedIn => "swapped in",
-            FaultAction::Spurious => "spurious",
-            FaultAction::OutOfMemory => "out of memory, killed",
-            FaultAction::Killed => "killed",
-        }
-    }
-}
+/// What the fault handler did about one fault (decided by `mm::fault`).
+pub use mm::fault::FaultAction;
 
 /// One remembered fault.
 #[derive(Clone, Copy, Debug)]
@@ -61,17 +25,7 @@ pub struct FaultRecord {
 }
 
 /// Every action, in a fixed order (the index into the totals).
-const ACTIONS: [FaultAction; 9] = [
-    FaultAction::ZeroPage,
-    FaultAction::Loaded,
-    FaultAction::Shared,
-    FaultAction::CowCopied,
-    FaultAction::CowMadeWritable,
-    FaultAction::SwappedIn,
-    FaultAction::Spurious,
-    FaultAction::OutOfMemory,
-    FaultAction::Killed,
-];
+const ACTIONS: [FaultAction; 9] = FaultAction::ALL;
 
 struct FaultLog {
     records: [Option<FaultRecord>; FAULT_LOG_LEN],

@@ -6,7 +6,7 @@
 //! explicitly (the same `do_no_page`) before touching it, so a page fault in ring 0 is
 //! always a kernel bug and is reported as one.
 
-use abi::errno::{E2BIG, EFAULT, ENOMEM};
+use abi::errno::{E2BIG, EFAULT};
 use mm::addr::{LinearAddr, PAGE_SIZE, TASK_SIZE};
 
 use crate::arch::x86::phys::store_to_user_linear;
@@ -34,37 +34,16 @@ fn pages(start: LinearAddr, len: u32) -> impl Iterator<Item = LinearAddr> {
         .map(LinearAddr::new)
 }
 
-/// Rounds `verify_area` may take for one page before giving up (each round can only be
-/// undone by `swap_out` evicting the page again while `write_verify` allocates).
-const SETTLE_ROUNDS: u32 = 8;
-
 /// 0.11 `verify_area(addr, size)`: before the kernel writes `[ptr, ptr + len)`, every
 /// page is faulted in (D9) and passed through `write_verify`, which breaks copy-on-write
-/// because ring 0 would otherwise write straight into the shared frame. With swap, the
-/// copy `write_verify` allocates may evict the page again, so each page is retried until
-/// it is present and writable.
+/// because ring 0 would otherwise write straight into the shared frame
+/// (`mm::fault::verify_page`).
 pub fn verify_area(ptr: u32, len: u32) -> Result<LinearAddr, Errno> {
     let start = check_range(ptr, len)?;
     for page in pages(start, len) {
-        settle_for_store(page)?;
+        fault::verify_page(page)?;
     }
     Ok(start)
-}
-
-/// Makes one page present and private for a ring-0 store.
-fn settle_for_store(page: LinearAddr) -> Result<(), Errno> {
-    for _ in 0..SETTLE_ROUNDS {
-        fault::kernel_touch(page)?;
-        fault::kernel_write_verify(page)?;
-        if paging()
-            .mm
-            .pte(page)
-            .is_some_and(|(_, _, pte)| pte.is_present() && pte.is_writable())
-        {
-            return Ok(());
-        }
-    }
-    Err(Errno(ENOMEM))
 }
 
 /// Copies `bytes` to user memory at `ptr`, page by page: `verify_area` on the page, then
@@ -93,7 +72,7 @@ pub fn copy_from_user(ptr: u32, out: &mut [u8]) -> Result<(), Errno> {
     while done < out.len() {
         let linear = LinearAddr::new(start.as_u32() + done as u32);
         let chunk = ((PAGE_SIZE - linear.page_offset()) as usize).min(out.len() - done);
-        fault::kernel_touch(linear.page_base())?;
+        fault::touch_for_read(linear.page_base())?;
         let p = paging();
         let phys = p.mm.translate(linear).ok_or(Errno(EFAULT))?;
         mm::PhysMem::read_bytes(&p.mm.phys, phys, &mut out[done..done + chunk]);

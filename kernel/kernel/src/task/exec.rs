@@ -6,7 +6,7 @@
 use abi::errno::{EAGAIN, EINVAL, ENOENT};
 use abi::{MAX_NAME_LEN, USER_STACK_TOP};
 use mm::addr::{slot_base, PAGE_SIZE, TASK_SIZE};
-use mm::memory::AllocSite;
+use mm::process;
 use spin::Once;
 
 use super::{tasks, Name, Task, TaskState, SAVED_ESP};
@@ -48,19 +48,22 @@ pub fn sys_execve(frame: &mut TrapFrame, name_ptr: u32, arg_ptr: u32) -> Result<
         uaccess::copy_string_from_user(arg_ptr, &mut arg_buf)?
     };
     let program = find_program(name).ok_or(Errno(ENOENT))?;
-    // Failure site "execve": decided before anything changes, like a real allocation
-    // failure of 0.11's do_execve (its copy_strings pages).
-    if mm::FailurePolicy::should_fail(&mut paging().policy, AllocSite::Execve) {
-        kevent!("exec: injected failure (site execve): ENOMEM");
-        return Err(Errno(abi::errno::ENOMEM));
-    }
-
-    // The point of no return: the old program's memory goes.
+    // The point of no return: the old program's memory goes. The failure site "execve"
+    // is decided first, like a real allocation failure of 0.11's do_execve (its
+    // copy_strings pages): an injected failure changes nothing.
     let slot = super::current();
-    let freed = paging()
-        .mm
-        .free_page_tables(slot_base(slot), TASK_SIZE)
-        .expect("user slot");
+    let freed = {
+        let mut p = paging();
+        let Paging { mm, policy } = &mut *p;
+        match process::do_execve(mm, slot, policy) {
+            Ok(freed) => freed,
+            Err(e) => {
+                drop(p);
+                kevent!("exec: {e}: ENOMEM");
+                return Err(Errno(abi::errno::ENOMEM));
+            }
+        }
+    };
     let mut t = tasks();
     let task = t.get_mut(slot);
     let old = task.name;
@@ -92,9 +95,7 @@ pub fn spawn_init(name: &str, arg: &[u8]) -> Result<(), Errno> {
         let Paging { mm, .. } = &mut *p;
         // Not a failure site: creating task 1 is part of booting, which injected failures
         // (fail.fork_task_struct= on the command line) must not prevent.
-        let page = mm
-            .get_free_page_with(AllocSite::TaskStruct, &mut mm::NeverFail)
-            .map_err(|_| Errno(EAGAIN))?;
+        let page = process::get_task_page(mm, &mut mm::NeverFail).map_err(|_| Errno(EAGAIN))?;
         super::plant_stack_canary(&mut mm.phys, page);
         page
     };

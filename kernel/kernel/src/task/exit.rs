@@ -8,7 +8,8 @@ use abi::errno::{ECHILD, EFAULT, EINVAL, EPERM, ESRCH};
 use abi::{wait_status, WNOHANG};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use mm::addr::{slot_base, Frame, PAGE_SIZE, TASK_SIZE};
+use mm::addr::{Frame, PAGE_SIZE};
+use mm::process;
 use mm::PhysMem;
 
 use super::sched::{schedule, sleep_in, wake};
@@ -26,10 +27,7 @@ const INIT_SLOT: usize = 1;
 pub fn do_exit(status: u32) -> ! {
     let slot = current();
     assert!(slot != 0, "the kernel's task 0 cannot exit");
-    let freed = paging()
-        .mm
-        .free_page_tables(slot_base(slot), TASK_SIZE)
-        .expect("a user slot is never the kernel's");
+    let freed = process::do_exit(&mut paging().mm, slot);
     if let Some(first) = freed.first_bad_free {
         // 0.11 panics in free_page; this kernel survives a corrupted table (D4).
         println!(
@@ -113,7 +111,7 @@ pub fn release(t: &mut TaskTable, slot: usize) -> (u32, u32) {
     let mut p = paging();
     if let Some(page) = task.task_page {
         note_stack_use(&p.mm.phys, page);
-        p.mm.free_page(page.addr()).expect("task page is counted");
+        process::release(&mut p.mm, page).expect("task page is counted");
     }
     p.policy.release_task(slot);
     (task.pid, task.exit_status)

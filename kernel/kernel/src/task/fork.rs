@@ -4,9 +4,9 @@
 //! `copy_page_tables`, the parent's pages shared copy-on-write. Nothing is copied until
 //! one side writes.
 
-use abi::errno::{EAGAIN, ENOMEM};
+use abi::errno::EAGAIN;
 use mm::addr::{slot_base, PAGE_SIZE, TASK_SIZE};
-use mm::memory::AllocSite;
+use mm::process::{self, ForkError};
 
 use super::{current, tasks, Task, TaskState, SAVED_ESP};
 use crate::arch::x86::{context, gdt, trap_entry::TrapFrame};
@@ -30,44 +30,31 @@ pub fn sys_fork(frame: &TrapFrame) -> Result<u32, Errno> {
     let Paging { mm, policy } = &mut *p;
     // The child inherits make-it-fail, not fail-nth (Linux's dup_task_struct).
     policy.fork_task(parent_slot, slot);
-    // 0.11 copy_process: the task page; -EAGAIN when memory is out.
-    let task_page = match mm.get_free_page_with(AllocSite::TaskStruct, policy) {
-        Ok(frame) => frame,
+    // 0.11 copy_process + copy_mem: the task page, then the parent's whole slot shared
+    // copy-on-write; on failure both are released again.
+    let forked = match process::copy_process(mm, parent_slot, slot, policy) {
+        Ok(forked) => forked,
         Err(e) => {
-            kevent!(
-                "fork: no task page for pid {} ({e}): EAGAIN",
-                t.get(parent_slot).pid
-            );
-            return Err(Errno(EAGAIN));
-        }
-    };
-    super::plant_stack_canary(&mut mm.phys, task_page);
-    // 0.11 copy_mem: share the parent's whole slot copy-on-write.
-    let (old_base, new_base) = (slot_base(parent_slot), slot_base(slot));
-    let copied = match mm.copy_page_tables(old_base, new_base, TASK_SIZE, policy) {
-        Ok(copied) => copied,
-        Err(e) => {
-            // 0.11: free_page_tables(new_data_base, data_limit); return -ENOMEM. The tables
-            // built so far are released, so nothing leaks.
-            let freed = mm
-                .free_page_tables(new_base, TASK_SIZE)
-                .expect("child slot is a user slot");
-            if freed.bad_frees != 0 {
-                println!(
-                    "fork: cleanup found {} bad references ({:?})",
-                    freed.bad_frees, freed.first_bad_free
-                );
+            if let ForkError::CopyMem(failed) = e {
+                if failed.cleanup.bad_frees != 0 {
+                    println!(
+                        "fork: cleanup found {} bad references ({:?})",
+                        failed.cleanup.bad_frees, failed.cleanup.first_bad_free
+                    );
+                }
             }
-            mm.free_page(task_page.addr())
-                .expect("task page was just allocated");
             kevent!(
-                "fork: copy_page_tables failed for pid {} ({e}): ENOMEM",
-                t.get(parent_slot).pid
+                "fork: {e} for pid {}: {}",
+                t.get(parent_slot).pid,
+                abi::errno::name(e.errno())
             );
-            return Err(Errno(ENOMEM));
+            return Err(Errno(e.errno()));
         }
     };
+    let (task_page, copied) = (forked.task_page, forked.copied);
+    super::plant_stack_canary(&mut mm.phys, task_page);
     drop(p);
+    let new_base = slot_base(slot);
 
     let parent = t.get(parent_slot);
     let mut child: Task = parent.clone();
