@@ -30,18 +30,10 @@ pub fn page_fault(frame: &mut TrapFrame) {
     // `monitor catch pagefault`: gdb sees the fault before do_no_page/do_wp_page does.
     crate::gdb::on_page_fault(frame, linear);
     let error_code = frame.error_code;
-    let verdict = with_fault_context(|mm, ctx, policy| {
+    let fault = with_fault_context(|mm, ctx, policy| {
         mm::fault::page_fault(mm, error_code, linear, ctx, policy)
     });
-    finish(
-        Fault {
-            linear,
-            error_code,
-            by_kernel: false,
-            verdict,
-        },
-        frame.eip,
-    );
+    finish(fault, frame.eip);
 }
 
 /// Runs `f` on the paging state with the current task's fault context: its segment base,

@@ -252,18 +252,30 @@ pub struct Fault {
 }
 
 /// 0.11 `page.s`: a not-present fault (error code bit 0 clear) goes to `do_no_page`, a
-/// protection fault to `do_wp_page`.
+/// protection fault to `do_wp_page`. The fault comes back whole, with its verdict, for the
+/// kernel to book.
+#[inline(never)]
 pub fn page_fault<P: PhysMem>(
     mm: &mut Mm<P>,
     error_code: u32,
     linear: LinearAddr,
     ctx: &FaultContext<'_>,
     policy: &mut dyn FailurePolicy,
-) -> Verdict {
-    if error_code & fault_code::PRESENT == 0 {
+) -> Fault {
+    // The address escapes, so `linear` lives in memory for the whole call and a debugger
+    // stopped in do_no_page or do_wp_page reads it in this frame (in a register, the
+    // optimizer's debug info loses it across the call).
+    core::hint::black_box(&linear);
+    let verdict = if error_code & fault_code::PRESENT == 0 {
         Verdict::from_no_page(mm.do_no_page(error_code, linear, ctx, policy))
     } else {
         Verdict::from_wp(mm.do_wp_page(error_code, linear, ctx.base, policy))
+    };
+    Fault {
+        linear,
+        error_code,
+        by_kernel: false,
+        verdict,
     }
 }
 

@@ -166,20 +166,20 @@ fn page_s_sends_a_not_present_fault_to_do_no_page_and_a_protection_fault_to_do_w
     let mut mm = new_mm(DEFAULT_RAM);
     let ctx = no_program(1);
     let at = user(1, 0x2000);
-    let v = fault::page_fault(&mut mm, fault_code::USER, at, &ctx, &mut NeverFail);
+    let v = fault::page_fault(&mut mm, fault_code::USER, at, &ctx, &mut NeverFail).verdict;
     assert_eq!(v, Verdict::Resolved(FaultAction::ZeroPage));
     let pte = pte_of(&mm, at);
     // Write-protect it, as fork would.
     set_pte(&mut mm, at, pte.without_flags(mm::EntryFlags::WRITABLE));
     let code = fault_code::PRESENT | fault_code::WRITE | fault_code::USER;
-    let v = fault::page_fault(&mut mm, code, at, &ctx, &mut NeverFail);
+    let v = fault::page_fault(&mut mm, code, at, &ctx, &mut NeverFail).verdict;
     assert_eq!(
         v,
         Verdict::Resolved(FaultAction::CowMadeWritable),
         "count 1: do_wp_page only makes it writable"
     );
     // The same entry, faulting again (a stale TLB entry): spurious.
-    let v = fault::page_fault(&mut mm, code, at, &ctx, &mut NeverFail);
+    let v = fault::page_fault(&mut mm, code, at, &ctx, &mut NeverFail).verdict;
     assert_eq!(v, Verdict::Resolved(FaultAction::Spurious));
 }
 
@@ -189,7 +189,7 @@ fn a_protection_fault_on_a_read_kills_the_task_with_sigsegv() {
     let ctx = no_program(1);
     map_page(&mut mm, user(1, 0), 1);
     let code = fault_code::PRESENT | fault_code::USER;
-    let v = fault::page_fault(&mut mm, code, user(1, 0), &ctx, &mut NeverFail);
+    let v = fault::page_fault(&mut mm, code, user(1, 0), &ctx, &mut NeverFail).verdict;
     let Verdict::Illegal(why) = v else {
         panic!("{v:?}")
     };
@@ -206,7 +206,7 @@ fn a_fault_outside_the_tasks_slot_is_a_bad_access() {
     let mut mm = new_mm(DEFAULT_RAM);
     let ctx = no_program(1);
     let outside = user(2, 0);
-    let v = fault::page_fault(&mut mm, fault_code::USER, outside, &ctx, &mut NeverFail);
+    let v = fault::page_fault(&mut mm, fault_code::USER, outside, &ctx, &mut NeverFail).verdict;
     assert_eq!(
         v,
         Verdict::Illegal(Illegal::NoPage(NoPageError::OutsideTask(outside)))
@@ -225,7 +225,7 @@ fn every_way_of_running_out_of_memory_in_a_fault_is_oom() {
     hog_until(&mut mm, 0);
     let ctx = no_program(1);
     // No page table, no page: do_no_page's get_empty_page.
-    let v = fault::page_fault(&mut mm, fault_code::USER, user(1, 0), &ctx, &mut NeverFail);
+    let v = fault::page_fault(&mut mm, fault_code::USER, user(1, 0), &ctx, &mut NeverFail).verdict;
     assert!(
         matches!(
             v,
@@ -244,7 +244,7 @@ fn every_way_of_running_out_of_memory_in_a_fault_is_oom() {
     process::copy_mem(&mut mm, 1, 2, &mut NeverFail).unwrap();
     let mut policy = Injector::fail_after(Some(AllocSite::CowCopy), 0);
     let code = fault_code::PRESENT | fault_code::WRITE | fault_code::USER;
-    let v = fault::page_fault(&mut mm, code, user(1, 0), &ctx, &mut policy);
+    let v = fault::page_fault(&mut mm, code, user(1, 0), &ctx, &mut policy).verdict;
     assert!(
         matches!(
             v,

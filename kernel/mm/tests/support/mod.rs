@@ -448,15 +448,9 @@ impl SimKernel {
         linear: LinearAddr,
         error_code: u32,
     ) -> Result<FaultAction, SimError> {
-        let verdict = self.with_context(slot, |mm, ctx, policy| {
+        let fault = self.with_context(slot, |mm, ctx, policy| {
             fault::page_fault(mm, error_code, linear, ctx, policy)
         });
-        let fault = Fault {
-            linear,
-            error_code,
-            by_kernel: false,
-            verdict,
-        };
         self.finish(slot, fault)
     }
 
