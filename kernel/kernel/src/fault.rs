@@ -11,6 +11,7 @@ use abi::wait_status;
 use mm::addr::{slot_base, LinearAddr};
 use mm::fault::{fault_code, Fault, Peers, UserAccessError, Verdict};
 use mm::inject::Injector;
+use mm::memory::OutOfMemory;
 use mm::{FaultContext, Mm, ProgramPages};
 
 use crate::arch::x86::{cpu, crash, idt, phys::KernelPhys, trap_entry::TrapFrame};
@@ -117,7 +118,7 @@ fn finish(fault: Fault, eip: u32) {
     book(&fault, eip);
     match fault.verdict {
         Verdict::Resolved(_) => {}
-        Verdict::OutOfMemory(_) => oom(),
+        Verdict::OutOfMemory(cause) => oom(cause),
         Verdict::Illegal(why) => {
             let pid = crate::task::current_pid();
             println!(
@@ -159,14 +160,24 @@ pub fn verify_page(page: LinearAddr) -> Result<(), Errno> {
     }))
 }
 
-/// 0.11 `oom()`: "out of memory", and the current task dies of SIGSEGV.
-pub fn oom() -> ! {
+/// 0.11 `oom()`: "out of memory", and the current task dies of SIGSEGV. When the failed
+/// allocation was injected (`fail`, `failnth`, `fail.SITE=`), the message says so and
+/// names the site: memory is not short, the fault-injection settings chose this.
+pub fn oom(cause: OutOfMemory) -> ! {
     let (pid, name) = {
         let t = tasks();
         let task = t.get(current());
         (task.pid, task.name)
     };
-    println!("oom: out of memory, killing pid {pid} ({})", name.as_str());
+    if cause.injected {
+        println!(
+            "oom: out of memory (injected: a failure at site {}, not a real shortage), killing pid {pid} ({})",
+            cause.site.name(),
+            name.as_str()
+        );
+    } else {
+        println!("oom: out of memory, killing pid {pid} ({})", name.as_str());
+    }
     do_exit(wait_status::killed(abi::signal::SIGSEGV));
 }
 
