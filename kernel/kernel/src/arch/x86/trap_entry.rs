@@ -160,6 +160,12 @@ pub fn stub_address(vector: u8) -> u32 {
     unsafe { trap_stub_table[usize::from(vector)] }
 }
 
+/// Where a [`TrapFrame`] field at `field_offset` lies relative to the canonical frame
+/// address of `trap_common`'s unwind information (the frame's start + [`KERNEL_FRAME_SIZE`]).
+const fn cfa_offset(field_offset: usize) -> isize {
+    field_offset as isize - KERNEL_FRAME_SIZE as isize
+}
+
 global_asm!(
     // The table of stub addresses, filled one entry per stub below.
     ".pushsection .rodata.trap_stub_table, \"a\"",
@@ -191,14 +197,43 @@ global_asm!(
     ".endr",
     "",
     ".pushsection .text.trap_stubs, \"ax\"",
+    // Call-frame information, so that gdb unwinds through a trap (`bt`, `finish`, `up`
+    // from a breakpoint in a fault or system call). The canonical frame address (CFA) is
+    // the interrupted code's esp when the trap came from ring 0: the address just past
+    // the CPU's eflags, the frame's start + KERNEL_FRAME_SIZE. At entry esp points at the
+    // vector, so CFA = esp + 20 there, and each push below moves it; every saved
+    // register is at its TrapFrame offset from the frame's start ({cfa_*}: relative to
+    // the CFA).
     "trap_common:",
+    "    .cfi_startproc simple",
+    "    .cfi_def_cfa %esp, {entry_cfa}",
+    // The interrupted eip, cs and eflags, where the CPU pushed them.
+    "    .cfi_offset %eip, {cfa_eip}",
+    "    .cfi_offset %cs, {cfa_cs}",
+    "    .cfi_offset %eflags, {cfa_eflags}",
     // Complete the frame: general registers, then segment registers (AT&T syntax so
     // these are 32-bit pushes; Intel syntax in LLVM emits 16-bit ones).
     "    pushal",
+    "    .cfi_adjust_cfa_offset 32",
+    "    .cfi_offset %eax, {cfa_eax}",
+    "    .cfi_offset %ecx, {cfa_ecx}",
+    "    .cfi_offset %edx, {cfa_edx}",
+    "    .cfi_offset %ebx, {cfa_ebx}",
+    "    .cfi_offset %ebp, {cfa_ebp}",
+    "    .cfi_offset %esi, {cfa_esi}",
+    "    .cfi_offset %edi, {cfa_edi}",
     "    pushl %ds",
+    "    .cfi_adjust_cfa_offset 4",
+    "    .cfi_offset %ds, {cfa_ds}",
     "    pushl %es",
+    "    .cfi_adjust_cfa_offset 4",
+    "    .cfi_offset %es, {cfa_es}",
     "    pushl %fs",
+    "    .cfi_adjust_cfa_offset 4",
+    "    .cfi_offset %fs, {cfa_fs}",
     "    pushl %gs",
+    "    .cfi_adjust_cfa_offset 4",
+    "    .cfi_offset %gs, {cfa_gs}",
     // The interrupted code's segments may be user ones: use the kernel's.
     "    movl ${kernel_ds}, %eax",
     "    movl %eax, %ds",
@@ -210,24 +245,76 @@ global_asm!(
     // dispatch(frame: &mut TrapFrame): the frame starts at esp.
     "    movl %esp, %eax",
     "    pushl %eax",
+    "    .cfi_adjust_cfa_offset 4",
+    // Two call sites, so that each has its own unwind rule. From ring 0 the caller is
+    // the interrupted kernel code, restored from the frame as described above. From
+    // ring 3 it is user code in another segment, with another stack, where the kernel's
+    // symbols mean nothing: there the return address is undefined, which tells gdb that
+    // this frame is the outermost one (`bt` ends at trap_common, with no bogus frames).
+    "    testl ${rpl_mask}, {cs_offset}+4(%esp)",
+    "    jnz 2f",
     "    call {dispatch}",
+    "    jmp 3f",
+    "2:",
+    "    .cfi_undefined %eip",
+    "    call {dispatch}",
+    "3:",
+    "    .cfi_offset %eip, {cfa_eip}",
     "    addl $4, %esp",
+    "    .cfi_adjust_cfa_offset -4",
     ".global trap_return",
     ".type trap_return, @function",
+    // A new task's stack also starts here; the rules above hold, as esp points at a
+    // complete frame.
     "trap_return:",
     "    popl %gs",
+    "    .cfi_adjust_cfa_offset -4",
+    "    .cfi_same_value %gs",
     "    popl %fs",
+    "    .cfi_adjust_cfa_offset -4",
+    "    .cfi_same_value %fs",
     "    popl %es",
+    "    .cfi_adjust_cfa_offset -4",
+    "    .cfi_same_value %es",
     "    popl %ds",
+    "    .cfi_adjust_cfa_offset -4",
+    "    .cfi_same_value %ds",
     "    popal",
+    "    .cfi_adjust_cfa_offset -32",
+    "    .cfi_same_value %eax",
+    "    .cfi_same_value %ecx",
+    "    .cfi_same_value %edx",
+    "    .cfi_same_value %ebx",
+    "    .cfi_same_value %ebp",
+    "    .cfi_same_value %esi",
+    "    .cfi_same_value %edi",
     // Drop the vector and the error code.
     "    addl $8, %esp",
+    "    .cfi_adjust_cfa_offset -8",
     "    iretl",
     ".size trap_return, . - trap_return",
+    "    .cfi_endproc",
     ".popsection",
     vector_count = const VECTOR_COUNT,
     error_code_vectors = const ERROR_CODE_VECTORS,
     kernel_ds = const KERNEL_DS,
+    entry_cfa = const KERNEL_FRAME_SIZE - offset_of!(TrapFrame, vector),
+    cfa_eip = const cfa_offset(offset_of!(TrapFrame, eip)),
+    cfa_cs = const cfa_offset(offset_of!(TrapFrame, cs)),
+    cfa_eflags = const cfa_offset(offset_of!(TrapFrame, eflags)),
+    cfa_eax = const cfa_offset(offset_of!(TrapFrame, eax)),
+    cfa_ecx = const cfa_offset(offset_of!(TrapFrame, ecx)),
+    cfa_edx = const cfa_offset(offset_of!(TrapFrame, edx)),
+    cfa_ebx = const cfa_offset(offset_of!(TrapFrame, ebx)),
+    cfa_ebp = const cfa_offset(offset_of!(TrapFrame, ebp)),
+    cfa_esi = const cfa_offset(offset_of!(TrapFrame, esi)),
+    cfa_edi = const cfa_offset(offset_of!(TrapFrame, edi)),
+    cfa_ds = const cfa_offset(offset_of!(TrapFrame, ds)),
+    cfa_es = const cfa_offset(offset_of!(TrapFrame, es)),
+    cfa_fs = const cfa_offset(offset_of!(TrapFrame, fs)),
+    cfa_gs = const cfa_offset(offset_of!(TrapFrame, gs)),
+    rpl_mask = const RPL_MASK,
+    cs_offset = const offset_of!(TrapFrame, cs),
     dispatch = sym crate::trap::dispatch,
     options(att_syntax)
 );
