@@ -10,6 +10,14 @@ fn main() {
     println!("cargo:rerun-if-changed={}", script.display());
     println!("cargo:rerun-if-changed=build.rs");
 
+    // An unoptimised build (the `stepping` profile of scripts/build --debug-build) keeps
+    // every local and temporary in its own stack slot: the boot and stub stacks are sized
+    // for it (`cfg(unoptimized)`, see arch/x86/boot.rs and debugger.rs).
+    println!("cargo::rustc-check-cfg=cfg(unoptimized)");
+    if env::var("OPT_LEVEL").as_deref() == Ok("0") {
+        println!("cargo::rustc-cfg=unoptimized");
+    }
+
     // Only the bare-metal i386 build is a kernel; a host build (e.g. `cargo check
     // --workspace`) must not be linked at 1 MiB with our script.
     let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();

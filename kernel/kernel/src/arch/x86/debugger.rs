@@ -9,7 +9,13 @@ use super::{stack_top, HwCell, Stack};
 /// The stub's stack. A stop can come deep inside a task's 4 KiB kernel stack (a
 /// breakpoint in `do_wp_page` during a fault); `gdbstub` and the monitor commands need
 /// more than what is left there, so every entry into the stub switches to this one.
-pub const STUB_STACK_SIZE: usize = 64 * 1024;
+/// Unoptimised (`cfg(unoptimized)`, the stepping build) a stop and a few monitor commands
+/// already take about 41 KiB of it: four times the room there.
+pub const STUB_STACK_SIZE: usize = if cfg!(unoptimized) {
+    256 * 1024
+} else {
+    64 * 1024
+};
 
 static STUB_STACK: HwCell<Stack<STUB_STACK_SIZE>> = HwCell::new(Stack::new());
 
