@@ -601,6 +601,9 @@ impl<P: PhysMem> Mm<P> {
     ///
     /// D1: any range that overlaps task 0's slot (the kernel's identity map) is refused,
     /// where 0.11 only refuses `from == 0` (the seed text marks that check "BUG").
+    ///
+    /// The locals have 0.11's names (gdb, the stepping build): `dir` the directory entry
+    /// (an index; 0.11's pointer is 4 times it), `pg_table` its page table, `nr` the entry.
     #[inline(never)]
     pub fn free_page_tables(
         &mut self,
@@ -624,14 +627,14 @@ impl<P: PhysMem> Mm<P> {
             if !pde.is_present() {
                 continue;
             }
-            let Some(table) = self.page_table(dir) else {
+            let Some(pg_table) = self.page_table(dir) else {
                 // A damaged entry: its "table" is not read, only the entry is cleared.
                 freed.note_bad_free(MapCountError::Nonexistent(pde.frame()));
                 self.set_pde(dir, Entry::EMPTY);
                 continue;
             };
-            for index in 0..ENTRIES_PER_TABLE {
-                let pte = self.phys.read_entry(table, index);
+            for nr in 0..ENTRIES_PER_TABLE {
+                let pte = self.phys.read_entry(pg_table, nr);
                 if pte.is_present() {
                     match self.free_page(pte.frame().addr()) {
                         Ok(()) => freed.pages += 1,
@@ -645,10 +648,10 @@ impl<P: PhysMem> Mm<P> {
                     }
                 }
                 if pte.raw() != 0 {
-                    self.phys.write_entry(table, index, Entry::EMPTY);
+                    self.phys.write_entry(pg_table, nr, Entry::EMPTY);
                 }
             }
-            match self.free_page(table.addr()) {
+            match self.free_page(pg_table.addr()) {
                 Ok(()) => freed.page_tables += 1,
                 Err(e) => freed.note_bad_free(e),
             }
@@ -664,6 +667,12 @@ impl<P: PhysMem> Mm<P> {
     /// 0.11 `copy_page_tables(from, to, size)`: gives `to` its own page tables mapping the
     /// same pages as `from`, write-protected on both sides, each page's count raised:
     /// copy-on-write for `fork`.
+    ///
+    /// The locals have 0.11's names, so that the seed texts' loop can be stepped in gdb
+    /// (the stepping build): `from_dir`/`to_dir` walk the directory entries (indices here;
+    /// 0.11's pointers are 4 times these, its directory being at 0), `from_page_table`/
+    /// `to_page_table` are the two tables, `this_page` the entry being copied and `nr`
+    /// its index (0.11 counts `nr` down to 0 while its table pointers move up).
     #[inline(never)]
     pub fn copy_page_tables(
         &mut self,
@@ -676,9 +685,9 @@ impl<P: PhysMem> Mm<P> {
             return Err(CopyError::Misaligned);
         }
         let count = size.div_ceil(PDE_SPAN) as usize;
-        let (from_dir, to_dir) = (from.dir_index(), to.dir_index());
-        if from_dir + count > ENTRIES_PER_TABLE
-            || to_dir + count > ENTRIES_PER_TABLE
+        let (first_from, first_to) = (from.dir_index(), to.dir_index());
+        if first_from + count > ENTRIES_PER_TABLE
+            || first_to + count > ENTRIES_PER_TABLE
             || to.as_u32() < TASK_SIZE
         {
             return Err(CopyError::OutOfRange);
@@ -691,62 +700,62 @@ impl<P: PhysMem> Mm<P> {
             ENTRIES_PER_TABLE
         };
         let mut copied = CopiedTables::default();
-        for i in 0..count {
-            if self.pde(to_dir + i).is_present() {
-                return Err(CopyError::AlreadyExists(to_dir + i));
+        for (from_dir, to_dir) in (first_from..first_from + count).zip(first_to..) {
+            if self.pde(to_dir).is_present() {
+                return Err(CopyError::AlreadyExists(to_dir));
             }
-            let from_pde = self.pde(from_dir + i);
+            let from_pde = self.pde(from_dir);
             if !from_pde.is_present() {
                 continue;
             }
-            let from_table = self
-                .page_table(from_dir + i)
-                .ok_or(CopyError::BadReference(MapCountError::Nonexistent(
-                    from_pde.frame(),
-                )))?;
-            let to_table = self
+            let from_page_table = self.page_table(from_dir).ok_or(CopyError::BadReference(
+                MapCountError::Nonexistent(from_pde.frame()),
+            ))?;
+            let to_page_table = self
                 .get_free_page_with(AllocSite::CopyPageTables, policy)
                 .map_err(CopyError::OutOfMemory)?;
-            self.set_pde(to_dir + i, Entry::new(to_table, USER_RW));
+            self.set_pde(to_dir, Entry::new(to_page_table, USER_RW));
             copied.page_tables += 1;
-            for index in 0..entries {
-                let pte = self.phys.read_entry(from_table, index);
-                if pte.is_swap() {
+            for nr in 0..entries {
+                let this_page = self.phys.read_entry(from_page_table, nr);
+                if this_page.is_swap() {
                     // 0.12: the parent gets the page back in a new frame (dirty), the child
                     // keeps the slot, so a slot is never named twice.
                     let page = self
                         .get_free_page_with(AllocSite::CopyPageTables, policy)
                         .map_err(CopyError::OutOfMemory)?;
-                    if let Err(e) = self.phys.swap_read(pte.swap_slot(), page) {
+                    if let Err(e) = self.phys.swap_read(this_page.swap_slot(), page) {
                         self.free_page(page.addr()).expect("just allocated");
                         return Err(CopyError::SwapIo(e));
                     }
                     if let Some(swap) = self.swap.as_mut() {
                         swap.counters.read_in += 1;
                     }
-                    self.phys.write_entry(to_table, index, pte);
+                    self.phys.write_entry(to_page_table, nr, this_page);
                     let back = Entry::new(page, USER_RW | EntryFlags::DIRTY);
-                    self.phys.write_entry(from_table, index, back);
+                    self.phys.write_entry(from_page_table, nr, back);
                     copied.swap_entries += 1;
                     continue;
                 }
-                if !pte.is_present() {
+                if !this_page.is_present() {
                     continue;
                 }
-                let shared = pte.without_flags(EntryFlags::WRITABLE);
+                let shared = this_page.without_flags(EntryFlags::WRITABLE);
                 // 0.11 compares `this_page > LOW_MEM` with the flag bits still set; the
                 // frame address says the same thing plainly.
-                let counted = pte.frame().as_u32() >= LOW_MEM;
+                let counted = this_page.frame().as_u32() >= LOW_MEM;
                 if counted {
                     // Raise the count before writing either entry, so that a refused
                     // reference leaves the tables consistent for the caller's cleanup (D2).
-                    self.mem_map.increment(pte.frame()).map_err(|e| match e {
-                        MapCountError::Overflow(f) => CopyError::CountOverflow(f),
-                        other => CopyError::BadReference(other),
-                    })?;
-                    self.phys.write_entry(from_table, index, shared);
+                    self.mem_map
+                        .increment(this_page.frame())
+                        .map_err(|e| match e {
+                            MapCountError::Overflow(f) => CopyError::CountOverflow(f),
+                            other => CopyError::BadReference(other),
+                        })?;
+                    self.phys.write_entry(from_page_table, nr, shared);
                 }
-                self.phys.write_entry(to_table, index, shared);
+                self.phys.write_entry(to_page_table, nr, shared);
                 copied.pages += 1;
             }
         }
