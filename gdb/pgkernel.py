@@ -84,13 +84,29 @@ def monitor_json(command):
         ) from None
 
 
+# The kernel's address newtypes a command or function takes where it takes a number.
+ADDRESS_TYPES = ("mm::addr::LinearAddr", "mm::addr::PhysAddr", "mm::addr::Frame")
+
+
 def to_int(value):
-    """A gdb.Value or a Python number, as an unsigned 32-bit int."""
+    """A gdb.Value or a Python number, as an unsigned 32-bit int. The kernel's own
+    address values (LinearAddr, PhysAddr, Frame: structs around a u32) count as their
+    number; any other struct is refused with a clear error."""
+    if isinstance(value, gdb.Value):
+        value_type = value.type.strip_typedefs()
+        if value_type.code == gdb.TYPE_CODE_REF:
+            value = value.referenced_value()
+            value_type = value.type.strip_typedefs()
+        if value_type.code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+            if value_type.name not in ADDRESS_TYPES:
+                raise gdb.GdbError(f"expected an address (a number, {', '.join(ADDRESS_TYPES)}), "
+                                   f"not a {value_type.name}")
+            return _newtype_int(value)
     return int(value) & core.U32
 
 
 def eval_int(text):
-    """A user argument: a number, or any gdb expression."""
+    """A user argument: a number, or any gdb expression (a LinearAddr variable too)."""
     try:
         return core.parse_int(text)
     except ValueError:
@@ -150,8 +166,8 @@ def _newtype_int(value):
     """The u32 inside a Rust newtype (Frame(u32), Entry(u32)...) or a plain integer."""
     value_type = value.type.strip_typedefs()
     if value_type.code == gdb.TYPE_CODE_STRUCT:
-        return to_int(value[value_type.fields()[0]])
-    return to_int(value)
+        return _newtype_int(value[value_type.fields()[0]])
+    return int(value) & core.U32
 
 
 def page_directory():
@@ -271,12 +287,121 @@ PRINTERS = {
 }
 
 
+# gdb 13's Rust printer reads an enum that is not itself a value in memory (a field of
+# another value, a `finish` result, a register value) with its *first* variant's layout:
+# `Ok(WpOutcome::Copied {from, to})` shows `from` from the wrong variant, and when the
+# real variant has more fields than the first, gdb stops with "internal-error: field:
+# Assertion `idx >= 0 && idx < num_fields ()' failed" (gdbtypes.h:985). rust-lang.c's
+# print_enum resolves the variant but takes the field from the unresolved type
+# (value_field); gdb 14 passes the resolved one (primitive_field). Its expression
+# evaluator gets variants right, so this printer asks it: the error of a probe field
+# names the variant, then each field is read as `$enum.0` or `$enum.name`.
+RUST_ENUM_FIXED_IN = 14
+_ENUM_VARIANT = re.compile(r"(tuple|struct) variant (.*)::([A-Za-z_][A-Za-z0-9_]*)"
+                           r"(?:, which has only anonymous fields)?\s*$")
+_ENUM_PROBE = "__pg_variant_probe"
+
+
+def rust_enum_type(value_type):
+    """Whether a type is a Rust enum with data as gdb models it: a struct whose fields,
+    apart from the artificial discriminant, are its variants (types named ENUM::VARIANT)."""
+    value_type = value_type.strip_typedefs()
+    if value_type.code != gdb.TYPE_CODE_STRUCT or not value_type.name:
+        return False
+    variants = [f for f in value_type.fields() if not f.artificial]
+    return bool(variants) and all(
+        f.name and f.type is not None and f.type.name == f"{value_type.name}::{f.name}"
+        for f in variants)
+
+
+def rust_enum_variant(value):
+    """The active variant of a Rust enum value, read through gdb's expression evaluator
+    (which resolves variants correctly where gdb 13's printer does not): (variant name,
+    "tuple" or "struct", [(field name, field value)]). ValueError when gdb names none."""
+    enum_type = value.type.strip_typedefs()
+    RustEnumPrinter.depth += 1
+    name = f"__pg_enum_{RustEnumPrinter.depth}"
+    try:
+        gdb.set_convenience_variable(name, value)
+        try:
+            gdb.parse_and_eval(f"${name}.{_ENUM_PROBE}")
+            raise ValueError(f"{enum_type.name}: no variant found")
+        except gdb.error as error:
+            match = _ENUM_VARIANT.search(str(error))
+            if not match:
+                raise ValueError(f"{enum_type.name}: {error}") from None
+        kind, variant = match.group(1), match.group(3)
+        variant_type = None
+        for field in enum_type.fields():
+            if field.name == variant and not field.artificial:
+                variant_type = field.type.strip_typedefs()
+        if variant_type is None:
+            raise ValueError(f"{enum_type.name}: no variant {variant}")
+        fields = [f for f in variant_type.fields() if not f.artificial]
+        base = value.address
+        if base is not None:
+            # In memory: each field at its offset (the variant's fields are placed from
+            # the enum's start), as lvalues (`&field` and writes work).
+            base = int(base)
+            values = [(str(i) if kind == "tuple" else f.name,
+                       gdb.Value(base + f.bitpos // 8).cast(f.type.pointer()).dereference())
+                      for i, f in enumerate(fields)]
+        elif kind == "tuple":
+            values = [(str(i), gdb.parse_and_eval(f"${name}.{i}")) for i in range(len(fields))]
+        else:
+            values = [(f.name, gdb.parse_and_eval(f"${name}.{f.name}")) for f in fields]
+        return variant_type.name or f"{enum_type.name}::{variant}", kind, values
+    finally:
+        gdb.set_convenience_variable(name, None)
+        RustEnumPrinter.depth -= 1
+
+
+def enum_payload(value):
+    """The one field of a tuple variant (`Some(x)` -> x), else None (`None`)."""
+    _, _, fields = rust_enum_variant(value)
+    return fields[0][1] if len(fields) == 1 else None
+
+
+class RustEnumPrinter:
+    """A Rust enum, printed as gdb prints it (`Path::Variant(a, b)`, `Path::Variant{x:
+    a}`), with the right variant wherever the value comes from."""
+
+    depth = 0
+
+    def __init__(self, value):
+        self.value = value
+
+    def to_string(self):
+        if RustEnumPrinter.depth > 16:
+            return "{...}"
+        try:
+            label, kind, fields = rust_enum_variant(self.value)
+        except ValueError as error:
+            return f"<{error}>"
+        if not fields:
+            return label
+        if kind == "tuple":
+            return f"{label}({', '.join(str(v) for _, v in fields)})"
+        return f"{label}{{{', '.join(f'{n}: {v}' for n, v in fields)}}}"
+
+
+def _gdb_major():
+    try:
+        return int(gdb.VERSION.split(".")[0])
+    except ValueError:
+        return 0
+
+
 def lookup_printer(value):
     value_type = value.type.strip_typedefs()
     if value_type.code != gdb.TYPE_CODE_STRUCT:
         return None
     printer = PRINTERS.get(value_type.name)
-    return printer(value) if printer else None
+    if printer:
+        return printer(value)
+    if _gdb_major() < RUST_ENUM_FIXED_IN and rust_enum_type(value_type):
+        return RustEnumPrinter(value)
+    return None
 
 
 # --- convenience functions ------------------------------------------------------------
@@ -346,6 +471,136 @@ class Pte(gdb.Function):
         return entry_value(core.entry_frame(pde) + 4 * core.table_index(addr))
 
 
+# --- returning from a function ------------------------------------------------------
+# Frames a breakpoint must not be put into: every trap returns through trap_common, so a
+# breakpoint there (finish's, from trap::dispatch) is hit again by the trap it raises.
+TRAP_PATH_FUNCTIONS = ("trap_common", "trap_return")
+
+
+def layout_of(value_type, depth=0):
+    """A gdb type as pgkernel_core's layout description (see core.return_location)."""
+    value_type = value_type.strip_typedefs()
+    size = value_type.sizeof
+    code = value_type.code
+    if depth > 32:
+        return ("memory", size)
+    if code == gdb.TYPE_CODE_STRUCT:
+        fields = [f for f in value_type.fields() if hasattr(f, "bitpos")]
+        if rust_enum_type(value_type):
+            discr = None
+            variants = []
+            for field in fields:
+                if field.artificial:
+                    discr = (field.bitpos // 8, field.type.strip_typedefs().sizeof)
+                else:
+                    variant = field.type.strip_typedefs()
+                    variants.append([(f.bitpos // 8, layout_of(f.type, depth + 1))
+                                     for f in variant.fields() if hasattr(f, "bitpos")])
+            return ("enum", size, discr, variants)
+        return ("struct", size, [(f.bitpos // 8, layout_of(f.type, depth + 1)) for f in fields])
+    if code in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_BOOL, gdb.TYPE_CODE_CHAR, gdb.TYPE_CODE_PTR,
+                gdb.TYPE_CODE_ENUM, gdb.TYPE_CODE_FLT, gdb.TYPE_CODE_REF):
+        return ("scalar", size)
+    return ("memory", size)
+
+
+def _function_type(frame):
+    function = frame.function()
+    if function is None:
+        return None, None
+    return function, function.type.target() if function.type else None
+
+
+def returned_value(return_type, sret_slot, frame):
+    """The value a Rust function just returned, read where the Rust ABI puts it.
+
+    Returns (value or None, how): `how` says where it was found."""
+    if return_type is None or return_type.code == gdb.TYPE_CODE_VOID:
+        return None, "nothing returned"
+    location = core.return_location(layout_of(return_type))
+    eax = int(frame.read_register("eax")) & core.U32
+    if location[0] == "none":
+        return None, "() returned"
+    if location[0] == "memory":
+        how = f"through memory at 0x{eax:08x} (the caller's buffer, address in eax)"
+        if sret_slot is not None and eax != sret_slot:
+            how += f"; note: the call's hidden first argument was 0x{sret_slot:08x}"
+        return gdb.Value(eax).cast(return_type.pointer()).dereference(), how
+    registers = {"eax": eax, "edx": int(frame.read_register("edx")) & core.U32}
+    data = core.value_bytes(return_type.strip_typedefs().sizeof, location[1], registers)
+    used = " and ".join(dict.fromkeys(register for _, _, register in location[1]))
+    return gdb.Value(data, return_type), f"in {used}"
+
+
+class FrameReturnBreakpoint(gdb.Breakpoint):
+    """The return address of one call: it stops only when the caller's frame (the same
+    frame id: stack address and function) is the newest again, so another task returning
+    through the same address, or a deeper call of the same function, does not count."""
+
+    def __init__(self, caller):
+        super().__init__(f"*0x{int(caller.pc()):x}", internal=True)
+        self.silent = True
+        self.caller = caller
+
+    def stop(self):
+        return gdb.newest_frame() == self.caller
+
+
+class PgFinish(gdb.Command):
+    """pg-finish: run until the selected frame's function returns, and print what it
+    returned, read as Rust returns it.
+
+    gdb's `finish` reads every returned struct from the address in eax, as the i386 C
+    ABI returns structs; Rust returns a value of up to 4 bytes, a u64 and a pair of
+    scalars (Option<Frame>, Result<(), MapCountError>) in eax/edx, so `finish` shows
+    garbage for those. pg-finish runs to the return (a breakpoint at the return address
+    that stops only in the caller's own frame), then reads the value where Rust put it
+    (registers, or the caller's buffer whose address is in eax), records it in the value
+    history and prints it. It refuses to return into trap_common (the trap path itself:
+    a breakpoint there is hit by every trap)."""
+
+    def __init__(self):
+        super().__init__("pg-finish", gdb.COMMAND_RUNNING)
+
+    def invoke(self, argument, from_tty):
+        if argument.strip():
+            raise gdb.GdbError("usage: pg-finish (finishes the selected frame)")
+        frame = gdb.selected_frame()
+        caller = frame.older()
+        if caller is None:
+            raise gdb.GdbError('"finish" not meaningful in the outermost frame.')
+        if caller.name() in TRAP_PATH_FUNCTIONS:
+            raise gdb.GdbError(f"pg-finish: {frame.name()} returns into {caller.name()}, the trap "
+                               "path every trap runs through: a breakpoint there would be hit "
+                               "by the trap it raises (continue instead)")
+        function, return_type = _function_type(frame)
+        # The frame's CFA is the caller's esp; the first argument slot there holds the
+        # buffer's address when the value comes back through memory.
+        try:
+            sret_slot = read_u32(int(caller.read_register("esp")) & core.U32)
+        except (gdb.error, gdb.MemoryError):
+            sret_slot = None
+        gdb.write("Run till exit from ")
+        gdb.execute(f"frame {frame.level()}" if hasattr(frame, "level") else "frame", from_tty)
+        back = FrameReturnBreakpoint(caller)
+        try:
+            gdb.execute("continue", from_tty)
+        finally:
+            if back.is_valid():
+                back.delete()
+        newest = gdb.newest_frame()
+        if newest != caller:
+            gdb.write("pg-finish: stopped before the function returned (no value)\n")
+            return
+        gdb.execute("frame", from_tty)
+        value, how = returned_value(return_type, sret_slot, newest)
+        if value is None:
+            gdb.write(f"pg-finish: {function.name if function else 'the function'}: {how}\n")
+            return
+        number = gdb.add_history(value)
+        gdb.write(f"Value returned is ${number} = {value}\n({core.FINISH_NOTE} {how})\n")
+
+
 # --- commands -------------------------------------------------------------------------
 class PgPrefix(gdb.Command):
     """The pgkernel commands: pg-pgd, pg-pt, pg-walk, pg-check, pg-mem, pg-tasks,
@@ -397,27 +652,96 @@ class PgWalk(MonitorTable):
         super().invoke(" ".join([f"0x{address:08x}"] + options), from_tty)
 
 
+def selected_pid():
+    """The pid of the task gdb has selected (the stub's thread N is pid N - 1)."""
+    thread = gdb.selected_thread()
+    if thread is None:
+        raise gdb.GdbError("no thread is selected (is gdb attached?)")
+    return thread.ptid[1] - 1
+
+
+class TaskBreakpoint(gdb.Breakpoint):
+    """A breakpoint that stops only in task `pid` (None: in every task). The check runs
+    inside gdb, so the other tasks' hits resume at once."""
+
+    def __init__(self, pid=None, **where):
+        super().__init__(**where)
+        self.pid = pid
+
+    def stop(self):
+        return self.pid is None or selected_pid() == self.pid
+
+
+def pg_break_at(wanted, pid=None, entry=False, quiet=False):
+    """Breakpoints on the kernel function(s) `wanted` names (see resolve_function): after
+    the prologue as gdb's `break FUNCTION` puts them, so that arguments are readable in
+    the stepping build, or at the first instruction (`entry`). Only in task `pid` when
+    given. Returns [(breakpoint, full name, address)]; a GdbError, with the close names,
+    when nothing matches."""
+    found = resolve_function(wanted)
+    if not found:
+        raise gdb.GdbError(no_function_message(wanted))
+    made = []
+    for addr, name in found:
+        breakpoint = None
+        if not entry:
+            try:
+                breakpoint = TaskBreakpoint(pid, function=name)
+            except gdb.error:
+                breakpoint = None  # no debug information for it: at its address
+        if breakpoint is None:
+            breakpoint = TaskBreakpoint(pid, spec=f"*0x{addr:x}")
+        made.append((breakpoint, name, addr))
+        if not quiet:
+            where = "its first instruction" if entry or breakpoint.location.startswith("*") \
+                else "after its prologue"
+            task = f", in pid {pid} only" if pid is not None else ""
+            gdb.write(f"pg-break: breakpoint {breakpoint.number} in {name} ({where}{task}; "
+                      f"the function is at 0x{addr:08x})\n")
+    return made
+
+
+def no_function_message(wanted):
+    """"no function named X", and the functions it may mean (a seed text's name that is
+    spelt differently here, or a function inlined in this build)."""
+    last = core.strip_generics(wanted).split("::")[-1]
+    # A substring search first (get_free_page -> get_free_page_with), then every
+    # function for close spellings, only when the first finds nothing.
+    names, minimal = core.parse_info_functions(
+        gdb.execute(f"info functions {re.escape(last)}", to_string=True))
+    candidates = core.suggest_functions(wanted, names + [name for _, name in minimal])
+    if not candidates and len(last) >= 4:
+        names, minimal = core.parse_info_functions(
+            gdb.execute(f"info functions {re.escape(last[:4])}", to_string=True))
+        candidates = core.suggest_functions(wanted, names + [name for _, name in minimal])
+    message = f"pg-break: no function named {wanted} in this build"
+    if candidates:
+        plain = [core.strip_generics(name).split("::")[-1] for name in candidates]
+        message += "; did you mean: " + ", ".join(dict.fromkeys(plain))
+    return message
+
+
 class PgBreak(gdb.Command):
-    """pg-break FUNCTION: break on a kernel function by its plain name.
+    """pg-break FUNCTION [--pid N] [--entry]: break on a kernel function by its plain name.
 
     Rust generic names are awkward to type (`mm::memory::Mm<kernel::arch::x86::phys::
     KernelPhys>::do_wp_page<...>`): this finds every function whose path without generic
     arguments ends in FUNCTION (`do_wp_page`, `Mm::do_wp_page`), through `info functions`
-    and the symbol table, and puts a breakpoint at each address (`break *ADDR`)."""
+    and the symbol table, and breaks there: after the prologue, as `break FUNCTION` does
+    (arguments readable in the stepping build), or at its first instruction with --entry.
+    --pid N stops only in task N. A name that matches nothing gets the close ones
+    (`get_free_page` -> `get_free_page_with`)."""
 
     def __init__(self):
         super().__init__("pg-break", gdb.COMMAND_BREAKPOINTS, gdb.COMPLETE_SYMBOL)
 
     def invoke(self, argument, from_tty):
-        wanted = argument.strip()
-        if not wanted:
-            raise gdb.GdbError("usage: pg-break FUNCTION")
-        addresses = resolve_function(wanted)
-        if not addresses:
-            raise gdb.GdbError(f"pg-break: no function named {wanted}")
-        for addr, name in addresses:
-            gdb.write(f"pg-break: {name} at 0x{addr:08x}\n")
-            gdb.execute(f"break *0x{addr:x}")
+        try:
+            wanted, pid, entry = core.parse_break_args(argument)
+        except ValueError as error:
+            raise gdb.GdbError(f"pg-break: {error}; usage: pg-break FUNCTION [--pid N] [--entry]") \
+                from None
+        pg_break_at(wanted, pid, entry)
 
 
 def resolve_function(wanted):
@@ -440,6 +764,309 @@ def resolve_function(wanted):
     return sorted(found.items())
 
 
+# --- which build is running ------------------------------------------------------------
+ELF_SAMPLE_BYTES = 64
+BUILD_HINT = ("scripts/run boots the release kernel (attach with scripts/gdb), scripts/run "
+              "--debug-build the stepping one (attach with scripts/gdb --debug-build)")
+
+
+class PgElfCheck(gdb.Command):
+    """pg-elf-check: whether the running kernel is the ELF gdb loaded.
+
+    Compares a few stretches of the kernel's code (start, middle, end of the executable
+    segment) read through the stub with the same bytes of the ELF file. With the other
+    build's symbols (release vs scripts/build --debug-build) every address is wrong:
+    breakpoints land in the middle of instructions and bt is nonsense; scripts/gdb runs
+    this right after attaching."""
+
+    def __init__(self):
+        super().__init__("pg-elf-check", gdb.COMMAND_STATUS)
+
+    def invoke(self, argument, from_tty):
+        path = gdb.current_progspace().filename
+        if not path:
+            raise gdb.GdbError("pg-elf-check: no ELF loaded")
+        if not gdb.selected_inferior().pid:
+            raise gdb.GdbError("pg-elf-check: not attached to a kernel (target remote first)")
+        with open(path, "rb") as elf:
+            data = elf.read()
+        try:
+            start, size = core.elf_code_segment(data)
+        except ValueError as error:
+            raise gdb.GdbError(f"pg-elf-check: {path}: {error}") from None
+        samples = [start, start + (size // 2 & ~3), start + max(size - ELF_SAMPLE_BYTES, 0)]
+        # The cargo profile's directory holds the ELF: .../release/kernel, .../stepping/kernel.
+        build = os.path.basename(os.path.dirname(path))
+        for addr in samples:
+            length = min(ELF_SAMPLE_BYTES, start + size - addr)
+            want = core.elf_bytes(data, addr, length)
+            try:
+                got = bytes(gdb.selected_inferior().read_memory(addr, length))
+            except gdb.MemoryError as error:
+                raise gdb.GdbError(f"pg-elf-check: cannot read the kernel's code: {error}") from None
+            if got != want:
+                gdb.write(f"pg-elf-check: WARNING: the running kernel is not {path} ({build} "
+                          f"build): its code at 0x{addr:08x} differs. {BUILD_HINT}.\n")
+                return
+        gdb.write(f"pg-elf-check: the running kernel's code matches {path} ({build} build)\n")
+
+
+# --- watchpoints ---------------------------------------------------------------------
+WATCH_KINDS = {"write": gdb.WP_WRITE, "read": gdb.WP_READ, "access": gdb.WP_ACCESS}
+WATCH_C_TYPES = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int"}
+
+
+def watch_word(addr, kind="write", size=4):
+    """A hardware watchpoint on the `size`-byte word at kernel address `addr` (a PTE's
+    physical address is its kernel address: RAM is identity-mapped). The expression is
+    C's (gdb remembers each watchpoint's language), whatever the frame's language is."""
+    language = gdb.parameter("language")
+    gdb.execute("set language c", to_string=True)
+    try:
+        return gdb.Breakpoint(f"*({WATCH_C_TYPES[size]} *)0x{addr:x}", gdb.BP_WATCHPOINT,
+                              WATCH_KINDS[kind])
+    finally:
+        gdb.execute(f"set language {language}", to_string=True)
+
+
+def entry_address(kind, linear):
+    """The kernel address of the page-directory entry (`pde`) or page-table entry
+    (`pte`) that maps `linear`."""
+    pgd = page_directory()
+    pde_addr = pgd + 4 * core.dir_index(linear)
+    if kind == "pde":
+        return pde_addr
+    pde = read_u32(pde_addr)
+    if not core.is_present(pde):
+        raise gdb.GdbError(f"0x{linear:08x} has no page table yet (PDE {core.dir_index(linear)} is "
+                           f"{core.format_entry(pde)}): watch the directory entry (--pde), "
+                           "or stop later")
+    return core.entry_frame(pde) + 4 * core.table_index(linear)
+
+
+class PgWatch(gdb.Command):
+    """pg-watch ADDR [--read|--access] [--size 1|2|4]: a hardware watchpoint on a word.
+    pg-watch --pte|--pde LINEAR [--task PID] [--read|--access]: on the page-table (or
+    page-directory) entry that maps LINEAR (an offset in task PID's segment with --task).
+
+    ADDR and LINEAR are any gdb expression (a LinearAddr variable too). gdb runs in Rust
+    mode in the kernel, where `watch *(unsigned int *)0x1000` is a syntax error; the Rust
+    spelling is `watch *(0x1000 as *const u32)`, and this command needs neither."""
+
+    def __init__(self):
+        super().__init__("pg-watch", gdb.COMMAND_BREAKPOINTS)
+
+    def invoke(self, argument, from_tty):
+        kind, size, entry, task = "write", 4, None, None
+        rest = argument
+        for option, pattern in (("task", r"--task\s+(\S+)"), ("size", r"--size\s+(\S+)")):
+            match = re.search(pattern, rest)
+            if match:
+                if option == "task":
+                    task = eval_int(match.group(1))
+                else:
+                    size = eval_int(match.group(1))
+                rest = rest[:match.start()] + rest[match.end():]
+        for flag in ("--read", "--access", "--pte", "--pde"):
+            if re.search(rf"{flag}\b", rest):
+                rest = re.sub(rf"{flag}\b", "", rest)
+                if flag in ("--pte", "--pde"):
+                    entry = flag[2:]
+                else:
+                    kind = flag[2:]
+        if not rest.strip() or size not in WATCH_C_TYPES:
+            raise gdb.GdbError("usage: pg-watch ADDR [--read|--access] [--size 1|2|4], or "
+                               "pg-watch --pte|--pde LINEAR [--task PID]")
+        value = eval_int(rest.strip())
+        if task is not None:
+            value = core.linear(value, task_slot(task))
+        if entry:
+            addr = entry_address(entry, value)
+            what = f"the {entry.upper()} of 0x{value:08x}, at 0x{addr:08x}"
+            size = 4
+        else:
+            addr = value
+            what = f"the {size}-byte word at 0x{addr:08x}"
+        watchpoint = watch_word(addr, kind, size)
+        now = read_u32(addr) if size == 4 else None
+        shown = f", now {core.format_entry(now)}" if entry else ""
+        gdb.write(f"pg-watch: watchpoint {watchpoint.number} ({kind}s) on {what}{shown}\n")
+
+
+# --- a user program's symbols --------------------------------------------------------
+_LOADED_SYMBOLS = set()
+
+
+def programs_dir():
+    """Where the user programs' ELFs are: .../i586-unknown-linux-gnu/release, beside the
+    kernel's build (the programs are release builds in both kernel builds)."""
+    kernel = gdb.current_progspace().filename or ""
+    return os.path.join(os.path.dirname(os.path.dirname(kernel)), "release")
+
+
+class PgAddSymbols(gdb.Command):
+    """pg-add-symbols [PID] [--file ELF]: the symbols of task PID's program (default: the
+    selected task), loaded at its segment base.
+
+    Programs are linked at offset 0 and run at slot * 64 MiB (linear), so their symbols
+    must be moved there: this runs `add-symbol-file ELF -o BASE` with the program's ELF
+    (target/i586-unknown-linux-gnu/release/NAME, NAME from monitor tasks) and its base.
+    Then `break main`, `bt` and `list` work in user code of that task."""
+
+    def __init__(self):
+        super().__init__("pg-add-symbols", gdb.COMMAND_FILES, gdb.COMPLETE_FILENAME)
+
+    def invoke(self, argument, from_tty):
+        args = gdb.string_to_argv(argument)
+        path = None
+        if "--file" in args:
+            at = args.index("--file")
+            if at + 1 >= len(args):
+                raise gdb.GdbError("pg-add-symbols: --file needs an ELF")
+            path = args[at + 1]
+            del args[at:at + 2]
+        if len(args) > 1:
+            raise gdb.GdbError("usage: pg-add-symbols [PID] [--file ELF]")
+        pid = eval_int(args[0]) if args else selected_pid()
+        if pid == 0:
+            raise gdb.GdbError("pid 0 is the kernel: its symbols are the ones loaded")
+        row = None
+        for task in core.find_key(monitor_json("tasks"), "tasks") or []:
+            if isinstance(task, dict) and task.get("pid") == pid:
+                row = task
+        if row is None:
+            raise gdb.GdbError(f"no task with pid {pid} (monitor tasks)")
+        base = core.slot_base(int(row["slot"]))
+        if path is None:
+            path = os.path.join(programs_dir(), row["program"])
+        if not os.path.isfile(path):
+            raise gdb.GdbError(f"pg-add-symbols: {path} is missing (scripts/build builds the programs)")
+        key = (os.path.realpath(path), base)
+        if key in _LOADED_SYMBOLS:
+            gdb.write(f"pg-add-symbols: {path} is already loaded at 0x{base:08x}\n")
+            return
+        gdb.execute(f"add-symbol-file {path} -o 0x{base:x}", to_string=not from_tty)
+        _LOADED_SYMBOLS.add(key)
+        gdb.write(f"pg-add-symbols: {row['program']} (pid {pid}, slot {row['slot']}): {path} "
+                  f"at 0x{base:08x}\n")
+
+
+# --- control registers and descriptor tables -------------------------------------------
+GDT_SYMBOL = "kernel::arch::x86::gdt::GDT"
+GDT_NAMES = ("null", "kernel code", "kernel data", "TSS", "current task's LDT",
+             "double-fault TSS")
+LDT_NAMES = ("null", "user code (0x0f)", "user data (0x17)")
+
+
+def gdt_words():
+    """The GDT's descriptors, read from kernel memory at its symbol."""
+    symbol = _lookup_symbol(GDT_SYMBOL)
+    if symbol is None:
+        raise gdb.GdbError(f"no symbol {GDT_SYMBOL}")
+    addr = to_int(symbol.value().address)
+    count = symbol.type.strip_typedefs().sizeof // 8
+    data = bytes(gdb.selected_inferior().read_memory(addr, 8 * count))
+    return addr, [int.from_bytes(data[8 * i:8 * i + 8], "little") for i in range(count)]
+
+
+def task_ldt(pid):
+    """(address, [3 descriptors]) of task `pid`'s LDT, from the task table."""
+    symbol = _lookup_symbol(TASKS_SYMBOL)
+    if symbol is None:
+        raise gdb.GdbError(f"cannot find the task table ({TASKS_SYMBOL})")
+    slots = _deep_field(symbol.value(), "slots")
+    task = enum_payload(slots[task_slot(pid)])
+    if task is None:
+        raise gdb.GdbError(f"slot of pid {pid} is empty")
+    ldt = task["ldt"]
+    addr = to_int(ldt.address)
+    return addr, [int(ldt[i]) & ((1 << 64) - 1) for i in range(3)]
+
+
+def cpu_registers():
+    """The control registers of the stopped CPU (monitor cpu --json), or None when the
+    stub has no such command."""
+    try:
+        doc = monitor_json("cpu")
+    except MonitorUnavailable:
+        return None
+    if not isinstance(doc, dict) or doc.get("error") or doc.get("command") != "cpu":
+        return None
+    return {key: core.hex_to_int(value) for key, value in doc.items()
+            if isinstance(value, str) and value.startswith("0x")}
+
+
+class PgRegs(gdb.Command):
+    """pg-regs [--task PID]: CR0, CR2, CR3, CR4, the GDT and an LDT, decoded.
+
+    The control registers are the stopped CPU's (monitor cpu); without that command the
+    page directory (what CR3 holds) comes from the kernel's paging state. The GDT is read
+    from kernel memory; the LDT is the current task's (the one GDT entry 4 describes), or
+    task PID's from the task table. $cr0(), $cr2(), $cr3(), $cr4() give single values."""
+
+    def __init__(self):
+        super().__init__("pg-regs", gdb.COMMAND_STATUS)
+
+    def invoke(self, argument, from_tty):
+        args = gdb.string_to_argv(argument)
+        pid = None
+        if args[:1] == ["--task"] and len(args) == 2:
+            pid = eval_int(args[1])
+        elif args:
+            raise gdb.GdbError("usage: pg-regs [--task PID]")
+        p = palette()
+        cpu = cpu_registers()
+        lines = [p.paint("heading", "control registers")]
+        if cpu:
+            lines.append(f"  CR0 0x{cpu['cr0']:08x}  {core.describe_bits(cpu['cr0'], core.CR0_BITS)}")
+            lines.append(f"  CR2 0x{cpu['cr2']:08x}  (the last page-fault address)")
+            lines.append(f"  CR3 0x{cpu['cr3']:08x}  (page directory at 0x{cpu['cr3'] & ~0xFFF:08x})")
+            lines.append(f"  CR4 0x{cpu['cr4']:08x}  {core.describe_bits(cpu['cr4'], core.CR4_BITS)}")
+        else:
+            lines.append(f"  CR3 page directory at 0x{page_directory():08x} (from the kernel's "
+                         "paging state; this stub has no `monitor cpu` for CR0/CR2/CR4)")
+        gdt_addr, gdt = gdt_words()
+        lines.append(p.paint("heading", f"GDT at 0x{gdt_addr:08x}"))
+        for index, raw in enumerate(gdt):
+            label = f"  {index} sel 0x{index * 8:02x} {GDT_NAMES[index] if index < len(GDT_NAMES) else ''}"
+            lines.append(core.format_descriptor(f"{label:32}", raw))
+        if pid is None:
+            ldt_desc = core.decode_descriptor(gdt[4]) if len(gdt) > 4 else None
+            if ldt_desc is None or ldt_desc["kind"] != "ldt":
+                lines.append("LDT: none loaded")
+                gdb.write("\n".join(lines) + "\n")
+                return
+            addr = ldt_desc["base"]
+            data = bytes(gdb.selected_inferior().read_memory(addr, 24))
+            words = [int.from_bytes(data[8 * i:8 * i + 8], "little") for i in range(3)]
+            title = f"LDT of the current task (GDT entry 4) at 0x{addr:08x}"
+        else:
+            addr, words = task_ldt(pid)
+            title = f"LDT of pid {pid} at 0x{addr:08x}"
+        lines.append(p.paint("heading", title))
+        for index, raw in enumerate(words):
+            label = f"  {index} {LDT_NAMES[index]}"
+            lines.append(core.format_descriptor(f"{label:32}", raw))
+        gdb.write("\n".join(lines) + "\n")
+
+
+class ControlRegister(gdb.Function):
+    """$crN(): control register N of the stopped CPU (monitor cpu); $cr3() falls back to
+    the page directory's address from the kernel's paging state."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.register = name
+
+    def invoke(self):
+        cpu = cpu_registers()
+        if cpu and self.register in cpu:
+            return u32_value(cpu[self.register])
+        if self.register == "cr3":
+            return u32_value(page_directory())
+        raise gdb.GdbError(f"${self.register}() needs the stub's `monitor cpu`")
+
+
 def register():
     gdb.pretty_printers.append(lookup_printer)
     Lin2Phys()
@@ -459,6 +1086,13 @@ def register():
     PgWalk("pg-walk", "walk", "pg-walk ADDR [--task N]: a page walk (monitor walk); "
            "ADDR may be any gdb expression.")
     PgBreak()
+    PgFinish()
+    PgElfCheck()
+    PgWatch()
+    PgAddSymbols()
+    PgRegs()
+    for register_name in ("cr0", "cr2", "cr3", "cr4"):
+        ControlRegister(register_name)
 
 
 register()

@@ -6,8 +6,10 @@ gdb. It mirrors the kernel's decoders: `mm::entry::Entry::describe` (flag letter
 `mm::addr::LinearAddr` (directory, table and offset indices, the task slot).
 """
 
+import difflib
 import json
 import re
+import struct
 
 # --- i386 paging constants (kernel/mm/src/addr.rs) ---------------------------------
 PAGE_SIZE = 4096
@@ -246,6 +248,304 @@ def parse_info_functions(text):
         if name:
             debug_names.append(name)
     return debug_names, minimal
+
+
+def suggest_functions(wanted, names, limit=5):
+    """Full names among `names` a mistyped or inlined `wanted` may have meant, best first.
+
+    `get_free_page` suggests `...::get_free_page_with`: names whose last component starts
+    with or contains the wanted one, then close spellings (`copy_page_table`)."""
+    wanted_last = strip_generics(wanted).split("::")[-1]
+    if not wanted_last:
+        return []
+    by_last = {}
+    for name in names:
+        last = _hash_suffix(strip_generics(name)).split("::")[-1]
+        by_last.setdefault(last, name)
+    ranked = []
+    for last in by_last:
+        if last == wanted_last:
+            rank = 0
+        elif last.startswith(wanted_last) or wanted_last.startswith(last):
+            rank = 1
+        elif wanted_last in last:
+            rank = 2
+        else:
+            continue
+        ranked.append((rank, abs(len(last) - len(wanted_last)), last))
+    ranked.sort()
+    chosen = [last for _, _, last in ranked]
+    for last in difflib.get_close_matches(wanted_last, list(by_last), n=limit, cutoff=0.75):
+        if last not in chosen:
+            chosen.append(last)
+    return [by_last[last] for last in chosen[:limit]]
+
+
+def parse_break_args(argument):
+    """`pg-break FUNCTION [--pid N] [--entry]` -> (function, pid or None, entry)."""
+    words = argument.split()
+    function, pid, entry = None, None, False
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--entry":
+            entry = True
+        elif word in ("--pid", "--task"):
+            if i + 1 >= len(words):
+                raise ValueError(f"{word} needs a pid")
+            try:
+                pid = parse_int(words[i + 1])
+            except ValueError:
+                raise ValueError(f"{word} needs a pid, not {words[i + 1]!r}") from None
+            i += 1
+        elif word.startswith("--"):
+            raise ValueError(f"unknown option {word}")
+        elif function is None:
+            function = word
+        else:
+            raise ValueError(f"one function at a time ({function!r}, then {word!r})")
+        i += 1
+    if function is None:
+        raise ValueError("which function?")
+    return function, pid, entry
+
+
+# --- the ELF file ------------------------------------------------------------------------
+def elf_bytes(data, vaddr, length):
+    """`length` bytes of the loaded image at `vaddr`, from an ELF32's PT_LOAD segments
+    (`data` is the whole file). ValueError when no segment holds them."""
+    if data[:4] != b"\x7fELF" or len(data) < 52 or data[4] != 1:
+        raise ValueError("not an ELF32 file")
+    phoff, = struct.unpack_from("<I", data, 28)
+    phentsize, phnum = struct.unpack_from("<HH", data, 42)
+    for i in range(phnum):
+        p_type, p_offset, p_vaddr, _, p_filesz, _, _, _ = struct.unpack_from(
+            "<8I", data, phoff + i * phentsize)
+        if p_type == PT_LOAD and p_vaddr <= vaddr and vaddr + length <= p_vaddr + p_filesz:
+            start = p_offset + vaddr - p_vaddr
+            return data[start:start + length]
+    raise ValueError(f"0x{vaddr:x} + {length} is in no PT_LOAD segment")
+
+
+def elf_code_segment(data):
+    """(vaddr, size) of the first executable PT_LOAD segment of an ELF32 file."""
+    if data[:4] != b"\x7fELF" or len(data) < 52 or data[4] != 1:
+        raise ValueError("not an ELF32 file")
+    phoff, = struct.unpack_from("<I", data, 28)
+    phentsize, phnum = struct.unpack_from("<HH", data, 42)
+    for i in range(phnum):
+        p_type, _, p_vaddr, _, p_filesz, _, p_flags, _ = struct.unpack_from(
+            "<8I", data, phoff + i * phentsize)
+        if p_type == PT_LOAD and p_flags & PF_X and p_filesz:
+            return p_vaddr, p_filesz
+    raise ValueError("no executable PT_LOAD segment")
+
+
+PT_LOAD = 1
+PF_X = 1
+
+
+# --- Rust return values on i386 (what `finish` gets wrong) -----------------------------
+# gdb reads a returned struct from the address in eax, as the i386 C ABI returns every
+# struct. Rust's own ABI returns a value of 4 bytes or less, a scalar (u64 included) and
+# a scalar pair (two scalars, e.g. Option<Frame>) in eax/edx, and only larger ones
+# through memory (the caller's buffer, whose address the callee returns in eax). These
+# functions decide which, from a layout gdb's types describe:
+#   ("scalar", size)                      an integer, bool, char, pointer, C-like enum
+#   ("memory", size)                      an array, union or anything else
+#   ("struct", size, [(offset, layout)])  a struct or tuple, its fields
+#   ("enum", size, discr, [[(offset, layout)], ...])  a Rust enum with data: discr is
+#        the discriminant's (offset, size) or None, then each variant's fields (offsets
+#        from the enum's start)
+# following rustc's layout rules (rustc_abi: Scalar / ScalarPair / Memory) and its Rust
+# ABI (rustc_target callconv: aggregates over 2 registers indirect, other Memory ones of
+# up to 4 bytes cast to an integer register).
+ZST = ("zst",)
+MEMORY = ("memory",)
+REGISTER_BYTES = 4
+
+
+def _leaves(fields):
+    """The scalar leaves ((offset, size), in offset order) of a list of fields, or None
+    when one of them is neither a scalar, a pair nor zero-sized."""
+    leaves = []
+    for offset, layout in fields:
+        abi = rust_abi(layout)
+        if abi == ZST:
+            continue
+        if abi[0] == "scalar":
+            leaves.append((offset + abi[1], abi[2]))
+        elif abi[0] == "pair":
+            leaves += [(offset + abi[1][0], abi[1][1]), (offset + abi[2][0], abi[2][1])]
+        else:
+            return None
+    return sorted(leaves)
+
+
+def _abi_from_leaves(size, leaves):
+    if leaves is None:
+        return MEMORY
+    if not leaves:
+        return ZST if size == 0 else MEMORY
+    if len(leaves) == 1:
+        offset, leaf = leaves[0]
+        return ("scalar", 0, size) if offset == 0 and leaf == size else MEMORY
+    if len(leaves) == 2:
+        (a_offset, a_size), (b_offset, b_size) = leaves
+        align = max(a_size, b_size)
+        if (a_offset == 0 and b_offset == _align_up(a_size, b_size)
+                and size == _align_up(b_offset + b_size, align)):
+            return ("pair", leaves[0], leaves[1])
+    return MEMORY
+
+
+def _align_up(value, align):
+    return (value + align - 1) // align * align
+
+
+def _overlaps(a, b):
+    return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
+
+
+def rust_abi(layout):
+    """rustc's BackendRepr of a layout: ZST, ("scalar", 0, size), ("pair", (offset,
+    size), (offset, size)) or MEMORY."""
+    kind, size = layout[0], layout[1]
+    if size == 0:
+        return ZST
+    if kind == "scalar":
+        return ("scalar", 0, size)
+    if kind == "struct":
+        return _abi_from_leaves(size, _leaves(layout[2]))
+    if kind == "enum":
+        discr, variants = layout[2], layout[3]
+        per_variant = [_leaves(fields) for fields in variants]
+        if any(leaves is None for leaves in per_variant):
+            return MEMORY
+        dataful = [leaves for leaves in per_variant if leaves]
+        if discr is None:
+            return _abi_from_leaves(size, dataful[0]) if len(dataful) == 1 else MEMORY
+        if any(_overlaps(discr, leaf) for leaves in dataful for leaf in leaves):
+            # Niche-filling: the discriminant lives in the one variant with data.
+            return _abi_from_leaves(size, dataful[0]) if len(dataful) == 1 else MEMORY
+        if not dataful:
+            return _abi_from_leaves(size, [discr])
+        if all(len(leaves) == 1 for leaves in dataful) and len({l[0] for l in dataful}) == 1:
+            return _abi_from_leaves(size, sorted([discr, dataful[0][0]]))
+        return MEMORY
+    return MEMORY
+
+
+def return_location(layout):
+    """Where a Rust function returns a value of this layout on i386: ("none",),
+    ("memory",) (the buffer whose address is in eax) or ("registers", [(offset, size,
+    register), ...]), the pieces of the value's bytes in eax and edx."""
+    size = layout[1]
+    if size == 0:
+        return ("none",)
+    if size > 2 * REGISTER_BYTES:
+        return MEMORY
+    abi = rust_abi(layout)
+    if abi == ZST:
+        return ("none",)
+    if abi[0] == "scalar":
+        pieces = [(0, min(size, REGISTER_BYTES), "eax")]
+        if size > REGISTER_BYTES:
+            pieces.append((REGISTER_BYTES, size - REGISTER_BYTES, "edx"))
+        return ("registers", pieces)
+    if abi[0] == "pair":
+        (a_offset, a_size), (b_offset, b_size) = abi[1], abi[2]
+        return ("registers", [(a_offset, a_size, "eax"), (b_offset, b_size, "edx")])
+    if size <= REGISTER_BYTES:
+        return ("registers", [(0, size, "eax")])
+    return MEMORY
+
+
+# What pg-finish says after the value (then where it was found).
+FINISH_NOTE = "returned, as Rust's ABI returns it:"
+
+
+def value_bytes(size, pieces, registers):
+    """The bytes of a value returned in registers (`pieces` of return_location, the
+    registers' values in `registers`: {"eax": int, "edx": int})."""
+    buffer = bytearray(size)
+    for offset, length, register in pieces:
+        word = (registers[register] & U32).to_bytes(REGISTER_BYTES, "little")
+        buffer[offset:offset + length] = word[:length]
+    return bytes(buffer)
+
+
+# --- descriptors and control registers ------------------------------------------------
+CR0_BITS = ((0, "PE"), (1, "MP"), (2, "EM"), (3, "TS"), (4, "ET"), (5, "NE"), (16, "WP"),
+            (18, "AM"), (29, "NW"), (30, "CD"), (31, "PG"))
+CR4_BITS = ((0, "VME"), (1, "PVI"), (2, "TSD"), (3, "DE"), (4, "PSE"), (5, "PAE"),
+            (6, "MCE"), (7, "PGE"), (8, "PCE"), (9, "OSFXSR"), (10, "OSXMMEXCPT"))
+
+
+def describe_bits(value, names):
+    """The names of the set bits of a control register, low bit first ("-" for none)."""
+    words = [name for bit, name in names if value >> bit & 1]
+    return " ".join(words) or "-"
+
+
+def decode_descriptor(raw):
+    """A GDT/LDT descriptor (64 bits) as a dict: base, limit (the last valid offset),
+    present, dpl, kind ("code", "data", "ldt", "tss", "null", "system"), flags text."""
+    raw &= (1 << 64) - 1
+    low, high = raw & U32, raw >> 32
+    base = (low >> 16) | ((high & 0xFF) << 16) | (high & 0xFF00_0000)
+    limit = (low & 0xFFFF) | (high & 0x000F_0000)
+    access = (high >> 8) & 0xFF
+    granular = bool(high >> 23 & 1)
+    if granular:
+        limit = (limit << 12) | 0xFFF
+    present = bool(access & 0x80)
+    dpl = (access >> 5) & 3
+    system = not access & 0x10
+    kind_type = access & 0xF
+    words = []
+    if raw == 0:
+        kind = "null"
+    elif not system:
+        kind = "code" if kind_type & 0x8 else "data"
+        if kind == "code":
+            words.append("exec/read" if kind_type & 0x2 else "exec-only")
+            if kind_type & 0x4:
+                words.append("conforming")
+        else:
+            words.append("read/write" if kind_type & 0x2 else "read-only")
+            if kind_type & 0x4:
+                words.append("expand-down")
+        if kind_type & 0x1:
+            words.append("accessed")
+        words.append("32-bit" if high >> 22 & 1 else "16-bit")
+    elif kind_type == 0x2:
+        kind = "ldt"
+    elif kind_type in (0x9, 0xB):
+        kind = "tss"
+        words.append("busy" if kind_type == 0xB else "available")
+    else:
+        kind = "system"
+        words.append(f"type {kind_type}")
+    return {"raw": raw, "base": base, "limit": limit, "present": present, "dpl": dpl,
+            "kind": kind, "granular_4k": granular, "flags": " ".join(words)}
+
+
+def format_descriptor(label, raw):
+    """One line per descriptor: `GDT 1 (0x08) code base 0x00000000 limit 0xffffffff DPL 0 P exec/read 32-bit`."""
+    d = decode_descriptor(raw)
+    if d["kind"] == "null":
+        return f"{label} null"
+    present = "P" if d["present"] else "not present"
+    return (f"{label} {d['kind']:4} base 0x{d['base']:08x} limit 0x{d['limit']:08x} "
+            f"DPL {d['dpl']} {present} {d['flags']}").rstrip()
+
+
+def describe_selector(selector):
+    """`0x0f: LDT 1, RPL 3` (index, table, requested privilege level)."""
+    selector &= 0xFFFF
+    table = "LDT" if selector & 4 else "GDT"
+    return f"0x{selector:02x}: {table} {selector >> 3}, RPL {selector & 3}"
 
 
 # --- colour -------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Host tests of gdb/pgkernel_core.py: `python3 -m unittest discover -s gdb`."""
 
+import struct
 import unittest
 
 import pgkernel_core as core
@@ -204,6 +205,145 @@ class MonitorRendering(unittest.TestCase):
         ok = {"command": "checkmm", "schema": 1, "ok": True, "frames": 10, "present_pdes": 2,
               "present_ptes": 3, "kernel_refs": 1, "mismatches": [], "mismatch_count": 0}
         self.assertTrue(core.render_monitor(ok, self.p).startswith("checkmm: OK (10 frames"))
+
+
+class FunctionNames(unittest.TestCase):
+    NAMES = [
+        "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::get_free_page_with<kernel::arch::x86::phys::KernelPhys>",
+        "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::copy_page_tables<kernel::arch::x86::phys::KernelPhys>",
+        "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::free_page_tables<kernel::arch::x86::phys::KernelPhys>",
+        "mm::mem_map::MemMap::take_highest_free",
+        "kernel::task::fork::sys_fork",
+    ]
+
+    def test_a_seed_name_suggests_the_kernel_one(self):
+        found = core.suggest_functions("get_free_page", self.NAMES)
+        self.assertEqual(found[0], self.NAMES[0])
+
+    def test_a_misspelling_suggests_the_close_name(self):
+        self.assertEqual(core.suggest_functions("copy_page_table", self.NAMES)[0], self.NAMES[1])
+        self.assertEqual(core.suggest_functions("fre_page_tables", self.NAMES)[0], self.NAMES[2])
+
+    def test_nothing_close_suggests_nothing(self):
+        self.assertEqual(core.suggest_functions("schedule_timeout", self.NAMES), [])
+
+    def test_break_arguments(self):
+        self.assertEqual(core.parse_break_args("do_wp_page"), ("do_wp_page", None, False))
+        self.assertEqual(core.parse_break_args("sys_fork --pid 2 --entry"), ("sys_fork", 2, True))
+        self.assertEqual(core.parse_break_args("--task 0x3 Mm::do_no_page"), ("Mm::do_no_page", 3, False))
+        for bad in ("", "--pid", "--pid x f", "f g", "f --wat"):
+            with self.assertRaises(ValueError):
+                core.parse_break_args(bad)
+
+
+def elf32(segments):
+    """A minimal ELF32 file: a header and one program header per (vaddr, flags, bytes)."""
+    header = bytearray(52)
+    header[:4] = b"\x7fELF"
+    header[4] = 1
+    phoff = 52
+    struct.pack_into("<I", header, 28, phoff)
+    struct.pack_into("<HH", header, 42, 32, len(segments))
+    table = bytearray()
+    data = bytearray()
+    offset = 52 + 32 * len(segments)
+    for vaddr, flags, body in segments:
+        table += struct.pack("<8I", core.PT_LOAD, offset + len(data), vaddr, vaddr, len(body),
+                             len(body), flags, 0x1000)
+        data += body
+    return bytes(header + table + data)
+
+
+class ElfFiles(unittest.TestCase):
+    def test_bytes_at_an_address(self):
+        data = elf32([(0x100000, 4, b"RO" * 8), (0x101000, core.PF_X | 4, bytes(range(32)))])
+        self.assertEqual(core.elf_bytes(data, 0x101004, 4), bytes([4, 5, 6, 7]))
+        self.assertEqual(core.elf_code_segment(data), (0x101000, 32))
+        with self.assertRaises(ValueError):
+            core.elf_bytes(data, 0x10101e, 4)  # runs past the segment
+        with self.assertRaises(ValueError):
+            core.elf_bytes(b"MZ" + bytes(60), 0, 1)
+
+
+# Layouts as pgkernel.py's layout_of describes the kernel's types (sizes and offsets
+# from the i586 build's DWARF).
+U8, U32, BOOL = ("scalar", 1), ("scalar", 4), ("scalar", 1)
+FRAME = ("struct", 4, [(0, U32)])
+OPTION_FRAME = ("enum", 8, (0, 4), [[], [(4, FRAME)]])
+MAP_COUNT_ERROR = ("enum", 8, (0, 1), [[(4, FRAME)], [(4, FRAME)], [(4, FRAME)]])
+RESULT_UNIT_MAP_COUNT_ERROR = ("enum", 8, (0, 1), [[], [(0, MAP_COUNT_ERROR)]])
+OUT_OF_MEMORY = ("struct", 2, [(0, U8), (1, BOOL)])
+RESULT_FRAME_OOM = ("enum", 8, (0, 1), [[(4, FRAME)], [(1, OUT_OF_MEMORY)]])
+WP_OUTCOME = ("enum", 12, (0, 4), [[(4, FRAME)], [(4, FRAME), (8, FRAME)], [(4, FRAME)], []])
+
+
+class RustReturnValues(unittest.TestCase):
+    def test_scalars_and_newtypes_come_back_in_eax(self):
+        self.assertEqual(core.return_location(U32), ("registers", [(0, 4, "eax")]))
+        self.assertEqual(core.return_location(FRAME), ("registers", [(0, 4, "eax")]))
+        self.assertEqual(core.return_location(("scalar", 8)),
+                         ("registers", [(0, 4, "eax"), (4, 4, "edx")]))
+
+    def test_a_scalar_pair_comes_back_in_eax_and_edx(self):
+        self.assertEqual(core.rust_abi(OPTION_FRAME), ("pair", (0, 4), (4, 4)))
+        self.assertEqual(core.return_location(OPTION_FRAME),
+                         ("registers", [(0, 4, "eax"), (4, 4, "edx")]))
+        self.assertEqual(core.return_location(("struct", 8, [(0, U8), (4, U32)])),
+                         ("registers", [(0, 1, "eax"), (4, 4, "edx")]))
+
+    def test_a_niche_enum_takes_its_data_variant_s_abi(self):
+        self.assertEqual(core.rust_abi(MAP_COUNT_ERROR), ("pair", (0, 1), (4, 4)))
+        self.assertEqual(core.rust_abi(RESULT_UNIT_MAP_COUNT_ERROR), ("pair", (0, 1), (4, 4)))
+
+    def test_aggregates_over_4_bytes_come_back_through_memory(self):
+        self.assertEqual(core.rust_abi(RESULT_FRAME_OOM), core.MEMORY)
+        self.assertEqual(core.return_location(RESULT_FRAME_OOM), core.MEMORY)
+        self.assertEqual(core.return_location(WP_OUTCOME), core.MEMORY)
+        self.assertEqual(core.return_location(("memory", 8)), core.MEMORY)
+
+    def test_two_small_scalars_are_a_pair_too(self):
+        self.assertEqual(core.return_location(OUT_OF_MEMORY),
+                         ("registers", [(0, 1, "eax"), (1, 1, "edx")]))
+
+    def test_small_aggregates_are_cast_to_eax(self):
+        self.assertEqual(core.return_location(("memory", 4)), ("registers", [(0, 4, "eax")]))
+        three = ("struct", 3, [(0, U8), (1, U8), (2, U8)])
+        self.assertEqual(core.return_location(three), ("registers", [(0, 3, "eax")]))
+
+    def test_nothing_and_zero_sized(self):
+        self.assertEqual(core.return_location(("struct", 0, [])), ("none",))
+        self.assertEqual(core.rust_abi(("struct", 4, [(0, ("struct", 0, [])), (0, U32)])),
+                         ("scalar", 0, 4))
+
+    def test_value_bytes(self):
+        pieces = core.return_location(("struct", 8, [(0, U8), (4, U32)]))[1]
+        self.assertEqual(core.value_bytes(8, pieces, {"eax": 0xFFFF_FF01, "edx": 0x0102_0304}),
+                         bytes([1, 0, 0, 0, 4, 3, 2, 1]))
+
+
+class Descriptors(unittest.TestCase):
+    def test_the_kernel_s_gdt(self):
+        code = core.decode_descriptor(0x00CF_9A00_0000_FFFF)
+        self.assertEqual((code["kind"], code["base"], code["limit"], code["dpl"]),
+                         ("code", 0, 0xFFFF_FFFF, 0))
+        self.assertEqual(code["flags"], "exec/read 32-bit")
+        self.assertEqual(core.format_descriptor("GDT 0", 0), "GDT 0 null")
+        tss = core.decode_descriptor(0x0000_8B15_6A80_0067)
+        self.assertEqual((tss["kind"], tss["base"], tss["limit"], tss["flags"]),
+                         ("tss", 0x0015_6A80, 0x67, "busy"))
+
+    def test_a_task_s_ldt_segment(self):
+        # Task 2's data segment: base 128 MiB, 64 MiB, DPL 3 (Linux 0.11's layout).
+        data = core.decode_descriptor(0x08C0_F300_0000_3FFF)
+        self.assertEqual((data["kind"], data["base"], data["limit"], data["dpl"]),
+                         ("data", 0x0800_0000, 0x03FF_FFFF, 3))
+        self.assertIn("read/write", data["flags"])
+
+    def test_selectors_and_control_registers(self):
+        self.assertEqual(core.describe_selector(0x0F), "0x0f: LDT 1, RPL 3")
+        self.assertEqual(core.describe_selector(0x20), "0x20: GDT 4, RPL 0")
+        self.assertEqual(core.describe_bits(0x8000_0011, core.CR0_BITS), "PE ET PG")
+        self.assertEqual(core.describe_bits(0, core.CR4_BITS), "-")
 
 
 if __name__ == "__main__":

@@ -110,9 +110,10 @@ def mon_json(command):
 # --- kernel state -----------------------------------------------------------------------
 def current_pid():
     """The pid of the task whose context gdb has selected (gdb thread id = pid + 1)."""
-    thread = gdb.selected_thread()
-    check(thread is not None, "no thread is selected (is gdb attached?)")
-    return thread.ptid[1] - 1
+    try:
+        return selected_pid()  # noqa: F821 (gdb/pgkernel.py)
+    except gdb.GdbError as error:
+        raise SessionFailure(str(error)) from None
 
 
 def free_frames():
@@ -174,30 +175,22 @@ def caller_var(name, depth=4):
 
 
 # --- breakpoints and running -------------------------------------------------------------
-class _TaskBreakpoint(gdb.Breakpoint):
-    """A breakpoint that stops only in one task (the check runs inside gdb, so the
-    session is not woken for the other tasks' hits)."""
-
-    def __init__(self, spec, pid, label):
-        super().__init__(spec, internal=False)
-        self.pid = pid
-        self.label = label
-
-    def stop(self):
-        return self.pid is None or current_pid() == self.pid
-
-
 def break_at(function, pid=None):
     """A breakpoint at the entry of a kernel function named as pg-break takes it
-    (`do_wp_page`, `sys_fork`, `Run::finish`); with pid, it stops only in that task."""
-    resolve = sys.modules["__main__"].__dict__.get("resolve_function")
-    check(resolve is not None, "gdb/pgkernel.py is not loaded (it resolves function names)")
-    found = resolve(function)
-    check(found, f"no kernel function named {function}")
-    check(len(found) == 1, f"{function} names {len(found)} functions: "
-                           f"{', '.join(name for _, name in found)}; give more of its path")
-    addr, full = found[0]
-    breakpoint = _TaskBreakpoint(f"*0x{addr:x}", pid, function)
+    (`do_wp_page`, `sys_fork`, `Run::finish`); with pid, it stops only in that task
+    (gdb/pgkernel.py's pg_break_at, at the first instruction)."""
+    check("pg_break_at" in globals(), "gdb/pgkernel.py is not loaded (it resolves function names)")
+    try:
+        made = pg_break_at(function, pid, entry=True, quiet=True)  # noqa: F821 (pgkernel.py)
+    except gdb.GdbError as error:
+        raise SessionFailure(str(error)) from None
+    if len(made) != 1:
+        for breakpoint, _, _ in made:
+            breakpoint.delete()
+        raise SessionFailure(f"{function} names {len(made)} functions: "
+                             f"{', '.join(name for _, name, _ in made)}; give more of its path")
+    breakpoint, full, addr = made[0]
+    breakpoint.label = function
     log(f"breakpoint {breakpoint.number}: {full} at {hexa(addr)}"
         + (f", in pid {pid} only" if pid is not None else ""))
     return breakpoint
@@ -206,14 +199,7 @@ def break_at(function, pid=None):
 def watch_u32(addr):
     """A hardware write watchpoint on the 32-bit word at kernel address `addr` (the
     kernel identity-maps RAM, so a PTE's physical address is its kernel address)."""
-    # The expression is C; the frame's language may be Rust.
-    language = gdb.parameter("language")
-    gdb.execute("set language c")
-    try:
-        watchpoint = gdb.Breakpoint(f"*(unsigned int *)0x{addr:x}", gdb.BP_WATCHPOINT,
-                                    gdb.WP_WRITE)
-    finally:
-        gdb.execute(f"set language {language}")
+    watchpoint = watch_word(addr)  # noqa: F821 (gdb/pgkernel.py: pg-watch's)
     log(f"watchpoint {watchpoint.number}: writes to the word at {hexa(addr)}")
     return watchpoint
 
@@ -281,20 +267,6 @@ def run_until(breakpoints, allow=()):
         raise SessionFailure(f"unexpected stop: {stop}")
 
 
-class _ReturnBreakpoint(gdb.Breakpoint):
-    """The return address of one call: it stops only when the same kernel stack (the same
-    task page) comes back with the frame popped, so another task returning through the
-    same address, or a deeper call, does not count."""
-
-    def __init__(self, addr, esp):
-        super().__init__(f"*0x{addr:x}", internal=True)
-        self.esp = esp
-
-    def stop(self):
-        esp = int(gdb.selected_frame().read_register("esp")) & core.U32
-        return esp >> 12 == self.esp >> 12 and esp > self.esp
-
-
 def finish_frame():
     """Runs until the kernel function gdb stopped in returns to its caller (inlined frames
     are part of the function they were inlined into). The other breakpoints are disabled
@@ -306,8 +278,7 @@ def finish_frame():
     name = frame.name() or hexa(int(frame.pc()))
     caller = frame.older()
     check(caller is not None, f"{name} has no caller to return to")
-    esp = int(gdb.newest_frame().read_register("esp")) & core.U32
-    back = _ReturnBreakpoint(int(caller.pc()), esp)
+    back = FrameReturnBreakpoint(caller)  # noqa: F821 (gdb/pgkernel.py)
     others = [b for b in gdb.breakpoints() if b.enabled and b is not back]
     for other in others:
         other.enabled = False
