@@ -21,6 +21,8 @@ from . import qmp
 REPO = Path(__file__).resolve().parent.parent.parent
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 KERNEL = TARGET_DIR / "i586-unknown-linux-gnu" / "release" / "kernel"
+# The stepping build (scripts/build --debug-build): unoptimised, locals readable.
+STEPPING_KERNEL = TARGET_DIR / "i586-unknown-linux-gnu" / "stepping" / "kernel"
 IMAGE = TARGET_DIR / "userimage.img"
 GDB_SCRIPT = REPO / "gdb" / "pgkernel.py"
 KILL_GRACE_S = 1.0
@@ -99,7 +101,7 @@ class Machine:
     "qemu" (QEMU's own gdbstub, for developing the harness without the kernel stub)."""
 
     def __init__(self, workdir, cmdline, stub="kernel", mem="32M", wait_gdb=False,
-                 accel="tcg", qemu_bin=None, kernel=KERNEL, image=IMAGE):
+                 accel="tcg", qemu_bin=None, kernel=KERNEL, image=IMAGE, swap=None):
         self.workdir = Path(workdir)
         self.cmdline = cmdline
         self.stub = stub
@@ -109,6 +111,8 @@ class Machine:
         self.qemu_bin = qemu_bin or os.environ.get("QEMU", "qemu-system-i386")
         self.kernel = kernel
         self.image = image
+        # A swap disk image (scripts/mkswap), attached as the primary IDE master.
+        self.swap = swap
         self.console = self.workdir / "console.log"
         self.stderr_path = self.workdir / "qemu.stderr"
         self.qmp_path = self.workdir / "qmp.sock"
@@ -137,7 +141,13 @@ class Machine:
             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-no-reboot",
             "-append", cmdline,
-        ] + gdb_dev
+        ] + gdb_dev + self.disk_args()
+
+    def disk_args(self):
+        if self.swap is None:
+            return []
+        path = str(self.swap).replace(",", ",,")
+        return ["-drive", f"file={path},format=raw,if=ide,index=0,media=disk"]
 
     def start(self, attempts=5):
         for _ in range(attempts):

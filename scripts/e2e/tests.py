@@ -9,11 +9,14 @@ the kernel stub; monitor tests need the kernel stub).
 import json
 import os
 import re
-import struct
 import subprocess
+import sys
 import time
 
 from . import harness, qmp, rsp
+
+sys.path.insert(0, str(harness.REPO / "gdb"))
+import pgkernel_core  # noqa: E402  (the gdb scripts' decoders, also the tests')
 from .harness import TestFailure, check, monitor, section
 
 TESTS = []
@@ -68,18 +71,25 @@ class Ctx:
         self.machines = []
         self.notes = []
 
-    def boot(self, cmdline, wait=True, mem="32M", exit_at_end=True):
+    def boot(self, cmdline, wait=True, mem="32M", exit_at_end=True, kernel=harness.KERNEL,
+             swap=None):
+        """A fresh kernel; `swap` is a disk size ("32M": a new scripts/mkswap disk)."""
         number = len(self.machines)
         directory = self.workdir / f"m{number}"
         directory.mkdir()
         cmdline = cmdline + (" onexit=exit" if exit_at_end else "")
+        disk = None
+        if swap is not None:
+            disk = directory / "swap.img"
+            subprocess.run([str(harness.REPO / "scripts" / "mkswap"), str(disk), "--size", swap],
+                           check=True, capture_output=True)
         machine = harness.Machine(directory, cmdline, stub=self.stub, mem=mem,
-                                  wait_gdb=wait, accel=self.accel)
+                                  wait_gdb=wait, accel=self.accel, kernel=kernel, swap=disk)
         self.machines.append(machine)
         return machine.start()
 
     def gdb(self, machine, commands, timeout=40.0, allow_errors=False):
-        result = harness.run_gdb(machine.port, commands, timeout=timeout)
+        result = harness.run_gdb(machine.port, commands, timeout=timeout, kernel=machine.kernel)
         text = result.out + result.err
         check("Remote connection closed" not in text and "Connection refused" not in text,
               f"gdb lost the connection:\n{result.tail()}")
@@ -109,21 +119,16 @@ def function_address(name):
 
 def elf_bytes(path, vaddr, length):
     """`length` bytes of the loaded image at `vaddr`, from the ELF's PT_LOAD segments."""
-    data = path.read_bytes()
-    check(data[:4] == b"\x7fELF" and data[4] == 1, "the kernel is not an ELF32 file")
-    phoff, = struct.unpack_from("<I", data, 28)
-    phentsize, phnum = struct.unpack_from("<HH", data, 42)
-    for i in range(phnum):
-        p_type, p_offset, p_vaddr, _, p_filesz, _, _, _ = struct.unpack_from("<8I", data, phoff + i * phentsize)
-        if p_type == 1 and p_vaddr <= vaddr and vaddr + length <= p_vaddr + p_filesz:
-            start = p_offset + vaddr - p_vaddr
-            return data[start:start + length]
-    raise TestFailure(f"0x{vaddr:x} is in no PT_LOAD segment of the kernel")
+    try:
+        return pgkernel_core.elf_bytes(path.read_bytes(), vaddr, length)
+    except ValueError as error:
+        raise TestFailure(f"the kernel {path}: {error}") from None
 
 
 def stop_at(function):
-    """gdb commands: break on `function` (pg-break) and continue until it is hit."""
-    return [f"pg-break {function}", "continue"]
+    """gdb commands: break on `function`'s first instruction (pg-break --entry) and
+    continue until it is hit."""
+    return [f"pg-break {function} --entry", "continue"]
 
 
 def int_after(text, label):
