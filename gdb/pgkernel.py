@@ -984,16 +984,16 @@ def task_ldt(pid):
 
 
 def cpu_registers():
-    """The control registers of the stopped CPU (monitor cpu --json), or None when the
-    stub has no such command."""
+    """The stopped CPU's system registers (monitor cpu --json): the document, its hex
+    fields as ints; None when the stub has no such command."""
     try:
         doc = monitor_json("cpu")
     except MonitorUnavailable:
         return None
     if not isinstance(doc, dict) or doc.get("error") or doc.get("command") != "cpu":
         return None
-    return {key: core.hex_to_int(value) for key, value in doc.items()
-            if isinstance(value, str) and value.startswith("0x")}
+    return {key: core.hex_to_int(value) if isinstance(value, str) and value.startswith("0x")
+            else value for key, value in doc.items()}
 
 
 class PgRegs(gdb.Command):
@@ -1018,10 +1018,11 @@ class PgRegs(gdb.Command):
         cpu = cpu_registers()
         lines = [p.paint("heading", "control registers")]
         if cpu:
-            lines.append(f"  CR0 0x{cpu['cr0']:08x}  {core.describe_bits(cpu['cr0'], core.CR0_BITS)}")
+            lines.append(f"  CR0 0x{cpu['cr0']:08x}  {cpu['cr0_flags']}")
             lines.append(f"  CR2 0x{cpu['cr2']:08x}  (the last page-fault address)")
-            lines.append(f"  CR3 0x{cpu['cr3']:08x}  (page directory at 0x{cpu['cr3'] & ~0xFFF:08x})")
-            lines.append(f"  CR4 0x{cpu['cr4']:08x}  {core.describe_bits(cpu['cr4'], core.CR4_BITS)}")
+            lines.append(f"  CR3 0x{cpu['cr3']:08x}  (page directory at 0x{cpu['pg_dir']:08x})")
+            lines.append(f"  CR4 0x{cpu['cr4']:08x}  {cpu['cr4_flags']}")
+            lines.append(f"  LDTR {core.describe_selector(cpu['ldtr'])}, TR {core.describe_selector(cpu['tr'])}")
         else:
             lines.append(f"  CR3 page directory at 0x{page_directory():08x} (from the kernel's "
                          "paging state; this stub has no `monitor cpu` for CR0/CR2/CR4)")

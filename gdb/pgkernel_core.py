@@ -476,18 +476,6 @@ def value_bytes(size, pieces, registers):
 
 
 # --- descriptors and control registers ------------------------------------------------
-CR0_BITS = ((0, "PE"), (1, "MP"), (2, "EM"), (3, "TS"), (4, "ET"), (5, "NE"), (16, "WP"),
-            (18, "AM"), (29, "NW"), (30, "CD"), (31, "PG"))
-CR4_BITS = ((0, "VME"), (1, "PVI"), (2, "TSD"), (3, "DE"), (4, "PSE"), (5, "PAE"),
-            (6, "MCE"), (7, "PGE"), (8, "PCE"), (9, "OSFXSR"), (10, "OSXMMEXCPT"))
-
-
-def describe_bits(value, names):
-    """The names of the set bits of a control register, low bit first ("-" for none)."""
-    words = [name for bit, name in names if value >> bit & 1]
-    return " ".join(words) or "-"
-
-
 def decode_descriptor(raw):
     """A GDT/LDT descriptor (64 bits) as a dict: base, limit (the last valid offset),
     present, dpl, kind ("code", "data", "ldt", "tss", "null", "system"), flags text."""

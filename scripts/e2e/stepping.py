@@ -9,7 +9,7 @@ import re
 
 from . import harness
 from .harness import check, monitor, section
-from .tests import COW, test
+from .tests import COW, pgkernel_core, test
 
 MEMORY_RS = harness.REPO / "kernel" / "mm" / "src" / "memory.rs"
 STEPPING = harness.STEPPING_KERNEL
@@ -211,15 +211,17 @@ def test_pg_break_suggests_and_filters(ctx):
 @test()
 def test_address_types_and_registers(ctx):
     """pg-walk, $lin2phys and $pte take the kernel's LinearAddr (page_fault's `linear`);
-    an Entry is refused with a clear message; pg-regs shows the GDT (flat kernel
-    segments), the current task's LDT at its slot's base and CR3 = the page directory;
-    $cr3() agrees with dumppgd."""
+    an Entry is refused with a clear message; pg-regs shows CR0 with PG, the GDT (flat
+    kernel segments), the current task's LDT at its slot's base and CR3 = the page
+    directory; $cr3() agrees with dumppgd, $cr2() is the faulting address; monitor cpu
+    --json has every documented field."""
     m = ctx.boot(COW)
     r = ctx.gdb(m, ["pg-break do_wp_page --pid 2", "continue", "up 2"]
                 + section("walk", "pg-walk linear") + section("l2p", "p/x $lin2phys(linear)")
                 + section("pte", "p $pte(linear)") + section("entry", "p $lin2phys($pte(linear))")
                 + ["set pg-color off"] + section("regs", "pg-regs") + section("regs1", "pg-regs --task 1")
                 + section("cr3", "p/x $cr3()") + section("pgd", monitor("dumppgd --json"))
+                + section("cr2", "p/x $cr2()") + section("cpu", monitor("cpu --json"))
                 + ["delete", "detach"], allow_errors=True)
     walk = r.section("walk")
     linear = re.search(r"walk 0x([0-9a-f]{8})", walk)
@@ -241,7 +243,13 @@ def test_address_types_and_registers(ctx):
     pg_dir = re.search(r'"pg_dir":\s*"0x([0-9a-f]{8})"', r.section("pgd"))
     check(pg_dir and re.search(rf"= 0x0*{int(pg_dir.group(1), 16):x}\b", r.section("cr3")),
           f"$cr3() is not dumppgd's pg_dir:\n{r.section('cr3')}\n{r.section('pgd')[:300]}")
-    check(f"0x{pg_dir.group(1)}" in regs, f"pg-regs does not show the page directory:\n{regs}")
+    check(f"0x{pg_dir.group(1)}" in regs and re.search(r"CR0 0x8[0-9a-f]{7}  PE .*PG", regs),
+          f"pg-regs does not show the page directory and paging on:\n{regs}")
+    check(re.search(rf"= 0x0*{int(linear.group(1), 16):x}\b", r.section("cr2")),
+          f"$cr2() is not the faulting address 0x{linear.group(1)}:\n{r.section('cr2')}")
+    cpu = pgkernel_core.extract_json(r.section("cpu"))
+    for field in ("cr0", "cr0_flags", "cr2", "cr3", "pg_dir", "cr4", "cr4_flags", "gdtr", "idtr", "ldtr", "tr"):
+        check(field in cpu, f"monitor cpu --json lacks {field}: {cpu}")
     m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 

@@ -29,11 +29,12 @@ pub enum CommandName {
     Fail,
     FailNth,
     Corrupt,
+    Cpu,
 }
 
 impl CommandName {
     /// Every command, in the order `help` lists them.
-    pub const ALL: [CommandName; 12] = [
+    pub const ALL: [CommandName; 13] = [
         CommandName::Help,
         CommandName::DumpPgd,
         CommandName::DumpPt,
@@ -46,6 +47,7 @@ impl CommandName {
         CommandName::Fail,
         CommandName::FailNth,
         CommandName::Corrupt,
+        CommandName::Cpu,
     ];
 
     /// The word that selects the command.
@@ -63,6 +65,7 @@ impl CommandName {
             CommandName::Fail => "fail",
             CommandName::FailNth => "failnth",
             CommandName::Corrupt => "corrupt",
+            CommandName::Cpu => "cpu",
         }
     }
 
@@ -87,6 +90,7 @@ impl CommandName {
             CommandName::Corrupt => {
                 "corrupt pte ADDR BIT [--task PID] | pde INDEX BIT | count FRAME DELTA | leak [--json]"
             }
+            CommandName::Cpu => "cpu [--json]",
         }
     }
 
@@ -133,6 +137,10 @@ impl CommandName {
                 "break the paging state on purpose for checkmm to catch: flip bit BIT of the \
                  PTE of ADDR (linear, or an offset with --task) or of PDE INDEX, add DELTA to \
                  the mem_map count of FRAME, or leak a free frame"
+            }
+            CommandName::Cpu => {
+                "the stopped CPU's system registers: CR0, CR2 (the last page-fault address), \
+                 CR3 (the page directory), CR4, GDTR, IDTR, LDTR, TR"
             }
         }
     }
@@ -203,6 +211,7 @@ pub enum Command {
         n: Option<u32>,
     },
     Corrupt(CorruptCommand),
+    Cpu,
 }
 
 impl Command {
@@ -220,6 +229,7 @@ impl Command {
             Command::Fail(_) => CommandName::Fail,
             Command::FailNth { .. } => CommandName::FailNth,
             Command::Corrupt(_) => CommandName::Corrupt,
+            Command::Cpu => CommandName::Cpu,
         }
     }
 }
@@ -577,7 +587,8 @@ fn parse_arguments<'a>(
         | CommandName::CheckMm
         | CommandName::ShowMem
         | CommandName::Tasks
-        | CommandName::Faults => {
+        | CommandName::Faults
+        | CommandName::Cpu => {
             if let Some(word) = words.next() {
                 return Err(unexpected(name, word));
             }
@@ -586,6 +597,7 @@ fn parse_arguments<'a>(
                 CommandName::CheckMm => Command::CheckMm,
                 CommandName::ShowMem => Command::ShowMem,
                 CommandName::Tasks => Command::Tasks,
+                CommandName::Cpu => Command::Cpu,
                 _ => Command::Faults,
             })
         }

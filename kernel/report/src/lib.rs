@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod cpu;
 pub mod inject;
 pub mod monitor;
 
 pub use command::*;
+pub use cpu::{cpu, CpuState, TableRegister};
 pub use monitor::*;

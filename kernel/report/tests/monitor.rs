@@ -409,7 +409,7 @@ fn help_lists_every_command_in_both_forms() {
         names,
         [
             "help", "dumppgd", "dumppt", "walk", "checkmm", "showmem", "tasks", "faults", "catch",
-            "fail", "failnth", "corrupt"
+            "fail", "failnth", "corrupt", "cpu"
         ]
     );
     for c in v["commands"].as_array().unwrap() {
@@ -419,6 +419,73 @@ fn help_lists_every_command_in_both_forms() {
             .starts_with(c["name"].as_str().unwrap()));
         assert!(!c["summary"].as_str().unwrap().is_empty());
     }
+}
+
+#[test]
+fn cpu_parses_alone() {
+    assert_eq!(
+        parsed("cpu --json"),
+        Request {
+            command: Command::Cpu,
+            json: true
+        }
+    );
+    let mut out = String::new();
+    let failure = report::parse("cpu 3").expect_err("cpu takes no argument");
+    report::parse_failure(&failure, &mut out).unwrap();
+    assert_eq!(out, "cpu: unexpected argument '3'\nusage: cpu [--json]\n");
+}
+
+/// The registers of a stop in do_wp_page (values as `monitor cpu` read them in QEMU).
+const CPU_AT_A_COW_FAULT: report::CpuState = report::CpuState {
+    cr0: 0x8000_0011,
+    cr2: 0x0bff_fe3c,
+    cr3: 0x0021_1000,
+    cr4: 0,
+    gdtr: report::TableRegister {
+        base: 0x0015_72f8,
+        limit: 0x2f,
+    },
+    idtr: report::TableRegister {
+        base: 0x0019_6f40,
+        limit: 0x7ff,
+    },
+    ldtr: 0x20,
+    tr: 0x18,
+};
+
+#[test]
+fn cpu_names_the_bits_and_tables() {
+    let mut out = String::new();
+    report::cpu(&CPU_AT_A_COW_FAULT, false, &mut out).unwrap();
+    for line in [
+        "  CR0  0x80000011  PE ET PG (WP clear: ring 0 ignores RW, as on the 386)\n",
+        "  CR2  0x0bfffe3c  the linear address of the last page fault\n",
+        "  CR3  0x00211000  page directory at 0x00211000\n",
+        "  CR4  0x00000000  -\n",
+        "  GDTR base 0x001572f8 limit 0x002f (6 descriptors)\n",
+        "  IDTR base 0x00196f40 limit 0x07ff (256 gates)\n",
+        "  LDTR 0x0020      GDT entry 4 (the current task's LDT)\n",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    let mut out = String::new();
+    let state = report::CpuState {
+        cr0: 0x8001_003b,
+        cr3: 0x0021_1018,
+        cr4: 0x90,
+        ..CPU_AT_A_COW_FAULT
+    };
+    report::cpu(&state, true, &mut out).unwrap();
+    let v = json(&out, "cpu");
+    assert_eq!(v["cr0_flags"], "PE MP TS ET NE WP PG");
+    assert_eq!(v["cr3"], "0x00211018");
+    assert_eq!(v["pg_dir"], "0x00211000");
+    assert_eq!(v["cr4_flags"], "PSE PGE");
+    assert_eq!(v["gdtr"]["entries"], 6);
+    assert_eq!(v["idtr"]["limit"], "0x000007ff");
+    assert_eq!(v["ldtr"], "0x00000020");
+    assert_eq!(v["tr"], "0x00000018");
 }
 
 #[test]

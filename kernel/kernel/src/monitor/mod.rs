@@ -73,6 +73,7 @@ fn answer(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) -> fmt::Result
             report::inject::failnth(ctx.policy, &slots, pid, n, json, out)
         }
         Command::Corrupt(command) => report::inject::corrupt(ctx.mm, &slots, command, json, out),
+        Command::Cpu => report::cpu(&crate::arch::x86::cpu::system_registers(), json, out),
     }
 }
 

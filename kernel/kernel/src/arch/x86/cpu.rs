@@ -3,6 +3,8 @@
 use core::arch::asm;
 
 use x86::controlregs::{self, Cr0};
+use x86::dtables::{self, DescriptorTablePointer};
+use x86::task;
 
 /// EFLAGS.IF: maskable interrupts are enabled.
 pub const EFLAGS_IF: u32 = 1 << 9;
@@ -26,6 +28,44 @@ pub fn read_cr3() -> u32 {
     // SAFETY: reading CR3 has no side effect; the kernel runs at CPL 0.
     // The x86 crate returns u64 even on i386; CR3 is 32 bits here.
     unsafe { controlregs::cr3() as u32 }
+}
+
+/// Reads CR4 (all its bits: the x86 crate's reader drops the ones it does not name).
+pub fn read_cr4() -> u32 {
+    let cr4: u32;
+    // SAFETY: reading CR4 has no side effect; the kernel runs at CPL 0 on a CPU that has
+    // CR4 (Pentium and later: the i586 target).
+    unsafe {
+        asm!("movl %cr4, {}", out(reg) cr4, options(att_syntax, nomem, nostack, preserves_flags))
+    };
+    cr4
+}
+
+/// The system registers `monitor cpu` shows: CR0, CR2, CR3, CR4, GDTR, IDTR, LDTR, TR.
+pub fn system_registers() -> report::CpuState {
+    let mut gdtr = DescriptorTablePointer::<u64>::default();
+    let mut idtr = DescriptorTablePointer::<u64>::default();
+    // SAFETY: sgdt/sidt store 6 bytes into the packed pointers; sldt/str read selectors.
+    // None of them changes the CPU's state; CPL is 0.
+    let (ldtr, tr) = unsafe {
+        dtables::sgdt(&mut gdtr);
+        dtables::sidt(&mut idtr);
+        (dtables::ldtr().bits(), task::tr().bits())
+    };
+    let table = |pointer: &DescriptorTablePointer<u64>| report::TableRegister {
+        base: { pointer.base } as u32,
+        limit: { pointer.limit },
+    };
+    report::CpuState {
+        cr0: read_cr0(),
+        cr2: read_cr2(),
+        cr3: read_cr3(),
+        cr4: read_cr4(),
+        gdtr: table(&gdtr),
+        idtr: table(&idtr),
+        ldtr,
+        tr,
+    }
 }
 
 /// Loads CR3. Reloading CR3 flushes the whole TLB (there are no global pages here),
