@@ -533,17 +533,30 @@ def returned_value(return_type, sret_slot, frame):
 
 
 class FrameReturnBreakpoint(gdb.Breakpoint):
-    """The return address of one call: it stops only when the caller's frame (the same
-    frame id: stack address and function) is the newest again, so another task returning
-    through the same address, or a deeper call of the same function, does not count."""
+    """The return address of one call: it stops only when the call returns to the
+    caller's own frame, so another task returning through the same address, or a
+    deeper call of the same function, does not count.
+
+    The caller's frame is recognised by its frame id (stack address and function), or
+    by esp: right after the return esp is the callee's CFA, or 4 bytes more when the
+    callee popped its hidden return-buffer argument (`ret $4`). The second test is there
+    because unoptimised code without frame pointers has unwind rows that are 4 bytes off
+    on exactly that instruction, so the frame id gdb computes there is not the recorded
+    one (gdb's own finish then runs past the return)."""
 
     def __init__(self, caller):
         super().__init__(f"*0x{int(caller.pc()):x}", internal=True)
         self.silent = True
         self.caller = caller
+        self.function = caller.function()
+        self.cfa = int(caller.read_register("esp")) & core.U32
 
     def stop(self):
-        return gdb.newest_frame() == self.caller
+        newest = gdb.newest_frame()
+        if newest == self.caller:
+            return True
+        esp = int(newest.read_register("esp")) & core.U32
+        return newest.function() == self.function and esp in (self.cfa, self.cfa + 4)
 
 
 class PgFinish(gdb.Command):
@@ -681,6 +694,13 @@ def pg_break_at(wanted, pid=None, entry=False, quiet=False):
     found = resolve_function(wanted)
     if not found:
         raise gdb.GdbError(no_function_message(wanted))
+    refused = [name for _, name in found if core.on_stub_path(name)]
+    if refused:
+        raise gdb.GdbError(
+            f"pg-break: {refused[0]} runs inside the gdb stub too (its entry, or the software "
+            "walk with which it plants and lifts breakpoints): the stub would hit the breakpoint "
+            "itself and the kernel would stop with a #BP in kernel mode. Break in a caller and "
+            "`step` into it instead.")
     made = []
     for addr, name in found:
         breakpoint = None

@@ -281,6 +281,27 @@ def suggest_functions(wanted, names, limit=5):
     return [by_last[last] for last in chosen[:limit]]
 
 
+# Code the gdb stub runs while breakpoints are planted: its entry (the trap path), and
+# the software walk with which it plants and lifts every int3 (Mm::walk and what it
+# calls; in the stepping build even the small Entry and LinearAddr methods are real
+# calls). An int3 there is hit by the stub itself: the kernel dies with a #BP in kernel
+# mode. Prefixes and suffixes of function paths without generics.
+STUB_PATH_PREFIXES = (
+    "kernel::gdb::", "kernel::arch::x86::debugger::", "kernel::arch::x86::debugreg::",
+    "kernel::arch::x86::phys::", "kernel::trap::dispatch", "trap_common", "trap_return",
+    "mm::walk::", "mm::view::", "mm::entry::", "mm::addr::", "mm::raw_walk::",
+    "mm::mem_map::MemMap::count", "mm::mem_map::MemMap::map_nr",
+    "mm::mem_map::MemMap::start_mem", "mm::mem_map::MemMap::high_memory",
+)
+STUB_PATH_SUFFIXES = ("Mm::walk", "Mm::page_table", "Mm::pde", "Mm::high_memory")
+
+
+def on_stub_path(full_name):
+    """Whether a breakpoint in this function would be hit by the gdb stub itself."""
+    plain = _hash_suffix(strip_generics(full_name))
+    return plain.startswith(STUB_PATH_PREFIXES) or plain.endswith(STUB_PATH_SUFFIXES)
+
+
 def parse_break_args(argument):
     """`pg-break FUNCTION [--pid N] [--entry]` -> (function, pid or None, entry)."""
     words = argument.split()

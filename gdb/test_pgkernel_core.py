@@ -227,6 +227,16 @@ class FunctionNames(unittest.TestCase):
     def test_nothing_close_suggests_nothing(self):
         self.assertEqual(core.suggest_functions("schedule_timeout", self.NAMES), [])
 
+    def test_the_stub_s_own_path(self):
+        for name in ("mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::page_table<kernel::arch::x86::phys::KernelPhys>",
+                     "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::walk<kernel::arch::x86::phys::KernelPhys>",
+                     "mm::entry::Entry::is_present", "kernel::gdb::on_debug_exception",
+                     "kernel::trap::dispatch", "trap_common"):
+            self.assertTrue(core.on_stub_path(name), name)
+        for name in self.NAMES + ["mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::pte<kernel::arch::x86::phys::KernelPhys>",
+                                  "kernel::fault::page_fault"]:
+            self.assertFalse(core.on_stub_path(name), name)
+
     def test_break_arguments(self):
         self.assertEqual(core.parse_break_args("do_wp_page"), ("do_wp_page", None, False))
         self.assertEqual(core.parse_break_args("sys_fork --pid 2 --entry"), ("sys_fork", 2, True))

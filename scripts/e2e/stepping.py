@@ -97,7 +97,8 @@ def test_seed_functions_readable(ctx):
     """The stepping build, the demo: at a breakpoint in each seed function (do_no_page,
     get_free_page_with, un_wp_page, free_page_tables at exit), no argument is
     <optimized out> and info args/info locals print without a gdb error; swap_out (a
-    16 MiB machine with a swap disk) has its clock locals dir and page."""
+    16 MiB machine with a swap disk) has its clock locals dir and page; gdb's own finish
+    from Mm::pte (returned through memory) stops in its caller."""
     m = ctx.boot("init=demo", kernel=stepping_kernel())
     commands = []
     for function in SEED_FUNCTIONS:
@@ -113,6 +114,18 @@ def test_seed_functions_readable(ctx):
     check("address = 0x" in r.section("un_wp_page") and "address = 0x" in r.section("do_no_page"),
           f"the fault functions' address argument is missing:\n{r.section('un_wp_page')}")
     m.wait_console(r"^VERDICT: PASS", timeout=120)
+    # gdb's own finish from a function that returns through memory (the frame pointers
+    # of the stepping build keep the caller's frame id right at the return address).
+    m = ctx.boot(COW, kernel=stepping_kernel())
+    r = ctx.gdb(m, ["pg-break Mm::pte", "continue"] + section("finish", "finish")
+                + section("where", "bt 1") + ["delete", "detach"], timeout=60)
+    no_gdb_crash(r)
+    check(re.search(r"Value returned is \$1 = core::option::Option<\(mm::addr::Frame, usize, mm::entry::Entry\)>::",
+                    r.section("finish")) and "Breakpoint 1," not in r.section("finish"),
+          f"finish from Mm::pte did not return to its caller:\n{r.section('finish')}")
+    check(re.search(r"^#0\s+0x[0-9a-f]+ in mm::memory::Mm<.*>::(do_no_page|put_page|un_wp_page|translate)",
+                    r.section("where"), re.M), f"finish stopped elsewhere:\n{r.section('where')}")
+    m.wait_console(r"^VERDICT: PASS", timeout=60)
     swap = ctx.boot("init=ktest arg=swap-twice-ram", mem="16M", kernel=stepping_kernel(), swap="32M")
     r = ctx.gdb(swap, ["pg-break swap_out", "continue", "next", "next"]
                 + section("swap_out", "info locals") + ["delete", "detach"], timeout=90)
