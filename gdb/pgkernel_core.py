@@ -288,18 +288,25 @@ def suggest_functions(wanted, names, limit=5):
 # mode. Prefixes and suffixes of function paths without generics.
 STUB_PATH_PREFIXES = (
     "kernel::gdb::", "kernel::arch::x86::debugger::", "kernel::arch::x86::debugreg::",
-    "kernel::arch::x86::phys::", "kernel::trap::dispatch", "trap_common", "trap_return",
-    "mm::walk::", "mm::view::", "mm::entry::", "mm::addr::", "mm::raw_walk::",
+    "kernel::trap::dispatch", "trap_common", "trap_return", "mm::walk::", "mm::view::",
+    "mm::entry::", "mm::addr::", "mm::raw_walk::", "mm::phys::PhysMem::read",
     "mm::mem_map::MemMap::count", "mm::mem_map::MemMap::map_nr",
     "mm::mem_map::MemMap::start_mem", "mm::mem_map::MemMap::high_memory",
 )
 STUB_PATH_SUFFIXES = ("Mm::walk", "Mm::page_table", "Mm::pde", "Mm::high_memory")
+# The physical reads of KernelPhys (its writes and TLB flushes are not on the stub's
+# path), by the names gdb gives trait implementations (`phys::{impl#2}::read_u32`) and
+# the symbol table gives them (`<...::KernelPhys as mm::phys::PhysMem>::read_u32`).
+STUB_PATH_PATTERN = re.compile(
+    r"^kernel::arch::x86::phys::(\{impl#\d+\}|KernelPhys)::(read|ptr)"
+    r"|as mm::phys::PhysMem>::read|as mm::view::PagingView>::")
 
 
 def on_stub_path(full_name):
     """Whether a breakpoint in this function would be hit by the gdb stub itself."""
     plain = _hash_suffix(strip_generics(full_name))
-    return plain.startswith(STUB_PATH_PREFIXES) or plain.endswith(STUB_PATH_SUFFIXES)
+    return (plain.startswith(STUB_PATH_PREFIXES) or plain.endswith(STUB_PATH_SUFFIXES)
+            or bool(STUB_PATH_PATTERN.search(plain) or STUB_PATH_PATTERN.search(full_name)))
 
 
 def parse_break_args(argument):

@@ -231,10 +231,14 @@ class FunctionNames(unittest.TestCase):
         for name in ("mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::page_table<kernel::arch::x86::phys::KernelPhys>",
                      "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::walk<kernel::arch::x86::phys::KernelPhys>",
                      "mm::entry::Entry::is_present", "kernel::gdb::on_debug_exception",
-                     "kernel::trap::dispatch", "trap_common"):
+                     "kernel::trap::dispatch", "trap_common",
+                     "<kernel::arch::x86::phys::KernelPhys as mm::phys::PhysMem>::read_bytes",
+                     "kernel::arch::x86::phys::{impl#2}::read_u32"):
             self.assertTrue(core.on_stub_path(name), name)
         for name in self.NAMES + ["mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::pte<kernel::arch::x86::phys::KernelPhys>",
-                                  "kernel::fault::page_fault"]:
+                                  "kernel::fault::page_fault",
+                                  "<kernel::arch::x86::phys::KernelPhys as mm::phys::PhysMem>::flush_tlb",
+                                  "kernel::arch::x86::phys::{impl#2}::flush_tlb", "image::reader::read_u32"]:
             self.assertFalse(core.on_stub_path(name), name)
 
     def test_break_arguments(self):
