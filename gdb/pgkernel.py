@@ -511,7 +511,7 @@ def _function_type(frame):
     return function, function.type.target() if function.type else None
 
 
-def returned_value(return_type, sret_slot, frame):
+def returned_value(return_type, frame):
     """The value a Rust function just returned, read where the Rust ABI puts it.
 
     Returns (value or None, how): `how` says where it was found."""
@@ -523,8 +523,6 @@ def returned_value(return_type, sret_slot, frame):
         return None, "() returned"
     if location[0] == "memory":
         how = f"through memory at 0x{eax:08x} (the caller's buffer, address in eax)"
-        if sret_slot is not None and eax != sret_slot:
-            how += f"; note: the call's hidden first argument was 0x{sret_slot:08x}"
         return gdb.Value(eax).cast(return_type.pointer()).dereference(), how
     registers = {"eax": eax, "edx": int(frame.read_register("edx")) & core.U32}
     data = core.value_bytes(return_type.strip_typedefs().sizeof, location[1], registers)
@@ -587,12 +585,6 @@ class PgFinish(gdb.Command):
                                "path every trap runs through: a breakpoint there would be hit "
                                "by the trap it raises (continue instead)")
         function, return_type = _function_type(frame)
-        # The frame's CFA is the caller's esp; the first argument slot there holds the
-        # buffer's address when the value comes back through memory.
-        try:
-            sret_slot = read_u32(int(caller.read_register("esp")) & core.U32)
-        except (gdb.error, gdb.MemoryError):
-            sret_slot = None
         gdb.write("Run till exit from ")
         gdb.execute(f"frame {frame.level()}" if hasattr(frame, "level") else "frame", from_tty)
         back = FrameReturnBreakpoint(caller)
@@ -606,7 +598,7 @@ class PgFinish(gdb.Command):
             gdb.write("pg-finish: stopped before the function returned (no value)\n")
             return
         gdb.execute("frame", from_tty)
-        value, how = returned_value(return_type, sret_slot, newest)
+        value, how = returned_value(return_type, newest)
         if value is None:
             gdb.write(f"pg-finish: {function.name if function else 'the function'}: {how}\n")
             return
