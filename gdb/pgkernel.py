@@ -538,23 +538,63 @@ class FrameReturnBreakpoint(gdb.Breakpoint):
     The caller's frame is recognised by its frame id (stack address and function), or
     by esp: right after the return esp is the callee's CFA, or 4 bytes more when the
     callee popped its hidden return-buffer argument (`ret $4`). The second test is there
-    because unoptimised code without frame pointers has unwind rows that are 4 bytes off
-    on exactly that instruction, so the frame id gdb computes there is not the recorded
-    one (gdb's own finish then runs past the return)."""
+    because code without frame pointers (the release build; the stepping build has them)
+    can have unwind rows that are 4 bytes off on exactly that instruction, so the frame id
+    gdb computes there is not the recorded one (gdb's own finish then runs past the
+    return)."""
 
     def __init__(self, caller):
         super().__init__(f"*0x{int(caller.pc()):x}", internal=True)
         self.silent = True
         self.caller = caller
-        self.function = caller.function()
+        # Set when the call came back: True by frame id, "esp" by the stack pointer.
+        self.returned = None
+        # By name: gdb.Symbol objects for the same function do not compare equal.
+        self.function = caller.name()
         self.cfa = int(caller.read_register("esp")) & core.U32
 
     def stop(self):
         newest = gdb.newest_frame()
         if newest == self.caller:
+            self.returned = True
             return True
         esp = int(newest.read_register("esp")) & core.U32
-        return newest.function() == self.function and esp in (self.cfa, self.cfa + 4)
+        if newest.name() == self.function and esp in (self.cfa, self.cfa + 4):
+            self.returned = "esp"
+            return True
+        return False
+
+
+# `sub $4, %esp`: the caller's re-adjustment after a callee that popped its hidden
+# return-buffer argument; the unwind rows are right again after it.
+STACK_READJUST = bytes([0x83, 0xEC, 0x04])
+
+
+def select_frame_named(name):
+    """Selects the innermost frame of the function `name` (after a step into code that
+    was inlined into it, the inlined function's frame is the newest)."""
+    frame = gdb.newest_frame()
+    while frame is not None and frame.name() != name:
+        frame = frame.older()
+    if frame is not None:
+        frame.select()
+
+
+def step_past_stack_readjust():
+    """When stopped on `sub $4, %esp` right after a return, executes it, so that the
+    caller's frame (its arguments, `bt`) reads right; eax and edx are untouched."""
+    pc = int(gdb.selected_frame().pc())
+    try:
+        code = bytes(gdb.selected_inferior().read_memory(pc, len(STACK_READJUST)))
+    except gdb.MemoryError:
+        return
+    if code == STACK_READJUST:
+        previous = gdb.parameter("suppress-cli-notifications")
+        gdb.execute("set suppress-cli-notifications on")
+        try:
+            gdb.execute("stepi", to_string=True)
+        finally:
+            gdb.execute(f"set suppress-cli-notifications {'on' if previous else 'off'}")
 
 
 class PgFinish(gdb.Command):
@@ -584,6 +624,10 @@ class PgFinish(gdb.Command):
             raise gdb.GdbError(f"pg-finish: {frame.name()} returns into {caller.name()}, the trap "
                                "path every trap runs through: a breakpoint there would be hit "
                                "by the trap it raises (continue instead)")
+        if frame.type() == gdb.INLINE_FRAME:
+            # Inlined code has no return: gdb's finish steps out of it (and has no value).
+            gdb.execute("finish", from_tty)
+            return
         function, return_type = _function_type(frame)
         gdb.write("Run till exit from ")
         gdb.execute(f"frame {frame.level()}" if hasattr(frame, "level") else "frame", from_tty)
@@ -591,14 +635,20 @@ class PgFinish(gdb.Command):
         try:
             gdb.execute("continue", from_tty)
         finally:
+            returned = back.returned if back.is_valid() else None
             if back.is_valid():
                 back.delete()
-        newest = gdb.newest_frame()
-        if newest != caller:
+        if not returned:
             gdb.write("pg-finish: stopped before the function returned (no value)\n")
             return
+        # The value first: registers as the return left them.
+        value, how = returned_value(return_type, gdb.newest_frame())
+        if value is not None:
+            value.fetch_lazy()
+        if returned == "esp":
+            step_past_stack_readjust()
+            select_frame_named(caller.name())
         gdb.execute("frame", from_tty)
-        value, how = returned_value(return_type, newest)
         if value is None:
             gdb.write(f"pg-finish: {function.name if function else 'the function'}: {how}\n")
             return
