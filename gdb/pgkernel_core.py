@@ -339,33 +339,35 @@ def parse_break_args(argument):
 
 
 # --- the ELF file ------------------------------------------------------------------------
-def elf_bytes(data, vaddr, length):
-    """`length` bytes of the loaded image at `vaddr`, from an ELF32's PT_LOAD segments
-    (`data` is the whole file). ValueError when no segment holds them."""
+def elf_load_segments(data):
+    """The PT_LOAD program headers of an ELF32 file: [(offset, vaddr, filesz, flags)]."""
     if data[:4] != b"\x7fELF" or len(data) < 52 or data[4] != 1:
         raise ValueError("not an ELF32 file")
     phoff, = struct.unpack_from("<I", data, 28)
     phentsize, phnum = struct.unpack_from("<HH", data, 42)
+    segments = []
     for i in range(phnum):
-        p_type, p_offset, p_vaddr, _, p_filesz, _, _, _ = struct.unpack_from(
+        p_type, p_offset, p_vaddr, _, p_filesz, _, p_flags, _ = struct.unpack_from(
             "<8I", data, phoff + i * phentsize)
-        if p_type == PT_LOAD and p_vaddr <= vaddr and vaddr + length <= p_vaddr + p_filesz:
-            start = p_offset + vaddr - p_vaddr
-            return data[start:start + length]
+        if p_type == PT_LOAD:
+            segments.append((p_offset, p_vaddr, p_filesz, p_flags))
+    return segments
+
+
+def elf_bytes(data, vaddr, length):
+    """`length` bytes of the loaded image at `vaddr`, from an ELF32's PT_LOAD segments
+    (`data` is the whole file). ValueError when no segment holds them."""
+    for offset, start, size, _ in elf_load_segments(data):
+        if start <= vaddr and vaddr + length <= start + size:
+            return data[offset + vaddr - start:offset + vaddr - start + length]
     raise ValueError(f"0x{vaddr:x} + {length} is in no PT_LOAD segment")
 
 
 def elf_code_segment(data):
     """(vaddr, size) of the first executable PT_LOAD segment of an ELF32 file."""
-    if data[:4] != b"\x7fELF" or len(data) < 52 or data[4] != 1:
-        raise ValueError("not an ELF32 file")
-    phoff, = struct.unpack_from("<I", data, 28)
-    phentsize, phnum = struct.unpack_from("<HH", data, 42)
-    for i in range(phnum):
-        p_type, _, p_vaddr, _, p_filesz, _, p_flags, _ = struct.unpack_from(
-            "<8I", data, phoff + i * phentsize)
-        if p_type == PT_LOAD and p_flags & PF_X and p_filesz:
-            return p_vaddr, p_filesz
+    for _, start, size, flags in elf_load_segments(data):
+        if flags & PF_X and size:
+            return start, size
     raise ValueError("no executable PT_LOAD segment")
 
 
