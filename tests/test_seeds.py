@@ -1,8 +1,8 @@
-"""seeds: runs every command of kernel/docs/reading-the-seeds.md and checks the output the
-guide shows (scripts/e2e/guide.py says how blocks are written and compared), so the guide
+"""test_seeds: runs every command of kernel/docs/reading-the-seeds.md and checks the output the
+guide shows (tests/pgtest/guide.py says how blocks are written and compared), so the guide
 cannot go stale. Each gdb session of the guide boots its own kernel and runs real gdb
 under a pseudo-terminal, as a reader types the commands; `sh` blocks run from the root.
-Registered into tests.TESTS; `scripts/e2e-tests -k reading --keep DIR` keeps each
+`scripts/e2e-tests -k reading --keep DIR` keeps each
 session's transcript (DIR/.../transcript-NAME.txt).
 """
 
@@ -10,15 +10,19 @@ import os
 import re
 import subprocess
 
-from . import guide, harness
-from .harness import TestFailure, check
-from .tests import test
+import pytest
 
-GUIDE_PATH = harness.REPO / "kernel" / "docs" / "reading-the-seeds.md"
+from pgtest import guide, paths
+from pgtest.check import TestFailure, check
+from pgtest.gdb import PtyGdb
+
+pytestmark = pytest.mark.timeout(900)
+
+GUIDE_PATH = paths.REPO / "kernel" / "docs" / "reading-the-seeds.md"
 # Another guide file in the same format (when writing one): PG_GUIDE=path.
 if os.environ.get("PG_GUIDE"):
-    GUIDE_PATH = harness.REPO / os.environ["PG_GUIDE"]
-KERNELS = {"release": harness.KERNEL, "stepping": harness.STEPPING_KERNEL}
+    GUIDE_PATH = paths.REPO / os.environ["PG_GUIDE"]
+KERNELS = {"release": paths.KERNEL, "stepping": paths.STEPPING_KERNEL}
 PROMPT = r"\(gdb\) $"
 # Per command: a `continue` in the stepping build under swap pressure takes a while.
 COMMAND_TIMEOUT = 120.0
@@ -39,7 +43,7 @@ def run_gdb_session(ctx, name, attrs, steps):
     # gdb's `target remote` gives up after 2 s without an answer: attach once the kernel
     # says it waits (a slow boot on a busy machine is not a failure of the guide).
     machine.wait_console(r"^gdb: waiting for gdb", timeout=60)
-    gdb = harness.PtyGdb(machine.port, kernel=kernel)
+    gdb = PtyGdb(machine.port, kernel=kernel)
     transcript = []
     problems = []
     try:
@@ -69,7 +73,7 @@ def run_gdb_session(ctx, name, attrs, steps):
 
 def run_shell_block(ctx, block):
     for step in block.steps:
-        result = subprocess.run(["sh", "-c", step.command], cwd=harness.REPO, capture_output=True,
+        result = subprocess.run(["sh", "-c", step.command], cwd=paths.REPO, capture_output=True,
                                 text=True, timeout=SHELL_TIMEOUT, stdin=subprocess.DEVNULL,
                                 env=dict(os.environ, TERM="dumb"))
         output = result.stdout + result.stderr
@@ -79,7 +83,6 @@ def run_shell_block(ctx, block):
                               f"{problem or f'status {result.returncode}'}\n--- output ---\n{output[-3000:]}")
 
 
-@test()
 def test_reading_the_seeds(ctx):
     """Every command of kernel/docs/reading-the-seeds.md prints what the guide shows: each
     gdb session in a fresh kernel (the release or the stepping build), each runnable sh
@@ -99,5 +102,5 @@ def test_reading_the_seeds(ctx):
     shells = [b for b in blocks if b.kind == "sh" and b.attrs.get("run") == "yes"]
     for block in shells:
         run_shell_block(ctx, block)
-    ctx.notes.append(f"{len(found)} gdb sessions, {sum(len(s) for _, s in found.values())} gdb "
+    ctx.note(f"{len(found)} gdb sessions, {sum(len(s) for _, s in found.values())} gdb "
                      f"commands, {sum(len(b.steps) for b in shells)} shell commands")

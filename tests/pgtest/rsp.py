@@ -1,4 +1,4 @@
-"""rsp: a tiny gdb Remote Serial Protocol client on a raw socket, for robustness tests.
+"""rsp: a raw gdb Remote Serial Protocol client on a socket, for robustness tests and benchmarks.
 
 Framing `$data#cs`, acks (`+`/`-`), run-length decoding (`X*n`), `}` escapes, `O`
 console-output packets, and raw bytes (to send malformed packets on purpose).

@@ -1,8 +1,8 @@
-"""Host tests of scripts/e2e/guide.py (run with the gdb scripts' unit tests by e2e-tests)."""
+"""test_guide: host tests of tests/pgtest/guide.py, the reader of the runnable guide."""
 
 import unittest
 
-import guide
+from pgtest import guide
 
 GUIDE = """# A guide
 

@@ -1,18 +1,23 @@
-"""stepping: end-to-end tests of stepping the seed functions in gdb and of the gdb
+"""test_stepping: end-to-end tests of stepping the seed functions in gdb and of the gdb
 conveniences (issue 12 parts 4 and 5): the stepping build's arguments and locals, bt
 through the trap entry, finish and pg-finish, pg-break's suggestions and pid filter, the
 kernel's address types in pg-walk/$lin2phys/$pte, pg-regs, pg-add-symbols, pg-watch and
-pg-elf-check. Registered into tests.TESTS (scripts/e2e-tests runs them with the rest).
+pg-elf-check. scripts/e2e-tests runs them with the rest of the gdb tests.
 """
 
 import re
 
-from . import harness
-from .harness import check, monitor, section
-from .tests import COW, pgkernel_core, test
+import pytest
 
-MEMORY_RS = harness.REPO / "kernel" / "mm" / "src" / "memory.rs"
-STEPPING = harness.STEPPING_KERNEL
+from pgtest import gdb, paths
+from pgtest.check import check
+from pgtest.gdb import monitor, section
+from pgtest.gdbtest import COW, pgkernel_core
+
+pytestmark = pytest.mark.timeout(150)
+
+MEMORY_RS = paths.REPO / "kernel" / "mm" / "src" / "memory.rs"
+STEPPING = paths.STEPPING_KERNEL
 # What gdb prints when an argument or local is gone (the release build's usual answer).
 OPTIMIZED_OUT = "<optimized out>"
 # gdb 13's own assertion when it prints a Rust enum nested in another value.
@@ -43,7 +48,6 @@ def no_gdb_crash(result):
     check(GDB_RUST_CRASH not in result.out + result.err, f"gdb hit an internal error:\n{result.tail()}")
 
 
-@test()
 def test_step_copy_page_tables(ctx):
     """The stepping build: a breakpoint in copy_page_tables shows its arguments (from 64
     MiB, to 128 MiB, size 64 MiB, nothing <optimized out>); a breakpoint on the seed
@@ -92,7 +96,6 @@ def test_step_copy_page_tables(ctx):
 SEED_FUNCTIONS = ("do_no_page", "get_free_page_with", "un_wp_page", "free_page_tables")
 
 
-@test()
 def test_seed_functions_readable(ctx):
     """The stepping build, the demo: at a breakpoint in each seed function (do_no_page,
     get_free_page_with, un_wp_page, free_page_tables at exit), no argument is
@@ -141,7 +144,6 @@ def test_seed_functions_readable(ctx):
           f"swap_out's clock (dir, page) is not readable:\n{text}")
 
 
-@test()
 def test_bt_through_traps(ctx):
     """bt from do_wp_page (a user write fault) runs through page_fault and trap::dispatch
     and ends at trap_common, the outermost frame: no `?? ()` frame, no "Backtrace
@@ -173,7 +175,6 @@ SELECT_TRAP_CALLER = ("python exec(\"f = gdb.newest_frame()\\nwhile f.older() an
                       "'trap_common': f = f.older()\\nf.select()\")")
 
 
-@test()
 def test_finish_and_pg_finish(ctx):
     """The release build: pg-finish from do_wp_page returns to its caller (not to the next
     hit) with Ok(Copied{from, to}) or Ok(MadeWritable(frame)), and printing that value
@@ -213,7 +214,6 @@ def test_finish_and_pg_finish(ctx):
     m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 
-@test()
 def test_pg_break_suggests_and_filters(ctx):
     """pg-break get_free_page (0.11's name) says there is no such function in this build
     and suggests get_free_page_with; pg-break do_wp_page --pid 2 stops only in pid 2
@@ -231,7 +231,6 @@ def test_pg_break_suggests_and_filters(ctx):
     m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 
-@test()
 def test_address_types_and_registers(ctx):
     """pg-walk, $lin2phys and $pte take the kernel's LinearAddr (do_wp_page's `address`);
     an Entry is refused with a clear message; pg-regs shows CR0 with PG, the GDT (flat
@@ -276,7 +275,6 @@ def test_address_types_and_registers(ctx):
     m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 
-@test()
 def test_user_symbols_watch_and_elf_check(ctx):
     """pg-elf-check says the running kernel matches the release ELF, warns with the
     stepping build's ELF and refuses without a kernel attached; pg-add-symbols loads
@@ -309,8 +307,8 @@ def test_user_symbols_watch_and_elf_check(ctx):
     check(re.search(r"(Hardware )?[Ww]atchpoint \d+: \*\(0x1000 as \*const u32\)", r.section("rust")),
           f"the Rust spelling of a watch is refused:\n{r.section('rust')}\n{r.err[-400:]}")
     m.wait_console(r"^VERDICT: PASS", timeout=30)
-    other = harness.run_gdb(m.port, ["pg-elf-check", "detach"], kernel=stepping_kernel())
+    other = gdb.run_gdb(m.port, ["pg-elf-check", "detach"], kernel=stepping_kernel())
     check("WARNING: the running kernel is not" in other.out and "scripts/gdb --debug-build" in other.out,
           f"pg-elf-check with the other build's ELF:\n{other.tail()}")
-    unattached = harness.run_gdb(0, ["pg-elf-check"], attach=False)
+    unattached = gdb.run_gdb(0, ["pg-elf-check"], attach=False)
     check("not attached" in unattached.err, f"pg-elf-check without a kernel:\n{unattached.tail()}")

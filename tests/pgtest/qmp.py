@@ -1,4 +1,5 @@
-"""qmp: a minimal QMP client (unix socket) for QEMU's ground truth (`gva2gpa`, `info tlb`)."""
+"""qmp: the QMP client (unix socket) for QEMU's ground truth: `gva2gpa`, `xp`, `info
+registers` through `human-monitor-command`, `stop`/`cont`, `query-status`."""
 
 import json
 import socket
@@ -36,6 +37,7 @@ class Qmp:
         return reply.get("return")
 
     def hmp(self, command_line):
+        """A human-monitor command (`gva2gpa 0x...`, `info tlb`, `xp /4wx 0x1000`)."""
         return self.execute("human-monitor-command", {"command-line": command_line})
 
     def close(self):
@@ -47,7 +49,8 @@ class Qmp:
 
 
 def connect(path, process=None, timeout=10.0):
-    """Connects to QEMU's QMP socket at `path` (retrying while QEMU starts) and negotiates."""
+    """Connects to QEMU's QMP socket at `path` (retrying while QEMU starts) and negotiates.
+    With `process`, gives up as soon as it has exited."""
     deadline = time.monotonic() + timeout
     while True:
         if process is not None and process.poll() is not None:

@@ -1,27 +1,31 @@
-"""tests: the end-to-end debugger tests. Each boots its own kernel and drives real gdb (or
-the raw RSP client) against the stub on COM1; see scripts/e2e-tests for the runner.
+"""test_gdb: the end-to-end debugger tests. Each boots its own kernel and drives real gdb
+in batch mode, gdb under a pty, or the raw RSP client against the stub on COM1, with QMP
+as the ground truth (QEMU's own page walk, `gva2gpa`). `scripts/e2e-tests` runs these.
 
-A test is a function `test_NAME(ctx)` registered with @test(stubs=...): "kernel" is the
-in-kernel stub (the default), "qemu" is QEMU's own gdbstub (to check the harness without
-the kernel stub; monitor tests need the kernel stub).
+`stub` is "kernel" (the in-kernel stub, the default) or "qemu" (QEMU's own gdbstub, to
+check the tests without the kernel stub: `--stub qemu`); a test runs with the stubs its
+`stubs` marker names (default: the kernel's only, as the monitor needs it).
 """
 
 import json
 import os
 import re
+import shutil
 import subprocess
-import sys
+import tempfile
 import time
+from pathlib import Path
 
-from . import harness, qmp, rsp
+import pytest
 
-sys.path.insert(0, str(harness.REPO / "gdb"))
-import pgkernel_core  # noqa: E402  (the gdb scripts' decoders, also the tests')
-from .harness import TestFailure, check, monitor, section
+from pgtest import paths, procs, qmp, rsp
+from pgtest.check import TestFailure, check
+from pgtest.gdb import PtyGdb, monitor, section
+from pgtest.gdbtest import COW, elf_bytes, function_address, int_after, stop_at
 
-TESTS = []
-STUBS_ALL = ("kernel", "qemu")
-COW = "init=ktest arg=cow-both-write"
+STUBS_ALL = pytest.mark.stubs("kernel", "qemu")
+pytestmark = pytest.mark.timeout(150)
+
 MONITOR_COMMANDS = ("help", "dumppgd", "dumppt 16", "walk 0x1000 --task 1", "checkmm",
                     "showmem", "tasks", "faults", "catch")
 # Fields kernel/docs/monitor.md documents for each command's JSON document.
@@ -53,92 +57,8 @@ MONITOR_HEADINGS = {
 HEX8 = re.compile(r"^0x[0-9a-f]{8}$")
 
 
-def test(stubs=("kernel",)):
-    def register(function):
-        TESTS.append((function.__name__[len("test_"):].replace("_", "-"), stubs, function))
-        return function
-    return register
-
-
-class Ctx:
-    """What a test gets: its temporary directory, the stub kind, machines it boots."""
-
-    def __init__(self, name, stub, workdir, accel):
-        self.name = name
-        self.stub = stub
-        self.workdir = workdir
-        self.accel = accel
-        self.machines = []
-        self.notes = []
-
-    def boot(self, cmdline, wait=True, mem="32M", exit_at_end=True, kernel=harness.KERNEL,
-             swap=None):
-        """A fresh kernel; `swap` is a disk size ("32M": a new scripts/mkswap disk)."""
-        number = len(self.machines)
-        directory = self.workdir / f"m{number}"
-        directory.mkdir()
-        cmdline = cmdline + (" onexit=exit" if exit_at_end else "")
-        disk = None
-        if swap is not None:
-            disk = directory / "swap.img"
-            subprocess.run([str(harness.REPO / "scripts" / "mkswap"), str(disk), "--size", swap],
-                           check=True, capture_output=True)
-        machine = harness.Machine(directory, cmdline, stub=self.stub, mem=mem,
-                                  wait_gdb=wait, accel=self.accel, kernel=kernel, swap=disk)
-        self.machines.append(machine)
-        return machine.start()
-
-    def gdb(self, machine, commands, timeout=40.0, allow_errors=False):
-        result = harness.run_gdb(machine.port, commands, timeout=timeout, kernel=machine.kernel)
-        text = result.out + result.err
-        check("Remote connection closed" not in text and "Connection refused" not in text,
-              f"gdb lost the connection:\n{result.tail()}")
-        if not allow_errors:
-            check("Python Exception" not in text, f"a Python exception in gdb:\n{result.tail()}")
-        return result
-
-    def close(self):
-        for machine in self.machines:
-            machine.stop()
-
-
-# --- symbols and the ELF ------------------------------------------------------------
-_symbol_cache = {}
-
-
-def function_address(name):
-    """The address pg-break resolves for `name` (gdb on the ELF alone, no target)."""
-    if name not in _symbol_cache:
-        result = harness.run_gdb(0, [f"python print('ADDR', [hex(a) for a, _ in resolve_function({name!r})])"],
-                                 attach=False, timeout=30)
-        match = re.search(r"ADDR \['(0x[0-9a-f]+)'", result.out)
-        check(match, f"gdb could not resolve {name}: {result.tail()}")
-        _symbol_cache[name] = int(match.group(1), 16)
-    return _symbol_cache[name]
-
-
-def elf_bytes(path, vaddr, length):
-    """`length` bytes of the loaded image at `vaddr`, from the ELF's PT_LOAD segments."""
-    try:
-        return pgkernel_core.elf_bytes(path.read_bytes(), vaddr, length)
-    except ValueError as error:
-        raise TestFailure(f"the kernel {path}: {error}") from None
-
-
-def stop_at(function):
-    """gdb commands: break on `function`'s first instruction (pg-break --entry) and
-    continue until it is hit."""
-    return [f"pg-break {function} --entry", "continue"]
-
-
-def int_after(text, label):
-    match = re.search(rf"{re.escape(label)}\s+(0x[0-9a-f]+)", text)
-    check(match, f"no '{label} 0x...' in:\n{text[-1500:]}")
-    return int(match.group(1), 16)
-
-
 # --- the tests --------------------------------------------------------------------------
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_registers(ctx):
     """info registers of the stopped kernel; info threads lists every task (kernel stub)
     and `thread N` shows another task's saved registers."""
@@ -171,7 +91,7 @@ def test_registers(ctx):
         check(rows, f"info threads shows nothing:\n{threads}")
 
 
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_break_do_wp_page(ctx):
     """pg-break do_wp_page is hit by ktest cow-both-write's first COW write; the caller's
     LinearAddr argument pretty-prints; after deleting it and detaching, the run passes."""
@@ -188,7 +108,7 @@ def test_break_do_wp_page(ctx):
     m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_watch_pte(ctx):
     """A hardware watchpoint on the PTE of the page do_wp_page is about to copy (found with
     monitor walk --task PID OFFSET --json) stops gdb when the kernel rewrites that PTE."""
@@ -234,7 +154,7 @@ gdb.execute(f"watch *(unsigned int *)0x{pte_at:x}")
 '''
 
 
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_single_step(ctx):
     """stepi from do_wp_page's first instruction moves eip by that instruction's length,
     several times; the kernel then runs on to PASS."""
@@ -257,12 +177,12 @@ def test_single_step(ctx):
     m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_ctrl_c(ctx):
     """Ctrl-C in an interactive gdb (under a pty) stops the kernel while user tasks run,
     twice; between the stops the kernel runs on."""
     m = ctx.boot("init=ktest arg=oom-recovery", wait=True, mem="64M", exit_at_end=False)
-    g = harness.PtyGdb(m.port)
+    g = PtyGdb(m.port)
     user_tasks_seen = []
     try:
         g.read_until(r"\(gdb\) $", timeout=30)
@@ -283,7 +203,7 @@ def test_ctrl_c(ctx):
         if ctx.stub == "kernel":
             check(max(user_tasks_seen) >= 1, f"no user task was alive at either Ctrl-C stop "
                                              f"(user threads seen: {user_tasks_seen})")
-            ctx.notes.append(f"user tasks at the stops: {user_tasks_seen}")
+            ctx.note(f"user tasks at the stops: {user_tasks_seen}")
         g.send("detach\n")
         g.read_until(r"\(gdb\) $", timeout=10)
         g.send("quit\n")
@@ -296,13 +216,13 @@ def test_ctrl_c(ctx):
     check(len(m.console_text()) >= console_before, "the console went backwards?")
 
 
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_detach_reattach(ctx):
     """Five gdb sessions attach, read registers and memory, and detach while the demo runs;
     the demo still passes."""
     m = ctx.boot("init=demo", wait=False, exit_at_end=False)
     addr = function_address("do_wp_page")
-    expected = elf_bytes(harness.KERNEL, addr, 16)
+    expected = elf_bytes(paths.KERNEL, addr, 16)
     for i in range(5):
         r = ctx.gdb(m, ["set language c"] + section("s", "p/x $pc", f"x/16xb 0x{addr:x}") + ["detach"])
         text = r.section("s")
@@ -316,7 +236,6 @@ def test_detach_reattach(ctx):
     m.wait_console(r"^VERDICT: PASS", timeout=60)
 
 
-@test()
 def test_monitor_commands(ctx):
     """Every monitor command in both forms, stopped in do_wp_page: the text form has its
     heading, the JSON form parses, names its command, schema 1 and every documented field;
@@ -363,7 +282,6 @@ def check_hex_fields(doc, command):
               f"monitor {command} --json: {field} = {doc.get(field)!r}, expected a 0x%08x string")
 
 
-@test()
 def test_pg_commands(ctx):
     """The gdb wrappers pg-pgd, pg-pt, pg-walk, pg-check, pg-mem, pg-tasks, pg-faults render
     tables (no Python exception); pg-color on adds ANSI colour, off leaves none."""
@@ -390,7 +308,7 @@ def test_pg_commands(ctx):
     m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_pretty_printers(ctx):
     """Entry, LinearAddr, PhysAddr and Frame print decoded; $pde, $pte, $lin2phys and
     $linear agree with QEMU's own translation (gva2gpa through QMP)."""
@@ -436,7 +354,7 @@ print("LINEAR ok" if re.fullmatch(rf"0x{raw:08x} \(dir {raw >> 22}, table {(raw 
 '''
 
 
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_walk_matches_qemu(ctx):
     """monitor walk (raw RSP qRcmd, the kernel stopped) agrees with QEMU's gva2gpa on every
     present page of every user task, on unmapped pages inside and outside their page
@@ -463,7 +381,7 @@ def test_walk_matches_qemu(ctx):
             unmapped += theirs is None
         check(not mismatches, f"{len(mismatches)} of {len(addresses)} disagree: " + "; ".join(mismatches[:8]))
         check(mapped >= 20 and unmapped >= 10, f"too few addresses compared: {mapped} mapped, {unmapped} unmapped")
-        ctx.notes.append(f"{mapped} mapped + {unmapped} unmapped addresses agree")
+        ctx.note(f"{mapped} mapped + {unmapped} unmapped addresses agree")
         client.send_packet("D")
     finally:
         client.close()
@@ -473,7 +391,7 @@ def test_walk_matches_qemu(ctx):
 MALFORMED = ("X", "m", "mzz,4", "qSupported")
 
 
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_malformed_packets_keep_breakpoints(ctx):
     """After a hardware breakpoint is set, packets with bad contents (`m` with no
     arguments, `mzz,4`, `X` alone) and a bare `qSupported` get a reply and change nothing
@@ -564,7 +482,7 @@ def collect_addresses(ctx, client, machine):
     return addresses
 
 
-@test(stubs=STUBS_ALL)
+@STUBS_ALL
 def test_rsp_robustness(ctx):
     """A raw RSP client sends a bad checksum, a `$` with no end, an oversized packet, stray
     bytes, unknown packets and a disconnect mid-packet; after each, `g` and `m` still answer
@@ -572,7 +490,7 @@ def test_rsp_robustness(ctx):
     before the junk still stops the kernel."""
     m = ctx.boot(COW)
     addr = function_address("do_wp_page")
-    text = elf_bytes(harness.KERNEL, addr, 32)
+    text = elf_bytes(paths.KERNEL, addr, 32)
     client = rsp.Client("127.0.0.1", m.port, timeout=10)
     try:
         check(client.request("?")[:1] in (b"T", b"S"), "no stop reply to ?")
@@ -633,7 +551,6 @@ def test_rsp_robustness(ctx):
         client.close()
 
 
-@test()
 def test_catch_pagefault(ctx):
     """monitor catch pagefault on stops gdb at the next page fault, before it is handled
     (monitor faults does not list it yet); off lets the run finish."""
@@ -652,7 +569,6 @@ def test_catch_pagefault(ctx):
     m.wait_console(r"^VERDICT: PASS", timeout=30)
 
 
-@test()
 def test_memory_access(ctx):
     """gdb memory access by linear address, stopped in do_wp_page with two tasks sharing
     their pages copy-on-write: a write or a breakpoint into a frame both map is refused
@@ -736,41 +652,38 @@ else:
 '''
 
 
-@test()
 def test_run_and_gdb_scripts(ctx):
     """scripts/run --gdb-wait --gdb-port P --qmp PATH serves the stub and waits; a second
     scripts/run on the same port stops with a clear message; scripts/gdb --port P attaches
     with the pg-* commands loaded; after it detaches the run passes."""
-    port = harness.free_port()
-    qmp_path = ctx.workdir / "qmp.sock"
+    port = procs.free_port()
+    sockets = Path(tempfile.mkdtemp(prefix="pgtest-run-"))  # a unix socket path must stay short
+    qmp_path = sockets / "qmp.sock"
     console = ctx.workdir / "console.log"
     env = dict(os.environ, TERM="dumb")
     # A free HTTP port too: the default 8321 may be a user's own scripts/run.
-    base = [str(harness.REPO / "scripts" / "run"), "--no-build", "--no-swap", "--gdb-port", str(port),
-            "--http-port", str(harness.free_port())]
-    run = subprocess.Popen(base + ["--gdb-wait", "--qmp", str(qmp_path), "--headless", str(console),
-                                   "--cmdline", "init=hello"],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           start_new_session=True, env=env)
-    harness.PROCESSES.add(run.pid)
+    base = [str(paths.REPO / "scripts" / "run"), "--no-build", "--no-swap", "--gdb-port", str(port),
+            "--http-port", str(procs.free_port())]
+    run = procs.spawn(base + ["--gdb-wait", "--qmp", str(qmp_path), "--headless", str(console),
+                              "--cmdline", "init=hello"],
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         qmp.connect(qmp_path, run, timeout=20).close()
         second = subprocess.run(base + ["--headless", str(ctx.workdir / "second.log")], env=env,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
         check(second.returncode != 0 and f"port {port} on 127.0.0.1 is taken" in second.stderr,
               f"a second run on port {port}: status {second.returncode}, {second.stderr.strip()!r}")
-        gdb = subprocess.run([str(harness.REPO / "scripts" / "gdb"), "--port", str(port), "-batch", "-nx",
-                              "-ex", "info threads", "-ex", "pg-tasks", "-ex", "detach", "-ex", "quit 0"],
-                             env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-        check(gdb.returncode == 0 and "pid 0 kernel" in gdb.stdout and re.search(r"pid\s+ppid\s+state", gdb.stdout),
-              f"scripts/gdb: status {gdb.returncode}:\n{gdb.stdout[-1500:]}\n{gdb.stderr[-800:]}")
+        attached = subprocess.run([str(paths.REPO / "scripts" / "gdb"), "--port", str(port), "-batch", "-nx",
+                                   "-ex", "info threads", "-ex", "pg-tasks", "-ex", "detach", "-ex", "quit 0"],
+                                  env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        check(attached.returncode == 0 and "pid 0 kernel" in attached.stdout
+              and re.search(r"pid\s+ppid\s+state", attached.stdout),
+              f"scripts/gdb: status {attached.returncode}:\n{attached.stdout[-1500:]}\n{attached.stderr[-800:]}")
         out, _ = run.communicate(timeout=60)
         out = out.decode(errors="replace")
         check(f"attach with: scripts/gdb --port {port}" in out and f"target remote 127.0.0.1:{port}" in out,
               f"scripts/run does not say how to attach:\n{out}")
         check(run.returncode == 0 and "VERDICT: PASS" in out, f"scripts/run: status {run.returncode}:\n{out[-1500:]}")
     finally:
-        if run.poll() is None:
-            harness.kill_group(run.pid, harness.KILL_GRACE_S)
-            run.wait()
-        harness.PROCESSES.remove(run.pid)
+        procs.stop(run)
+        shutil.rmtree(sockets, ignore_errors=True)

@@ -1,0 +1,397 @@
+"""test_inspector: end-to-end tests of the inspector daemon against the kernel in QEMU.
+
+One machine for the whole module (TCG; COM1 on a free port, two QMP sockets: the
+daemon's and the tests', QEMU's own gdbstub on a free port) and target/debug/inspector
+on free ports. The tests check every endpoint against the kernel's own monitor output
+(real gdb, batch mode, through the daemon's gdb port) and against QEMU's translation;
+concurrent clients; gdb attached at the same time; post-mortem (the VM paused: QEMU
+answers); the kernel killed and restarted; bad requests; schemathesis against the
+served OpenAPI document. They run in file order on one xdist worker (the group
+"inspector"): the first watches the demo's fault stream, the others start once the demo
+has printed its verdict, and the restart comes last. `scripts/inspector-tests` runs these.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pgtest import gdb as pg_gdb
+from pgtest import procs, tools
+from pgtest.check import check
+from pgtest.gdb import PtyGdb
+from pgtest.inspector import Daemon, error_of, get, request, sse_events
+from pgtest.machine import Machine
+from pgtest.paths import INSPECTOR
+
+pytestmark = [pytest.mark.xdist_group("inspector"), pytest.mark.timeout(300)]
+SCHEMATHESIS = Path(shutil.which("st", path=str(Path(sys.executable).parent)) or tools.venv_bin("st"))
+
+
+class Setup:
+    """The machine, the daemon, and the ports the tests talk to."""
+
+    def __init__(self, work, options):
+        self.work = Path(work)
+        # Private copies: the daemon reads symbols from the ELF QEMU booted, even if the
+        # tree is rebuilt meanwhile.
+        self.kernel = self.work / "kernel"
+        self.image = self.work / "userimage.img"
+        shutil.copy(options.kernel, self.kernel)
+        shutil.copy(options.image, self.image)
+        self.machine = Machine(self.work / "machine", "init=demo", mem="32M", stub="kernel",
+                               qmp=("tests", "daemon"), qemu_gdb=True, accel=options.accel,
+                               kernel=self.kernel, image=self.image, qemu=options.qemu)
+        self.gdb_port = procs.free_port()
+        self.http_port = procs.free_port()
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.daemon = None
+        self.daemons = []
+
+    @property
+    def qmp(self):
+        return self.machine.qmp
+
+    def start_qemu(self):
+        self.machine.start()
+
+    def stop_qemu(self):
+        self.machine.stop()
+
+    def start_daemon(self, *extra, port=None, target=None, log="daemon.log"):
+        daemon = Daemon(self.work, target=target or f"127.0.0.1:{self.machine.port}",
+                        http_port=port or self.http_port,
+                        gdb_listen=f"127.0.0.1:{self.gdb_port}" if port is None else "off",
+                        qmp_path=self.machine.qmp_path("daemon"), kernel=self.kernel,
+                        extra=("--timeout-ms", "3000", "--poll-ms", "300", *extra), log=log)
+        self.daemons.append(daemon)
+        return daemon.start()
+
+    def wait_console(self, pattern, timeout=60):
+        self.machine.wait_console(pattern, timeout)
+
+    def close(self):
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+        self.machine.close()
+
+
+@pytest.fixture(scope="module")
+def s(workdirs, built):
+    setup = Setup(workdirs.make("inspector"), built)
+    try:
+        setup.start_qemu()
+        setup.daemon = setup.start_daemon("--allow-write")
+        setup.wait_console(r"^init: pid 1", 30)
+        yield setup
+    finally:
+        setup.close()
+
+
+@pytest.fixture(autouse=True)
+def _console_in_reports(request, s):
+    """A failed test's report shows the machine's console (see conftest)."""
+    request.node.pg_machines = [s.machine]
+    # The tests share the machine in order: under xdist they must stay on one worker.
+    if getattr(request.config.option, "loadgroup", False) and not request.node.nodeid.endswith("@inspector"):
+        pytest.fail("xdist did not keep the inspector's tests together (--dist loadgroup "
+                    "ignored: see the pytest pin in tests/requirements.txt)", pytrace=False)
+
+
+@pytest.fixture
+def demo_done(s):
+    """The demo has printed its verdict: the machine is idle from here on."""
+    s.wait_console(r"^VERDICT", 90)
+
+
+def strip(doc):
+    return {k: v for k, v in doc.items() if k != "source"}
+
+
+def gdb_batch(s, commands, timeout=60):
+    """Real gdb through the daemon's proxy; returns {command: monitor JSON}."""
+    script = []
+    for i, c in enumerate(commands):
+        script += pg_gdb.section(str(i), pg_gdb.monitor(c))
+    result = pg_gdb.run_gdb(s.gdb_port, script + ["detach"], timeout=timeout, kernel=s.kernel, scripts=())
+    out = {}
+    for i, c in enumerate(commands):
+        match = re.search(rf"<<{i}>>\n(.*?)<</{i}>>", result.out, re.S)
+        check(match, f"gdb gave no output for {c!r}: {result.out[-500:]} {result.err[-500:]!r}")
+        out[c] = json.loads(match.group(1))
+    return out
+
+
+def test_sse_live(s):
+    events = sse_events(s.base + "/api/v1/faults/stream", 5, 30)
+    faults = [e for e in events if e.get("event") == "fault"]
+    check(len(faults) >= 3, f"few fault events while the demo runs: {events}")
+    for e in faults:
+        record = json.loads(e["data"])
+        check(int(e["id"]) == record["seq"], f"SSE id {e['id']} is not seq {record['seq']}")
+        check(re.fullmatch(r"0x[0-9a-f]{8}", record["linear"]), f"linear {record['linear']}")
+    ids = [int(e["id"]) for e in faults]
+    check(ids == sorted(ids) and len(set(ids)) == len(ids), f"ids not increasing: {ids}")
+    # Resume: Last-Event-ID replays what came after it (as far as the daemon remembers).
+    resumed = sse_events(s.base + "/api/v1/faults/stream", 2, 20, {"Last-Event-ID": str(ids[0])})
+    check(resumed and int(resumed[0].get("id", 0)) > ids[0], f"resume after {ids[0]}: {resumed[:2]}")
+
+
+def test_status(s, demo_done):
+    st = get(s.base + "/api/v1/status")
+    check(st["connected"] and st["kernel"] == "running", f"status {st}")
+    cr3 = int(re.search(r"CR3=([0-9a-f]+)", s.qmp.hmp("info registers")).group(1), 16)
+    check(int(st["cr3"], 16) == cr3, f"CR3 {st['cr3']} vs QEMU {cr3:#x}")
+    show = get(s.base + "/api/v1/showmem")
+    check(st["high_memory"] == show["high_memory"], f"{st['high_memory']} vs showmem {show['high_memory']}")
+    check(get(s.base + "/health")["status"] == "ok", "health")
+
+
+ENDPOINTS = {
+    "tasks --json": "/api/v1/tasks",
+    "showmem --json": "/api/v1/showmem",
+    "checkmm --json": "/api/v1/checkmm",
+    "faults --json": "/api/v1/faults",
+    "fail --json": "/api/v1/fail",
+    "dumppgd --json": "/api/v1/page-directory",
+    "dumppgd --all --json": "/api/v1/page-directory?all=true",
+    "dumppgd --task 0 --json": "/api/v1/page-directory?task=0",
+    "dumppgd --range 0x400000-0x1000000 --kernel --rw --json": "/api/v1/page-directory?start=0x400000&end=0x1000000&user=false&writable=true",
+    "dumppt 0 --json": "/api/v1/page-tables/0",
+    "dumppt 7 --json": "/api/v1/page-tables/7",
+    "dumppt 100 --json": "/api/v1/page-tables/100",
+    "walk 0x12345 --json": "/api/v1/walk?addr=0x12345",
+    "walk 0x1000 --task 0 --json": "/api/v1/walk?addr=0x1000&task=0",
+    "walk 0x30000000 --json": "/api/v1/walk?addr=0x30000000",
+    "walk 0xffffffff --json": "/api/v1/walk?addr=0xffffffff",
+}
+
+
+def test_endpoints_match_monitor(s, demo_done):
+    monitor = gdb_batch(s, list(ENDPOINTS))
+    for command, path in ENDPOINTS.items():
+        doc = get(s.base + path)
+        check(doc["source"] == "stub", f"{path}: source {doc['source']}")
+        check(strip(doc) == monitor[command], f"{path} differs from `monitor {command}`:\n{strip(doc)}\n{monitor[command]}")
+
+
+def test_walk_vs_qemu(s, demo_done):
+    for addr in [0x0, 0x12345, 0x1000000, 0x1fdf000, 0x30000000, 0xfffff000]:
+        doc = get(s.base + f"/api/v1/walk?addr={addr:#x}&verify=qemu")
+        check(doc["agree"] is True, f"walk {addr:#x}: ours {doc['physical']} QEMU {doc['qemu']}")
+        expected = s.qmp.hmp(f"gva2gpa {addr:#x}").strip()
+        ours = doc["physical"]
+        check((ours is None and "Unmapped" in expected) or (ours and int(ours, 16) == int(expected.split()[-1], 16)),
+              f"walk {addr:#x}: {ours} vs {expected!r}")
+        pm = get(s.base + f"/api/v1/walk?addr={addr:#x}&source=qemu")
+        check(pm["source"] == "qemu", "post-mortem walk source")
+        for key in ("linear", "pde", "table", "frame", "physical", "stop"):
+            check(pm[key] == doc[key], f"walk {addr:#x} {key}: qemu {pm[key]} stub {doc[key]}")
+
+
+def test_page_directory_qemu(s, demo_done):
+    stub = get(s.base + "/api/v1/page-directory?all=true")
+    pm = get(s.base + "/api/v1/page-directory?source=qemu")
+    check(pm["source"] == "qemu" and pm["pg_dir"] == stub["pg_dir"], f"pg_dir {pm['pg_dir']} vs {stub['pg_dir']}")
+    fields = ("index", "raw", "table", "flags", "present_ptes")
+    a = [{k: e[k] for k in fields} for e in stub["entries"]]
+    b = [{k: e[k] for k in fields} for e in pm["entries"]]
+    check(a == b, f"entries differ:\n{a}\n{b}")
+    pt = get(s.base + "/api/v1/page-tables/0?source=qemu")
+    st = get(s.base + "/api/v1/page-tables/0")
+    check([e["raw"] for e in pt["entries"]] == [e["raw"] for e in st["entries"]], "page table 0 differs")
+
+
+def test_mem_map(s, demo_done):
+    show = get(s.base + "/api/v1/showmem")
+    mm = get(s.base + "/api/v1/mem-map")
+    check(mm["source"] == "stub" and mm["free"] == show["free"], f"mem_map free {mm['free']} vs showmem {show['free']}")
+    reserved = (int(show["start_mem"], 16) - 0x100000) // 4096
+    check(mm["counts"][:reserved] == [100] * reserved, "reserved frames are not USED")
+    part = get(s.base + "/api/v1/mem-map?start=0x200000&end=0x204000")
+    check(part["counts"] == mm["counts"][256:260], "a range differs from the whole")
+    pm = get(s.base + "/api/v1/mem-map?source=qemu")
+    check(pm["source"] == "qemu" and pm["counts"] == mm["counts"], "post-mortem mem_map differs")
+    # Every frame dumppt says is mapped has the count the monitor reports.
+    pt = get(s.base + "/api/v1/page-tables/7")
+    for e in pt["entries"]:
+        if e["count"] is not None:
+            i = (int(e["frame"], 16) - 0x100000) // 4096
+            check(mm["counts"][i] == e["count"], f"frame {e['frame']}: {mm['counts'][i]} vs {e['count']}")
+
+
+def test_concurrent_clients(s, demo_done):
+    paths = ["/api/v1/tasks", "/api/v1/walk?addr=0x12345", "/api/v1/showmem", "/api/v1/page-tables/1",
+             "/api/v1/status", "/api/v1/checkmm"]
+    expected = {p: strip(get(s.base + p)) for p in paths}
+    errors = []
+
+    def client(n):
+        try:
+            for i in range(8):
+                p = paths[(n + i) % len(paths)]
+                doc = strip(get(s.base + p))
+                if p != "/api/v1/status" and doc != expected[p]:
+                    errors.append(f"{p}: differs")
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    check(not errors, f"concurrent clients: {errors[:5]}")
+    check(get(s.base + "/api/v1/status")["kernel"] == "running", "the kernel is not running after the queries")
+
+
+def test_gdb_at_the_same_time(s, demo_done):
+    gdb = PtyGdb(s.gdb_port, kernel=s.kernel, scripts=())
+    try:
+        gdb.read_until(r"\(gdb\) ")
+        st = get(s.base + "/api/v1/status")
+        check(st["gdb_attached"] and st["kernel"] == "stopped", f"gdb holds the kernel: {st}")
+        check(get(s.base + "/api/v1/tasks")["tasks"][0]["pid"] == 0, "query while gdb holds the kernel")
+        check(get(s.base + "/api/v1/status")["kernel"] == "stopped", "a query resumed gdb's stopped kernel")
+        gdb.send("continue\n")
+        gdb.read_until(r"Continuing\.")
+        time.sleep(0.3)
+        for _ in range(3):
+            get(s.base + "/api/v1/walk?addr=0x1000")
+        st = get(s.base + "/api/v1/status")
+        check(st["kernel"] == "running", f"not running after queries while gdb continues: {st}")
+        time.sleep(0.3)
+        check("SIGINT" not in gdb.buffer and "stopped" not in gdb.buffer, f"gdb saw a stop it did not ask for: {gdb.buffer!r}")
+        gdb.send("\x03")
+        gdb.read_until(r"SIGINT")
+        gdb.read_until(r"\(gdb\) ")
+        check(get(s.base + "/api/v1/status")["kernel"] == "stopped", "Ctrl-C did not stop the kernel for gdb")
+        gdb.send("monitor showmem\n")
+        gdb.read_until(r"frames: \d+ for paging")
+        gdb.send("detach\n")
+        gdb.read_until(r"Detaching|detached")
+        gdb.send("quit\n")
+        time.sleep(0.5)
+        st = get(s.base + "/api/v1/status")
+        check(st["kernel"] == "running" and not st["gdb_attached"], f"after detach: {st}")
+    finally:
+        gdb.close(kill=True)  # killed, never detached
+    # A gdb killed without detaching must not leave the kernel stopped.
+    gdb = PtyGdb(s.gdb_port, kernel=s.kernel, scripts=())
+    try:
+        gdb.read_until(r"\(gdb\) ")
+    finally:
+        gdb.close(kill=True)  # killed, never detached
+    time.sleep(1.0)
+    st = get(s.base + "/api/v1/status")
+    check(st["kernel"] == "running" and not st["gdb_attached"], f"after a killed gdb: {st}")
+    get(s.base + "/api/v1/tasks")
+
+
+def test_bad_requests(s, demo_done):
+    b = s.base
+    error_of(b + "/api/v1/walk?addr=0xzz", 400, "bad_request")
+    error_of(b + "/api/v1/walk", 400, "bad_request")
+    error_of(b + "/api/v1/walk?addr=0x100000000", 400, "out_of_range")
+    error_of(b + "/api/v1/walk?addr=0x4000000&task=0", 400, "out_of_range")
+    error_of(b + "/api/v1/walk?addr=0x0&task=99", 404, "no_such_task")
+    error_of(b + "/api/v1/walk?addr=1&verify=maybe", 400, "bad_request")
+    error_of(b + "/api/v1/failnth/0", 404, "no_such_task")
+    error_of(b + "/api/v1/page-tables/1024", 400, "out_of_range")
+    error_of(b + "/api/v1/page-tables/-1", 400, "bad_request")
+    error_of(b + "/api/v1/page-directory?start=0x1000", 400, "bad_request")
+    error_of(b + "/api/v1/page-directory?start=0x2000&end=0x1000", 400, "bad_request")
+    error_of(b + "/api/v1/page-directory?user=perhaps", 400, "bad_request")
+    error_of(b + "/api/v1/mem-map?start=0x0", 400, "out_of_range")
+    error_of(b + "/api/v1/nothing", 404, "not_found")
+    error_of(b + "/api/v1/status", 403, "foreign_host", headers={"Host": "evil.example:80"})
+    json_headers = {"Content-Type": "application/json"}
+    error_of(b + "/api/v1/fail", 400, "bad_json", method="POST", body=b"{not json", headers=json_headers)
+    error_of(b + "/api/v1/fail", 413, "payload_too_large", method="POST",
+             body=b'{"site": "' + b"a" * 40000 + b'"}', headers=json_headers)
+    error_of(b + "/api/v1/fail", 400, "bad_request", method="POST", body=b'{"site": "x y", "probability": 1}',
+             headers=json_headers)
+    error_of(b + "/api/v1/fail", 400, "bad_request", method="POST", body=b'{"seed": 1, "task": 1}', headers=json_headers)
+    doc = json.loads(request(b + "/api/v1/fail", "POST", b'{"seed": 7}', json_headers)[1])
+    check(doc.get("seed") == 7, f"fail seed 7: {doc}")
+
+
+def test_safety_flags(s, demo_done):
+    # Non-loopback without a token: refused at start.
+    out = subprocess.run([str(INSPECTOR), "--listen", f"0.0.0.0:{procs.free_port()}", "--gdb-listen", "off",
+                          "--target", "127.0.0.1:1"], capture_output=True, timeout=10)
+    check(out.returncode != 0 and b"--token" in out.stderr, f"0.0.0.0 without a token: {out.returncode} {out.stderr[-300:]!r}")
+    # A token-protected, read-only daemon (its kernel link goes nowhere: 503).
+    port = procs.free_port()
+    p = s.start_daemon("--token", "s3cret", port=port, target=f"127.0.0.1:{procs.free_port()}", log="daemon2.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        error_of(base + "/api/v1/status", 401, "unauthorized")
+        error_of(base + "/api/v1/status", 401, "unauthorized", headers={"Authorization": "Bearer nope"})
+        auth = {"Authorization": "Bearer s3cret"}
+        check(get(base + "/api/v1/status", headers=auth)["connected"] is False, "connected to nothing?")
+        error_of(base + "/api/v1/tasks", 503, "not_connected", headers=auth)
+        error_of(base + "/api/v1/fail", 403, "writes_disabled", method="POST", body=b'{"seed": 1}',
+                 headers=dict(auth, **{"Content-Type": "application/json"}))
+        check(get(base + "/health")["status"] == "ok", "health needs no token")
+    finally:
+        p.stop()
+
+
+def test_post_mortem(s, demo_done):
+    """The VM paused (the stub cannot answer): QEMU answers, and says so."""
+    s.qmp.execute("stop")
+    try:
+        t = time.monotonic()
+        doc = get(s.base + "/api/v1/walk?addr=0x12345")
+        check(doc["source"] == "qemu" and doc["physical"] == "0x00012345", f"post-mortem walk {doc}")
+        check(time.monotonic() - t < 12, "fallback took too long")
+        check(get(s.base + "/api/v1/page-directory")["source"] == "qemu", "page directory source")
+        check(get(s.base + "/api/v1/mem-map?start=0x200000&end=0x201000")["source"] == "qemu", "mem_map source")
+        error_of(s.base + "/api/v1/tasks", 504, "timeout")
+        error_of(s.base + "/api/v1/walk?addr=0x1&source=stub", 504, "timeout")
+    finally:
+        s.qmp.execute("cont")
+    deadline = time.monotonic() + 20
+    while True:
+        status, body, _ = request(s.base + "/api/v1/tasks")
+        if status == 200:
+            break
+        check(time.monotonic() < deadline, f"the stub did not come back after cont: {status} {body[:200]!r}")
+        time.sleep(0.5)
+
+
+def test_restart(s, demo_done):
+    before = get(s.base + "/api/v1/status")["connects"]
+    s.stop_qemu()
+    time.sleep(0.5)
+    check(get(s.base + "/health")["connected"] is False, "health after QEMU died")
+    error_of(s.base + "/api/v1/tasks", 503, "not_connected")
+    s.start_qemu()
+    deadline = time.monotonic() + 30
+    while not get(s.base + "/health")["connected"]:
+        check(time.monotonic() < deadline, "the daemon did not reconnect")
+        time.sleep(0.1)
+    check(get(s.base + "/api/v1/status")["connects"] > before, "no reconnect counted")
+    s.wait_console(r"^VERDICT", 90)
+    check(get(s.base + "/api/v1/tasks")["tasks"][0]["pid"] == 0, "tasks after restart")
+
+
+def test_schemathesis(s, demo_done):
+    check(SCHEMATHESIS.exists(), f"{SCHEMATHESIS} is missing (scripts/setup --test installs it)")
+    out = subprocess.run([str(SCHEMATHESIS), "run", s.base + "/api/v1/openapi.json", "-n", "5",
+                          "-c", "not_a_server_error,response_schema_conformance",
+                          "--exclude-path", "/api/v1/faults/stream", "--request-timeout", "20"],
+                         capture_output=True, timeout=240, env=dict(os.environ, NO_COLOR="1"),
+                         cwd=s.work)  # its .schemathesis cache goes to the scratch directory
+    text = out.stdout.decode(errors="replace")
+    check(out.returncode == 0, f"schemathesis failed:\n{text[-3000:]}")
+
+
