@@ -14,6 +14,7 @@
 - Tests marked `slow` are deselected unless --slow (the long gdb sessions).
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -62,7 +63,8 @@ def pytest_configure(config):
     for marker in ("stubs(*kinds): the gdb stubs a test supports (default: kernel only)",
                    "slow: deselected unless --slow",
                    "fast: a fast gdb session (in scripts/sessions --fast)",
-                   "scenario: a QEMU scenario (--scenario-timeout applies)"):
+                   "scenario: a QEMU scenario (--scenario-timeout applies)",
+                   "exclusive: runs while no other test of the run does (timing-sensitive)"):
         config.addinivalue_line("markers", marker)
     if not config.option.xmlpath and not is_worker(config):
         JUNIT_XML.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +192,25 @@ def _deselect_slow(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+EXCLUSIVE_LOCK = paths.TARGET_DIR / "pytest" / "exclusive.lock"
+
+
+@pytest.fixture(autouse=True)
+def _exclusive(request):
+    """Tests marked `exclusive` (their assertions include response times: the inspector's
+    concurrent clients, its post-mortem fallback, schemathesis) run while no other test
+    of the run does, as when each runner ran alone: every test holds a shared lock, an
+    exclusive test the exclusive one (the other workers wait meanwhile)."""
+    EXCLUSIVE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(EXCLUSIVE_LOCK, "a") as lock:
+        exclusive = request.node.get_closest_marker("exclusive") is not None
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

@@ -227,6 +227,7 @@ def test_mem_map(s, demo_done):
             check(mm["counts"][i] == e["count"], f"frame {e['frame']}: {mm['counts'][i]} vs {e['count']}")
 
 
+@pytest.mark.exclusive
 def test_concurrent_clients(s, demo_done):
     paths = ["/api/v1/tasks", "/api/v1/walk?addr=0x12345", "/api/v1/showmem", "/api/v1/page-tables/1",
              "/api/v1/status", "/api/v1/checkmm"]
@@ -240,7 +241,7 @@ def test_concurrent_clients(s, demo_done):
                 doc = strip(get(s.base + p))
                 if p != "/api/v1/status" and doc != expected[p]:
                     errors.append(f"{p}: differs")
-        except Exception as e:  # noqa: BLE001 (reported below)
+        except Exception as e:  # any error is reported below
             errors.append(repr(e))
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
@@ -345,6 +346,7 @@ def test_safety_flags(s, demo_done):
         p.stop()
 
 
+@pytest.mark.exclusive
 def test_post_mortem(s, demo_done):
     """The VM paused (the stub cannot answer): QEMU answers, and says so."""
     s.qmp.execute("stop")
@@ -384,6 +386,7 @@ def test_restart(s, demo_done):
     check(get(s.base + "/api/v1/tasks")["tasks"][0]["pid"] == 0, "tasks after restart")
 
 
+@pytest.mark.exclusive
 def test_schemathesis(s, demo_done):
     check(SCHEMATHESIS.exists(), f"{SCHEMATHESIS} is missing (scripts/setup --test installs it)")
     out = subprocess.run([str(SCHEMATHESIS), "run", s.base + "/api/v1/openapi.json", "-n", "5",

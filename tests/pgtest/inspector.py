@@ -46,10 +46,7 @@ class Daemon:
                 time.sleep(0.05)
 
     def log_text(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return paths.read_text(self.log_path)
 
     def stop(self):
         if self.process is not None:

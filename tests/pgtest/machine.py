@@ -306,16 +306,10 @@ class Machine:
 
     # --- what it says ---
     def stderr_text(self):
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return paths.read_text(self.stderr_path)
 
     def console_text(self):
-        try:
-            return self.console.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return paths.read_text(self.console)
 
     def verdicts(self):
         return status.verdict_lines(self.console_text())

@@ -22,3 +22,11 @@ SESSIONS_DIR = REPO / "gdb" / "sessions"
 def qemu_binary():
     """QEMU for i386: $QEMU or qemu-system-i386."""
     return os.environ.get("QEMU", "qemu-system-i386")
+
+
+def read_text(path):
+    """A file's text ("" while it does not exist), undecodable bytes replaced."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
