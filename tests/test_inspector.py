@@ -31,7 +31,8 @@ from pgtest.inspector import Daemon, error_of, get, request, sse_events
 from pgtest.machine import Machine
 from pgtest.paths import INSPECTOR
 
-pytestmark = [pytest.mark.xdist_group("inspector"), pytest.mark.timeout(300)]
+# One worker, in order; run while no other test runs (their stub link and timings need it).
+pytestmark = [pytest.mark.xdist_group("inspector"), pytest.mark.exclusive, pytest.mark.timeout(300)]
 SCHEMATHESIS = Path(shutil.which("st", path=str(Path(sys.executable).parent)) or tools.venv_bin("st"))
 
 
@@ -227,7 +228,6 @@ def test_mem_map(s, demo_done):
             check(mm["counts"][i] == e["count"], f"frame {e['frame']}: {mm['counts'][i]} vs {e['count']}")
 
 
-@pytest.mark.exclusive
 def test_concurrent_clients(s, demo_done):
     paths = ["/api/v1/tasks", "/api/v1/walk?addr=0x12345", "/api/v1/showmem", "/api/v1/page-tables/1",
              "/api/v1/status", "/api/v1/checkmm"]
@@ -346,7 +346,6 @@ def test_safety_flags(s, demo_done):
         p.stop()
 
 
-@pytest.mark.exclusive
 def test_post_mortem(s, demo_done):
     """The VM paused (the stub cannot answer): QEMU answers, and says so."""
     s.qmp.execute("stop")
@@ -386,7 +385,6 @@ def test_restart(s, demo_done):
     check(get(s.base + "/api/v1/tasks")["tasks"][0]["pid"] == 0, "tasks after restart")
 
 
-@pytest.mark.exclusive
 def test_schemathesis(s, demo_done):
     check(SCHEMATHESIS.exists(), f"{SCHEMATHESIS} is missing (scripts/setup --test installs it)")
     out = subprocess.run([str(SCHEMATHESIS), "run", s.base + "/api/v1/openapi.json", "-n", "5",
