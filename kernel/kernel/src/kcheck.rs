@@ -37,7 +37,9 @@ pub fn run(who: &str) -> CheckSummary {
         printed += 1;
     });
     if printed > MAX_PRINTED {
-        println!("{who}: ... and {} more mismatches", printed - MAX_PRINTED);
+        let more = printed - MAX_PRINTED;
+        let noun = if more == 1 { "mismatch" } else { "mismatches" };
+        println!("{who}: ... and {more} more {noun}");
     }
     summary
 }

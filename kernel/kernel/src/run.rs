@@ -85,7 +85,7 @@ impl Run {
         let summary = kcheck::run("checkmm");
         let free = paging().mm.mem_map.nr_free();
         println!("run: init exited ({})", describe_status(status));
-        println!("run: checkmm {summary}");
+        println!("run: checkmm {}", report::SummaryText(&summary));
         println!(
             "run: free frames {free}, before init {}",
             self.baseline_free
@@ -145,8 +145,8 @@ impl Run {
         }
         if !summary.is_clean() {
             println!(
-                "VERDICT: FAIL checkmm found {} mismatches",
-                summary.mismatches
+                "VERDICT: FAIL checkmm found {}",
+                report::text::count(summary.mismatches, "mismatch", "mismatches")
             );
             failures += 1;
         }

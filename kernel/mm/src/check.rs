@@ -265,24 +265,6 @@ impl CheckSummary {
     }
 }
 
-impl fmt::Display for CheckSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({} frames, {} directory entries, {} page-table entries, {} kernel references checked",
-            if self.is_clean() { "OK" } else { "MISMATCH" },
-            self.frames,
-            self.present_pdes,
-            self.present_ptes,
-            self.kernel_refs,
-        )?;
-        if !self.is_clean() {
-            write!(f, "; {} mismatches", self.mismatches)?;
-        }
-        f.write_str(")")
-    }
-}
-
 impl<P: PhysMem> Mm<P> {
     /// Runs every check over this state ([`check_mm`]).
     pub fn check_mm(

@@ -15,7 +15,10 @@ use mm::memory::AllocSite;
 // ---------------------------------------------------------------------------------------
 
 /// The monitor commands (the names are the interface gdb users and scripts type).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "std", derive(serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
 pub enum CommandName {
     Help,
     DumpPgd,
@@ -400,6 +403,9 @@ pub enum MonitorError {
     ScratchTooSmall { needed: usize, given: usize },
     /// `walk --task`: the offset lies beyond the task's 64 MiB segment.
     OffsetBeyondSegment { offset: u32 },
+    /// The view of the paging state has no `mem_map` (a post-mortem look at page tables
+    /// alone): the command needs the counts.
+    NoMemMap,
 }
 
 impl Failure for MonitorError {
@@ -409,6 +415,7 @@ impl Failure for MonitorError {
             MonitorError::Busy { .. } => "busy",
             MonitorError::ScratchTooSmall { .. } => "scratch_too_small",
             MonitorError::OffsetBeyondSegment { .. } => "out_of_range",
+            MonitorError::NoMemMap => "no_mem_map",
         }
     }
     fn shows_usage(&self) -> bool {
@@ -432,6 +439,7 @@ impl Display for MonitorError {
                 f,
                 "offset {offset:#010x} lies beyond the task's 64 MiB segment"
             ),
+            MonitorError::NoMemMap => f.write_str("this view of the machine has no mem_map"),
         }
     }
 }

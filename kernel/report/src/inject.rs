@@ -1,17 +1,23 @@
-//! The monitor's failure-injection and corruption commands (`fail`, `failnth`,
-//! `corrupt`): their arguments and their answers in text and JSON, over the pure
-//! [`Injector`] and [`Mm`], so they are host-tested like the rest of the crate.
+//! The failure-injection and corruption documents (`fail`, `failnth`, `corrupt`): the
+//! changes these commands make to the pure [`Injector`] and [`Mm`], and their answers,
+//! computed from plain data ([`FailState`]) so a host tool can show the same.
 
-use core::fmt::{self, Write};
+use core::fmt::{self, Display};
+use core::ops::ControlFlow;
 
-use mm::addr::{Frame, LinearAddr};
+use mm::addr::{Frame, LinearAddr, NR_TASKS};
 use mm::corrupt::CorruptError;
 use mm::inject::{FaultAttr, InjectError, Injector};
 use mm::memory::{AllocSite, Mm};
 use mm::phys::PhysMem;
+use serde::Serialize;
 
-use crate::command::{CorruptCommand, FailCommand, Failure, CORRUPT, FAIL, FAILNTH};
-use crate::monitor::{Json, TaskSlots};
+#[cfg(feature = "std")]
+use serde::Deserialize;
+
+use crate::command::{CorruptCommand, FailCommand, Failure};
+use crate::inputs::{FailState, TaskSlots};
+use crate::value::{command_tag, Hex, Items, SchemaVersion, Source};
 
 /// Refusals of a well-formed `fail`/`failnth`/`corrupt` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,22 +50,83 @@ impl Failure for InjectAnswerError {
     }
 }
 
-/// `fail ...`: changes what was asked, then shows every site.
-pub fn fail(
+/// What a `fail` line changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum Changed {
+    /// A site's knobs.
+    Site(SiteName),
+    /// `seed` or `task`.
+    Other(ChangedWhat),
+}
+
+/// `seed` or `task`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ChangedWhat {
+    Seed,
+    Task,
+}
+
+impl Display for Changed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Changed::Site(site) => f.write_str(site.0.name()),
+            Changed::Other(ChangedWhat::Seed) => f.write_str("seed"),
+            Changed::Other(ChangedWhat::Task) => f.write_str("task"),
+        }
+    }
+}
+
+/// An allocation site, by its name (`copy_page_tables`, `un_wp_page`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiteName(pub AllocSite);
+
+impl Serialize for SiteName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name())
+    }
+}
+
+#[cfg(feature = "std")]
+impl<'de> Deserialize<'de> for SiteName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SiteName, D::Error> {
+        let text = std::string::String::deserialize(d)?;
+        mm::inject::site_by_name(&text)
+            .map(SiteName)
+            .map_err(|_| serde::de::Error::custom(format_args!("'{text}' is no allocation site")))
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for SiteName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SiteName".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: std::vec::Vec<&str> = AllocSite::ALL.iter().map(|s| s.name()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
+
+/// Applies a `fail` line to `injector`: what it changed (`None`: it only shows).
+pub fn apply_fail(
     injector: &mut Injector,
     slots: &dyn TaskSlots,
     command: FailCommand,
-    json: bool,
-    out: &mut dyn Write,
-) -> fmt::Result {
-    let changed: Option<&str> = match command {
+) -> Result<Option<Changed>, InjectAnswerError> {
+    Ok(match command {
         FailCommand::Show => None,
         FailCommand::Configure { site, patch } => {
             let attr = patch.apply(injector.site(site).attr);
-            if let Err(e) = injector.configure(site, attr) {
-                return crate::monitor::error(json, FAIL, &InjectAnswerError::Inject(e), out);
-            }
-            Some(site.name())
+            injector
+                .configure(site, attr)
+                .map_err(InjectAnswerError::Inject)?;
+            Some(Changed::Site(SiteName(site)))
         }
         FailCommand::Off { site } => {
             let attr = FaultAttr {
@@ -68,187 +135,332 @@ pub fn fail(
             };
             injector
                 .configure(site, attr)
-                .expect("probability 0 is valid");
-            Some(site.name())
+                .map_err(InjectAnswerError::Inject)?;
+            Some(Changed::Site(SiteName(site)))
         }
         FailCommand::Seed(seed) => {
             injector.set_seed(seed);
-            Some("seed")
+            Some(Changed::Other(ChangedWhat::Seed))
         }
         FailCommand::Task { pid, make_it_fail } => {
-            let Some(slot) = slots.slot_of_pid(pid).filter(|&s| s != 0) else {
-                return crate::monitor::error(json, FAIL, &InjectAnswerError::NoSuchTask(pid), out);
-            };
-            injector
-                .task_mut(slot)
-                .expect("a slot of the table")
-                .make_it_fail = make_it_fail;
-            Some("task")
+            let slot = slots
+                .slot_of_pid(pid)
+                .filter(|&s| s != 0)
+                .ok_or(InjectAnswerError::NoSuchTask(pid))?;
+            let task = injector.task_mut(slot).map_err(InjectAnswerError::Inject)?;
+            task.make_it_fail = make_it_fail;
+            Some(Changed::Other(ChangedWhat::Task))
         }
-    };
-    show_fail(injector, slots, changed, json, out)
+    })
 }
 
-fn show_fail(
-    injector: &Injector,
-    slots: &dyn TaskSlots,
-    changed: Option<&str>,
-    json: bool,
-    out: &mut dyn Write,
-) -> fmt::Result {
-    let marked = || {
-        (1..mm::addr::NR_TASKS).filter_map(|slot| {
-            let t = injector.task(slot).ok()?;
-            let pid = slots.pid_in_slot(slot)?;
-            (t.make_it_fail || t.fail_nth != 0).then_some((pid, slot, *t))
-        })
-    };
-    if json {
-        let mut j = Json::new(out);
-        j.begin_document(FAIL)?;
-        match changed {
-            Some(what) => j.field_str("changed", what)?,
-            None => j.field_null("changed")?,
+command_tag!(
+    /// `"fail"`.
+    FailDocCommand = "fail"
+);
+
+/// One allocation site's knobs and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SiteDoc {
+    pub name: SiteName,
+    /// Percent, 0 to 100 (0: disabled).
+    pub probability: u8,
+    /// Only every Nth eligible call may fail.
+    pub interval: u32,
+    /// Failures at most (-1: unlimited), and how many are left.
+    pub times: i32,
+    pub times_left: i32,
+    /// The budget in bytes before failures start.
+    pub space: u32,
+    /// Only tasks marked make-it-fail.
+    pub filter: bool,
+    /// Allocations that reached it (tasks the filter spares included), failures injected.
+    pub calls: u64,
+    pub fired: u64,
+}
+
+/// A task marked make-it-fail or with a fail-nth pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct MarkedTaskDoc {
+    pub pid: u32,
+    pub slot: u32,
+    pub make_it_fail: bool,
+    pub fail_nth: u32,
+}
+
+/// The last injected failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LastFailureDoc {
+    pub site: SiteName,
+    /// Null once the task is gone.
+    pub pid: Option<u32>,
+    pub by_fail_nth: bool,
+}
+
+/// `fail --json`: every site, the seed, the marked tasks, the last injected failure.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize, Clone, PartialEq))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FailDoc<'a> {
+    pub command: FailDocCommand,
+    pub schema: SchemaVersion,
+    /// What this command changed: a site name, `seed` or `task`.
+    pub changed: Option<Changed>,
+    /// The random seed.
+    pub seed: u64,
+    /// Every site, in a fixed order.
+    pub sites: [SiteDoc; AllocSite::ALL.len()],
+    /// Tasks marked or with a fail-nth pending.
+    pub tasks: Items<'a, MarkedTaskDoc>,
+    pub last: Option<LastFailureDoc>,
+}
+
+/// A `fail` answer over the injection state and the task table.
+pub struct Fail<'v> {
+    state: FailState,
+    slots: &'v dyn TaskSlots,
+    changed: Option<Changed>,
+}
+
+impl<'v> Fail<'v> {
+    pub fn new(state: FailState, slots: &'v dyn TaskSlots, changed: Option<Changed>) -> Fail<'v> {
+        Fail {
+            state,
+            slots,
+            changed,
         }
-        j.field_uint("seed", injector.seed())?;
-        j.key("sites")?;
-        j.begin_array()?;
-        for site in AllocSite::ALL {
-            let s = injector.site(site);
-            j.begin_object()?;
-            j.field_str("name", site.name())?;
-            j.field_uint("probability", s.attr.probability.into())?;
-            j.field_uint("interval", s.attr.interval.into())?;
-            j.field_int("times", s.attr.times.into())?;
-            j.field_int("times_left", injector.times_left(site).into())?;
-            j.field_uint("space", s.attr.space.into())?;
-            j.field_bool("filter", s.attr.task_filter)?;
-            j.field_uint("calls", s.calls)?;
-            j.field_uint("fired", s.fired)?;
-            j.end_object()?;
+    }
+
+    pub fn document(&self) -> FailDoc<'_> {
+        let s = &self.state;
+        let sites = AllocSite::ALL.map(|site| {
+            let k = s.sites[site.index()];
+            SiteDoc {
+                name: SiteName(site),
+                probability: k.probability,
+                interval: k.interval,
+                times: k.times,
+                times_left: k.times_left,
+                space: k.space,
+                filter: k.filter,
+                calls: k.calls,
+                fired: k.fired,
+            }
+        });
+        FailDoc {
+            command: FailDocCommand,
+            schema: SchemaVersion,
+            changed: self.changed,
+            seed: s.seed,
+            sites,
+            tasks: Items::Lazy(self),
+            last: s.last.map(|l| LastFailureDoc {
+                site: SiteName(l.site),
+                pid: self.slots.pid_in_slot(l.slot),
+                by_fail_nth: l.by_fail_nth,
+            }),
         }
-        j.end_array()?;
-        j.key("tasks")?;
-        j.begin_array()?;
-        for (pid, slot, t) in marked() {
-            j.begin_object()?;
-            j.field_uint("pid", pid.into())?;
-            j.field_uint("slot", slot as u64)?;
-            j.field_bool("make_it_fail", t.make_it_fail)?;
-            j.field_uint("fail_nth", t.fail_nth.into())?;
-            j.end_object()?;
-        }
-        j.end_array()?;
-        match injector.last {
-            None => j.field_null("last")?,
-            Some(last) => {
-                j.key("last")?;
-                j.begin_object()?;
-                j.field_str("site", last.site.name())?;
-                j.field_opt_uint("pid", slots.pid_in_slot(last.slot).map(u64::from))?;
-                j.field_bool("by_fail_nth", last.by_fail_nth)?;
-                j.end_object()?;
+    }
+}
+
+impl Source<MarkedTaskDoc> for Fail<'_> {
+    fn each(&self, f: &mut dyn FnMut(&MarkedTaskDoc) -> ControlFlow<()>) {
+        for slot in 1..NR_TASKS {
+            let t = self.state.tasks[slot];
+            let Some(pid) = self.slots.pid_in_slot(slot) else {
+                continue;
+            };
+            if !(t.make_it_fail || t.fail_nth != 0) {
+                continue;
+            }
+            let doc = MarkedTaskDoc {
+                pid,
+                slot: slot as u32,
+                make_it_fail: t.make_it_fail,
+                fail_nth: t.fail_nth,
+            };
+            if f(&doc).is_break() {
+                return;
             }
         }
-        return j.end_document();
     }
-    if let Some(what) = changed {
-        writeln!(out, "fail: {what} changed")?;
-    }
-    writeln!(out, "failure injection (seed {}):", injector.seed())?;
-    writeln!(
-        out,
-        "  {:<18} {:>5} {:>8} {:>6} {:>6} {:>8} {:>6} {:>8} {:>6}",
-        "site", "prob%", "interval", "times", "left", "space", "filter", "calls", "fired"
-    )?;
-    for site in AllocSite::ALL {
-        let s = injector.site(site);
+}
+
+impl Display for FailDoc<'_> {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(what) = self.changed {
+            writeln!(out, "fail: {what} changed")?;
+        }
+        writeln!(out, "failure injection (seed {}):", self.seed)?;
         writeln!(
             out,
             "  {:<18} {:>5} {:>8} {:>6} {:>6} {:>8} {:>6} {:>8} {:>6}",
-            site.name(),
-            s.attr.probability,
-            s.attr.interval,
-            s.attr.times,
-            injector.times_left(site),
-            s.attr.space,
-            if s.attr.task_filter { "on" } else { "off" },
-            s.calls,
-            s.fired
+            "site", "prob%", "interval", "times", "left", "space", "filter", "calls", "fired"
         )?;
-    }
-    for (pid, slot, t) in marked() {
-        writeln!(
-            out,
-            "  pid {pid} (slot {slot}): make-it-fail {}, fail-nth {}",
-            if t.make_it_fail { "on" } else { "off" },
-            t.fail_nth
-        )?;
-    }
-    if let Some(last) = injector.last {
-        let pid = slots.pid_in_slot(last.slot);
-        writeln!(
-            out,
-            "  last injected failure: {} for {}{}",
-            last.site.name(),
-            match pid {
-                Some(pid) => PidText(Some(pid)),
-                None => PidText(None),
-            },
-            if last.by_fail_nth { " (fail-nth)" } else { "" }
-        )?;
-    }
-    Ok(())
-}
-
-struct PidText(Option<u32>);
-
-impl fmt::Display for PidText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(pid) => write!(f, "pid {pid}"),
-            None => f.write_str("a task that has exited"),
+        for s in &self.sites {
+            writeln!(
+                out,
+                "  {:<18} {:>5} {:>8} {:>6} {:>6} {:>8} {:>6} {:>8} {:>6}",
+                s.name.0.name(),
+                s.probability,
+                s.interval,
+                s.times,
+                s.times_left,
+                s.space,
+                if s.filter { "on" } else { "off" },
+                s.calls,
+                s.fired
+            )?;
         }
+        self.tasks.try_each(&mut |t| {
+            writeln!(
+                out,
+                "  pid {} (slot {}): make-it-fail {}, fail-nth {}",
+                t.pid,
+                t.slot,
+                if t.make_it_fail { "on" } else { "off" },
+                t.fail_nth
+            )
+        })?;
+        if let Some(last) = self.last {
+            write!(out, "  last injected failure: {} for ", last.site.0.name())?;
+            match last.pid {
+                Some(pid) => write!(out, "pid {pid}")?,
+                None => write!(out, "a task that has exited")?,
+            }
+            writeln!(out, "{}", if last.by_fail_nth { " (fail-nth)" } else { "" })?;
+        }
+        Ok(())
     }
 }
 
-/// `failnth PID [N]`.
+command_tag!(
+    /// `"failnth"`.
+    FailNthCommand = "failnth"
+);
+
+/// `failnth PID [N] --json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FailNthDoc {
+    pub command: FailNthCommand,
+    pub schema: SchemaVersion,
+    /// The task.
+    pub pid: u32,
+    pub slot: u32,
+    /// The setting now (0: none pending) and before this command.
+    pub fail_nth: u32,
+    pub previous: u32,
+}
+
+/// `failnth PID [N]`: sets the task's fail-nth when `n` is given, and says what it is.
 pub fn failnth(
     injector: &mut Injector,
     slots: &dyn TaskSlots,
     pid: u32,
     n: Option<u32>,
-    json: bool,
-    out: &mut dyn Write,
-) -> fmt::Result {
-    let Some(slot) = slots.slot_of_pid(pid).filter(|&s| s != 0) else {
-        return crate::monitor::error(json, FAILNTH, &InjectAnswerError::NoSuchTask(pid), out);
-    };
-    let task = injector.task_mut(slot).expect("a slot of the table");
+) -> Result<FailNthDoc, InjectAnswerError> {
+    let slot = slots
+        .slot_of_pid(pid)
+        .filter(|&s| s != 0)
+        .ok_or(InjectAnswerError::NoSuchTask(pid))?;
+    let task = injector.task_mut(slot).map_err(InjectAnswerError::Inject)?;
     let previous = task.fail_nth;
     if let Some(n) = n {
         task.fail_nth = n;
     }
-    let now = task.fail_nth;
-    if json {
-        let mut j = Json::new(out);
-        j.begin_document(FAILNTH)?;
-        j.field_uint("pid", pid.into())?;
-        j.field_uint("slot", slot as u64)?;
-        j.field_uint("fail_nth", now.into())?;
-        j.field_uint("previous", previous.into())?;
-        return j.end_document();
+    Ok(FailNthDoc {
+        command: FailNthCommand,
+        schema: SchemaVersion,
+        pid,
+        slot: slot as u32,
+        fail_nth: task.fail_nth,
+        previous,
+    })
+}
+
+impl Display for FailNthDoc {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (pid, previous) = (self.pid, self.previous);
+        match self.fail_nth {
+            0 => writeln!(
+                out,
+                "failnth: pid {pid}: no failure pending (was {previous})"
+            ),
+            n => writeln!(
+                out,
+                "failnth: pid {pid}: its allocation number {n} from now on will fail (was {previous})"
+            ),
+        }
     }
-    match (n, now) {
-        (_, 0) => writeln!(
-            out,
-            "failnth: pid {pid}: no failure pending (was {previous})"
-        ),
-        (_, n) => writeln!(
-            out,
-            "failnth: pid {pid}: its allocation number {n} from now on will fail (was {previous})"
-        ),
+}
+
+command_tag!(
+    /// `"corrupt"`.
+    CorruptDocCommand = "corrupt"
+);
+
+/// What a `corrupt` line broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CorruptWhat {
+    Pte,
+    Pde,
+    Count,
+    Leak,
+}
+
+/// A value before or after a corruption: an entry (hex) or a count (integer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum CorruptValue {
+    Entry(Hex),
+    Count(u32),
+}
+
+impl Display for CorruptValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptValue::Entry(h) => write!(f, "{h}"),
+            CorruptValue::Count(n) => write!(f, "{n}"),
+        }
     }
+}
+
+/// `corrupt ... --json`: what was changed, from what to what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "std", derive(Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CorruptDoc {
+    pub command: CorruptDocCommand,
+    pub schema: SchemaVersion,
+    pub what: CorruptWhat,
+    /// `pte`: the linear address; `pde`: the directory index; `count`, `leak`: the frame.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub linear: Option<Hex>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub frame: Option<Hex>,
+    /// The flipped bit (`pte`, `pde`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bit: Option<u32>,
+    /// The value before and after (not for `leak`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub old: Option<CorruptValue>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub new: Option<CorruptValue>,
 }
 
 /// `corrupt ...`: makes the change and says what it changed.
@@ -256,81 +468,90 @@ pub fn corrupt<P: PhysMem>(
     mm: &mut Mm<P>,
     slots: &dyn TaskSlots,
     command: CorruptCommand,
-    json: bool,
-    out: &mut dyn Write,
-) -> fmt::Result {
-    let refuse =
-        |e: InjectAnswerError, out: &mut dyn Write| crate::monitor::error(json, CORRUPT, &e, out);
-    let (what, target, change) = match command {
+) -> Result<CorruptDoc, InjectAnswerError> {
+    let mut doc = CorruptDoc {
+        command: CorruptDocCommand,
+        schema: SchemaVersion,
+        what: CorruptWhat::Leak,
+        linear: None,
+        index: None,
+        frame: None,
+        bit: None,
+        old: None,
+        new: None,
+    };
+    let refused = InjectAnswerError::Corrupt;
+    match command {
         CorruptCommand::Pte { addr, bit, task } => {
             let linear = match task {
                 None => addr,
                 Some(pid) => match slots.slot_of_pid(pid) {
                     Some(slot) => mm::addr::slot_base(slot).as_u32() + addr,
-                    None => return refuse(InjectAnswerError::NoSuchTask(pid), out),
+                    None => return Err(InjectAnswerError::NoSuchTask(pid)),
                 },
             };
-            match mm.corrupt_pte_bit(LinearAddr::new(linear), bit) {
-                Ok(c) => ("pte", linear, Some((bit, c))),
-                Err(e) => return refuse(InjectAnswerError::Corrupt(e), out),
-            }
+            let c = mm
+                .corrupt_pte_bit(LinearAddr::new(linear), bit)
+                .map_err(refused)?;
+            doc.what = CorruptWhat::Pte;
+            doc.linear = Some(Hex(linear));
+            doc.bit = Some(bit);
+            doc.old = Some(CorruptValue::Entry(Hex(c.old)));
+            doc.new = Some(CorruptValue::Entry(Hex(c.new)));
         }
-        CorruptCommand::Pde { index, bit } => match mm.corrupt_pde_bit(index, bit) {
-            Ok(c) => ("pde", index as u32, Some((bit, c))),
-            Err(e) => return refuse(InjectAnswerError::Corrupt(e), out),
-        },
+        CorruptCommand::Pde { index, bit } => {
+            let c = mm.corrupt_pde_bit(index, bit).map_err(refused)?;
+            doc.what = CorruptWhat::Pde;
+            doc.index = Some(index as u32);
+            doc.bit = Some(bit);
+            doc.old = Some(CorruptValue::Entry(Hex(c.old)));
+            doc.new = Some(CorruptValue::Entry(Hex(c.new)));
+        }
         CorruptCommand::Count { frame, delta } => {
-            match mm.corrupt_count(Frame::containing(frame), delta) {
-                Ok(c) => ("count", frame & !0xfff, Some((0, c))),
-                Err(e) => return refuse(InjectAnswerError::Corrupt(e), out),
-            }
+            let c = mm
+                .corrupt_count(Frame::containing(frame), delta)
+                .map_err(refused)?;
+            doc.what = CorruptWhat::Count;
+            doc.frame = Some(Hex(frame & !0xfff));
+            doc.old = Some(CorruptValue::Count(c.old));
+            doc.new = Some(CorruptValue::Count(c.new));
         }
-        CorruptCommand::Leak => match mm.corrupt_leak_frame() {
-            Ok(frame) => ("leak", frame.as_u32(), None),
-            Err(e) => return refuse(InjectAnswerError::Corrupt(e), out),
-        },
-    };
-    if json {
-        let mut j = Json::new(out);
-        j.begin_document(CORRUPT)?;
-        j.field_str("what", what)?;
-        match what {
-            "pde" => j.field_uint("index", target.into())?,
-            "pte" => j.field_hex("linear", target)?,
-            _ => j.field_hex("frame", target)?,
+        CorruptCommand::Leak => {
+            let frame = mm.corrupt_leak_frame().map_err(refused)?;
+            doc.frame = Some(Hex(frame.as_u32()));
         }
-        if let Some((bit, c)) = change {
-            if what != "count" {
-                j.field_uint("bit", bit.into())?;
-                j.field_hex("old", c.old)?;
-                j.field_hex("new", c.new)?;
-            } else {
-                j.field_uint("old", c.old.into())?;
-                j.field_uint("new", c.new.into())?;
-            }
-        }
-        return j.end_document();
     }
-    match (what, change) {
-        ("pte", Some((bit, c))) => writeln!(
-            out,
-            "corrupt: bit {bit} of the PTE of {target:#010x}: {:#010x} -> {:#010x}",
-            c.old, c.new
-        ),
-        ("pde", Some((bit, c))) => writeln!(
-            out,
-            "corrupt: bit {bit} of directory entry {target}: {:#010x} -> {:#010x}",
-            c.old, c.new
-        ),
-        ("count", Some((_, c))) => writeln!(
-            out,
-            "corrupt: mem_map count of frame {target:#010x}: {} -> {}",
-            c.old, c.new
-        ),
-        _ => writeln!(
-            out,
-            "corrupt: leaked frame {target:#010x} (count 1, mapped nowhere)"
-        ),
-    }?;
-    writeln!(out, "  run 'monitor checkmm' to see it named")
+    Ok(doc)
+}
+
+impl Display for CorruptDoc {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (bit, old, new) = (
+            self.bit.unwrap_or(0),
+            self.old.unwrap_or(CorruptValue::Count(0)),
+            self.new.unwrap_or(CorruptValue::Count(0)),
+        );
+        let frame = self.frame.unwrap_or_default();
+        match self.what {
+            CorruptWhat::Pte => writeln!(
+                out,
+                "corrupt: bit {bit} of the PTE of {}: {old} -> {new}",
+                self.linear.unwrap_or_default()
+            ),
+            CorruptWhat::Pde => writeln!(
+                out,
+                "corrupt: bit {bit} of directory entry {}: {old} -> {new}",
+                self.index.unwrap_or(0)
+            ),
+            CorruptWhat::Count => writeln!(
+                out,
+                "corrupt: mem_map count of frame {frame}: {old} -> {new}"
+            ),
+            CorruptWhat::Leak => writeln!(
+                out,
+                "corrupt: leaked frame {frame} (count 1, mapped nowhere)"
+            ),
+        }?;
+        writeln!(out, "  run 'monitor checkmm' to see it named")
+    }
 }

@@ -6,7 +6,6 @@ mod support;
 use mm::check::Mismatch;
 use mm::inject::Injector;
 use mm::memory::AllocSite;
-use report::inject as inject_report;
 use report::{AttrPatch, Command, CorruptCommand, FailCommand, ParseError};
 use serde_json::Value;
 use support::*;
@@ -173,7 +172,7 @@ fn fail_changes_the_knobs_and_shows_every_site_in_both_forms() {
         },
     };
     let mut out = String::new();
-    inject_report::fail(&mut inj, &pids(&k), cmd, true, &mut out).unwrap();
+    answers::fail(&mut inj, &pids(&k), cmd, true, &mut out).unwrap();
     let doc = json(&out);
     assert_eq!(doc["command"], "fail");
     assert_eq!(doc["changed"], "do_no_page");
@@ -190,7 +189,7 @@ fn fail_changes_the_knobs_and_shows_every_site_in_both_forms() {
     inj.set_current(1);
     assert!(mm::FailurePolicy::should_fail(&mut inj, AllocSite::NoPage));
     let mut text = String::new();
-    inject_report::fail(&mut inj, &pids(&k), FailCommand::Show, false, &mut text).unwrap();
+    answers::fail(&mut inj, &pids(&k), FailCommand::Show, false, &mut text).unwrap();
     assert!(
         text.contains("do_no_page") && text.contains("last injected failure: do_no_page"),
         "{text}"
@@ -203,7 +202,7 @@ fn failnth_and_task_marks_need_a_live_task() {
     let t = k.spawn(None).unwrap();
     let mut inj = Injector::new(1);
     let mut out = String::new();
-    inject_report::failnth(&mut inj, &pids(&k), 100 + t as u32, Some(3), true, &mut out).unwrap();
+    answers::failnth(&mut inj, &pids(&k), 100 + t as u32, Some(3), true, &mut out).unwrap();
     let doc = json(&out);
     assert_eq!(
         (
@@ -215,10 +214,10 @@ fn failnth_and_task_marks_need_a_live_task() {
     );
     assert_eq!(inj.task(t).unwrap().fail_nth, 3);
     out.clear();
-    inject_report::failnth(&mut inj, &pids(&k), 999, Some(1), true, &mut out).unwrap();
+    answers::failnth(&mut inj, &pids(&k), 999, Some(1), true, &mut out).unwrap();
     assert_eq!(json(&out)["error"]["kind"], "no_such_task");
     out.clear();
-    inject_report::fail(
+    answers::fail(
         &mut inj,
         &pids(&k),
         FailCommand::Task {
@@ -240,7 +239,7 @@ fn every_corruption_is_made_reported_and_then_named_by_checkmm() {
     let _b = k.fork(a).unwrap();
     let slots = pids(&k);
     let mut out = String::new();
-    inject_report::corrupt(
+    answers::corrupt(
         &mut k.mm,
         &slots,
         CorruptCommand::Pte {
@@ -260,7 +259,7 @@ fn every_corruption_is_made_reported_and_then_named_by_checkmm() {
         .iter()
         .any(|m| matches!(m, Mismatch::WritableShared { .. })));
     out.clear();
-    inject_report::corrupt(&mut k.mm, &slots, CorruptCommand::Leak, false, &mut out).unwrap();
+    answers::corrupt(&mut k.mm, &slots, CorruptCommand::Leak, false, &mut out).unwrap();
     assert!(out.contains("leaked frame"), "{out}");
     assert!(k.checkmm().iter().any(|m| matches!(
         m,
@@ -271,7 +270,7 @@ fn every_corruption_is_made_reported_and_then_named_by_checkmm() {
         }
     )));
     out.clear();
-    inject_report::corrupt(
+    answers::corrupt(
         &mut k.mm,
         &slots,
         CorruptCommand::Pte {

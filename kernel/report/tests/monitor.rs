@@ -49,12 +49,14 @@ fn run(k: &SimKernel, line: &str) -> String {
     match report::parse(line) {
         Err(failure) => report::parse_failure(&failure, &mut out),
         Ok(Request { command, json }) => match command {
-            Command::Help => report::help(json, None, &mut out),
-            Command::DumpPgd(filter) => report::dumppgd(&k.mm, &tasks, &filter, json, &mut out),
-            Command::DumpPt { index } => report::dumppt(&k.mm, &tasks, index, json, &mut out),
-            Command::Walk { addr, task } => report::walk(&k.mm, &tasks, addr, task, json, &mut out),
+            Command::Help => answers::help(json, &mut out),
+            Command::DumpPgd(filter) => answers::dumppgd(&k.mm, &tasks, &filter, json, &mut out),
+            Command::DumpPt { index } => answers::dumppt(&k.mm, &tasks, index, json, &mut out),
+            Command::Walk { addr, task } => {
+                answers::walk(&k.mm, &tasks, addr, task, json, &mut out)
+            }
             Command::CheckMm => checkmm(k, &k.kernel_refs(), json, &mut out),
-            Command::ShowMem => report::showmem(&k.mm, &tasks, json, &mut out),
+            Command::ShowMem => answers::showmem(&k.mm, &tasks, json, &mut out),
             other => panic!("{other:?} is the kernel's"),
         },
     }
@@ -68,7 +70,7 @@ fn checkmm(k: &SimKernel, refs: &[Frame], json: bool, out: &mut String) -> fmt::
         live_slots: live_slot_mask(k.live_slots()),
         kernel_refs: refs,
     };
-    report::checkmm(&k.mm, &input, &mut scratch, json, out)
+    answers::checkmm(&k.mm, &input, &mut scratch, json, out)
 }
 
 /// Parses a JSON answer: exactly one document on one line, with `command` and `schema`.
@@ -1082,7 +1084,7 @@ fn checkmm_refuses_a_scratch_too_small_instead_of_panicking() {
         kernel_refs: &[],
     };
     let mut out = String::new();
-    report::checkmm(&f.k.mm, &input, &mut [0u16; 10], true, &mut out).unwrap();
+    answers::checkmm(&f.k.mm, &input, &mut [0u16; 10], true, &mut out).unwrap();
     let v = json(&out, "checkmm");
     assert_eq!(v["error"]["kind"], "scratch_too_small");
 }
@@ -1201,7 +1203,7 @@ fn the_renderers_work_on_any_physmem() {
     // Generic over PhysMem: the same call type-checks for another implementation.
     fn dump<P: PhysMem>(mm: &Mm<P>) -> String {
         let mut out = String::new();
-        report::dumppgd(
+        answers::dumppgd(
             mm,
             &Pids(vec![Some(0)]),
             &PgdFilter::default(),

@@ -1,11 +1,12 @@
 //! The debugger's `monitor` commands: parses gdb's `monitor LINE` and answers in text or JSON.
 //!
 //! The gdb stub calls [`run`] with the paging state and the task table of the stopped
-//! kernel. The paging views, the parser, the help and the error answers are the pure
-//! `report` (host-tested over a simulated RAM); this module adds what only the kernel
-//! knows: the task table (`tasks`), the fault log (`faults`), the stub's `catch pagefault`
-//! switch, and the inputs of `checkmm`. Nothing here takes the paging or task-table locks
-//! (the stopped code may hold them) or allocates; see docs/monitor.md for every command.
+//! kernel. The parser and every document (its computation, text and JSON) are the pure
+//! `report` crate (host-tested over a simulated RAM); this module only gathers what only
+//! the kernel has: the paging state, the task table and the fault log as `report`'s plain
+//! inputs, the stub's `catch pagefault` switch, and `checkmm`'s scratch. Nothing here
+//! takes the paging or task-table locks (the stopped code may hold them) or allocates;
+//! see docs/monitor.md for every command.
 
 mod faults;
 mod tasks;
@@ -15,10 +16,11 @@ use core::fmt::{self, Write};
 use mm::addr::{Frame, NR_TASKS};
 use mm::check::SCRATCH_LEN;
 use mm::CheckInput;
-use report::{self, Command, CommandName, Json, MonitorError, Request, TaskSlots};
+use report::{emit, Command, CommandName, MonitorError, Request};
 use spin::Mutex;
 
-use crate::task::TaskTable;
+use faults::KernelFaultLog;
+use tasks::KernelTasks;
 
 /// What a monitor command may look at (and, for `fail`, `failnth` and `corrupt`,
 /// change): the kernel is stopped inside the stub, so these are reached without their
@@ -36,15 +38,6 @@ pub struct Context<'a> {
 /// `kcheck::run` holding that one.
 static SCRATCH: Mutex<[u16; SCRATCH_LEN]> = Mutex::new([0; SCRATCH_LEN]);
 
-/// The task table as `report` sees it: which pid lives in which slot.
-struct Slots<'a>(&'a TaskTable);
-
-impl TaskSlots for Slots<'_> {
-    fn pid_in_slot(&self, slot: usize) -> Option<u32> {
-        self.0.slots.get(slot)?.as_ref().map(|t| t.pid)
-    }
-}
-
 /// Runs one monitor command line, writing its output to `out`. Never panics on any line.
 pub fn run(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) {
     // A formatting error can only come from the writer (the stub's packet buffer); the
@@ -57,22 +50,57 @@ fn answer(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) -> fmt::Result
         Ok(request) => request,
         Err(failure) => return report::parse_failure(&failure, out),
     };
-    let slots = Slots(ctx.tasks);
+    let tasks = KernelTasks(ctx.tasks);
+    let refuse = |name: CommandName, e: &dyn report::Failure, out: &mut dyn Write| {
+        report::error(json, name, e, out)
+    };
     match command {
-        Command::Help => report::help(json, None, out),
-        Command::DumpPgd(filter) => report::dumppgd(ctx.mm, &slots, &filter, json, out),
-        Command::DumpPt { index } => report::dumppt(ctx.mm, &slots, index, json, out),
-        Command::Walk { addr, task } => report::walk(ctx.mm, &slots, addr, task, json, out),
-        Command::ShowMem => report::showmem(ctx.mm, &slots, json, out),
+        Command::Help => emit(&report::help(None), json, out),
+        Command::DumpPgd(filter) => match report::DumpPgd::new(&*ctx.mm, &tasks, &filter) {
+            Ok(q) => emit(&q.document(), json, out),
+            Err(e) => refuse(CommandName::DumpPgd, &e, out),
+        },
+        Command::DumpPt { index } => emit(
+            &report::DumpPt::new(&*ctx.mm, &tasks, index).document(),
+            json,
+            out,
+        ),
+        Command::Walk { addr, task } => match report::walk(&*ctx.mm, &tasks, addr, task) {
+            Ok(doc) => emit(&doc, json, out),
+            Err(e) => refuse(CommandName::Walk, &e, out),
+        },
+        Command::ShowMem => match report::ShowMem::new(&*ctx.mm, &tasks) {
+            Ok(q) => emit(&q.document(), json, out),
+            Err(e) => refuse(CommandName::ShowMem, &e, out),
+        },
         Command::CheckMm => checkmm(ctx, json, out),
-        Command::Tasks => tasks::render(ctx.mm, ctx.tasks, json, out),
-        Command::Faults => faults::render(json, out),
-        Command::Catch { pagefault } => catch(ctx, pagefault, json, out),
-        Command::Fail(command) => report::inject::fail(ctx.policy, &slots, command, json, out),
-        Command::FailNth { pid, n } => {
-            report::inject::failnth(ctx.policy, &slots, pid, n, json, out)
+        Command::Tasks => emit(&report::Tasks::new(&*ctx.mm, &tasks).document(), json, out),
+        Command::Faults => match report::Faults::new(&KernelFaultLog) {
+            Ok(q) => emit(&q.document(), json, out),
+            Err(e) => refuse(CommandName::Faults, &e, out),
+        },
+        Command::Catch { pagefault } => {
+            emit(&report::catch(ctx.catch_pagefault, pagefault), json, out)
         }
-        Command::Corrupt(command) => report::inject::corrupt(ctx.mm, &slots, command, json, out),
+        Command::Fail(command) => match report::apply_fail(ctx.policy, &tasks, command) {
+            Ok(changed) => {
+                let state = report::FailState::of(ctx.policy);
+                emit(
+                    &report::Fail::new(state, &tasks, changed).document(),
+                    json,
+                    out,
+                )
+            }
+            Err(e) => refuse(CommandName::Fail, &e, out),
+        },
+        Command::FailNth { pid, n } => match report::failnth(ctx.policy, &tasks, pid, n) {
+            Ok(doc) => emit(&doc, json, out),
+            Err(e) => refuse(CommandName::FailNth, &e, out),
+        },
+        Command::Corrupt(command) => match report::corrupt(ctx.mm, &tasks, command) {
+            Ok(doc) => emit(&doc, json, out),
+            Err(e) => refuse(CommandName::Corrupt, &e, out),
+        },
         Command::Cpu => report::cpu(&crate::arch::x86::cpu::system_registers(), json, out),
     }
 }
@@ -91,44 +119,8 @@ fn checkmm(ctx: &Context<'_>, json: bool, out: &mut dyn Write) -> fmt::Result {
         live_slots: ctx.tasks.live_slot_mask(),
         kernel_refs: &pages[..nr_pages],
     };
-    report::checkmm(ctx.mm, &input, &mut scratch[..], json, out)
-}
-
-/// `catch [pagefault [on|off]]`: sets or shows the stub's switch.
-fn catch(
-    ctx: &mut Context<'_>,
-    setting: Option<bool>,
-    json: bool,
-    out: &mut dyn Write,
-) -> fmt::Result {
-    let previous = *ctx.catch_pagefault;
-    if let Some(on) = setting {
-        *ctx.catch_pagefault = on;
+    match report::CheckMm::new(&*ctx.mm, &input, &mut scratch[..]) {
+        Ok(q) => emit(&q.document(), json, out),
+        Err(e) => report::error(json, CommandName::CheckMm, &e, out),
     }
-    let now = *ctx.catch_pagefault;
-    let word = |on: bool| if on { "on" } else { "off" };
-    if json {
-        let mut j = Json::new(out);
-        j.begin_document(CommandName::Catch)?;
-        j.field_bool("pagefault", now)?;
-        j.field_bool("previous", previous)?;
-        j.field_bool("changed", now != previous)?;
-        return j.end_document();
-    }
-    match setting {
-        None => writeln!(out, "catch pagefault: {}", word(now))?,
-        Some(_) => writeln!(
-            out,
-            "catch pagefault: {} (was {})",
-            word(now),
-            word(previous)
-        )?,
-    }
-    if now {
-        writeln!(
-            out,
-            "every page fault stops into gdb before do_no_page/do_wp_page handles it"
-        )?;
-    }
-    Ok(())
 }
