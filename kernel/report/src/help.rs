@@ -38,6 +38,7 @@ impl<'a> ErrorDetail<'a> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[cfg_attr(feature = "std", derive(Deserialize))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ErrorDoc<'a> {
     /// The command the error is about.
     pub command: CommandName,

@@ -22,7 +22,7 @@ use std::{string::String, vec::Vec};
 
 /// The version of every JSON document's layout (the `schema` field); bumped on any
 /// incompatible change, so scripts and the inspector can refuse what they do not know.
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 1;
 
 // ---------------------------------------------------------------------------------------
 // Numbers as hex strings
