@@ -8,6 +8,7 @@ gdb. It mirrors the kernel's decoders: `mm::entry::Entry::describe` (flag letter
 
 import difflib
 import json
+import os
 import re
 import struct
 
@@ -755,8 +756,60 @@ def find_key(doc, *names):
     return None
 
 
-# --- one renderer per monitor command (kernel/docs/monitor.md, schema 1) --------------
-SCHEMA = 1
+# --- the documents' JSON Schema (kernel/docs/monitor.schema.json) ----------------------
+# Generated from the kernel's document structs (kernel/report): the one definition of the
+# layouts. The commands, the schema version and the field names come from it.
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                           "kernel", "docs", "monitor.schema.json")
+
+
+def load_schema(path=SCHEMA_PATH):
+    """The committed JSON Schema of the monitor documents."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+MONITOR_SCHEMA = load_schema()
+# The layout version the documents carry in "schema".
+SCHEMA = MONITOR_SCHEMA["x-schema-version"]
+# Command -> the name of its document in $defs.
+DOCUMENTS = MONITOR_SCHEMA["x-commands"]
+
+
+def _definition(name):
+    return MONITOR_SCHEMA["$defs"].get(name) or {}
+
+
+def document_fields(command):
+    """The fields of `command`'s document, in their order (empty for an unknown command)."""
+    return list(_definition(DOCUMENTS.get(command, "")).get("properties", {}))
+
+
+def required_fields(command):
+    return list(_definition(DOCUMENTS.get(command, "")).get("required", []))
+
+
+def check_document(doc):
+    """Why `doc` is not a document this script knows ("" when it is): the command must be
+    one of the schema's, the schema version the same, the required fields there."""
+    if not isinstance(doc, dict):
+        return "not an object"
+    command = doc.get("command")
+    if command not in DOCUMENTS:
+        return f"unknown command {command!r}"
+    if doc.get("schema") != SCHEMA:
+        return f"schema {doc.get('schema')!r}, this script knows schema {SCHEMA}"
+    missing = [f for f in required_fields(command) if f not in doc]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    return ""
+
+
+def _plural(n, one, many):
+    return f"{n} {one if n == 1 else many}"
+
+
+# --- one renderer per monitor command (kernel/docs/monitor.md) -----------------------
 
 
 def _h(doc, key):
@@ -774,8 +827,13 @@ def render_error(doc, palette):
 
 
 def render_dumppgd(doc, p):
-    head = (f"page directory at {p.paint('addr', _h(doc, 'pg_dir'))}: {doc.get('present')} present entries"
-            f", {doc.get('shown')} shown")
+    head = (f"page directory at {p.paint('addr', _h(doc, 'pg_dir'))}: "
+            f"{_plural(doc.get('shown'), 'present entry', 'present entries')}")
+    flt = doc.get("filter") or {}
+    if flt.get("task") is not None:
+        head += f" for pid {flt['task']} (slot {flt.get('slot')})"
+    if doc.get("shown") != doc.get("present"):
+        head += f", of {doc.get('present')} in the whole directory"
     lines = [p.paint("heading", head)]
     if doc.get("not_present_nonzero"):
         lines.append(p.paint("bad", f"{doc['not_present_nonzero']} entries not present but not zero"))
@@ -850,12 +908,18 @@ def render_walk(doc, p):
 
 
 def render_checkmm(doc, p):
-    counts = (f"{doc.get('frames')} frames, {doc.get('present_pdes')} directory entries, "
-              f"{doc.get('present_ptes')} page-table entries, {doc.get('kernel_refs')} kernel "
-              f"references, {doc.get('swap_entries', 0)} swap entries checked")
+    counts = [_plural(doc.get("frames"), "frame", "frames"),
+              _plural(doc.get("present_pdes"), "directory entry", "directory entries"),
+              _plural(doc.get("present_ptes"), "page-table entry", "page-table entries")]
+    if doc.get("kernel_refs"):
+        counts.append(_plural(doc["kernel_refs"], "task page", "task pages"))
+    if doc.get("swap_entries"):
+        counts.append(_plural(doc["swap_entries"], "swap entry", "swap entries"))
+    counts = ", ".join(counts) + " checked"
     if doc.get("ok"):
         return f"checkmm: {p.paint('ok', 'OK')} ({counts})"
-    lines = [f"checkmm: {p.paint('bad', 'MISMATCH')} ({counts}; {doc.get('mismatch_count')} mismatches)"]
+    lines = [f"checkmm: {p.paint('bad', 'MISMATCH')} ({counts}; "
+             f"{_plural(doc.get('mismatch_count'), 'mismatch', 'mismatches')})"]
     for m in doc.get("mismatches", []):
         lines.append(f"  {p.paint('bad', m.get('kind', '?'))}: {m.get('message', '')}")
     if doc.get("omitted"):
@@ -938,13 +1002,14 @@ RENDERERS = {
 
 def render_monitor(doc, palette):
     """The readable form of any monitor --json document (a known command's own layout,
-    else the generic one); an error document renders as its message and usage."""
+    else the generic one, its fields in the schema's order); an error document renders
+    as its message and usage."""
     if not isinstance(doc, dict):
         return render_document(doc, palette)
-    if doc.get("error"):
+    if doc.get("error") and doc.get("command") != "help":
         return render_error(doc, palette)
     renderer = RENDERERS.get(doc.get("command"))
-    if renderer is None or doc.get("schema") != SCHEMA:
+    if renderer is None or check_document(doc).startswith(("unknown command", "schema")):
         return render_document(doc, palette)
     try:
         return renderer(doc, palette)

@@ -207,6 +207,7 @@ class MonitorRendering(unittest.TestCase):
         self.assertTrue(core.render_monitor(ok, self.p).startswith("checkmm: OK (10 frames"))
 
 
+<<<<<<< HEAD
 class FunctionNames(unittest.TestCase):
     NAMES = [
         "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::get_free_page_with<kernel::arch::x86::phys::KernelPhys>",
@@ -356,6 +357,35 @@ class Descriptors(unittest.TestCase):
     def test_selectors(self):
         self.assertEqual(core.describe_selector(0x0F), "0x0f: LDT 1, RPL 3")
         self.assertEqual(core.describe_selector(0x20), "0x20: GDT 4, RPL 0")
+=======
+class Schema(unittest.TestCase):
+    """The committed JSON Schema drives the commands, the version and the field names."""
+
+    def test_every_renderer_has_a_document_in_the_schema(self):
+        for command in core.RENDERERS:
+            self.assertIn(command, core.DOCUMENTS)
+        self.assertEqual(core.SCHEMA, core.MONITOR_SCHEMA["x-schema-version"])
+        self.assertEqual(core.document_fields("walk")[:3], ["command", "schema", "linear"])
+        self.assertIn("runs", core.document_fields("dumppgd"))
+        self.assertEqual(core.document_fields("nosuch"), [])
+
+    def test_documents_are_checked_against_it(self):
+        walk = dict(WALK_OK, high_memory="0x01fe0000")
+        self.assertEqual(core.check_document(walk), "")
+        self.assertIn("schema 7", core.check_document(dict(walk, schema=7)))
+        self.assertIn("unknown command", core.check_document(dict(walk, command="frob")))
+        partial = {k: v for k, v in walk.items() if k != "linear"}
+        self.assertEqual(core.check_document(partial), "missing linear")
+
+    def test_checkmm_counts_read_right(self):
+        p = core.Palette(False)
+        one = {"command": "checkmm", "schema": core.SCHEMA, "ok": False, "frames": 1, "present_pdes": 1,
+               "present_ptes": 2, "kernel_refs": 0, "swap_entries": 0, "mismatch_count": 1,
+               "mismatches": [{"kind": "count", "message": "frame 0x00100000: ..."}], "omitted": 0}
+        text = core.render_monitor(one, p)
+        self.assertIn("(1 frame, 1 directory entry, 2 page-table entries checked; 1 mismatch)", text)
+        self.assertNotIn("task page", text)
+>>>>>>> 51ea61b (inspector: answers are the monitor's typed documents, parsed (a stub answer that does not parse is a bad_document error) and written in field order with ?pretty; post-mortem answers computed by kernel/report over QEMU's memory; typed OpenAPI schemas; numbers in hex everywhere, unknown parameters refused by name)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -19,19 +19,28 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use mm::addr::{Frame, LinearAddr, LOW_MEM, MAX_PAGING_PAGES, PAGE_SIZE, TASK_SIZE};
+use mm::entry::Entry;
+use report::value::Hex;
+use report::{
+    CheckMmDoc, DumpPgdDoc, DumpPtDoc, FailDoc, FailNthDoc, FaultsDoc, ShowMemDoc, TasksDoc,
+    WalkDoc,
+};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
-use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AllOfBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::answer::{parse_document, Answer, Envelope, Reply, Source};
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{Feed, FeedEvent};
 use crate::link::{LinkHandle, Op, OpResult};
-use crate::postmortem::{self, hex, PgdFilter};
+use crate::params::{parse_u32, Params};
+use crate::postmortem::{KernelOnly, QemuView};
 use crate::qemu::{Pages, Qmp};
 use crate::security::{Guard, Refusal};
 use crate::symbols::{self, Hints, PagingStatic};
@@ -76,71 +85,134 @@ pub enum SourceChoice {
     Qemu,
 }
 
-// ---- schemas of the monitor documents (free-form beyond their common fields) ----
-
-fn document_schema(description: &str) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .property("command", ObjectBuilder::new().schema_type(Type::String))
-        .property("schema", ObjectBuilder::new().schema_type(Type::Integer))
-        .property(
-            "source",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(["stub", "qemu"])),
-        )
-        .required("command")
-        .required("source")
-        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
-        .description(Some(description))
-        .into()
+impl SourceChoice {
+    fn of(params: &Params) -> Result<SourceChoice, ApiError> {
+        match params.text("source") {
+            None | Some("auto") => Ok(SourceChoice::Auto),
+            Some("stub") => Ok(SourceChoice::Stub),
+            Some("qemu") => Ok(SourceChoice::Qemu),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "source: '{other}' is not auto, stub or qemu"
+            ))),
+        }
+    }
 }
 
-macro_rules! document {
-    ($name:ident, $description:expr) => {
+// ---- schemas of the answers: the monitor's documents (kernel/report's JSON Schema) and
+// the envelope, composed ----
+
+/// `allOf` the named components: how an answer's schema is its document's plus the
+/// envelope's (and any extra fields).
+fn all_of(names: &[&str], description: &str) -> RefOr<Schema> {
+    let mut builder = AllOfBuilder::new().description(Some(description));
+    for name in names {
+        builder = builder.item(Ref::from_schema_name(*name));
+    }
+    builder.into()
+}
+
+/// The schema of an answer carrying the monitor document `$doc` (a `$defs` name of
+/// kernel/docs/monitor.schema.json, served under components/schemas).
+macro_rules! answer_schema {
+    ($name:ident, [$($part:literal),+], $description:expr) => {
         #[doc = $description]
         pub struct $name;
         impl utoipa::PartialSchema for $name {
             fn schema() -> RefOr<Schema> {
-                document_schema($description)
+                all_of(&[$($part),+], $description)
             }
         }
         impl ToSchema for $name {}
     };
 }
 
-document!(
-    TasksDoc,
-    "`tasks --json`: every task (see kernel/docs/monitor.md)."
+answer_schema!(
+    TasksAnswer,
+    ["TasksDoc", "Envelope"],
+    "`tasks --json`: every task."
 );
-document!(
-    PageDirectoryDoc,
+answer_schema!(
+    PageDirectoryAnswer,
+    ["DumpPgdDoc", "Envelope"],
     "`dumppgd --json`: present page-directory entries, raw and decoded."
 );
-document!(
-    PageTableDoc,
+answer_schema!(
+    PageTableAnswer,
+    ["DumpPtDoc", "Envelope"],
     "`dumppt INDEX --json`: one page table's non-zero entries."
 );
-document!(
-    WalkDoc,
+answer_schema!(
+    WalkAnswer,
+    ["WalkDoc", "WalkCheck", "Envelope"],
     "`walk ADDR --json`, plus `qemu` and `agree` with verify=qemu."
 );
-document!(
-    CheckmmDoc,
+answer_schema!(
+    CheckMmAnswer,
+    ["CheckMmDoc", "Envelope"],
     "`checkmm --json`: does mem_map agree with every page table?"
 );
-document!(
-    ShowmemDoc,
+answer_schema!(
+    ShowMemAnswer,
+    ["ShowMemDoc", "Envelope"],
     "`showmem --json`: frame totals, pages per task, shared frames."
 );
-document!(
-    FaultsDoc,
+answer_schema!(
+    FaultsAnswer,
+    ["FaultsDoc", "Envelope"],
     "`faults --json`: the recent page faults and totals since boot."
 );
-document!(
-    FailDoc,
-    "`fail --json` / `failnth PID --json`: the failure-injection knobs."
+answer_schema!(
+    FailAnswer,
+    ["FailDoc", "Envelope"],
+    "`fail --json`: the failure-injection knobs."
 );
-document!(MemMapDoc, "mem_map counts over a frame range.");
+answer_schema!(
+    FailNthAnswer,
+    ["FailNthDoc", "Envelope"],
+    "`failnth PID --json`: a task's fail-nth."
+);
+answer_schema!(
+    MemMapAnswer,
+    ["MemMapDoc", "Envelope"],
+    "mem_map counts over a frame range."
+);
+
+/// What `walk?verify=qemu` adds: QEMU's own translation and whether it agrees.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct WalkCheck {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<QemuTranslation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agree: Option<bool>,
+}
+
+/// QEMU's `gva2gpa` of the walked address.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct QemuTranslation {
+    /// Hex; null when QEMU says it is unmapped.
+    pub physical: Option<String>,
+}
+
+/// `mem_map`'s counts over a frame range (the inspector's own document).
+#[derive(Serialize, ToSchema, Debug)]
+pub struct MemMapDoc {
+    /// Always `mem_map`.
+    pub command: &'static str,
+    /// The layout version (that of the monitor's documents).
+    pub schema: u32,
+    /// The range, physical, end exclusive.
+    pub start: String,
+    pub end: String,
+    pub high_memory: String,
+    /// Null post-mortem (only the kernel knows it).
+    pub start_mem: Option<String>,
+    pub frames: usize,
+    pub free: usize,
+    pub used: usize,
+    pub counts: Vec<u8>,
+    /// How the counts were found in kernel memory.
+    pub located: &'static str,
+}
 
 /// `/health`.
 #[derive(Serialize, ToSchema)]
@@ -174,16 +246,12 @@ pub struct Status {
     pub allow_write: bool,
 }
 
-// ---- extractor helpers: every rejection becomes the JSON error shape ----
+// ---- extractor helpers: every rejection becomes the API's own error ----
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
-}
-
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    p.map(|Path(t)| t)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
+/// A path parameter: a number in decimal or `0x` hex, as the monitor takes them.
+fn path_number(p: Result<Path<String>, PathRejection>, what: &str) -> Result<u32, ApiError> {
+    let Path(text) = p.map_err(|_| ApiError::bad_request(format!("{what}: missing")))?;
+    parse_u32(&text, what)
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -206,52 +274,16 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     })
 }
 
-/// A hex (`0x...`) or decimal number, as the monitor takes them.
-pub fn parse_number(text: &str, what: &str) -> Result<u64, ApiError> {
-    let t = text.trim();
-    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(h) if !h.is_empty() && h.len() <= 16 => u64::from_str_radix(h, 16).ok(),
-        Some(_) => None,
-        None if !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()) => {
-            t.parse().ok()
-        }
-        None => None,
-    };
-    parsed.ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "{what}: '{text}' is not a number (decimal or 0x hex)"
-        ))
-    })
-}
-
-fn parse_u32(text: &str, what: &str) -> Result<u32, ApiError> {
-    let v = parse_number(text, what)?;
-    u32::try_from(v).map_err(|_| ApiError::bad_request(format!("{what}: {text} is beyond 32 bits")))
-}
-
-/// Parses a monitor answer; its `error` object becomes the API error.
-fn monitor_document(text: &str, source: &str) -> Result<Value, ApiError> {
-    let mut doc: Value = serde_json::from_str(text.trim()).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "protocol_error",
-            format!("the monitor's answer is not JSON: {e}"),
-        )
-    })?;
-    if let Some(error) = doc.get("error") {
-        return Err(ApiError::from_monitor(error));
-    }
-    if let Some(object) = doc.as_object_mut() {
-        object.insert("source".into(), json!(source));
-    }
-    Ok(doc)
+/// `"0x%08x"`, the documents' form.
+pub fn hex(value: u32) -> String {
+    Hex(value).to_string()
 }
 
 impl App {
-    /// One monitor command through the stub.
-    async fn monitor(&self, line: &str) -> Result<Value, ApiError> {
+    /// One monitor command through the stub, parsed into its document.
+    async fn monitor<D: DeserializeOwned>(&self, line: &str) -> Result<D, ApiError> {
         let text = self.link.monitor(line, self.timeout).await?;
-        monitor_document(&text, "stub")
+        parse_document(&text)
     }
 
     /// Whether a stub failure lets QEMU answer instead.
@@ -370,9 +402,10 @@ async fn health_v1(state: Shared) -> Json<Health> {
     health(state).await
 }
 
-#[utoipa::path(get, path = "/api/v1/status", tag = "kernel",
-    responses((status = 200, description = "link and machine state", body = Status)))]
-async fn status(State(app): Shared) -> Json<Status> {
+#[utoipa::path(get, path = "/api/v1/status", tag = "kernel", params(PrettyQuery),
+    responses((status = 200, description = "link and machine state", body = Status), (status = 400, body = ErrorBody)))]
+async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let params = Params::parse(q.as_deref(), &[])?;
     let link = app.link.status();
     let mut source = None;
     let (mut cr3, mut high) = {
@@ -387,20 +420,16 @@ async fn status(State(app): Shared) -> Json<Status> {
             Op::Monitor("dumppgd --range 0x0-0x1000 --json".into()),
         ];
         if let Ok(results) = app.link.run(ops, app.timeout).await {
-            let docs: Vec<Value> = results
-                .iter()
-                .filter_map(|r| match r {
-                    OpResult::Monitor(t) => serde_json::from_str(t.trim()).ok(),
-                    OpResult::Memory(_) => None,
-                })
-                .collect();
-            let get = |doc: Option<&Value>, field: &str| {
-                doc.and_then(|d| d.get(field))
-                    .and_then(Value::as_str)
-                    .and_then(|s| parse_u32(s, field).ok())
+            let text = |i: usize| match results.get(i) {
+                Some(OpResult::Monitor(t)) => Some(t.as_str()),
+                _ => None,
             };
-            high = get(docs.first(), "high_memory");
-            cr3 = get(docs.get(1), "pg_dir");
+            high = text(0)
+                .and_then(|t| parse_document::<ShowMemDoc<'static>>(t).ok())
+                .map(|d| d.high_memory.0);
+            cr3 = text(1)
+                .and_then(|t| parse_document::<DumpPgdDoc<'static>>(t).ok())
+                .map(|d| d.pg_dir.0);
             if cr3.is_some() {
                 source = Some("stub".into());
                 let mut cache = app.cache().await;
@@ -423,7 +452,7 @@ async fn status(State(app): Shared) -> Json<Status> {
     } else {
         "running"
     };
-    Json(Status {
+    let status = Status {
         connected: link.connected,
         kernel: kernel.into(),
         gdb_attached: link.gdb_attached,
@@ -435,40 +464,65 @@ async fn status(State(app): Shared) -> Json<Status> {
         connects: link.connects,
         qmp: app.qmp.configured(),
         allow_write: app.allow_write,
-    })
+    };
+    Ok(Reply::new(&status, params.pretty()?))
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks", tag = "kernel",
-    responses((status = 200, body = TasksDoc), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn tasks(State(app): Shared) -> Result<Json<Value>, ApiError> {
-    app.monitor("tasks --json").await.map(Json)
-}
-
-#[utoipa::path(get, path = "/api/v1/checkmm", tag = "kernel",
-    responses((status = 200, body = CheckmmDoc), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn checkmm(State(app): Shared) -> Result<Json<Value>, ApiError> {
-    app.monitor("checkmm --json").await.map(Json)
-}
-
-#[utoipa::path(get, path = "/api/v1/showmem", tag = "kernel",
-    responses((status = 200, body = ShowmemDoc), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn showmem(State(app): Shared) -> Result<Json<Value>, ApiError> {
-    app.monitor("showmem --json").await.map(Json)
-}
-
-#[utoipa::path(get, path = "/api/v1/faults", tag = "kernel",
-    responses((status = 200, body = FaultsDoc), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn faults(State(app): Shared) -> Result<Json<Value>, ApiError> {
-    app.monitor("faults --json").await.map(Json)
-}
-
-/// Filters of the page directory (those of `dumppgd`).
+/// `?pretty`: the JSON indented (every endpoint takes it).
 #[derive(Deserialize, IntoParams, Default)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameter; params::Params reads it
+pub struct PrettyQuery {
+    /// Indent the JSON (`?pretty`, `?pretty=true`).
+    pretty: Option<bool>,
+}
+
+/// A monitor command with no arguments, through the stub, as an answer.
+async fn stub_answer<D: DeserializeOwned + Serialize>(
+    app: &App,
+    q: Option<String>,
+    line: &str,
+) -> Result<Reply, ApiError> {
+    let params = Params::parse(q.as_deref(), &[])?;
+    let doc: D = app.monitor(line).await?;
+    Ok(Reply::new(
+        &Answer::new(doc, Source::Stub),
+        params.pretty()?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "kernel", params(PrettyQuery),
+    responses((status = 200, body = TasksAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+async fn tasks(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    stub_answer::<TasksDoc<'static>>(&app, q, "tasks --json").await
+}
+
+#[utoipa::path(get, path = "/api/v1/checkmm", tag = "kernel", params(PrettyQuery),
+    responses((status = 200, body = CheckMmAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+async fn checkmm(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    stub_answer::<CheckMmDoc<'static>>(&app, q, "checkmm --json").await
+}
+
+#[utoipa::path(get, path = "/api/v1/showmem", tag = "kernel", params(PrettyQuery),
+    responses((status = 200, body = ShowMemAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+async fn showmem(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    stub_answer::<ShowMemDoc<'static>>(&app, q, "showmem --json").await
+}
+
+#[utoipa::path(get, path = "/api/v1/faults", tag = "kernel", params(PrettyQuery),
+    responses((status = 200, body = FaultsAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+async fn faults(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    stub_answer::<FaultsDoc<'static>>(&app, q, "faults --json").await
+}
+
+/// Filters of the page directory (those of `dumppgd`). Numbers are decimal or `0x` hex.
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameters; params::Params reads them
 pub struct PgdQuery {
     /// Only that task's 16 entries (pid; 0 is the kernel).
-    task: Option<u32>,
-    /// Entries meeting [start, end): hex or decimal linear addresses; both or neither.
+    task: Option<String>,
+    /// Entries meeting [start, end): linear addresses; both or neither.
     start: Option<String>,
     /// Exclusive end, up to 0x100000000.
     end: Option<String>,
@@ -480,20 +534,48 @@ pub struct PgdQuery {
     all: Option<bool>,
     /// `auto` (default), `stub` or `qemu`.
     source: Option<SourceChoice>,
+    /// Indent the JSON.
+    pretty: Option<bool>,
+}
+
+/// Fetches the page directory and, for each index `tables` selects, its page table.
+async fn fetch_tables(
+    app: &App,
+    dir: Frame,
+    high: u32,
+    tables: impl Fn(usize) -> bool,
+) -> Result<Pages, ApiError> {
+    let mut s = app.qmp.session().await?;
+    let mut pages = Pages::default();
+    s.fetch_page(&mut pages, dir).await?;
+    let wanted: Vec<Frame> = (0..1024)
+        .filter(|&i| tables(i))
+        .map(|i| Entry(pages.read_u32(dir.addr().offset(i as u32 * 4))))
+        .filter(|e| e.is_present() && e.frame().as_u32() < high)
+        .map(|e| e.frame())
+        .collect();
+    let bar = app.progress_bar(wanted.len() as u64, "page tables from QEMU");
+    for t in wanted {
+        s.fetch_page(&mut pages, t).await?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(pages)
 }
 
 #[utoipa::path(get, path = "/api/v1/page-directory", tag = "kernel", params(PgdQuery),
-    responses((status = 200, body = PageDirectoryDoc), (status = 400, body = ErrorBody),
-              (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn page_directory(
-    State(app): Shared,
-    q: Result<Query<PgdQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
-    let range = match (&q.start, &q.end) {
+    responses((status = 200, body = PageDirectoryAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+async fn page_directory(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let params = Params::parse(
+        q.as_deref(),
+        &["task", "start", "end", "user", "writable", "all", "source"],
+    )?;
+    let pretty = params.pretty()?;
+    let task = params.u32("task")?;
+    let range = match (params.number("start")?, params.number("end")?) {
         (None, None) => None,
         (Some(s), Some(e)) => {
-            let (s, e) = (parse_number(s, "start")?, parse_number(e, "end")?);
             if s >= e || e > 1 << 32 {
                 return Err(ApiError::bad_request("need start < end <= 0x100000000"));
             }
@@ -501,35 +583,45 @@ async fn page_directory(
         }
         _ => return Err(ApiError::bad_request("give both start and end, or neither")),
     };
-    let mut line = String::from("dumppgd --json");
-    if let Some(t) = q.task {
-        line += &format!(" --task {t}");
-    }
-    if let Some((s, e)) = range {
-        line += &format!(" --range {s:#x}-{e:#x}");
-    }
-    match q.user {
-        Some(true) => line += " --user",
-        Some(false) => line += " --kernel",
-        None => {}
-    }
-    match q.writable {
-        Some(true) => line += " --rw",
-        Some(false) => line += " --ro",
-        None => {}
-    }
-    if q.all == Some(true) {
-        line += " --all";
-    }
-    let choice = q.source.unwrap_or_default();
+    let filter = report::PgdFilter {
+        task,
+        range: range.map(|(s, e)| report::LinearRange {
+            start: s as u32,
+            end: e,
+        }),
+        user: params.boolean("user")?,
+        writable: params.boolean("writable")?,
+        all: params.boolean("all")? == Some(true),
+    };
+    let choice = SourceChoice::of(&params)?;
     if choice != SourceChoice::Qemu {
-        match app.monitor(&line).await {
-            Ok(doc) => return Ok(Json(doc)),
+        let mut line = String::from("dumppgd --json");
+        if let Some(t) = task {
+            line += &format!(" --task {t}");
+        }
+        if let Some((s, e)) = range {
+            line += &format!(" --range {s:#x}-{e:#x}");
+        }
+        match filter.user {
+            Some(true) => line += " --user",
+            Some(false) => line += " --kernel",
+            None => {}
+        }
+        match filter.writable {
+            Some(true) => line += " --rw",
+            Some(false) => line += " --ro",
+            None => {}
+        }
+        if filter.all {
+            line += " --all";
+        }
+        match app.monitor::<DumpPgdDoc<'static>>(&line).await {
+            Ok(doc) => return Ok(Reply::new(&Answer::new(doc, Source::Stub), pretty)),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),
             Err(e) => tracing::info!("page directory from QEMU: the stub failed ({})", e.message),
         }
     }
-    if q.task.is_some() {
+    if task.is_some_and(|t| t != 0) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "needs_stub",
@@ -537,49 +629,46 @@ async fn page_directory(
         ));
     }
     let (dir, high) = app.qemu_machine().await?;
-    let mut s = app.qmp.session().await?;
-    let mut pages = Pages::default();
-    s.fetch_page(&mut pages, dir).await?;
-    let tables: Vec<Frame> = (0..1024)
-        .map(|i| mm::raw_walk::PhysRead::read_entry(&pages, dir, i))
-        .filter(|e| e.is_present() && e.frame().as_u32() < high)
-        .map(|e| e.frame())
-        .collect();
-    let bar = app.progress_bar(tables.len() as u64, "page tables from QEMU");
-    for t in tables {
-        s.fetch_page(&mut pages, t).await?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let filter = PgdFilter {
-        range,
-        user: q.user,
-        writable: q.writable,
+    let pages = fetch_tables(&app, dir, high, |_| true).await?;
+    let view = QemuView {
+        pages: &pages,
+        pg_dir: dir,
+        high_memory: high,
     };
-    let mut doc = postmortem::page_directory(&pages, dir, high, filter);
-    doc["source"] = json!("qemu");
-    Ok(Json(doc))
+    let q = report::DumpPgd::new(&view, &KernelOnly, &filter).map_err(monitor_refusal)?;
+    Ok(Reply::new(&Answer::new(q.document(), Source::Qemu), pretty))
+}
+
+/// A refusal of the kernel's own code, computed here (post-mortem).
+fn monitor_refusal(e: report::MonitorError) -> ApiError {
+    use report::Failure;
+    ApiError::from_monitor(e.kind(), &e.to_string())
 }
 
 /// Where an answer may come from.
 #[derive(Deserialize, IntoParams, Default)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameters; params::Params reads them
 pub struct SourceQuery {
     /// `auto` (default), `stub` or `qemu`.
     source: Option<SourceChoice>,
+    /// Indent the JSON.
+    pretty: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/api/v1/page-tables/{index}", tag = "kernel",
-    params(("index" = u32, Path, description = "page-directory index, 0..1023"), SourceQuery),
-    responses((status = 200, body = PageTableDoc), (status = 400, body = ErrorBody),
-              (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+    params(("index" = String, Path, description = "page-directory index, 0..1023 (decimal or 0x hex)"), SourceQuery),
+    responses((status = 200, body = PageTableAnswer), (status = 400, body = ErrorBody),
+              (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn page_table(
     State(app): Shared,
-    p: Result<Path<u32>, PathRejection>,
-    q: Result<Query<SourceQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let index = path(p)?;
-    let choice = query(q)?.source.unwrap_or_default();
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Reply, ApiError> {
+    let index = path_number(p, "index")?;
+    let params = Params::parse(q.as_deref(), &["source"])?;
+    let pretty = params.pretty()?;
+    let choice = SourceChoice::of(&params)?;
     if index >= 1024 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -588,48 +677,63 @@ async fn page_table(
         ));
     }
     if choice != SourceChoice::Qemu {
-        match app.monitor(&format!("dumppt {index} --json")).await {
-            Ok(doc) => return Ok(Json(doc)),
+        match app
+            .monitor::<DumpPtDoc<'static>>(&format!("dumppt {index} --json"))
+            .await
+        {
+            Ok(doc) => return Ok(Reply::new(&Answer::new(doc, Source::Stub), pretty)),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),
             Err(_) => {}
         }
     }
     let (dir, high) = app.qemu_machine().await?;
-    let mut s = app.qmp.session().await?;
-    let mut pages = Pages::default();
-    s.fetch_page(&mut pages, dir).await?;
-    let pde = mm::raw_walk::PhysRead::read_entry(&pages, dir, index as usize);
-    if pde.is_present() && pde.frame().as_u32() < high {
-        s.fetch_page(&mut pages, pde.frame()).await?;
-    }
-    let mut doc = postmortem::page_table(&pages, dir, high, index as usize);
-    doc["source"] = json!("qemu");
-    Ok(Json(doc))
+    let pages = fetch_tables(&app, dir, high, |i| i == index as usize).await?;
+    let view = QemuView {
+        pages: &pages,
+        pg_dir: dir,
+        high_memory: high,
+    };
+    let q = report::DumpPt::new(&view, &KernelOnly, index as usize);
+    Ok(Reply::new(&Answer::new(q.document(), Source::Qemu), pretty))
 }
 
-/// A walk's arguments.
+/// A walk's arguments. Numbers are decimal or `0x` hex.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameters; params::Params reads them
 pub struct WalkQuery {
-    /// The linear address (hex or decimal); with `task`, an offset in its segment (< 64 MiB).
+    /// The linear address; with `task`, an offset in its segment (< 64 MiB).
     addr: String,
     /// Walk in this task's segment (pid).
-    task: Option<u32>,
+    task: Option<String>,
     /// `qemu`: also ask QEMU (gva2gpa) and say whether it agrees.
     verify: Option<String>,
     /// `auto` (default), `stub` or `qemu`.
     source: Option<SourceChoice>,
+    /// Indent the JSON.
+    pretty: Option<bool>,
+}
+
+/// A walk answer: the document, QEMU's check when asked, the envelope.
+#[derive(Serialize)]
+struct WalkReply {
+    #[serde(flatten)]
+    document: WalkDoc,
+    #[serde(flatten)]
+    check: WalkCheck,
+    #[serde(flatten)]
+    envelope: Envelope,
 }
 
 #[utoipa::path(get, path = "/api/v1/walk", tag = "kernel", params(WalkQuery),
-    responses((status = 200, body = WalkDoc), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn walk(
-    State(app): Shared,
-    q: Result<Query<WalkQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
-    let addr = parse_number(&q.addr, "addr")?;
+    responses((status = 200, body = WalkAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+async fn walk(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let params = Params::parse(q.as_deref(), &["addr", "task", "verify", "source"])?;
+    let pretty = params.pretty()?;
+    let addr = params
+        .number("addr")?
+        .ok_or_else(|| ApiError::bad_request("addr: missing (the linear address to walk)"))?;
     if addr >= 1 << 32 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -637,14 +741,15 @@ async fn walk(
             "addr must be below 0x100000000",
         ));
     }
-    if q.task.is_some() && addr >= TASK_SIZE as u64 {
+    let task = params.u32("task")?;
+    if task.is_some() && addr >= TASK_SIZE as u64 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "out_of_range",
             "with task, addr is an offset below 64 MiB",
         ));
     }
-    let verify = match q.verify.as_deref() {
+    let verify = match params.text("verify") {
         None | Some("") | Some("none") => false,
         Some("qemu") => true,
         Some(other) => {
@@ -653,63 +758,62 @@ async fn walk(
             )))
         }
     };
-    let choice = q.source.unwrap_or_default();
-    let mut doc = None;
+    let choice = SourceChoice::of(&params)?;
+    let mut answer = None;
     if choice != SourceChoice::Qemu {
         let mut line = format!("walk {addr:#x} --json");
-        if let Some(t) = q.task {
+        if let Some(t) = task {
             line += &format!(" --task {t}");
         }
-        match app.monitor(&line).await {
-            Ok(d) => doc = Some(d),
+        match app.monitor::<WalkDoc>(&line).await {
+            Ok(d) => answer = Some((d, Source::Stub)),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),
             Err(_) => {}
         }
     }
-    let mut doc = match doc {
-        Some(d) => d,
+    let (document, source) = match answer {
+        Some(a) => a,
         None => {
-            if q.task.is_some() {
+            if task.is_some_and(|t| t != 0) {
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, "needs_stub", "a task's walk needs the kernel's task table (the stub); give the linear address"));
             }
             let (dir, high) = app.qemu_machine().await?;
-            let mut s = app.qmp.session().await?;
-            let mut pages = Pages::default();
-            s.fetch_page(&mut pages, dir).await?;
             let linear = LinearAddr::new(addr as u32);
-            let pde = mm::raw_walk::PhysRead::read_entry(&pages, dir, linear.dir_index());
-            if pde.is_present() && pde.frame().as_u32() < high {
-                s.fetch_page(&mut pages, pde.frame()).await?;
-            }
-            let w = mm::raw_walk::walk(&pages, dir, high, linear);
-            let mut d = postmortem::walk_document(&w);
-            d["source"] = json!("qemu");
-            d
+            let pages = fetch_tables(&app, dir, high, |i| i == linear.dir_index()).await?;
+            let view = QemuView {
+                pages: &pages,
+                pg_dir: dir,
+                high_memory: high,
+            };
+            let doc =
+                report::walk(&view, &KernelOnly, addr as u32, task).map_err(monitor_refusal)?;
+            (doc, Source::Qemu)
         }
     };
+    let mut check = WalkCheck {
+        qemu: None,
+        agree: None,
+    };
     if verify {
-        let linear = doc
-            .get("linear")
-            .and_then(Value::as_str)
-            .map(|s| parse_u32(s, "linear"))
-            .transpose()?;
-        let linear = linear.ok_or_else(|| ApiError::internal("the walk has no linear address"))?;
         let mut s = app.qmp.session().await?;
-        let qemu = s.gva2gpa(linear).await?;
-        let ours = doc
-            .get("physical")
-            .and_then(Value::as_str)
-            .map(|p| parse_u32(p, "physical"))
-            .transpose()?;
-        doc["qemu"] = json!({ "physical": qemu.map(hex) });
-        doc["agree"] = json!(qemu == ours);
+        let qemu = s.gva2gpa(document.linear.0).await?;
+        check.qemu = Some(QemuTranslation {
+            physical: qemu.map(hex),
+        });
+        check.agree = Some(qemu == document.physical.map(|p| p.0));
     }
-    Ok(Json(doc))
+    let reply = WalkReply {
+        document,
+        check,
+        envelope: Envelope { source },
+    };
+    Ok(Reply::new(&reply, pretty))
 }
 
-/// A frame range of mem_map.
+/// A frame range of mem_map. Numbers are decimal or `0x` hex.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameters; params::Params reads them
 pub struct MemMapQuery {
     /// First physical address (rounded down to its frame); default LOW_MEM (0x100000).
     start: Option<String>,
@@ -717,26 +821,19 @@ pub struct MemMapQuery {
     end: Option<String>,
     /// `auto` (default), `stub` or `qemu`.
     source: Option<SourceChoice>,
+    /// Indent the JSON.
+    pretty: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/api/v1/mem-map", tag = "kernel", params(MemMapQuery),
-    responses((status = 200, body = MemMapDoc), (status = 400, body = ErrorBody),
-              (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn mem_map(
-    State(app): Shared,
-    q: Result<Query<MemMapQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
-    let start = q
-        .start
-        .as_deref()
-        .map(|s| parse_number(s, "start"))
-        .transpose()?;
-    let end = q
-        .end
-        .as_deref()
-        .map(|s| parse_number(s, "end"))
-        .transpose()?;
+    responses((status = 200, body = MemMapAnswer), (status = 400, body = ErrorBody),
+              (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+async fn mem_map(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let params = Params::parse(q.as_deref(), &["start", "end", "source"])?;
+    let pretty = params.pretty()?;
+    let start = params.number("start")?;
+    let end = params.number("end")?;
+    let choice = SourceChoice::of(&params)?;
     let elf = app.kernel_elf.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -746,15 +843,15 @@ async fn mem_map(
     })?;
     let paging = symbols::find_paging_static(elf)
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_symbols", e.to_string()))?;
-    let choice = q.source.unwrap_or_default();
     if choice != SourceChoice::Qemu {
         match mem_map_stub(&app, paging, start, end).await {
-            Ok(doc) => return Ok(Json(doc)),
+            Ok(doc) => return Ok(Reply::new(&Answer::new(doc, Source::Stub), pretty)),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),
             Err(_) => {}
         }
     }
-    mem_map_qemu(&app, paging, start, end).await.map(Json)
+    let doc = mem_map_qemu(&app, paging, start, end).await?;
+    Ok(Reply::new(&Answer::new(doc, Source::Qemu), pretty))
 }
 
 /// Clamps the asked range to the frames mem_map covers; frame indices [first, last).
@@ -785,24 +882,26 @@ fn mem_map_document(
     first: usize,
     high: u32,
     start_mem: Option<u32>,
-    source: &str,
     verified: bool,
-) -> Value {
+) -> MemMapDoc {
     let free = counts.iter().filter(|&&c| c == 0).count();
-    json!({
-        "command": "mem_map",
-        "schema": 1,
-        "source": source,
-        "start": hex(LOW_MEM + first as u32 * PAGE_SIZE),
-        "end": hex(LOW_MEM + (first + counts.len()) as u32 * PAGE_SIZE),
-        "high_memory": hex(high),
-        "start_mem": start_mem.map(hex),
-        "frames": counts.len(),
-        "free": free,
-        "used": counts.len() - free,
-        "counts": counts,
-        "located": if verified { "checked against showmem" } else { "by shape only (post-mortem)" },
-    })
+    MemMapDoc {
+        command: "mem_map",
+        schema: report::SCHEMA,
+        start: hex(LOW_MEM + first as u32 * PAGE_SIZE),
+        end: hex(LOW_MEM + (first + counts.len()) as u32 * PAGE_SIZE),
+        high_memory: hex(high),
+        start_mem: start_mem.map(hex),
+        frames: counts.len(),
+        free,
+        used: counts.len() - free,
+        counts: counts.to_vec(),
+        located: if verified {
+            "checked against showmem"
+        } else {
+            "by shape only (post-mortem)"
+        },
+    }
 }
 
 async fn mem_map_stub(
@@ -810,18 +909,12 @@ async fn mem_map_stub(
     paging: PagingStatic,
     start: Option<u64>,
     end: Option<u64>,
-) -> Result<Value, ApiError> {
-    let showmem = app.monitor("showmem --json").await?;
-    let get = |field: &str| {
-        showmem
-            .get(field)
-            .and_then(Value::as_str)
-            .map(|s| parse_u32(s, field))
-            .transpose()?
-            .ok_or_else(|| ApiError::internal(format!("showmem has no {field}")))
+) -> Result<MemMapDoc, ApiError> {
+    // A parsed document is not Send (its lists may be lazy): keep only its values.
+    let (high, start_mem) = {
+        let showmem: ShowMemDoc<'static> = app.monitor("showmem --json").await?;
+        (showmem.high_memory.0, showmem.start_mem.0)
     };
-    let high = get("high_memory")?;
-    let start_mem = get("start_mem")?;
     let (first, last) = frame_range(start, end, high)?;
     let known = app
         .cache()
@@ -846,8 +939,7 @@ async fn mem_map_stub(
             else {
                 return Err(ApiError::internal("unexpected link answer"));
             };
-            let doc = monitor_document(text, "stub")?;
-            let hints = hints_from(&doc)?;
+            let hints = hints_from(&parse_document::<ShowMemDoc<'static>>(text)?);
             let offset = symbols::locate_counts(blob, &hints).ok_or_else(|| {
                 ApiError::new(StatusCode::BAD_GATEWAY, "mem_map_not_found", "mem_map's counts were not found in kernel::paging::PAGING (does --kernel match the running kernel?)")
             })?;
@@ -869,43 +961,22 @@ async fn mem_map_stub(
     let Some(OpResult::Memory(counts)) = results.first() else {
         return Err(ApiError::internal("unexpected link answer"));
     };
-    Ok(mem_map_document(
-        counts,
-        first,
-        high,
-        Some(start_mem),
-        "stub",
-        true,
-    ))
+    Ok(mem_map_document(counts, first, high, Some(start_mem), true))
 }
 
-fn hints_from(showmem: &Value) -> Result<Hints, ApiError> {
-    let hex_field = |f: &str| {
-        showmem
-            .get(f)
-            .and_then(Value::as_str)
-            .map(|s| parse_u32(s, f))
-            .transpose()?
-            .ok_or_else(|| ApiError::internal(format!("showmem has no {f}")))
-    };
-    let shared = showmem
-        .get("shared")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| {
-                    let frame = parse_u32(s.get("frame")?.as_str()?, "frame").ok()?;
-                    Some((frame, u8::try_from(s.get("count")?.as_u64()?).ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Hints {
-        high_memory: hex_field("high_memory")?,
-        start_mem: hex_field("start_mem")?,
-        free: showmem.get("free").and_then(Value::as_u64).unwrap_or(0) as u32,
-        shared,
-    })
+/// What showmem says about mem_map, to find its counts in kernel memory.
+fn hints_from(showmem: &ShowMemDoc<'_>) -> Hints {
+    Hints {
+        high_memory: showmem.high_memory.0,
+        start_mem: showmem.start_mem.0,
+        free: showmem.free,
+        shared: showmem
+            .shared
+            .to_vec()
+            .into_iter()
+            .map(|s| (s.frame.0, s.count))
+            .collect(),
+    }
 }
 
 async fn mem_map_qemu(
@@ -913,7 +984,7 @@ async fn mem_map_qemu(
     paging: PagingStatic,
     start: Option<u64>,
     end: Option<u64>,
-) -> Result<Value, ApiError> {
+) -> Result<MemMapDoc, ApiError> {
     let (_, ram) = app.qemu_machine().await?;
     // The kernel caps HIGH_MEMORY at 64 MiB and QEMU's RAM size is close to HIGH_MEMORY
     // (the firmware keeps the top 128 KiB); the shape search needs only an upper bound.
@@ -963,15 +1034,14 @@ async fn mem_map_qemu(
         first,
         high,
         None,
-        "qemu",
         verified.is_none(),
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/fail", tag = "fault injection",
-    responses((status = 200, body = FailDoc), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn fail_get(State(app): Shared) -> Result<Json<Value>, ApiError> {
-    app.monitor("fail --json").await.map(Json)
+#[utoipa::path(get, path = "/api/v1/fail", tag = "fault injection", params(PrettyQuery),
+    responses((status = 200, body = FailAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+async fn fail_get(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    stub_answer::<FailDoc<'static>>(&app, q, "fail --json").await
 }
 
 /// A change to the failure-injection knobs: exactly one of `site`, `seed`, `task`.
@@ -1059,31 +1129,41 @@ fn fail_command(c: &FailChange) -> Result<String, ApiError> {
     Ok(line + " --json")
 }
 
-#[utoipa::path(post, path = "/api/v1/fail", tag = "fault injection", request_body = FailChange,
-    responses((status = 200, body = FailDoc), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/fail", tag = "fault injection", request_body = FailChange, params(PrettyQuery),
+    responses((status = 200, body = FailAnswer), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn fail_post(
     State(app): Shared,
+    RawQuery(q): RawQuery,
     b: Result<Json<FailChange>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Reply, ApiError> {
     require_write(&app)?;
+    let params = Params::parse(q.as_deref(), &[])?;
     let change = body(b)?;
     let line = fail_command(&change)?;
-    app.monitor(&line).await.map(Json)
+    let doc: FailDoc<'static> = app.monitor(&line).await?;
+    Ok(Reply::new(
+        &Answer::new(doc, Source::Stub),
+        params.pretty()?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/failnth/{pid}", tag = "fault injection",
-    params(("pid" = u32, Path, description = "the task")),
-    responses((status = 200, body = FailDoc), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+    params(("pid" = String, Path, description = "the task (decimal or 0x hex)"), PrettyQuery),
+    responses((status = 200, body = FailNthAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn failnth_get(
     State(app): Shared,
-    p: Result<Path<u32>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let pid = path(p)?;
-    app.monitor(&format!("failnth {pid} --json"))
-        .await
-        .map(Json)
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Reply, ApiError> {
+    let pid = path_number(p, "pid")?;
+    let params = Params::parse(q.as_deref(), &[])?;
+    let doc: FailNthDoc = app.monitor(&format!("failnth {pid} --json")).await?;
+    Ok(Reply::new(
+        &Answer::new(doc, Source::Stub),
+        params.pretty()?,
+    ))
 }
 
 /// fail-nth for a task: its Nth eligible allocation fails (0 cancels).
@@ -1094,28 +1174,34 @@ pub struct FailNth {
 }
 
 #[utoipa::path(post, path = "/api/v1/failnth/{pid}", tag = "fault injection",
-    params(("pid" = u32, Path, description = "the task")), request_body = FailNth,
-    responses((status = 200, body = FailDoc), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+    params(("pid" = String, Path, description = "the task (decimal or 0x hex)"), PrettyQuery), request_body = FailNth,
+    responses((status = 200, body = FailNthAnswer), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn failnth_post(
     State(app): Shared,
-    p: Result<Path<u32>, PathRejection>,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
     b: Result<Json<FailNth>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Reply, ApiError> {
     require_write(&app)?;
-    let pid = path(p)?;
+    let pid = path_number(p, "pid")?;
+    let params = Params::parse(q.as_deref(), &[])?;
     let n = body(b)?.n;
-    app.monitor(&format!("failnth {pid} {n} --json"))
-        .await
-        .map(Json)
+    let doc: FailNthDoc = app.monitor(&format!("failnth {pid} {n} --json")).await?;
+    Ok(Reply::new(
+        &Answer::new(doc, Source::Stub),
+        params.pretty()?,
+    ))
 }
 
 /// Resuming the stream.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameter; params::Params reads it
 pub struct StreamQuery {
-    /// Replay remembered faults with seq above this (as the Last-Event-ID header does).
-    since: Option<u64>,
+    /// Replay remembered faults with seq above this (as the Last-Event-ID header does);
+    /// decimal or 0x hex.
+    since: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/faults/stream", tag = "kernel", params(StreamQuery),
@@ -1124,9 +1210,9 @@ pub struct StreamQuery {
 async fn fault_stream(
     State(app): Shared,
     headers: HeaderMap,
-    q: Result<Query<StreamQuery>, QueryRejection>,
+    RawQuery(q): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let q = query(q)?;
+    let params = Params::parse(q.as_deref(), &["since"])?;
     let header_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -1136,7 +1222,7 @@ async fn fault_stream(
                 .map_err(|_| ApiError::bad_request("Last-Event-ID must be a fault seq"))
         })
         .transpose()?;
-    let since = header_id.or(q.since);
+    let since = header_id.or(params.number("since")?);
     let mut rx = app.feed.subscribe();
     let replay = since.map(|s| app.feed.since(s)).unwrap_or_default();
     let resuming = since.is_some();
@@ -1175,11 +1261,11 @@ async fn fault_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-fn fault_event(seq: u64, record: &Value) -> SseEvent {
+fn fault_event(seq: u64, record: &report::tasks::FaultDoc) -> SseEvent {
     SseEvent::default()
         .event("fault")
         .id(seq.to_string())
-        .data(record.to_string())
+        .data(serde_json::to_string(record).unwrap_or_default())
 }
 
 /// A stream fed by a task through a small channel (no extra crate for generators).
@@ -1199,9 +1285,55 @@ where
         title = "pgkernel inspector",
         description = "The paging state of the Linux 0.11/0.12 teaching kernel, live over JSON. Addresses are hex strings (\"0x%08x\"); errors are {\"error\": {\"code\", \"message\"}}."
     ),
-    components(schemas(ErrorBody, SourceChoice))
+    components(schemas(
+        ErrorBody,
+        SourceChoice,
+        Envelope,
+        Source,
+        WalkCheck,
+        QemuTranslation,
+        MemMapDoc
+    ))
 )]
 struct ApiDoc;
+
+/// The OpenAPI document: utoipa's paths and the inspector's own schemas, with the
+/// monitor documents' schemas from kernel/report (the JSON Schema of
+/// kernel/docs/monitor.schema.json) added to its components.
+pub fn openapi_document(api: &utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(api).unwrap_or_default();
+    let monitor = report::schema::monitor_schema();
+    let mut defs = monitor["$defs"].clone();
+    rewrite_refs(&mut defs);
+    if let (Some(schemas), Some(defs)) = (
+        doc.pointer_mut("/components/schemas")
+            .and_then(Value::as_object_mut),
+        defs.as_object(),
+    ) {
+        for (name, schema) in defs {
+            schemas
+                .entry(name.clone())
+                .or_insert_with(|| schema.clone());
+        }
+    }
+    doc
+}
+
+/// `#/$defs/X` (JSON Schema) becomes `#/components/schemas/X` (OpenAPI 3.1).
+fn rewrite_refs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get_mut("$ref") {
+                if let Some(name) = r.strip_prefix("#/$defs/") {
+                    *r = format!("#/components/schemas/{name}");
+                }
+            }
+            map.values_mut().for_each(rewrite_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
 
 /// The router and its OpenAPI document (served at /api/v1/openapi.json).
 pub fn router(app: Arc<App>) -> Router {
@@ -1221,13 +1353,21 @@ pub fn router(app: Arc<App>) -> Router {
         .routes(routes!(fail_get, fail_post))
         .routes(routes!(failnth_get, failnth_post))
         .split_for_parts();
-    let api = Arc::new(api);
+    let api = Arc::new(openapi_document(&api));
+    let monitor_schema = Arc::new(report::schema::monitor_schema());
     router
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {
                 let api = api.clone();
                 async move { Json(api.as_ref().clone()) }
+            }),
+        )
+        .route(
+            "/api/v1/schema.json",
+            axum::routing::get(move || {
+                let schema = monitor_schema.clone();
+                async move { Json(schema.as_ref().clone()) }
             }),
         )
         .fallback(|| async { ApiError::not_found("no such endpoint (see /api/v1/openapi.json)") })
@@ -1247,15 +1387,6 @@ pub fn router(app: Arc<App>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_parse_like_the_monitor() {
-        assert_eq!(parse_number("0x1000", "a").unwrap(), 0x1000);
-        assert_eq!(parse_number("4096", "a").unwrap(), 4096);
-        for bad in ["", "0x", "0xzz", "-1", "+1", "1k", "0x1ffffffffffffffff"] {
-            assert!(parse_number(bad, "a").is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn fail_changes_become_monitor_lines() {
@@ -1288,11 +1419,33 @@ mod tests {
     }
 
     #[test]
-    fn monitor_errors_become_api_errors() {
-        let e = monitor_document(r#"{"command":"walk","schema":1,"error":{"kind":"no_such_task","message":"no task with pid 99"}}"#, "stub")
-            .unwrap_err();
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
-        let d = monitor_document(r#"{"command":"tasks","schema":1}"#, "stub").unwrap();
-        assert_eq!(d["source"], "stub");
+    fn the_openapi_document_types_every_answer_down_to_its_fields() {
+        let (_, api) = OpenApiRouter::<Arc<App>>::with_openapi(ApiDoc::openapi())
+            .routes(routes!(walk))
+            .routes(routes!(page_directory))
+            .split_for_parts();
+        let doc = openapi_document(&api);
+        let schemas = &doc["components"]["schemas"];
+        for name in [
+            "DumpPgdDoc",
+            "PgdEntryDoc",
+            "WalkDoc",
+            "Envelope",
+            "WalkCheck",
+        ] {
+            assert!(schemas.get(name).is_some(), "no {name} in components");
+        }
+        // The nested fields are typed, not free-form.
+        assert_eq!(
+            schemas["PgdEntryDoc"]["properties"]["raw"]["pattern"],
+            "^0x[0-9a-f]{8}$"
+        );
+        let text = doc.to_string();
+        assert!(
+            !text.contains("#/$defs/"),
+            "a JSON Schema reference left in the OpenAPI"
+        );
+        let walk = &doc["paths"]["/api/v1/walk"]["get"]["responses"]["200"];
+        assert!(walk.to_string().contains("WalkAnswer"), "{walk}");
     }
 }

@@ -48,22 +48,15 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
-    /// The monitor's own error object (`{"kind", "message", "usage"}`): the kernel
-    /// refused a well-formed request, or the arguments were bad.
-    pub fn from_monitor(error: &serde_json::Value) -> ApiError {
-        let kind = error
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or("kernel_error");
-        let message = error
-            .get("message")
-            .and_then(|m| m.as_str())
-            .unwrap_or("the kernel refused the request");
+    /// The monitor's own error (its `kind` and `message`): the kernel refused a
+    /// well-formed request, or the arguments were bad.
+    pub fn from_monitor(kind: &str, message: &str) -> ApiError {
         let status = match kind {
             "no_such_task" => StatusCode::NOT_FOUND,
             // The stopped code holds the lock: the next try (after it runs) will do.
             "busy" => StatusCode::SERVICE_UNAVAILABLE,
             "scratch_too_small" => StatusCode::INTERNAL_SERVER_ERROR,
+            "no_mem_map" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, kind, message)
@@ -127,15 +120,12 @@ mod tests {
 
     #[test]
     fn monitor_errors_keep_their_kind() {
-        let e = ApiError::from_monitor(
-            &serde_json::json!({"kind": "no_such_task", "message": "no task with pid 9"}),
-        );
+        let e = ApiError::from_monitor("no_such_task", "no task with pid 9");
         assert_eq!(
             (e.status, e.code.as_str()),
             (StatusCode::NOT_FOUND, "no_such_task")
         );
-        let e =
-            ApiError::from_monitor(&serde_json::json!({"kind": "out_of_range", "message": "x"}));
+        let e = ApiError::from_monitor("out_of_range", "x");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use report::tasks::FaultDoc;
 use tokio::sync::broadcast;
 
 use crate::link::LinkHandle;
@@ -23,7 +23,7 @@ pub enum FeedEvent {
     /// log at the first poll (only clients resuming from a seq want those).
     Fault {
         seq: u64,
-        record: Value,
+        record: FaultDoc,
         history: bool,
     },
     /// Records between `after` and `upto` were never seen (the log moved on between polls).
@@ -34,7 +34,7 @@ pub enum FeedEvent {
 #[derive(Clone)]
 pub struct Feed {
     tx: broadcast::Sender<FeedEvent>,
-    recent: Arc<Mutex<VecDeque<(u64, Value)>>>,
+    recent: Arc<Mutex<VecDeque<(u64, FaultDoc)>>>,
 }
 
 impl Feed {
@@ -55,7 +55,7 @@ impl Feed {
     }
 
     /// Remembered records with seq above `after`, oldest first.
-    pub fn since(&self, after: u64) -> Vec<(u64, Value)> {
+    pub fn since(&self, after: u64) -> Vec<(u64, FaultDoc)> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.iter().filter(|(s, _)| *s > after).cloned().collect()
     }
@@ -78,21 +78,20 @@ impl Feed {
             let Ok(text) = link.monitor("faults --json", timeout).await else {
                 continue;
             };
-            let Ok(doc) = serde_json::from_str::<Value>(&text) else {
+            let Ok(doc) = crate::answer::parse_document::<report::FaultsDoc<'static>>(&text) else {
                 continue;
             };
-            let Some(records) = doc.get("faults").and_then(Value::as_array) else {
-                continue;
-            };
+            let records = doc.faults.to_vec();
             // The log's content at the first poll is history: remembered for resuming
             // clients, not broadcast as if it had just happened.
             let history = last.is_none();
-            for (seq, record) in new_records(records, &mut last) {
+            for (seq, record) in new_records(&records, &mut last) {
                 match seq {
                     Err((after, upto)) => {
                         let _ = self.tx.send(FeedEvent::Gap { after, upto });
                     }
                     Ok(seq) => {
+                        let Some(record) = record else { continue };
                         {
                             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
                             recent.push_back((seq, record.clone()));
@@ -116,10 +115,11 @@ impl Feed {
 /// `Err((after, upto))` first when records between were lost. The first poll only
 /// sets `last` when the feed has no history yet, so new listeners see new faults.
 #[allow(clippy::type_complexity)]
-fn new_records(records: &[Value], last: &mut Option<u64>) -> Vec<(Result<u64, (u64, u64)>, Value)> {
-    let seqs = records
-        .iter()
-        .filter_map(|r| Some((r.get("seq")?.as_u64()?, r.clone())));
+fn new_records(
+    records: &[FaultDoc],
+    last: &mut Option<u64>,
+) -> Vec<(Result<u64, (u64, u64)>, Option<FaultDoc>)> {
+    let seqs = records.iter().map(|r| (r.seq, *r));
     let mut out = Vec::new();
     match *last {
         None => {
@@ -128,7 +128,7 @@ fn new_records(records: &[Value], last: &mut Option<u64>) -> Vec<(Result<u64, (u
             let mut newest = 0;
             for (seq, r) in seqs {
                 newest = newest.max(seq);
-                out.push((Ok(seq), r));
+                out.push((Ok(seq), Some(r)));
             }
             *last = Some(newest);
         }
@@ -136,10 +136,10 @@ fn new_records(records: &[Value], last: &mut Option<u64>) -> Vec<(Result<u64, (u
             let mut expected = prev + 1;
             for (seq, r) in seqs.filter(|(s, _)| *s > prev) {
                 if seq > expected {
-                    out.push((Err((expected - 1, seq)), Value::Null));
+                    out.push((Err((expected - 1, seq)), None));
                 }
                 expected = seq + 1;
-                out.push((Ok(seq), r));
+                out.push((Ok(seq), Some(r)));
                 *last = Some(seq);
             }
         }
@@ -150,21 +150,30 @@ fn new_records(records: &[Value], last: &mut Option<u64>) -> Vec<(Result<u64, (u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use report::FaultAction;
+
+    fn record(seq: u64) -> FaultDoc {
+        FaultDoc::of(&report::FaultRecord {
+            seq,
+            pid: 1,
+            linear: 0x0400_0000,
+            error_code: 6,
+            eip: 0x1000,
+            by_kernel: false,
+            action: FaultAction::ZeroPage,
+        })
+    }
 
     #[test]
     fn emits_new_records_and_reports_gaps() {
         let mut last = None;
-        let first = new_records(&[json!({"seq": 3}), json!({"seq": 4})], &mut last);
+        let first = new_records(&[record(3), record(4)], &mut last);
         assert_eq!(first.len(), 2);
         assert_eq!(last, Some(4));
-        let again = new_records(&[json!({"seq": 3}), json!({"seq": 4})], &mut last);
+        let again = new_records(&[record(3), record(4)], &mut last);
         assert!(again.is_empty());
-        let later = new_records(
-            &[json!({"seq": 4}), json!({"seq": 5}), json!({"seq": 9})],
-            &mut last,
-        );
-        let kinds: Vec<_> = later.iter().map(|(k, _)| k.clone()).collect();
+        let later = new_records(&[record(4), record(5), record(9)], &mut last);
+        let kinds: Vec<_> = later.iter().map(|(k, _)| *k).collect();
         assert_eq!(kinds, vec![Ok(5), Err((5, 9)), Ok(9)]);
         assert_eq!(last, Some(9));
     }

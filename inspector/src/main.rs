@@ -1,9 +1,11 @@
 //! The inspector daemon: an RSP proxy for gdb in front of the kernel's stub, and the paging state over HTTP/JSON.
 
+mod answer;
 mod api;
 mod error;
 mod events;
 mod link;
+mod params;
 mod postmortem;
 mod qemu;
 mod rsp;

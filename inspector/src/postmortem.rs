@@ -1,192 +1,98 @@
-//! Answers built from QEMU's reads of physical memory, decoded with the kernel's own `mm` decoder, shaped like the monitor's JSON.
+//! Post-mortem answers: the kernel's own documents (`kernel/report`), computed here over
+//! a view of the machine built from QEMU's reads of physical memory.
 //!
-//! The documents carry the monitor's field names so a client reads both sources alike;
-//! what only the kernel knows is `null`: pids (the task table lives in kernel memory),
-//! `mem_map` counts in walks and tables.
+//! What only the kernel knows stays unknown: pids other than the kernel's (the task table
+//! lives in kernel memory), `mem_map` counts (`null`), and `start_mem` (taken as
+//! `LOW_MEM`, so a corrupted directory entry naming reserved memory is read as a table
+//! here where the kernel would refuse it).
 
-use mm::addr::{Frame, LinearAddr, ENTRIES_PER_TABLE, PDES_PER_TASK, PDE_SPAN};
-use mm::entry::Entry;
-use mm::raw_walk::{self, PhysRead};
-use mm::walk::{Walk, WalkStop};
-use serde_json::{json, Value};
+use mm::addr::{Frame, PhysAddr, LOW_MEM};
+use mm::view::PagingView;
+use report::TaskSlots;
 
 use crate::qemu::Pages;
 
-/// `"0x%08x"`, the monitor's form.
-pub fn hex(value: u32) -> String {
-    format!("{value:#010x}")
+/// The machine as QEMU showed it: the pages fetched, the directory (CR3), RAM's end.
+pub struct QemuView<'p> {
+    pub pages: &'p Pages,
+    pub pg_dir: Frame,
+    pub high_memory: u32,
 }
 
-fn flags(e: Entry) -> String {
-    e.describe().to_string()
-}
-
-/// Filters of the page-directory query that the post-mortem form can apply.
-#[derive(Default, Clone, Copy)]
-pub struct PgdFilter {
-    pub range: Option<(u64, u64)>,
-    pub user: Option<bool>,
-    pub writable: Option<bool>,
-}
-
-/// The present directory entries (never merged), with present PTEs counted from each table in `pages`.
-pub fn page_directory(pages: &Pages, pg_dir: Frame, high_memory: u32, filter: PgdFilter) -> Value {
-    let mut present = 0;
-    let mut nonzero = 0;
-    let mut entries = Vec::new();
-    for index in 0..ENTRIES_PER_TABLE {
-        let pde = pages.read_entry(pg_dir, index);
-        if !pde.is_present() {
-            if pde.raw() != 0 {
-                nonzero += 1;
-            }
-            continue;
-        }
-        present += 1;
-        let start = index as u64 * PDE_SPAN as u64;
-        let last = start + PDE_SPAN as u64 - 1;
-        if let Some((lo, hi)) = filter.range {
-            if last < lo || start >= hi {
-                continue;
-            }
-        }
-        if filter.user.is_some_and(|u| u != pde.is_user())
-            || filter.writable.is_some_and(|w| w != pde.is_writable())
-        {
-            continue;
-        }
-        let readable = pde.frame().as_u32() < high_memory && pages.has(pde.frame());
-        entries.push(json!({
-            "index": index,
-            "start": hex(start as u32),
-            "last": hex(last as u32),
-            "table": hex(pde.frame().as_u32()),
-            "raw": hex(pde.raw()),
-            "flags": flags(pde),
-            "present": true,
-            "user": pde.is_user(),
-            "writable": pde.is_writable(),
-            "accessed": pde.flags().contains(mm::entry::EntryFlags::ACCESSED),
-            "table_readable": readable,
-            "present_ptes": readable.then(|| raw_walk::present_entries(pages, pde.frame())),
-            "slot": index / PDES_PER_TASK,
-            "pid": null,
-        }));
+impl PagingView for QemuView<'_> {
+    fn read_phys_u32(&self, addr: PhysAddr) -> u32 {
+        self.pages.read_u32(addr)
     }
-    json!({
-        "command": "dumppgd",
-        "schema": 1,
-        "pg_dir": hex(pg_dir.as_u32()),
-        "present": present,
-        "not_present_nonzero": nonzero,
-        "filter": {
-            "task": null, "slot": null,
-            "range": filter.range.map(|(s, e)| json!({"start": format!("{s:#010x}"), "end": format!("{e:#010x}")})),
-            "user": filter.user, "writable": filter.writable, "merged": false,
-        },
-        "shown": entries.len(),
-        "entries": entries,
-    })
-}
-
-/// One page table, like `dumppt INDEX`.
-pub fn page_table(pages: &Pages, pg_dir: Frame, high_memory: u32, index: usize) -> Value {
-    let pde = pages.read_entry(pg_dir, index);
-    let start = (index as u64 * PDE_SPAN as u64) as u32;
-    let readable = pde.is_present() && pde.frame().as_u32() < high_memory && pages.has(pde.frame());
-    let mut entries = Vec::new();
-    let (mut present, mut swap) = (0, 0);
-    if readable {
-        for i in 0..ENTRIES_PER_TABLE {
-            let pte = pages.read_entry(pde.frame(), i);
-            if pte.raw() == 0 {
-                continue;
-            }
-            if pte.is_present() {
-                present += 1;
-            } else {
-                swap += 1;
-            }
-            entries.push(json!({
-                "index": i,
-                "linear": hex(LinearAddr::from_indices(index, i).as_u32()),
-                "raw": hex(pte.raw()),
-                "flags": flags(pte),
-                "present": pte.is_present(),
-                "swap_slot": pte.is_swap().then(|| pte.swap_slot()),
-                "frame": pte.is_present().then(|| hex(pte.frame().as_u32())),
-                "count": null,
-            }));
-        }
+    fn pg_dir(&self) -> Frame {
+        self.pg_dir
     }
-    json!({
-        "command": "dumppt",
-        "schema": 1,
-        "index": index,
-        "start": hex(start),
-        "last": hex(start + (PDE_SPAN - 1)),
-        "slot": index / PDES_PER_TASK,
-        "pid": null,
-        "pde": { "raw": hex(pde.raw()), "flags": flags(pde), "present": pde.is_present() },
-        "table": pde.is_present().then(|| hex(pde.frame().as_u32())),
-        "table_readable": readable,
-        "entries": entries,
-        "present": present,
-        "swap": swap,
-    })
+    fn high_memory(&self) -> u32 {
+        self.high_memory
+    }
+    fn start_mem(&self) -> u32 {
+        LOW_MEM
+    }
+    fn kernel_pdes(&self) -> usize {
+        0
+    }
+    fn kernel_table(&self, _dir: usize) -> Frame {
+        Frame::default()
+    }
+    fn map_count(&self, _index: usize) -> Option<u8> {
+        None
+    }
+    fn nr_free(&self) -> u32 {
+        0
+    }
+    fn free_bit(&self, _index: usize) -> bool {
+        false
+    }
+    fn swap_slots(&self) -> Option<u32> {
+        None
+    }
+    fn swap_bit(&self, _slot: u32) -> bool {
+        false
+    }
 }
 
-/// A walk document like `walk ADDR --json`, from [`Walk`].
-pub fn walk_document(w: &Walk) -> Value {
-    let stop = w.stop.map(|s| match s {
-        WalkStop::NoPageTable => {
-            json!({"level": "pde", "reason": "no_page_table", "swap_slot": null})
-        }
-        WalkStop::NotMapped => json!({"level": "pte", "reason": "not_mapped", "swap_slot": null}),
-        WalkStop::SwappedOut { slot } => {
-            json!({"level": "pte", "reason": "swapped_out", "swap_slot": slot})
-        }
-    });
-    // A present PDE whose table was not read: the monitor says table_beyond_memory.
-    let stop = stop.or_else(|| {
-        (w.pde.is_present() && w.pte.is_none())
-            .then(|| json!({"level": "pde", "reason": "table_beyond_memory", "swap_slot": null}))
-    });
-    json!({
-        "command": "walk",
-        "schema": 1,
-        "linear": hex(w.linear.as_u32()),
-        "task": null,
-        "pde": { "index": w.pde_index, "raw": hex(w.pde.raw()), "flags": flags(w.pde), "present": w.pde.is_present() },
-        "table": w.pde.is_present().then(|| hex(w.pde.frame().as_u32())),
-        "pte": {
-            "index": w.pte_index,
-            "raw": w.pte.map(|p| hex(p.raw())),
-            "flags": w.pte.map(flags),
-            "present": w.pte.map(|p| p.is_present()),
-        },
-        "frame": w.frame.map(|(f, _)| hex(f.as_u32())),
-        "count": w.frame.and_then(|(_, c)| c),
-        "physical": w.physical().map(hex),
-        "stop": stop,
-    })
+/// The task table post-mortem: only the kernel's slot is known (pid 0, slot 0).
+pub struct KernelOnly;
+
+impl TaskSlots for KernelOnly {
+    fn pid_in_slot(&self, slot: usize) -> Option<u32> {
+        (slot == 0).then_some(0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mm::addr::LinearAddr;
 
     #[test]
-    fn documents_use_the_monitor_field_names() {
+    fn documents_come_from_the_kernels_own_code() {
         let pages = Pages::default();
-        let dir = Frame::from_addr(0x1000).unwrap();
-        let w = raw_walk::walk(&pages, dir, 0x100_0000, LinearAddr::new(0x0400_0000));
-        let doc = walk_document(&w);
+        let view = QemuView {
+            pages: &pages,
+            pg_dir: Frame::from_addr(0x1000).unwrap(),
+            high_memory: 0x100_0000,
+        };
+        let w = report::walk(
+            &view,
+            &KernelOnly,
+            LinearAddr::new(0x0400_0000).as_u32(),
+            None,
+        )
+        .unwrap();
+        let doc = serde_json::to_value(w).unwrap();
         assert_eq!(doc["stop"]["reason"], "no_page_table");
         assert_eq!(doc["linear"], "0x04000000");
-        let pt = page_table(&pages, dir, 0x100_0000, 16);
+        let pt = report::DumpPt::new(&view, &KernelOnly, 16);
+        let pt = serde_json::to_value(pt.document()).unwrap();
         assert_eq!(pt["table_readable"], false);
-        let pgd = page_directory(&pages, dir, 0x100_0000, PgdFilter::default());
-        assert_eq!(pgd["present"], 0);
+        let pgd = report::DumpPgd::new(&view, &KernelOnly, &report::PgdFilter::default()).unwrap();
+        assert_eq!(serde_json::to_value(pgd.document()).unwrap()["present"], 0);
+        // checkmm and showmem need mem_map, which QEMU's view does not have.
+        assert!(report::ShowMem::new(&view, &KernelOnly).is_err());
     }
 }

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mm::addr::{Frame, PhysAddr, PAGE_SIZE};
-use mm::raw_walk::PhysRead;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -111,8 +110,9 @@ pub struct Pages {
     pages: HashMap<u32, Vec<u32>>,
 }
 
-impl PhysRead for Pages {
-    fn read_u32(&self, addr: PhysAddr) -> u32 {
+impl Pages {
+    /// The aligned 32-bit word at physical `addr`.
+    pub fn read_u32(&self, addr: PhysAddr) -> u32 {
         let frame = addr.frame().as_u32();
         // The callers fetch every page they read first; an unfetched one reads as zero
         // (an empty entry), which stops a walk rather than inventing a mapping.
@@ -122,9 +122,7 @@ impl PhysRead for Pages {
             .copied()
             .unwrap_or(0)
     }
-}
 
-impl Pages {
     pub fn has(&self, frame: Frame) -> bool {
         self.pages.contains_key(&frame.as_u32())
     }

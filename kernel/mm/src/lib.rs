@@ -19,7 +19,6 @@ pub mod mem_map;
 pub mod memory;
 pub mod phys;
 pub mod process;
-pub mod raw_walk;
 pub mod swap;
 pub mod view;
 pub mod walk;

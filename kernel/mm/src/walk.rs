@@ -181,8 +181,7 @@ pub fn show_mem<V: PagingView + ?Sized>(view: &V) -> MemStats {
 }
 
 /// The walk of `linear` from its directory entry `pde`, reading the page table `table`
-/// (`None`: not to be read) with `read`; frames come with no count. The one decoding that
-/// [`Mm::walk`] and the post-mortem `raw_walk::walk` share.
+/// (`None`: not to be read) with `read`; frames come with no count.
 pub(crate) fn decode_walk(
     linear: LinearAddr,
     pde: Entry,

@@ -156,7 +156,7 @@ impl FaultSource for SimLog {
     fn totals(&self) -> Result<[u64; 9], LogBusy> {
         let mut t = [0; 9];
         for r in &self.0 {
-            t[r.action.index()] += 1;
+            t[report::inputs::action_index(r.action)] += 1;
         }
         Ok(t)
     }
