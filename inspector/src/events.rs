@@ -94,7 +94,7 @@ impl Feed {
                         let Some(record) = record else { continue };
                         {
                             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-                            recent.push_back((seq, record.clone()));
+                            recent.push_back((seq, record));
                             while recent.len() > REMEMBERED {
                                 recent.pop_front();
                             }

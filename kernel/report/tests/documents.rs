@@ -346,7 +346,7 @@ fn a_document_of_another_command_or_schema_is_refused() {
 
 #[test]
 fn flags_and_fault_codes_parse_back_into_their_bits() {
-    for raw in [0, 0x54, 0x0100_0001, 0x0fd5_067, 0x0fd5_025, 0xffff_f1ff] {
+    for raw in [0, 0x54, 0x0100_0001, 0x00fd_5067, 0x00fd_5025, 0xffff_f1ff] {
         let e = Entry(raw);
         let text = e.describe().to_string();
         let back = report::value::parse_flags(&text).unwrap_or_else(|| panic!("{text}"));
@@ -596,7 +596,7 @@ struct EvenTasks;
 
 impl TaskSlots for EvenTasks {
     fn pid_in_slot(&self, slot: usize) -> Option<u32> {
-        (slot % 2 == 0 && slot < NR_TASKS).then_some(slot as u32)
+        (slot.is_multiple_of(2) && slot < NR_TASKS).then_some(slot as u32)
     }
 }
 
