@@ -405,7 +405,7 @@ async fn health_v1(state: Shared) -> Json<Health> {
 #[utoipa::path(get, path = "/api/v1/status", tag = "kernel", params(PrettyQuery),
     responses((status = 200, description = "link and machine state", body = Status), (status = 400, body = ErrorBody)))]
 async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
-    let params = Params::parse(q.as_deref(), &[])?;
+    let pretty = Params::parse(q.as_deref(), &[])?.pretty()?;
     let link = app.link.status();
     let mut source = None;
     let (mut cr3, mut high) = {
@@ -465,7 +465,7 @@ async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiE
         qmp: app.qmp.configured(),
         allow_write: app.allow_write,
     };
-    Ok(Reply::new(&status, params.pretty()?))
+    Ok(Reply::new(&status, pretty))
 }
 
 /// `?pretty`: the JSON indented (every endpoint takes it).

@@ -15,6 +15,9 @@ use crate::paging::{paging, Paging};
 use crate::syscall::Errno;
 
 /// `fork()` for the task whose trap frame is `frame`: the child's pid, or an error.
+/// Never inlined: gdb sessions break on it (`pg-break sys_fork`), and whether LLVM inlines
+/// it into the system-call dispatch otherwise changes with unrelated code.
+#[inline(never)]
 pub fn sys_fork(frame: &TrapFrame) -> Result<u32, Errno> {
     let parent_slot = current();
     let mut t = tasks();
