@@ -207,7 +207,6 @@ class MonitorRendering(unittest.TestCase):
         self.assertTrue(core.render_monitor(ok, self.p).startswith("checkmm: OK (10 frames"))
 
 
-<<<<<<< HEAD
 class FunctionNames(unittest.TestCase):
     NAMES = [
         "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::get_free_page_with<kernel::arch::x86::phys::KernelPhys>",
@@ -357,7 +356,8 @@ class Descriptors(unittest.TestCase):
     def test_selectors(self):
         self.assertEqual(core.describe_selector(0x0F), "0x0f: LDT 1, RPL 3")
         self.assertEqual(core.describe_selector(0x20), "0x20: GDT 4, RPL 0")
-=======
+
+
 class Schema(unittest.TestCase):
     """The committed JSON Schema drives the commands, the version and the field names."""
 
@@ -385,7 +385,6 @@ class Schema(unittest.TestCase):
         text = core.render_monitor(one, p)
         self.assertIn("(1 frame, 1 directory entry, 2 page-table entries checked; 1 mismatch)", text)
         self.assertNotIn("task page", text)
->>>>>>> 51ea61b (inspector: answers are the monitor's typed documents, parsed (a stub answer that does not parse is a bad_document error) and written in field order with ?pretty; post-mortem answers computed by kernel/report over QEMU's memory; typed OpenAPI schemas; numbers in hex everywhere, unknown parameters refused by name)
 
 
 if __name__ == "__main__":
