@@ -6,7 +6,9 @@ on free ports. The tests check every endpoint against the kernel's own monitor o
 (real gdb, batch mode, through the daemon's gdb port) and against QEMU's translation;
 concurrent clients; gdb attached at the same time; post-mortem (the VM paused: QEMU
 answers); the kernel killed and restarted; bad requests; schemathesis against the
-served OpenAPI document. They run in file order on one xdist worker (the group
+served OpenAPI document; every answer against the committed JSON Schema of the
+documents (kernel/docs/monitor.schema.json), post-mortem answers against the stub's, and
+the parameters (hex numbers, unknown ones, ?pretty) and key order. They run in file order on one xdist worker (the group
 "inspector"): the first watches the demo's fault stream, the others start once the demo
 has printed its verdict, and the restart comes last. `scripts/inspector-tests` runs these.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from pgtest import gdb as pg_gdb
-from pgtest import procs, tools
+from pgtest import paths, procs, tools
 from pgtest.check import check
 from pgtest.gdb import PtyGdb
 from pgtest.inspector import Daemon, error_of, get, request, sse_events
@@ -322,6 +324,107 @@ def test_bad_requests(s, demo_done):
     error_of(b + "/api/v1/fail", 400, "bad_request", method="POST", body=b'{"seed": 1, "task": 1}', headers=json_headers)
     doc = json.loads(request(b + "/api/v1/fail", "POST", b'{"seed": 7}', json_headers)[1])
     check(doc.get("seed") == 7, f"fail seed 7: {doc}")
+
+
+
+# ---- the typed documents: schema, post-mortem, parameters (kernel/report) ----
+
+MONITOR_SCHEMA_PATH = paths.REPO / "kernel" / "docs" / "monitor.schema.json"
+DOCUMENT_OF = {"tasks": "TasksDoc", "showmem": "ShowMemDoc", "checkmm": "CheckMmDoc", "faults": "FaultsDoc",
+               "fail": "FailDoc", "dumppgd": "DumpPgdDoc", "dumppt": "DumpPtDoc", "walk": "WalkDoc"}
+
+
+def validate_answers(answers):
+    """Each (document name, answer) against `$defs/NAME` of the committed JSON Schema
+    (generated from the kernel's document structs), with jsonschema_rs (schemathesis's)."""
+    import jsonschema_rs
+
+    schema = json.loads(MONITOR_SCHEMA_PATH.read_text())
+    bad = []
+    for name, doc in answers:
+        one = dict(schema, **{"$ref": f"#/$defs/{name}"})
+        one.pop("oneOf", None)
+        errors = [e.message for e in jsonschema_rs.validator_for(one).iter_errors(doc)]
+        if errors:
+            bad.append(f"{name}: {errors[:3]}")
+    check(not bad, "answers that do not match the schema:\n" + "\n".join(bad))
+
+
+def test_answers_validate_against_the_schema(s, demo_done):
+    answers = []
+    for path in list(ENDPOINTS.values()) + ["/api/v1/walk?addr=0x12345&source=qemu",
+                                            "/api/v1/page-tables/0?source=qemu",
+                                            "/api/v1/page-directory?source=qemu"]:
+        doc = get(s.base + path)
+        answers.append((DOCUMENT_OF[doc["command"]], doc))
+    validate_answers(answers)
+    # The schema is served too, the same as the committed one.
+    served = get(s.base + "/api/v1/schema.json")
+    check(served == json.loads(MONITOR_SCHEMA_PATH.read_text()), "/api/v1/schema.json differs from the committed schema")
+
+
+def test_post_mortem_equals_the_stub(s, demo_done):
+    """Post-mortem answers (QEMU's memory, decoded by the kernel's own code) equal the
+    stub's apart from what only the kernel knows: mem_map counts, pids, HIGH_MEMORY."""
+    only_kernel = {"source", "count", "pid", "high_memory"}
+
+    def known(value):
+        if isinstance(value, dict):
+            return {k: known(v) for k, v in value.items() if k not in only_kernel}
+        if isinstance(value, list):
+            return [known(v) for v in value]
+        return value
+
+    for path in ("/api/v1/walk?addr=0x12345", "/api/v1/walk?addr=0x1000000", "/api/v1/walk?addr=0x30000000",
+                 "/api/v1/page-tables/0", "/api/v1/page-tables/16", "/api/v1/page-tables/100"):
+        stub = get(s.base + path)
+        pm = get(s.base + path + ("&" if "?" in path else "?") + "source=qemu")
+        check(pm["source"] == "qemu" and stub["source"] == "stub", f"{path}: sources {pm['source']} {stub['source']}")
+        check(known(pm) == known(stub), f"{path}: post-mortem differs from the stub:\n{known(pm)}\n{known(stub)}")
+    stub = get(s.base + "/api/v1/page-directory?all=true&task=0")
+    pm = get(s.base + "/api/v1/page-directory?all=true&task=0&source=qemu")
+    check(known(pm["entries"]) == known(stub["entries"]) and known(pm["runs"]) == known(stub["runs"]),
+          f"the kernel's directory entries differ post-mortem:\n{pm['entries']}\n{stub['entries']}")
+
+
+def test_numbers_parameters_and_order(s, demo_done):
+    b = s.base
+    # Every number takes decimal or 0x hex, in paths and queries alike.
+    check(strip(get(b + "/api/v1/page-tables/0x10")) == strip(get(b + "/api/v1/page-tables/16")), "page-tables/0x10")
+    check(strip(get(b + "/api/v1/page-directory?task=0x0")) == strip(get(b + "/api/v1/page-directory?task=0")),
+          "task=0x0")
+    check(strip(get(b + "/api/v1/walk?addr=4096&task=0x0")) == strip(get(b + "/api/v1/walk?addr=0x1000&task=0")),
+          "walk task=0x0")
+    # (No task 1 is left after the demo: the hex pid parses, and the kernel says so.)
+    doc = error_of(b + "/api/v1/failnth/0x1", 404, "no_such_task")
+    check("pid 1" in doc["error"]["message"], f"failnth/0x1: {doc}")
+    # Parse errors are the API's own error document, naming what was wrong.
+    for path, code, words in [
+        ("/api/v1/page-tables/abc", "bad_request", "index: 'abc' is not a number (decimal or 0x hex)"),
+        ("/api/v1/failnth/0xzz", "bad_request", "pid: '0xzz' is not a number"),
+        ("/api/v1/page-directory?task=x", "bad_request", "task: 'x' is not a number"),
+        ("/api/v1/walk?addr=1&bogus=2", "unknown_parameter", "unknown query parameter 'bogus'"),
+        ("/api/v1/tasks?verbose=1", "unknown_parameter", "unknown query parameter 'verbose'"),
+        ("/api/v1/faults/stream?since=soon", "bad_request", "since: 'soon' is not a number"),
+        ("/api/v1/walk?addr=1&addr=2", "bad_request", "given twice"),
+        # Checked before the kernel is asked anything.
+        ("/api/v1/faults?pretty=maybe", "bad_request", "pretty: 'maybe' is not true or false"),
+    ]:
+        doc = error_of(b + path, 400, code)
+        message = doc["error"]["message"]
+        check(words in message and "deserialize" not in message.lower(), f"{path}: {message!r}")
+    # Keys in the documented order: command and schema first, the envelope last.
+    status, body, headers = request(b + "/api/v1/walk?addr=0x1000")
+    check(status == 200 and body.startswith(b'{"command":"walk","schema":1,'), f"key order: {body[:80]!r}")
+    check(list(json.loads(body))[-1] == "source", f"the envelope is not last: {list(json.loads(body))}")
+    content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+    check(content_type.startswith("application/json"), f"content type {content_type!r}")
+    # ?pretty indents the same document.
+    status, pretty, _ = request(b + "/api/v1/walk?addr=0x1000&pretty")
+    check(status == 200 and b'\n  "command": "walk",' in pretty, f"?pretty: {pretty[:80]!r}")
+    check(json.loads(pretty) == json.loads(body), "?pretty changed the document")
+    status, pretty, _ = request(b + "/api/v1/status?pretty=true")
+    check(status == 200 and b"\n  " in pretty, "status?pretty=true")
 
 
 def test_safety_flags(s, demo_done):
