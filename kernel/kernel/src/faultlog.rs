@@ -9,20 +9,9 @@ pub const FAULT_LOG_LEN: usize = 64;
 /// What the fault handler did about one fault (decided by `mm::fault`).
 pub use mm::fault::FaultAction;
 
-/// One remembered fault.
-#[derive(Clone, Copy, Debug)]
-pub struct FaultRecord {
-    /// Sequence number since boot (1 = the first fault).
-    pub seq: u64,
-    pub pid: u32,
-    pub linear: u32,
-    pub error_code: u32,
-    pub eip: u32,
-    /// Set when the kernel took the fault on the task's behalf (`verify_area`, reads of
-    /// user memory) rather than the CPU.
-    pub by_kernel: bool,
-    pub action: FaultAction,
-}
+/// One remembered fault: the record `monitor faults` documents (kernel/report), so the log
+/// and its readers share one layout.
+pub use report::FaultRecord;
 
 /// Every action, in a fixed order (the index into the totals).
 const ACTIONS: [FaultAction; 9] = FaultAction::ALL;

@@ -296,23 +296,7 @@ fn every_document_of_a_running_machine_round_trips_and_validates() {
     let doc = report::corrupt(&mut k.mm, &tasks, report::CorruptCommand::Leak).unwrap();
     check_document::<_, report::CorruptDoc>(&doc, "CorruptDoc");
 
-    let state = report::CpuState {
-        cr0: 0x8000_0011,
-        cr2: 0x0bff_fe3c,
-        cr3: 0x0021_1000,
-        cr4: 0,
-        gdtr: report::TableRegister {
-            base: 0x0015_72f8,
-            limit: 0x2f,
-        },
-        idtr: report::TableRegister {
-            base: 0x0019_6f40,
-            limit: 0x7ff,
-        },
-        ldtr: 0x20,
-        tr: 0x18,
-    };
-    let cpu = report::Cpu::new(&state);
+    let cpu = report::Cpu::new(&CPU_AT_A_COW_FAULT);
     let v = check_document::<_, report::CpuDoc>(&cpu.document(), "CpuDoc");
     assert_eq!(v["cr0_flags"], "PE ET PG");
     assert_eq!(v["gdtr"]["entries"], 6);

@@ -438,24 +438,6 @@ fn cpu_parses_alone() {
     assert_eq!(out, "cpu: unexpected argument '3'\nusage: cpu [--json]\n");
 }
 
-/// The registers of a stop in do_wp_page (values as `monitor cpu` read them in QEMU).
-const CPU_AT_A_COW_FAULT: report::CpuState = report::CpuState {
-    cr0: 0x8000_0011,
-    cr2: 0x0bff_fe3c,
-    cr3: 0x0021_1000,
-    cr4: 0,
-    gdtr: report::TableRegister {
-        base: 0x0015_72f8,
-        limit: 0x2f,
-    },
-    idtr: report::TableRegister {
-        base: 0x0019_6f40,
-        limit: 0x7ff,
-    },
-    ldtr: 0x20,
-    tr: 0x18,
-};
-
 #[test]
 fn cpu_names_the_bits_and_tables() {
     let mut out = String::new();

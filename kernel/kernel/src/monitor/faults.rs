@@ -19,17 +19,6 @@ impl FaultSource for KernelFaultLog {
         Ok(totals)
     }
     fn each(&self, f: &mut dyn FnMut(&FaultRecord)) -> Result<(), LogBusy> {
-        faultlog::try_for_each(|r| {
-            f(&FaultRecord {
-                seq: r.seq,
-                pid: r.pid,
-                linear: r.linear,
-                error_code: r.error_code,
-                eip: r.eip,
-                by_kernel: r.by_kernel,
-                action: r.action,
-            })
-        })
-        .map_err(|_| LogBusy)
+        faultlog::try_for_each(|r| f(r)).map_err(|_| LogBusy)
     }
 }
