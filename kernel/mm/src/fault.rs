@@ -342,7 +342,10 @@ pub enum UserAccessError {
 }
 
 /// Sorts a fault the kernel took on the task's behalf: resolved faults are booked and the
-/// access goes on; an unresolved one stops it.
+/// access goes on; an unresolved one stops it and, as the same fault of the task's own
+/// access would, kills the task (a swap read that failed, `oom()`, a damaged table). Only
+/// an address outside the task is the caller's error (`EFAULT`), and the range checks
+/// before every access keep it from getting here.
 fn book_kernel_fault(
     fault: Option<Fault>,
     book: &mut dyn FnMut(&Fault),
@@ -355,8 +358,10 @@ fn book_kernel_fault(
             book(&fault);
             Ok(())
         }
-        Verdict::Illegal(_) => Err(UserAccessError::BadAddress),
-        Verdict::OutOfMemory(_) => Err(UserAccessError::Fault(fault)),
+        Verdict::Illegal(why) if why.cause() == KillCause::BadAccess => {
+            Err(UserAccessError::BadAddress)
+        }
+        Verdict::Illegal(_) | Verdict::OutOfMemory(_) => Err(UserAccessError::Fault(fault)),
     }
 }
 

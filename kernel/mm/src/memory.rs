@@ -214,6 +214,9 @@ pub enum PutPageError {
     OutOfMemory(OutOfMemory),
     /// A page is already mapped there (D5: 0.11 overwrites the entry, leaking the frame).
     AlreadyMapped(LinearAddr, Entry),
+    /// The entry there is a swap entry (0.12 overwrites it, leaking the slot and losing
+    /// the page it holds).
+    SwapEntry(LinearAddr, Entry),
     /// The directory entry is present but names no frame a page table can be (damaged).
     DamagedTable(Entry),
 }
@@ -246,6 +249,11 @@ impl fmt::Display for PutPageError {
             PutPageError::AlreadyMapped(a, e) => {
                 write!(f, "put_page: {a} already maps {:#010x}", e.raw())
             }
+            PutPageError::SwapEntry(a, e) => write!(
+                f,
+                "put_page: {a} holds swap slot {} (mapping over it would leak the slot)",
+                e.swap_slot()
+            ),
             PutPageError::DamagedTable(e) => {
                 write!(
                     f,
@@ -781,6 +789,10 @@ impl<P: PhysMem> Mm<P> {
         if let Some((_, _, old)) = self.pte(address) {
             if old.is_present() {
                 return Err(PutPageError::AlreadyMapped(address, old));
+            }
+            // The entry is the only record of its slot: swap it in, never map over it.
+            if old.is_swap() {
+                return Err(PutPageError::SwapEntry(address, old));
             }
         }
         let table = self.table_for(address, policy).map_err(|e| match e {

@@ -9,9 +9,10 @@ use mm::addr::PAGE_SIZE;
 use mm::check::Mismatch;
 use mm::entry::Entry;
 use mm::fault::FaultAction;
-use mm::memory::fault_code;
+use mm::memory::{fault_code, AllocSite, PutPageError};
 use mm::sim::SimDisk;
 use mm::swap::{format_header, SwapFreeError, SwapInitError, SwapMap, MAX_SLOTS, SIGNATURE_OFFSET};
+use mm::NeverFail;
 use support::*;
 
 fn disk(k: &SimKernel) -> &SimDisk {
@@ -279,6 +280,79 @@ fn a_failed_read_kills_only_the_task_whose_page_it_was() {
         k.mm.swap.as_ref().unwrap().nr_used(),
         0,
         "the victim's exit freed its slot"
+    );
+    k.assert_clean();
+}
+
+#[test]
+fn a_failed_read_while_the_kernel_stores_into_the_page_kills_the_task_as_in_user_mode() {
+    // A system call writing into a swapped-out page (verify_area faults it in, D9): the
+    // read fails. The same failure in user mode kills the task; so must this one, with
+    // the fault on the record, not return EFAULT as if the pointer were bad.
+    let mut k = SimKernel::new(DEFAULT_RAM).with_swap(32);
+    let victim = k.spawn(None).unwrap();
+    k.write_word(victim, 0x3000, 1).unwrap();
+    let (table, index, _) = k.mm.pte(user(victim, 0x3000)).unwrap();
+    assert!(k.mm.try_to_swap_out(table, index, user(victim, 0x3000)));
+    k.mm.phys.disk.as_mut().unwrap().fail_reads = true;
+    assert_eq!(
+        k.kernel_write_word(victim, 0x3000, 5),
+        Err(SimError::Killed)
+    );
+    assert!(!k.is_live(victim));
+    let fault = k.kill_log.last().expect("the kill is on the record");
+    assert!(fault.by_kernel, "taken by the kernel on the task's behalf");
+    assert_eq!(fault.linear, user(victim, 0x3000));
+    assert_eq!(fault.verdict.action(), mm::fault::FaultAction::Killed);
+    assert_eq!(
+        k.mm.swap.as_ref().unwrap().nr_used(),
+        0,
+        "exit freed the slot"
+    );
+    k.assert_clean();
+}
+
+#[test]
+fn a_failed_read_while_the_kernel_reads_the_page_kills_the_task_too() {
+    let mut k = SimKernel::new(DEFAULT_RAM).with_swap(32);
+    let victim = k.spawn(None).unwrap();
+    k.write_word(victim, 0, 1).unwrap();
+    let (table, index, _) = k.mm.pte(user(victim, 0)).unwrap();
+    assert!(k.mm.try_to_swap_out(table, index, user(victim, 0)));
+    k.mm.phys.disk.as_mut().unwrap().fail_reads = true;
+    assert_eq!(k.kernel_read_word(victim, 0), Err(SimError::Killed));
+    assert!(k.kill_log.last().is_some_and(|f| f.by_kernel));
+    k.assert_clean();
+}
+
+#[test]
+fn put_page_over_a_swap_entry_is_refused_and_the_slot_stays_named() {
+    // No caller maps over a swap entry (do_no_page swaps it in first), but put_page must
+    // not: the entry is the only record of the slot, overwriting it leaks the slot and
+    // loses the page.
+    let mut k = SimKernel::new(DEFAULT_RAM).with_swap(32);
+    let t = k.spawn(None).unwrap();
+    k.write_word(t, 0x4000, 0xFEED).unwrap();
+    let (table, index, _) = k.mm.pte(user(t, 0x4000)).unwrap();
+    assert!(k.mm.try_to_swap_out(table, index, user(t, 0x4000)));
+    let swapped = pte_of(&k.mm, user(t, 0x4000));
+    assert!(swapped.is_swap());
+    let page = k.mm.get_free_page(AllocSite::NoPage).unwrap();
+    assert_eq!(
+        k.mm.put_page(page, user(t, 0x4000), &mut NeverFail),
+        Err(PutPageError::SwapEntry(user(t, 0x4000), swapped))
+    );
+    assert_eq!(
+        pte_of(&k.mm, user(t, 0x4000)),
+        swapped,
+        "the entry is untouched"
+    );
+    k.mm.free_page(page.addr()).unwrap();
+    k.assert_clean();
+    assert_eq!(
+        k.read_word(t, 0x4000),
+        Ok(0xFEED),
+        "the page comes back from its slot"
     );
     k.assert_clean();
 }

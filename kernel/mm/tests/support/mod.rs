@@ -607,22 +607,52 @@ impl SimKernel {
                 });
             (result, booked)
         });
-        for fault in booked {
-            self.finish(slot, fault)?;
-        }
-        match result {
-            Ok(()) => {}
-            Err(UserAccessError::Fault(fault)) => {
-                self.finish(slot, fault)?;
-                unreachable!("an unresolved fault kills the task");
-            }
-            Err(UserAccessError::BadAddress) => return Err(SimError::BadAddress),
-            Err(UserAccessError::Unsettled) => return Err(SimError::Unsettled),
-        }
+        self.settle_kernel_access(slot, result, booked)?;
         self.mark_access(linear, true);
         let at = self.mm.translate(linear).expect("present");
         self.mm.phys.write_u32(at, value);
         Ok(())
+    }
+
+    /// A kernel read of user memory, as the kernel's `copy_from_user` makes it: the page
+    /// is faulted in as the task's own access would fault it (D9,
+    /// `mm::fault::touch_for_read`), then read through the page tables.
+    pub fn kernel_read_word(&mut self, slot: usize, offset: u32) -> Result<u32, SimError> {
+        assert_eq!(offset % 4, 0);
+        let linear = user(slot, offset);
+        let (result, booked) = self.with_context(slot, |mm, ctx, policy| {
+            let mut booked = Vec::new();
+            let result =
+                fault::touch_for_read(mm, linear.page_base(), ctx, policy, &mut |f: &Fault| {
+                    booked.push(*f)
+                });
+            (result, booked)
+        });
+        self.settle_kernel_access(slot, result, booked)?;
+        let at = self.mm.translate(linear).expect("present");
+        Ok(self.mm.phys.read_u32(at))
+    }
+
+    /// Books the faults a kernel access took and turns its outcome into the simulated
+    /// system call's: an unresolved fault kills the task.
+    fn settle_kernel_access(
+        &mut self,
+        slot: usize,
+        result: Result<(), UserAccessError>,
+        booked: Vec<Fault>,
+    ) -> Result<(), SimError> {
+        for fault in booked {
+            self.finish(slot, fault)?;
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(UserAccessError::Fault(fault)) => {
+                self.finish(slot, fault)?;
+                unreachable!("an unresolved fault kills the task");
+            }
+            Err(UserAccessError::BadAddress) => Err(SimError::BadAddress),
+            Err(UserAccessError::Unsettled) => Err(SimError::Unsettled),
+        }
     }
 
     /// Frames the kernel itself references: task structures and held frames.

@@ -187,6 +187,13 @@ const SCENARIOS: &[Scenario] = &[
     },
     // Needs a swap disk (qemu-tests attaches one).
     Scenario {
+        name: "swap-syscall-read-error",
+        about: "a system call stores into a swapped-out page whose read fails: the task is killed, not given EFAULT (needs swap)",
+        run: swap::syscall_read_error,
+        in_all: false,
+    },
+    // Needs a swap disk (qemu-tests attaches one).
+    Scenario {
         name: "swap-full",
         about: "a swap disk smaller than the workload: oom() kills the task that needs more (needs swap)",
         run: swap::full_device,

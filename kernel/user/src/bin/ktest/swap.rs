@@ -2,10 +2,10 @@
 //! verified, fork with swapped-out pages, exit freeing every slot, device failures and
 //! a full device. They need a swap disk (qemu-tests attaches one).
 
-use user::abi::{debug_op, signal, swap_fault, MemInfo, PAGE_SIZE};
+use user::abi::{debug_op, page_flags, signal, swap_fault, MemInfo, PAGE_SIZE};
 use user::check::{expect_exit, expect_killed, spawn, spawn_code, Failed, OrFail, Outcome};
 use user::mem::{grow_break, Region};
-use user::{check, check_eq, debug, meminfo, say};
+use user::{check, check_eq, debug, meminfo, pageinfo, say};
 
 /// Words per page.
 const WORDS: usize = PAGE_SIZE as usize / 4;
@@ -346,5 +346,40 @@ pub fn bench() -> Outcome {
         })?;
         expect_exit(child, 0, name)?;
     }
+    Ok(())
+}
+
+/// swap-syscall-read-error: a system call writes into a page of the task that is on the
+/// disk, and the read that would bring it back fails. The task is killed, as when its own
+/// access hits the same failure (the pointer is good: not EFAULT).
+pub fn syscall_read_error() -> Outcome {
+    let info = swap_machine()?;
+    let child = spawn_code(|| {
+        let region =
+            grow_break(3 * info.paging_frames as usize / 2 * PAGE_SIZE as usize).or_fail("brk")?;
+        fill(&region, 31);
+        let swapped = (0..region.pages()).find(|&page| {
+            pageinfo(region.page_addr(page))
+                .is_ok_and(|p| p.pte != 0 && p.flags & page_flags::PRESENT == 0)
+        });
+        let Some(page) = swapped else {
+            say!("CHECK FAILED: no page of the region is on the disk");
+            return Err(Failed);
+        };
+        say!("page {page} of the region is on the disk; its next read fails");
+        debug(
+            debug_op::SWAP_FAULTS,
+            swap_fault::FAIL_READS | swap_fault::ONCE,
+        );
+        let ret = debug(debug_op::KERNEL_WRITE, region.page_addr(page) as u32);
+        say!("CHECK FAILED: the kernel's store into the lost page returned {ret}");
+        Ok(1)
+    })?;
+    expect_killed(
+        child,
+        signal::SIGSEGV,
+        "the task whose page the kernel could not read back",
+    )?;
+    say!("the task died of SIGSEGV, as a failed swap read in user mode kills it");
     Ok(())
 }
