@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use abi::errno::{EAGAIN, ENOMEM};
+use abi::errno::EAGAIN;
 
 use crate::addr::{slot_base, Frame, LinearAddr, NR_TASKS, TASK_SIZE};
 use crate::mem_map::MapCountError;
@@ -81,12 +81,12 @@ pub enum ForkError {
 }
 
 impl ForkError {
-    /// The error number fork returns.
+    /// The error number fork returns: EAGAIN for both, as 0.11's `copy_process` ("if
+    /// (!p) return -EAGAIN", and "if (copy_mem(nr,p)) { ... return -EAGAIN; }", which
+    /// replaces the `-ENOMEM` of `copy_mem`).
     pub fn errno(&self) -> i32 {
         match self {
-            // 0.11 copy_process: "if (!p) return -EAGAIN".
-            ForkError::TaskPage(_) => EAGAIN,
-            ForkError::CopyMem(_) => ENOMEM,
+            ForkError::TaskPage(_) | ForkError::CopyMem(_) => EAGAIN,
         }
     }
 }

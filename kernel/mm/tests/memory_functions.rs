@@ -1194,7 +1194,7 @@ fn fork_then_writes_never_leak_between_parent_and_child() {
 }
 
 #[test]
-fn fork_out_of_memory_returns_enomem_and_leaks_nothing() {
+fn fork_out_of_memory_returns_eagain_and_leaks_nothing() {
     let mut k = SimKernel::new(DEFAULT_RAM);
     let parent = k.spawn(None).unwrap();
     for offset in [0, 0x0040_0000, 0x0080_0000] {
@@ -1203,7 +1203,7 @@ fn fork_out_of_memory_returns_enomem_and_leaks_nothing() {
     // Room for the task structure and one table of three.
     k.hold_until(2);
     let counts = k.mm.mem_map.counts().to_vec();
-    assert_eq!(k.fork(parent), Err(SimError::NoMemory(abi::errno::ENOMEM)));
+    assert_eq!(k.fork(parent), Err(SimError::NoMemory(abi::errno::EAGAIN)));
     assert_eq!(k.mm.mem_map.counts(), &counts[..]);
     assert_eq!(k.live_slots(), [parent]);
     k.assert_clean();

@@ -26,8 +26,8 @@ const fn race_child(page: usize) -> u32 {
 }
 
 /// fork-retry: forks until fork succeeds. Alone, the first fork does; the session
-/// failnth_fork makes attempt N fail at its Nth allocation. Each failure must be ENOMEM
-/// or EAGAIN and leave the free-frame count where it was.
+/// failnth_fork makes attempt N fail at its Nth allocation. Each failure must be EAGAIN
+/// (0.11 `copy_process`) and leave the free-frame count where it was.
 pub fn fork_retry() -> Outcome {
     // Three page tables' worth of address space, so that fork allocates several tables.
     let region = grow_break(9 << 20).or_fail("brk")?;
@@ -50,8 +50,8 @@ pub fn fork_retry() -> Outcome {
             }
             Err(e) => {
                 check!(
-                    e.0 == errno::ENOMEM || e.0 == errno::EAGAIN,
-                    "fork attempt {attempt}: {e}"
+                    e.0 == errno::EAGAIN,
+                    "fork attempt {attempt} (0.11 copy_process returns EAGAIN): {e}"
                 );
                 check_eq!(
                     free_frames().or_fail("free frames")?,
