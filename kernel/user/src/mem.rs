@@ -206,6 +206,14 @@ pub fn stack_pointer() -> usize {
 extern "C" {
     /// End of the program's pages (text, rodata, data, bss), from link.ld.
     static __image_end: u8;
+    /// End of the program's text, from link.ld.
+    static __text_end: u8;
+}
+
+/// The end of the program's text (the kernel's `end_code`, 0.11's `a_text`).
+pub fn text_end() -> usize {
+    // Only the address of the linker-defined symbol is taken, never its value.
+    core::ptr::addr_of!(__text_end) as usize
 }
 
 /// The page-aligned end of the program's text, data and bss.

@@ -23,10 +23,24 @@ pub fn find_program(name: &str) -> Option<image::Program<'static>> {
     IMAGE.get()?.find(name)
 }
 
-/// Points `task` at `program`: 0.11 sets `end_code`, `end_data`, `brk`, `start_stack`.
-fn load_program(task: &mut Task, program: image::Program<'static>, arg: &[u8]) {
+/// 0.11 `change_ldt(text_size, page)`: the LDT of the task in `slot` running a program
+/// whose text ends at `end_code`: the code segment covers the text rounded up to a page
+/// ("code_limit = text_size+PAGE_SIZE -1; code_limit &= 0xFFFFF000"), so jumping past it
+/// raises #GP; the data segment covers the whole 64 MiB slot.
+pub(super) fn change_ldt(slot: usize, end_code: u32) -> gdt::Ldt {
+    gdt::user_ldt(
+        slot_base(slot).as_u32(),
+        end_code.next_multiple_of(PAGE_SIZE),
+        TASK_SIZE,
+    )
+}
+
+/// Points `task` (in `slot`) at `program`: 0.11 sets `end_code`, `end_data`, `brk`,
+/// `start_stack`, and the segment limits (`change_ldt`).
+fn load_program(task: &mut Task, slot: usize, program: image::Program<'static>, arg: &[u8]) {
     task.name = Name::new(program.name);
     task.end_code = program.end_code;
+    task.ldt = change_ldt(slot, program.end_code);
     task.end_data = program.end_data;
     task.brk = program.bss_end.next_multiple_of(PAGE_SIZE);
     task.start_stack = USER_STACK_TOP;
@@ -67,7 +81,7 @@ pub fn sys_execve(frame: &mut TrapFrame, name_ptr: u32, arg_ptr: u32) -> Result<
     let mut t = tasks();
     let task = t.get_mut(slot);
     let old = task.name;
-    load_program(task, program, &arg_buf[..arg_len]);
+    load_program(task, slot, program, &arg_buf[..arg_len]);
     let pid = task.pid;
     drop(t);
     *frame = TrapFrame::new_user(program.entry, USER_STACK_TOP);
@@ -103,10 +117,9 @@ pub fn spawn_init(name: &str, arg: &[u8]) -> Result<(), Errno> {
     task.pid = pid;
     task.state = TaskState::Runnable;
     task.parent = 0;
-    task.ldt = gdt::user_ldt(slot_base(slot).as_u32(), TASK_SIZE);
     task.task_page = Some(page);
     task.counter = super::sched::QUANTUM;
-    load_program(&mut task, program, arg);
+    load_program(&mut task, slot, program, arg);
     let frame = TrapFrame::new_user(program.entry, USER_STACK_TOP);
     // SAFETY: the task page is a fresh identity-mapped frame; its top is the new stack.
     let esp = unsafe { context::prepare_new_stack(page.as_u32() + PAGE_SIZE, &frame) };

@@ -5,11 +5,11 @@
 //! one side writes.
 
 use abi::errno::EAGAIN;
-use mm::addr::{slot_base, PAGE_SIZE, TASK_SIZE};
+use mm::addr::{slot_base, PAGE_SIZE};
 use mm::process::{self, ForkError};
 
 use super::{current, tasks, Task, TaskState, SAVED_ESP};
-use crate::arch::x86::{context, gdt, trap_entry::TrapFrame};
+use crate::arch::x86::{context, trap_entry::TrapFrame};
 use crate::kevent;
 use crate::paging::{paging, Paging};
 use crate::syscall::Errno;
@@ -64,7 +64,8 @@ pub fn sys_fork(frame: &TrapFrame) -> Result<u32, Errno> {
     child.pid = pid;
     child.state = TaskState::Runnable;
     child.parent = parent_slot;
-    child.ldt = gdt::user_ldt(new_base.as_u32(), TASK_SIZE);
+    // 0.11 copies the parent's LDT and sets the new bases: the same limits, here.
+    child.ldt = super::exec::change_ldt(slot, parent.end_code);
     child.task_page = Some(task_page);
     child.faults = Default::default();
     child.exit_status = 0;

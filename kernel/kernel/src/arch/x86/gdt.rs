@@ -131,15 +131,17 @@ pub const fn descriptor_limit(descriptor: u64) -> u32 {
 }
 
 /// A user task's LDT: 32-bit DPL 3 code (execute/read) and data (read/write) segments at
-/// `base`, covering `limit_bytes` bytes in 4 KiB units (Linux 0.11 `set_base` +
-/// `set_limit`). An access at offset `>= limit_bytes` (rounded up to 4 KiB) raises #GP.
-/// `limit_bytes` 0 is taken as 4 KiB, the smallest 4 KiB-granular segment.
-pub const fn user_ldt(base: u32, limit_bytes: u32) -> Ldt {
-    let limit = limit_bytes.saturating_sub(1) >> GRANULARITY_SHIFT;
+/// `base`, covering `code_bytes` and `data_bytes` bytes in 4 KiB units (Linux 0.11
+/// `set_base` + `set_limit`). An access at an offset at or past a segment's limit (rounded
+/// up to 4 KiB) raises #GP. A limit of 0 is taken as 4 KiB, the smallest 4 KiB-granular
+/// segment.
+pub const fn user_ldt(base: u32, code_bytes: u32, data_bytes: u32) -> Ldt {
+    let code = code_bytes.saturating_sub(1) >> GRANULARITY_SHIFT;
+    let data = data_bytes.saturating_sub(1) >> GRANULARITY_SHIFT;
     [
         0,
-        descriptor(base, limit, USER_CODE_ACCESS, FLAT_FLAGS),
-        descriptor(base, limit, USER_DATA_ACCESS, FLAT_FLAGS),
+        descriptor(base, code, USER_CODE_ACCESS, FLAT_FLAGS),
+        descriptor(base, data, USER_DATA_ACCESS, FLAT_FLAGS),
     ]
 }
 
@@ -150,12 +152,15 @@ const _: () =
 const _: () =
     assert!(descriptor(0, 0xFFF, KERNEL_DATA_ACCESS, FLAT_FLAGS) == 0x00c0_9200_0000_0fff);
 // sched.h INIT_TASK: ldt = { {0,0}, {0x9f,0xc0fa00}, {0x9f,0xc0f200} } (640 KiB at 0).
-const _: () = assert!(user_ldt(0, 640 * 1024)[1] == 0x00c0_fa00_0000_009f);
-const _: () = assert!(user_ldt(0, 640 * 1024)[2] == 0x00c0_f200_0000_009f);
-// Task 1: base 64 MiB, limit 64 MiB (what copy_mem + change_ldt produce).
-const _: () = assert!(user_ldt(0x0400_0000, 0x0400_0000)[1] == 0x04c0_fa00_0000_3fff);
-const _: () = assert!(descriptor_base(user_ldt(0x1234_5000, 0x0400_0000)[2]) == 0x1234_5000);
-const _: () = assert!(descriptor_limit(user_ldt(0, 0x0400_0000)[1]) == 0x03FF_FFFF);
+const _: () = assert!(user_ldt(0, 640 * 1024, 640 * 1024)[1] == 0x00c0_fa00_0000_009f);
+const _: () = assert!(user_ldt(0, 640 * 1024, 640 * 1024)[2] == 0x00c0_f200_0000_009f);
+// Task 1 after change_ldt: base 64 MiB, data limit 64 MiB, code limit the text size.
+const _: () = assert!(user_ldt(0x0400_0000, 0x3000, 0x0400_0000)[2] == 0x04c0_f200_0000_3fff);
+const _: () = assert!(user_ldt(0x0400_0000, 0x3000, 0x0400_0000)[1] == 0x04c0_fa00_0000_0002);
+const _: () =
+    assert!(descriptor_base(user_ldt(0x1234_5000, 0x1000, 0x0400_0000)[2]) == 0x1234_5000);
+const _: () = assert!(descriptor_limit(user_ldt(0, 0x0400_0000, 0x0400_0000)[1]) == 0x03FF_FFFF);
+const _: () = assert!(descriptor_limit(user_ldt(0, 0x3000, 0x0400_0000)[1]) == 0x2FFF);
 const _: () = assert!(descriptor_limit(descriptor(0, TSS_LIMIT, 0, 0)) == 103);
 
 /// The GDT. Entries 3..5 need runtime addresses and are filled by [`init`] / [`load_ldt`].

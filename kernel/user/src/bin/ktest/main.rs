@@ -12,6 +12,7 @@ mod cow;
 mod guard;
 mod inject;
 mod memory;
+mod originals;
 mod session;
 mod sharing;
 mod swap;
@@ -114,6 +115,13 @@ const SCENARIOS: &[Scenario] = &[
         name: "exit-frees",
         about: "a child touches 2 MiB and exits: every frame it used comes back",
         run: memory::exit_frees,
+        in_all: true,
+    },
+    // The originals' behaviour (kernel/docs/deviations.md): originals.rs.
+    Scenario {
+        name: "code-limit",
+        about: "the code segment ends with the text (0.11 change_ldt): a jump into the program's data is killed",
+        run: originals::code_limit,
         in_all: true,
     },
     // Crashes the kernel on purpose: the runner expects the crash report and status.
