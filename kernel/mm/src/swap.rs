@@ -28,19 +28,38 @@ const WORDS: usize = (SWAP_BITS / 32) as usize;
 /// (each drop costs a reload from the image).
 pub const THRASH_DROPS: u32 = 256;
 
+/// The smallest device 0.12 swaps to, in 1 KiB blocks ("Swap device too small").
+pub const MIN_SWAP_BLOCKS: u32 = 100;
+/// 1 KiB blocks per page.
+const BLOCKS_PER_PAGE: u32 = PAGE_SIZE / 1024;
+
 /// Why swapping could not start (0.12 prints "Unable to start swapping: ...").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwapInitError {
     /// No swap device.
     NoDevice,
+    /// The device has fewer than [`MIN_SWAP_BLOCKS`] blocks of 1 KiB (0.12 "Swap device
+    /// too small (%d blocks)").
+    TooSmall { blocks: u32 },
     /// Page 0 lacks the `SWAP-SPACE` signature.
     NoSignature,
     /// The header could not be read.
     Io(SwapIoError),
     /// No frame to read the header into.
     OutOfMemory,
-    /// The header says slot 0 is free, or it has no free slot at all.
-    BadBitmap,
+    /// The header's bitmap is bad (0.12 "Bad swap-space bit-map").
+    BadBitmap(BadBitmap),
+}
+
+/// What is wrong with a swap header's bitmap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadBitmap {
+    /// Slot 0, the header itself, is marked free.
+    HeaderFree,
+    /// A slot past the device's end is marked free.
+    FreeBeyondDevice { slot: u32, slots: u32 },
+    /// No slot is free (0.12 gives up without a word).
+    NoFreeSlot,
 }
 
 impl fmt::Display for SwapInitError {
@@ -53,8 +72,19 @@ impl fmt::Display for SwapInitError {
             ),
             SwapInitError::Io(e) => write!(f, "cannot read the swap header: {e}"),
             SwapInitError::OutOfMemory => f.write_str("no frame to read the swap header into"),
-            SwapInitError::BadBitmap => {
-                f.write_str("the swap bitmap is bad (slot 0 free, or no free slot)")
+            SwapInitError::TooSmall { blocks } => write!(
+                f,
+                "swap device too small ({blocks} blocks of 1 KiB; 0.12 needs {MIN_SWAP_BLOCKS})"
+            ),
+            SwapInitError::BadBitmap(BadBitmap::HeaderFree) => {
+                f.write_str("bad swap-space bit-map: slot 0 (the header) is marked free")
+            }
+            SwapInitError::BadBitmap(BadBitmap::FreeBeyondDevice { slot, slots }) => write!(
+                f,
+                "bad swap-space bit-map: slot {slot} is marked free but the device has {slots} pages"
+            ),
+            SwapInitError::BadBitmap(BadBitmap::NoFreeSlot) => {
+                f.write_str("bad swap-space bit-map: no slot is free")
             }
         }
     }
@@ -101,14 +131,29 @@ pub struct SwapMap {
 }
 
 impl SwapMap {
-    /// A map from a header page: the bitmap bits, cut to the device's size.
+    /// A map from a header page, checked as 0.12's `init_swapping` checks it: a device of
+    /// at least [`MIN_SWAP_BLOCKS`], the signature, slot 0 and every slot past the
+    /// device's end not free, at least one slot free.
     pub fn from_header(header: &[u8], device_pages: u32) -> Result<SwapMap, SwapInitError> {
+        let blocks = device_pages.saturating_mul(BLOCKS_PER_PAGE);
+        if blocks < MIN_SWAP_BLOCKS {
+            return Err(SwapInitError::TooSmall { blocks });
+        }
         if header.len() < PAGE_SIZE as usize
             || &header[SIGNATURE_OFFSET..SIGNATURE_OFFSET + 10] != SWAP_SIGNATURE
         {
             return Err(SwapInitError::NoSignature);
         }
         let nr_slots = device_pages.min(MAX_SLOTS);
+        // The bits of the signature bytes are not slots (0.12 zeroes those bytes first).
+        if let Some(slot) =
+            (nr_slots..MAX_SLOTS).find(|&slot| header[(slot / 8) as usize] & (1 << (slot % 8)) != 0)
+        {
+            return Err(SwapInitError::BadBitmap(BadBitmap::FreeBeyondDevice {
+                slot,
+                slots: nr_slots,
+            }));
+        }
         let mut map = SwapMap {
             bitmap: [0; WORDS],
             nr_slots,
@@ -124,8 +169,11 @@ impl SwapMap {
                 map.nr_free += 1;
             }
         }
-        if map.is_free(0) || map.nr_free == 0 {
-            return Err(SwapInitError::BadBitmap);
+        if map.is_free(0) {
+            return Err(SwapInitError::BadBitmap(BadBitmap::HeaderFree));
+        }
+        if map.nr_free == 0 {
+            return Err(SwapInitError::BadBitmap(BadBitmap::NoFreeSlot));
         }
         Ok(map)
     }

@@ -419,7 +419,7 @@ proptest! {
     #[test]
     fn with_swap_under_memory_pressure_every_task_still_reads_its_own_data(
         frames in 6u32..24,
-        swap_pages in prop_oneof![Just(8u32), 64u32..512],
+        swap_pages in prop_oneof![Just(25u32), 64u32..512],
         steps in prop::collection::vec(step(GENERAL), 1..60),
     ) {
         run_with_swap(ram_with_frames(frames), swap_pages, &steps)?;

@@ -11,7 +11,9 @@ use mm::entry::Entry;
 use mm::fault::FaultAction;
 use mm::memory::{fault_code, AllocSite, PutPageError};
 use mm::sim::SimDisk;
-use mm::swap::{format_header, SwapFreeError, SwapInitError, SwapMap, MAX_SLOTS, SIGNATURE_OFFSET};
+use mm::swap::{
+    format_header, BadBitmap, SwapFreeError, SwapInitError, SwapMap, MAX_SLOTS, SIGNATURE_OFFSET,
+};
 use mm::NeverFail;
 use support::*;
 
@@ -41,23 +43,46 @@ fn a_header_needs_the_signature_and_never_frees_slot_zero() {
     slot0[0] |= 1;
     assert_eq!(
         SwapMap::from_header(&slot0, 100).err(),
-        Some(SwapInitError::BadBitmap)
+        Some(SwapInitError::BadBitmap(BadBitmap::HeaderFree))
     );
     // A device larger than one bitmap page describes is cut to what the bits cover.
     let big = SwapMap::from_header(&format_header(100_000), 100_000).unwrap();
     assert_eq!(big.nr_slots(), MAX_SLOTS);
-    // A header claiming more slots than the device has is cut to the device.
+}
+
+#[test]
+fn init_swapping_refuses_what_0_12_refuses() {
+    // 0.12: "if (swap_size < 100) { printk("Swap device too small (%d blocks)" ...".
     assert_eq!(
-        SwapMap::from_header(&format_header(100), 10)
+        SwapMap::from_header(&format_header(24), 24).err(),
+        Some(SwapInitError::TooSmall { blocks: 96 })
+    );
+    assert_eq!(
+        SwapMap::from_header(&format_header(25), 25)
             .unwrap()
             .nr_free(),
-        9
+        24
+    );
+    // A header marking slots free past the device's end: "Bad swap-space bit-map".
+    assert_eq!(
+        SwapMap::from_header(&format_header(100), 30).err(),
+        Some(SwapInitError::BadBitmap(BadBitmap::FreeBeyondDevice {
+            slot: 30,
+            slots: 30
+        }))
+    );
+    // No free slot at all.
+    let mut full = format_header(40);
+    full[..SIGNATURE_OFFSET].fill(0);
+    assert_eq!(
+        SwapMap::from_header(&full, 40).err(),
+        Some(SwapInitError::BadBitmap(BadBitmap::NoFreeSlot))
     );
 }
 
 #[test]
 fn get_swap_page_takes_the_lowest_free_slot_and_swap_free_refuses_a_double_free() {
-    let mut map = SwapMap::from_header(&format_header(16), 16).unwrap();
+    let mut map = SwapMap::from_header(&format_header(32), 32).unwrap();
     assert_eq!(map.get_swap_page(), Some(1));
     assert_eq!(map.get_swap_page(), Some(2));
     map.swap_free(1).unwrap();
@@ -359,7 +384,8 @@ fn put_page_over_a_swap_entry_is_refused_and_the_slot_stays_named() {
 
 #[test]
 fn a_full_swap_device_ends_in_out_of_memory_not_corruption() {
-    let mut k = SimKernel::new(DEFAULT_RAM).with_swap(4);
+    // The smallest device 0.12 accepts: 100 blocks, 25 pages.
+    let mut k = SimKernel::new(DEFAULT_RAM).with_swap(25);
     let t = k.spawn(None).unwrap();
     let other = k.spawn(None).unwrap();
     k.write_word(other, 0, 99).unwrap();
