@@ -239,6 +239,12 @@ pub mod debug_op {
     /// Benchmarks: `arg` 0 stores the time-stamp counter as the mark (a child's last
     /// word before `exit`); 1 and 2 return the mark's low and high 32 bits.
     pub const BENCH_MARK: u32 = 13;
+    /// 0.11 `calc_mem()`: prints the free frames and the pages each page table maps on
+    /// the console. Returns the number of free frames.
+    pub const CALC_MEM: u32 = 14;
+    /// 0.11 `verify_area(arg & !3, 4)` alone, with no store after it: what a `read()`
+    /// that returns 0 bytes does to the page (copy-on-write broken, nothing written).
+    pub const VERIFY_AREA: u32 = 15;
 }
 
 /// `debug(BENCH_ALLOC, arg)`: how `arg` is made.

@@ -1074,6 +1074,41 @@ impl<P: PhysMem> Mm<P> {
     }
 }
 
+impl<P: PhysMem> Mm<P> {
+    /// 0.11 `calc_mem()`: how many frames are free, then for every present directory
+    /// entry from 2 up (0.11's loop starts at 2) how many present pages its table maps,
+    /// in 0.11's words. 0.11 never calls it; here `debug(CALC_MEM)` prints it. A damaged
+    /// directory entry's "table" is not read (see [`Mm::page_table`]): it is named.
+    pub fn calc_mem(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        writeln!(
+            out,
+            "{} pages free (of {})",
+            self.mem_map.nr_free(),
+            self.mem_map.nr_pages()
+        )?;
+        for dir in 2..ENTRIES_PER_TABLE {
+            let pde = self.pde(dir);
+            if !pde.is_present() {
+                continue;
+            }
+            match self.page_table(dir) {
+                Some(table) => {
+                    let pages = (0..ENTRIES_PER_TABLE)
+                        .filter(|&index| self.phys.read_entry(table, index).is_present())
+                        .count();
+                    writeln!(out, "Pg-dir[{dir}] uses {pages} pages")?;
+                }
+                None => writeln!(
+                    out,
+                    "Pg-dir[{dir}] names no valid page table ({:#010x})",
+                    pde.raw()
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl FreedTables {
     fn note_bad_free(&mut self, e: MapCountError) {
         self.bad_frees += 1;

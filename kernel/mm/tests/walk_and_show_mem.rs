@@ -194,3 +194,23 @@ fn slot_usage_counts_swap_entries() {
     );
     assert_eq!(mm.slot_usage(4), SlotUsage::default());
 }
+
+#[test]
+fn calc_mem_prints_what_0_11_prints() {
+    let mut mm = new_mm(16 * MIB);
+    map_page(&mut mm, user(1, 0), 1);
+    map_page(&mut mm, user(1, 0x1000), 2);
+    map_page(&mut mm, user(1, 0x0040_0000), 3);
+    let mut text = String::new();
+    mm.calc_mem(&mut text).unwrap();
+    let free = mm.mem_map.nr_free();
+    // From directory entry 2, as 0.11's loop: the identity map's tables 2 and 3 map
+    // 1024 pages each; task 1's two tables map 2 and 1.
+    assert_eq!(
+        text,
+        format!(
+            "{free} pages free (of 3840)\nPg-dir[2] uses 1024 pages\nPg-dir[3] uses 1024 pages\n\
+             Pg-dir[16] uses 2 pages\nPg-dir[17] uses 1 pages\n"
+        )
+    );
+}

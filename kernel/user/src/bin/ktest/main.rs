@@ -124,6 +124,12 @@ const SCENARIOS: &[Scenario] = &[
         run: originals::code_limit,
         in_all: true,
     },
+    Scenario {
+        name: "calc-mem",
+        about: "0.11's calc_mem (debug CALC_MEM): free frames and the pages of each page table, on the console",
+        run: originals::calc_mem,
+        in_all: true,
+    },
     // Crashes the kernel on purpose: the runner expects the crash report and status.
     Scenario {
         name: "kernel-crash-ud2",

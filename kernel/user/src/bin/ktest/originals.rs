@@ -5,7 +5,7 @@
 use core::arch::asm;
 
 use user::abi::{PAGE_SIZE, TASK_SIZE};
-use user::check::Outcome;
+use user::check::{OrFail, Outcome};
 use user::mem::text_end;
 use user::{check_eq, say};
 
@@ -55,5 +55,15 @@ pub fn code_limit() -> Outcome {
     })?;
     user::check::expect_exit(child, 0, "the child")?;
     say!("code segment {expected_code:#x} bytes, data segment 64 MiB, in parent and child");
+    Ok(())
+}
+
+/// calc-mem: 0.11's `calc_mem()` (never called in 0.11) prints the free frames and the
+/// pages each page table maps, from directory entry 2 up; `debug(CALC_MEM)` runs it.
+pub fn calc_mem() -> Outcome {
+    let before = user::free_frames().or_fail("debug(FREE_FRAMES)")?;
+    let free = user::debug(user::abi::debug_op::CALC_MEM, 0);
+    check_eq!(free as u32, before, "calc_mem's free frames");
+    say!("calc_mem printed {free} pages free and the pages of each page table above");
     Ok(())
 }
