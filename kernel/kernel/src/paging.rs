@@ -110,6 +110,7 @@ pub fn init(
             found: ram_end.saturating_sub(LOW_MEM as u64),
         });
     }
+    // D16: 0.11 caps HIGH_MEMORY at 16 MiB; here the identity map fills task 0's slot.
     if ram_end > MAX_HIGH_MEMORY as u64 {
         println!(
             "memory: {} MiB of RAM, using the first {} MiB (the kernel's identity map must fit \

@@ -15,6 +15,7 @@ use crate::phys::PhysMem;
 use core::fmt;
 
 /// 0.11 copies only 160 entries (640 KiB) when it copies task 0's space (`from == 0`).
+/// Kept, though no task here is forked from task 0 (D15); the host tests use it.
 const TASK0_COPY_ENTRIES: usize = 0xA0;
 
 /// Page-fault error-code bits (Intel SDM vol. 3, 4.7), as `page.s` tests them.
@@ -709,6 +710,7 @@ impl<P: PhysMem> Mm<P> {
         };
         let mut copied = CopiedTables::default();
         for (from_dir, to_dir) in (first_from..first_from + count).zip(first_to..) {
+            // D12: 0.11 panics "copy_page_tables: already exist".
             if self.pde(to_dir).is_present() {
                 return Err(CopyError::AlreadyExists(to_dir));
             }
@@ -753,7 +755,7 @@ impl<P: PhysMem> Mm<P> {
                 // frame address says the same thing plainly.
                 let counted = this_page.frame().as_u32() >= LOW_MEM;
                 if counted {
-                    // Raise the count before writing either entry, so that a refused
+                    // D11: raise the count before writing either entry, so that a refused
                     // reference leaves the tables consistent for the caller's cleanup (D2).
                     self.mem_map
                         .increment(this_page.frame())
@@ -862,7 +864,7 @@ impl<P: PhysMem> Mm<P> {
             }
         }
         self.phys.copy_frame(old, new);
-        // The copy holds what the old page held: keep its DIRTY bit. 0.11 maps `new | 7`,
+        // D18: the copy holds what the old page held: keep its DIRTY bit. 0.11 maps `new | 7`,
         // so a copy made by `write_verify` with no store after it (a `read()` of 0 bytes)
         // looks clean, and `try_to_share` would hand another task modified data as if it
         // were the program's page.
@@ -896,6 +898,7 @@ impl<P: PhysMem> Mm<P> {
             return Err(WpError::DirectoryProtection(address, pde));
         }
         match self.pte(address) {
+            // D10: a stale TLB entry faulted; the entry is fine already.
             Some((_, _, pte)) if pte.is_present() && pte.is_writable() => {
                 self.phys.invalidate_page(address.page_base());
                 Ok(WpOutcome::AlreadyWritable(pte.frame()))
@@ -968,6 +971,7 @@ impl<P: PhysMem> Mm<P> {
         if !self.mem_map.can_increment(page) {
             return Ok(false);
         }
+        // D12: 0.11 panics "try_to_share: to_page already exists".
         if let Some((_, _, to_pte)) = self.pte(to) {
             if to_pte.is_present() {
                 return Err(ShareError::AlreadyExists(to));
@@ -1027,6 +1031,8 @@ impl<P: PhysMem> Mm<P> {
         }
         let address = address.page_base();
         if let Some((_, _, pte)) = self.pte(address) {
+            // D10: a stale TLB entry faulted; 0.11 would put_page over the present
+            // entry and leak its frame.
             if pte.is_present() {
                 self.phys.invalidate_page(address);
                 return Ok(NoPageOutcome::AlreadyPresent(pte.frame()));

@@ -125,7 +125,8 @@ pub fn slot_usage<V: PagingView + ?Sized>(view: &V, slot: usize) -> SlotUsage {
             continue;
         }
         usage.page_tables += 1;
-        // A damaged entry counts as a table, but its "table" is not read.
+        // A damaged entry counts as a table, but its "table" is not read (D17: 0.12's
+        // show_mem loops forever on one).
         let Some(table) = view.page_table(dir) else {
             continue;
         };

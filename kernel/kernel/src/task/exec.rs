@@ -99,7 +99,7 @@ pub fn sys_execve(frame: &mut TrapFrame, name_ptr: u32, arg_ptr: u32) -> Result<
 }
 
 /// Creates task 1 (pid 1) running `name` with `arg`: 0.11 forks init from task 0; this
-/// kernel builds it directly in slot 1, with nothing mapped.
+/// kernel builds it directly in slot 1, with nothing mapped (D15).
 pub fn spawn_init(name: &str, arg: &[u8]) -> Result<(), Errno> {
     let program = find_program(name).ok_or(Errno(ENOENT))?;
     let mut t = tasks();

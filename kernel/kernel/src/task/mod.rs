@@ -1,13 +1,14 @@
 //! Tasks: 0.11's `task[NR_TASKS]` table, one task per 64 MiB linear slot.
 //!
-//! Task *n* lives in slot *n*: its LDT code and data segments have base `n * 64 MiB` and
-//! limit 64 MiB, exactly as 0.11's `copy_process` sets them, so a user offset plus the
-//! base is the linear address the seed texts talk about. Slot 0 is the kernel (task 0,
+//! Task *n* lives in slot *n*: its LDT code and data segments have base `n * 64 MiB`, the
+//! data segment a limit of 64 MiB and the code segment the text's size, exactly as 0.11's
+//! `copy_mem` and `change_ldt` set them, so a user offset plus the base is the linear
+//! address the seed texts talk about. Slot 0 is the kernel (task 0,
 //! the idle loop), whose slot holds the identity map.
 //!
 //! Each task owns one frame from `get_free_page` (0.11's task page), used here as its
 //! kernel stack; the task structure itself sits in the static table so that Rust can
-//! keep it safe. The frame counts in `mem_map` like 0.11's task page does.
+//! keep it safe (D13). The frame counts in `mem_map` like 0.11's task page does.
 
 pub mod exec;
 pub mod exit;
