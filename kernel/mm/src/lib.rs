@@ -11,6 +11,7 @@
 
 pub mod addr;
 pub mod check;
+pub mod compat;
 pub mod corrupt;
 pub mod entry;
 pub mod fault;

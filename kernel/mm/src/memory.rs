@@ -9,6 +9,7 @@ use crate::addr::{
     Frame, LinearAddr, PhysAddr, ENTRIES_PER_TABLE, LOW_MEM, PAGE_SIZE, PDES_PER_TASK, PDE_SPAN,
     TASK_SIZE,
 };
+use crate::compat::Compat;
 use crate::entry::{Entry, EntryFlags, KERNEL_RW, USER_RW};
 use crate::mem_map::{MapCountError, MemMap};
 use crate::phys::PhysMem;
@@ -446,6 +447,8 @@ pub struct Mm<P: PhysMem> {
     pub counters: MmCounters,
     /// 0.12's swap state, once `init_swapping` found a device.
     pub swap: Option<crate::swap::SwapMap>,
+    /// The rows of the deviations table whose original behaviour is on (`compat=`).
+    pub compat: Compat,
 }
 
 impl<P: PhysMem> Mm<P> {
@@ -479,6 +482,7 @@ impl<P: PhysMem> Mm<P> {
             frame_search: FrameSearch::Bitmap,
             counters: MmCounters::default(),
             swap: None,
+            compat: Compat::empty(),
         };
         mm.phys.zero_frame(pg_dir);
         for (dir, &table) in tables[..kernel_pdes].iter().enumerate() {
@@ -600,7 +604,16 @@ impl<P: PhysMem> Mm<P> {
         if addr.as_u32() < LOW_MEM {
             return Ok(());
         }
-        self.mem_map.decrement(addr.frame())?;
+        if let Err(e) = self.mem_map.decrement(addr.frame()) {
+            // D4: 0.11 stops the machine here.
+            if self.compat.contains(Compat::D4) {
+                match e {
+                    MapCountError::Free(_) => panic!("trying to free free page ({e})"),
+                    _ => panic!("trying to free nonexistent page ({e})"),
+                }
+            }
+            return Err(e);
+        }
         self.counters.frees += 1;
         Ok(())
     }
@@ -620,9 +633,24 @@ impl<P: PhysMem> Mm<P> {
         size: u32,
     ) -> Result<FreedTables, FreeTablesError> {
         if from.as_u32() & (PDE_SPAN - 1) != 0 {
+            // D22: 0.11 panics.
+            if self.compat.contains(Compat::D22) {
+                panic!("free_page_tables called with wrong alignment ({from})");
+            }
             return Err(FreeTablesError::Misaligned(from));
         }
-        if from.as_u32() < TASK_SIZE {
+        // D1: 0.11 refuses only `from == 0` ("if (!from)", marked BUG in the seed text):
+        // with compat=D1 a range of the kernel's slot above 0 goes on, and frees the
+        // identity map's page tables and the frames they map.
+        let kernel_range = if self.compat.contains(Compat::D1) {
+            from.as_u32() == 0
+        } else {
+            from.as_u32() < TASK_SIZE
+        };
+        if kernel_range {
+            if self.compat.contains(Compat::D22) {
+                panic!("Trying to free up swapper memory space ({from})");
+            }
             return Err(FreeTablesError::KernelMemory(from));
         }
         let count = size.div_ceil(PDE_SPAN) as usize;
@@ -691,6 +719,10 @@ impl<P: PhysMem> Mm<P> {
         policy: &mut dyn FailurePolicy,
     ) -> Result<CopiedTables, CopyError> {
         if (from.as_u32() | to.as_u32()) & (PDE_SPAN - 1) != 0 {
+            // D22: 0.11 panics.
+            if self.compat.contains(Compat::D22) {
+                panic!("copy_page_tables called with wrong alignment ({from}, {to})");
+            }
             return Err(CopyError::Misaligned);
         }
         let count = size.div_ceil(PDE_SPAN) as usize;
@@ -863,15 +895,28 @@ impl<P: PhysMem> Mm<P> {
                 return Err(WpError::Corrupt(e));
             }
         }
-        self.phys.copy_frame(old, new);
         // D18: the copy holds what the old page held: keep its DIRTY bit. 0.11 maps `new | 7`,
         // so a copy made by `write_verify` with no store after it (a `read()` of 0 bytes)
         // looks clean, and `try_to_share` would hand another task modified data as if it
         // were the program's page.
-        let dirty = pte.flags() & EntryFlags::DIRTY;
-        self.phys
-            .write_entry(table, index, Entry::new(new, USER_RW | dirty));
-        self.phys.invalidate_page(address.page_base());
+        let dirty = if self.compat.contains(Compat::D18) {
+            EntryFlags::empty()
+        } else {
+            pte.flags() & EntryFlags::DIRTY
+        };
+        let copy = Entry::new(new, USER_RW | dirty);
+        if self.compat.contains(Compat::D8) {
+            // D8, 0.11's order: "*table_entry = new_page | 7; invalidate();
+            // copy_page(old_page,new_page);": until the copy, the task's entry names a
+            // page of zeroes.
+            self.phys.write_entry(table, index, copy);
+            self.phys.invalidate_page(address.page_base());
+            self.phys.copy_frame(old, new);
+        } else {
+            self.phys.copy_frame(old, new);
+            self.phys.write_entry(table, index, copy);
+            self.phys.invalidate_page(address.page_base());
+        }
         Ok(WpOutcome::Copied { from: old, to: new })
     }
 

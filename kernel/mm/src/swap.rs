@@ -6,6 +6,7 @@
 //! slot to the child, as 0.12 does, so each allocated slot is named by exactly one entry.
 
 use crate::addr::{Frame, LinearAddr, ENTRIES_PER_TABLE, LOW_MEM, PAGE_SIZE, PDES_PER_TASK};
+use crate::compat::Compat;
 use crate::entry::{Entry, EntryFlags, USER_RW};
 use crate::memory::{AllocSite, FailurePolicy, Mm, OutOfMemory};
 use crate::phys::{PhysMem, SwapIoError};
@@ -399,6 +400,24 @@ impl<P: PhysMem> Mm<P> {
         let Some(slot) = swap.get_swap_page() else {
             return Eviction::Kept;
         };
+        if self.compat.contains(Compat::D19) {
+            // 0.12: "*table_ptr = swap_nr<<1; invalidate(); write_swap_page(swap_nr,
+            // (char *) page); free_page(page);": the entry names the slot first, and a
+            // write that fails is not noticed: the page's data is lost.
+            self.phys.write_entry(table, index, Entry(slot << 1));
+            self.phys.invalidate_page(linear);
+            let written = self.phys.swap_write(slot, page);
+            self.free_page(page.addr())
+                .expect("a mapped page is counted");
+            let swap = self.swap.as_mut().expect("checked above");
+            match written {
+                Ok(()) => swap.counters.written_out += 1,
+                Err(_) => swap.counters.write_errors += 1,
+            }
+            swap.note_progress();
+            return Eviction::Written;
+        }
+        // D19: the page reaches the disk before the entry names the slot.
         if self.phys.swap_write(slot, page).is_err() {
             let swap = self.swap.as_mut().expect("checked above");
             swap.swap_free(slot).expect("just allocated");
