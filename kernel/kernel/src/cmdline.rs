@@ -55,6 +55,9 @@ pub struct Options {
     pub gdb: GdbMode,
     /// `swap=off`: ignore the swap disk even if one is attached (default on).
     pub swap: bool,
+    /// `compat=0.11|D1,D4,...`: the rows of kernel/docs/deviations.md whose original
+    /// behaviour is on (several `compat=` words add up).
+    pub compat: mm::compat::Compat,
     /// `fail.SITE=interval,probability,space,times[,filter]` (Linux's boot-parameter
     /// form, per site) and `failseed=N`: failure injection from boot.
     injector: mm::inject::Injector,
@@ -85,6 +88,7 @@ pub fn parse(cmdline: &str) -> Options {
         linear_scan: false,
         gdb: GdbMode::On,
         swap: true,
+        compat: mm::compat::Compat::empty(),
         injector: mm::inject::Injector::new(0),
     };
     set(&mut opts.init, &mut opts.init_len, b"demo");
@@ -130,6 +134,17 @@ pub fn parse(cmdline: &str) -> Options {
                 true
             }),
             key if key.starts_with("fail.") => parse_fail(&mut opts.injector, &key[5..], value),
+            "compat" => match mm::compat::Compat::parse(value) {
+                Ok(rows) => {
+                    opts.compat |= rows;
+                    true
+                }
+                Err(e) => {
+                    // Say why: a row that cannot be reproduced has a reason worth reading.
+                    println!("cmdline: ignoring '{word}': {e}");
+                    true
+                }
+            },
             "alloc" => match value {
                 "scan" => set_to(&mut opts.linear_scan, true),
                 "bitmap" => set_to(&mut opts.linear_scan, false),

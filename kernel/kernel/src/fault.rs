@@ -6,6 +6,8 @@
 //! (the task's fault counts, the fault log) and acts on it: the task returns, or dies in
 //! `oom()` or of SIGSEGV. A page fault in ring 0 is a kernel bug (see D9 in `uaccess.rs`).
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use abi::errno::{EFAULT, ENOMEM};
 use abi::wait_status;
 use mm::addr::{slot_base, LinearAddr};
@@ -22,10 +24,18 @@ use crate::syscall::Errno;
 use crate::task::exit::do_exit;
 use crate::task::{current, tasks, Name, TaskState};
 
+/// Set while the kernel stores into the current task's memory the 0.11 way
+/// (`compat=D9`): a page fault in ring 0 inside the task's slot is then that store's, and
+/// is handled as 0.11 handles it, not reported as a kernel bug.
+static KERNEL_STORE: AtomicBool = AtomicBool::new(false);
+
 /// The #PF handler.
 pub fn page_fault(frame: &mut TrapFrame) {
     let linear = LinearAddr::new(cpu::read_cr2());
     if !frame.from_user() {
+        if KERNEL_STORE.load(Ordering::Relaxed) && in_current_slot(linear) {
+            return kernel_store_fault(frame, linear);
+        }
         crash_in_kernel(frame, "page fault in kernel mode");
     }
     // `monitor catch pagefault`: gdb sees the fault before do_no_page/do_wp_page does.
@@ -35,6 +45,61 @@ pub fn page_fault(frame: &mut TrapFrame) {
         mm::fault::page_fault(mm, error_code, linear, ctx, policy)
     });
     finish(fault, frame.eip);
+}
+
+/// Whether `linear` lies in the running task's 64 MiB slot.
+fn in_current_slot(linear: LinearAddr) -> bool {
+    let slot = current();
+    slot != 0 && linear.as_u32().wrapping_sub(slot_base(slot).as_u32()) < mm::addr::TASK_SIZE
+}
+
+/// D9 (`compat=D9`): the kernel's store into the task's memory faulted on an absent page,
+/// as 0.11's `put_fs_byte` does: `page.s` runs `do_no_page` (or `do_wp_page`) for the
+/// task, and the store resumes; an unresolved fault kills the task as in user mode.
+fn kernel_store_fault(frame: &mut TrapFrame, linear: LinearAddr) {
+    let error_code = frame.error_code;
+    let mut fault = with_fault_context(|mm, ctx, policy| {
+        mm::fault::page_fault(mm, error_code, linear, ctx, policy)
+    });
+    fault.by_kernel = true;
+    if !fault.verdict.is_resolved() {
+        // The task dies inside the store; the next task is not storing.
+        KERNEL_STORE.store(false, Ordering::Relaxed);
+    }
+    finish(fault, frame.eip);
+}
+
+/// Runs `store` with ring-0 page faults in the current task's slot handled as 0.11
+/// handles them (D9, `compat=D9`).
+pub fn kernel_store(store: impl FnOnce()) {
+    KERNEL_STORE.store(true, Ordering::Relaxed);
+    store();
+    KERNEL_STORE.store(false, Ordering::Relaxed);
+}
+
+/// 0.11's `verify_area` for one page of the current task (D9, `compat=D9`):
+/// `write_verify` alone (`mm::fault::write_verify_page`).
+pub fn write_verify_page(page: LinearAddr) -> Result<(), Errno> {
+    settle(with_fault_context(|mm, _ctx, policy| {
+        mm::fault::write_verify_page(mm, page, policy, &mut |f| book(f, 0))
+    }))
+}
+
+/// D21 (`compat=D21`): in 0.11 the kernel reaches user memory through `fs`, whose limit is
+/// the task's segment; a system call's access past it raises #GP in the kernel, and
+/// `die("general protection")` kills the task with SIGSEGV. This kernel checks the range
+/// first and returns EFAULT.
+pub fn die_past_segment(ptr: u32, len: u32) -> ! {
+    let (pid, name) = {
+        let t = tasks();
+        let task = t.get(current());
+        (task.pid, task.name)
+    };
+    println!(
+        "general protection: 0000 (pid {pid} ({}): a system call reached offset {ptr:#x} + {len:#x}, past the 64 MiB segment: 0.11's die(), compat=D21): killed (SIGSEGV)",
+        name.as_str()
+    );
+    do_exit(wait_status::killed(abi::signal::SIGSEGV));
 }
 
 /// Runs `f` on the paging state with the current task's fault context: its segment base,

@@ -53,6 +53,7 @@ pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         boot.ram_end(),
         reserved_end,
         opts.linear_scan,
+        opts.compat,
         opts.injector(),
     ) {
         Ok(l) => l,
@@ -69,8 +70,14 @@ pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         layout.pg_dir
     );
     paging::init_swap(opts.swap);
-    if opts.linear_scan {
+    if opts.linear_scan || opts.compat.contains(mm::compat::Compat::D3) {
         println!("memory: get_free_page uses 0.11's linear mem_map scan (alloc=scan)");
+    }
+    for row in opts.compat.rows() {
+        println!(
+            "compat: {}: {} (the original's behaviour, kernel/docs/deviations.md)",
+            row.name, row.original
+        );
     }
     gdb::init(opts.gdb);
     // SAFETY: the module lies below start_mem (reserved_end covers it), so mem_map never

@@ -1,7 +1,10 @@
 //! The kernel's paging state: RAM sizing, the identity map and the one `Mm` (0.11's
 //! `mem_init` and `head.s` `setup_paging`), behind a lock.
 
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use mm::addr::{Frame, LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE, PDE_SPAN};
+use mm::compat::Compat;
 use mm::inject::Injector;
 use mm::memory::FrameSearch;
 use mm::Mm;
@@ -24,6 +27,19 @@ pub struct Paging {
 }
 
 static PAGING: Once<Mutex<Paging>> = Once::new();
+
+/// `compat=`: the rows whose original behaviour is on, set once at boot ([`init`]); the
+/// same value as `Mm::compat`, readable without the paging lock (the fault handler and
+/// the user-memory checks need it where the lock may be held or must not be taken).
+static COMPAT: AtomicU32 = AtomicU32::new(0);
+
+/// The rows of the deviations table whose original behaviour is on.
+pub fn compat() -> Compat {
+    Compat::from_bits_truncate(COMPAT.load(Ordering::Relaxed))
+}
+
+/// 0.11's `HIGH_MEMORY` cap (D16, `compat=D16`).
+const HIGH_MEMORY_0_11: u32 = 16 << 20;
 
 /// Locks the paging state. Re-entering (a fault inside the paging code) is a kernel bug
 /// and stops the kernel with a message instead of deadlocking.
@@ -103,8 +119,10 @@ pub fn init(
     ram_end: u64,
     reserved_end: u32,
     linear_scan: bool,
+    compat: Compat,
     policy: Injector,
 ) -> Result<Layout, MemoryError> {
+    COMPAT.store(compat.bits(), Ordering::Relaxed);
     if ram_end < MIN_RAM as u64 {
         return Err(MemoryError::TooLittleRam {
             found: ram_end.saturating_sub(LOW_MEM as u64),
@@ -119,7 +137,15 @@ pub fn init(
             MAX_HIGH_MEMORY >> 20
         );
     }
-    let high = (ram_end.min(MAX_HIGH_MEMORY as u64) as u32) & !(PAGE_SIZE - 1);
+    let cap = if compat.contains(Compat::D16) {
+        if ram_end > HIGH_MEMORY_0_11 as u64 {
+            println!("memory: using the first 16 MiB, as 0.11 caps HIGH_MEMORY (compat=D16)");
+        }
+        HIGH_MEMORY_0_11
+    } else {
+        MAX_HIGH_MEMORY
+    };
+    let high = (ram_end.min(cap as u64) as u32) & !(PAGE_SIZE - 1);
     // The directory and the identity map's tables: one table per 4 MiB of RAM.
     let pg_dir = reserved_end.next_multiple_of(PAGE_SIZE);
     let nr_tables = high.div_ceil(PDE_SPAN);
@@ -141,9 +167,10 @@ pub fn init(
         start_mem,
         high,
     );
-    if linear_scan {
+    if linear_scan || compat.contains(Compat::D3) {
         mm.frame_search = FrameSearch::LinearScan0_11;
     }
+    mm.compat = compat;
     // SAFETY: Mm::new identity-mapped [0, high), which holds the kernel, its stacks and the
     // tables themselves.
     unsafe { cpu::enable_paging(pg_dir) };

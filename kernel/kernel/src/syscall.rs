@@ -195,6 +195,19 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
         debug_op::FREE_PAGE_TABLES => {
             let from = LinearAddr::new(arg);
             let result = paging().mm.free_page_tables(from, PDE_SPAN);
+            if let Ok(freed) = &result {
+                crate::kevent!(
+                    "free_page_tables({from}, 4 MiB): freed {} pages, {} page tables; {} references could not be freed{}",
+                    freed.pages,
+                    freed.page_tables,
+                    freed.bad_frees,
+                    if from.as_u32() < TASK_SIZE {
+                        " (the kernel's own slot: compat=D1)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             result.map(|_| 0).map_err(|e| {
                 crate::kevent!("free_page_tables({from}, 4 MiB) refused: {e}");
                 // The guard (D1) is a permission matter; alignment and range are arguments.

@@ -8,10 +8,11 @@
 
 use abi::errno::{E2BIG, EFAULT};
 use mm::addr::{LinearAddr, PAGE_SIZE, TASK_SIZE};
+use mm::compat::Compat;
 
-use crate::arch::x86::phys::store_to_user_linear;
+use crate::arch::x86::phys::{store_to_user_linear, store_to_user_linear_faulting};
 use crate::fault;
-use crate::paging::paging;
+use crate::paging::{self, paging};
 use crate::syscall::Errno;
 use crate::task::current;
 use mm::addr::slot_base;
@@ -21,6 +22,8 @@ use mm::addr::slot_base;
 pub fn check_range(ptr: u32, len: u32) -> Result<LinearAddr, Errno> {
     match ptr.checked_add(len) {
         Some(end) if end <= TASK_SIZE => Ok(LinearAddr::new(slot_base(current()).as_u32() + ptr)),
+        // D21: 0.11 has no EFAULT; the access past the segment kills the task.
+        _ if paging::compat().contains(Compat::D21) => fault::die_past_segment(ptr, len),
         _ => Err(Errno(EFAULT)),
     }
 }
@@ -37,11 +40,16 @@ fn pages(start: LinearAddr, len: u32) -> impl Iterator<Item = LinearAddr> {
 /// 0.11 `verify_area(addr, size)`: before the kernel writes `[ptr, ptr + len)`, every
 /// page is faulted in (D9) and passed through `write_verify`, which breaks copy-on-write
 /// because ring 0 would otherwise write straight into the shared frame
-/// (`mm::fault::verify_page`).
+/// (`mm::fault::verify_page`). With `compat=D9`, as 0.11: `write_verify` alone.
 pub fn verify_area(ptr: u32, len: u32) -> Result<LinearAddr, Errno> {
     let start = check_range(ptr, len)?;
+    let d9 = paging::compat().contains(Compat::D9);
     for page in pages(start, len) {
-        fault::verify_page(page)?;
+        if d9 {
+            fault::write_verify_page(page)?;
+        } else {
+            fault::verify_page(page)?;
+        }
     }
     Ok(start)
 }
@@ -51,6 +59,9 @@ pub fn verify_area(ptr: u32, len: u32) -> Result<LinearAddr, Errno> {
 /// the next page present may evict this one (swap_out).
 pub fn copy_to_user(ptr: u32, bytes: &[u8]) -> Result<(), Errno> {
     let start = check_range(ptr, bytes.len() as u32)?;
+    if paging::compat().contains(Compat::D9) {
+        return copy_to_user_0_11(ptr, start, bytes);
+    }
     let mut done = 0usize;
     while done < bytes.len() {
         let linear = LinearAddr::new(start.as_u32() + done as u32);
@@ -62,6 +73,21 @@ pub fn copy_to_user(ptr: u32, bytes: &[u8]) -> Result<(), Errno> {
         unsafe { store_to_user_linear(linear.as_u32(), &bytes[done..done + chunk]) };
         done += chunk;
     }
+    Ok(())
+}
+
+/// [`copy_to_user`] as 0.11 makes it (D9, `compat=D9`): `verify_area` is `write_verify`
+/// alone, and the ring-0 store faults absent pages in itself. When that fault shares
+/// the page read-only with another task running the program, the store (which ignores
+/// RW: CR0.WP is clear) writes into the other task's page: 0.11's hole.
+fn copy_to_user_0_11(ptr: u32, start: LinearAddr, bytes: &[u8]) -> Result<(), Errno> {
+    verify_area(ptr, bytes.len() as u32)?;
+    fault::kernel_store(|| {
+        // SAFETY: check_range kept the range inside the current task's slot; absent
+        // pages fault and are mapped by the page-fault handler (kernel_store marks the
+        // store); no lock is held here.
+        unsafe { store_to_user_linear_faulting(start.as_u32(), bytes) }
+    });
     Ok(())
 }
 

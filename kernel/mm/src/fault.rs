@@ -401,6 +401,19 @@ pub fn verify_page<P: PhysMem>(
     Err(UserAccessError::Unsettled)
 }
 
+/// 0.11 `verify_area` for one page as 0.11 does it (D9, `compat=D9`): `write_verify`
+/// alone. A page that is not present is left as it is; the kernel's store into it
+/// faults it in from ring 0 afterwards, and that fault may share it read-only with
+/// another task, so the store lands in the other task's page (the hole D9 closes).
+pub fn write_verify_page<P: PhysMem>(
+    mm: &mut Mm<P>,
+    page: LinearAddr,
+    policy: &mut dyn FailurePolicy,
+    book: &mut dyn FnMut(&Fault),
+) -> Result<(), UserAccessError> {
+    book_kernel_fault(kernel_write_verify(mm, page, policy), book)
+}
+
 /// The segment bases of the tasks `share_page` tries for the task in `current`, in 0.11's
 /// order: from the last slot down to slot 1 (`for (p = &LAST_TASK ; p > &FIRST_TASK ; --p)`),
 /// skipping the task itself; `same_program(slot)` says whether the task in `slot` runs

@@ -231,3 +231,21 @@ pub unsafe fn store_to_user_linear(linear: u32, bytes: &[u8]) {
     // fault and cannot overwrite kernel memory; user frames are never Rust objects.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), linear as *mut u8, bytes.len()) }
 }
+
+/// [`store_to_user_linear`] as 0.11 makes it (`compat=D9`): a page of the range may be
+/// absent; the store then faults in ring 0, the page-fault handler maps the page (0.11's
+/// `do_no_page`) and the store resumes at the faulting byte.
+///
+/// # Safety
+/// `[linear, linear + len)` must lie inside the current task's slot (never the kernel's
+/// identity map), the caller must have told the page-fault handler that this store is
+/// under way (`fault::kernel_store`), and it must hold no lock that handler takes.
+pub unsafe fn store_to_user_linear_faulting(linear: u32, bytes: &[u8]) {
+    for (i, &byte) in bytes.iter().enumerate() {
+        // SAFETY: the address is in the current task's slot (caller); an absent page
+        // faults and is mapped by the handler before the store is retried; user frames
+        // are never Rust objects. Volatile, so that each byte is one store, as
+        // put_fs_byte's.
+        unsafe { ((linear + i as u32) as *mut u8).write_volatile(byte) }
+    }
+}

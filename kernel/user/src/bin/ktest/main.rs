@@ -124,6 +124,57 @@ const SCENARIOS: &[Scenario] = &[
         run: originals::code_limit,
         in_all: true,
     },
+    // compat= scenarios: each makes one original happen (qemu-tests boots each with the
+    // compat= word its row names); not in `all`, which runs with the kernel's defaults.
+    Scenario {
+        name: "compat-free-page-tables",
+        about: "compat=D1: free_page_tables(4 MiB) frees the kernel's own page table; checkmm names it",
+        run: originals::compat_free_page_tables,
+        in_all: false,
+    },
+    Scenario {
+        name: "compat-free-page-tables-0.11",
+        about: "compat=0.11: the same call panics at the first free frame (trying to free free page)",
+        run: originals::compat_free_page_tables_panics_at_a_free_frame,
+        in_all: false,
+    },
+    Scenario {
+        name: "compat-free-page-tables-panic",
+        about: "compat=D22: free_page_tables(0) panics (Trying to free up swapper memory space)",
+        run: originals::compat_free_page_tables_panics,
+        in_all: false,
+    },
+    Scenario {
+        name: "compat-bad-pointer",
+        about: "compat=D21: a system call given a buffer past the segment kills the caller (die), no EFAULT",
+        run: originals::compat_bad_pointer,
+        in_all: false,
+    },
+    Scenario {
+        name: "compat-kernel-store",
+        about: "compat=D9: a kernel store faults the page in, shares it, and writes into another task's page",
+        run: originals::compat_kernel_store,
+        in_all: false,
+    },
+    Scenario {
+        name: "compat-clean-copy",
+        about: "compat=D18: a copy-on-write copy mapped clean is shared out as the program's page",
+        run: originals::compat_clean_copy,
+        in_all: false,
+    },
+    Scenario {
+        name: "compat-16mib",
+        about: "compat=D16: HIGH_MEMORY is capped at 16 MiB",
+        run: originals::compat_16mib,
+        in_all: false,
+    },
+    // Needs a swap disk (qemu-tests attaches one).
+    Scenario {
+        name: "swap-compat-lost-write",
+        about: "compat=D19: with every swap write failing, pages are swapped out anyway and come back wrong (needs swap)",
+        run: swap::compat_lost_write,
+        in_all: false,
+    },
     Scenario {
         name: "calc-mem",
         about: "0.11's calc_mem (debug CALC_MEM): free frames and the pages of each page table, on the console",
@@ -311,13 +362,17 @@ fn run_all() -> i32 {
 }
 
 fn main() -> i32 {
+    let mut arg_buf = [0u8; MAX_ARG_LEN + 1];
+    let arg = getarg(&mut arg_buf).unwrap_or("").trim();
+    // The originals' scenarios exec ktest into helper roles that must start with nothing
+    // of the image present: before the preload below.
+    if let Some(code) = originals::peer(arg) {
+        return code;
+    }
     // Preload every page of ktest and some stack, so that free-frame and fault counts
     // taken by the scenarios are not moved by code or data touched for the first time.
     prefault_image();
     touch_stack(STACK_PAGES);
-
-    let mut arg_buf = [0u8; MAX_ARG_LEN + 1];
-    let arg = getarg(&mut arg_buf).unwrap_or("").trim();
     if arg == "all" {
         return run_all();
     }

@@ -383,3 +383,57 @@ pub fn syscall_read_error() -> Outcome {
     say!("the task died of SIGSEGV, as a failed swap read in user mode kills it");
     Ok(())
 }
+
+/// swap-compat-lost-write (compat=D19): 0.12's `try_to_swap_out` points the entry at the
+/// slot before it writes the page, and never learns that the write failed: while writes
+/// fail, dirty pages are "swapped out" all the same, and what comes back from their
+/// slots is not what was written. (The kernel's default keeps such a page in memory,
+/// and the task that needs memory dies in oom(): swap-io-errors.)
+///
+/// The writes fail only for a window of [`LOST_WINDOW`] evictions, well inside the
+/// workload: the clock hand is then among the workload's oldest pages, so the pages lost
+/// are the workload's, never a stack page of this task or of its parent.
+pub fn compat_lost_write() -> Outcome {
+    let info = swap_machine()?;
+    let frames = info.paging_frames as usize;
+    let child = spawn_code(|| {
+        let region = grow_break((3 * frames / 2) * PAGE_SIZE as usize).or_fail("brk")?;
+        let window = frames + LOST_WINDOW_START..frames + LOST_WINDOW_START + LOST_WINDOW;
+        let fill_pages = |pages: core::ops::Range<usize>| {
+            for page in pages {
+                for word in 0..WORDS {
+                    region.write(
+                        page * PAGE_SIZE as usize + word * 4,
+                        pattern(41, page, word),
+                    );
+                }
+            }
+        };
+        fill_pages(0..window.start);
+        debug(debug_op::SWAP_FAULTS, swap_fault::FAIL_WRITES);
+        fill_pages(window.clone());
+        debug(debug_op::SWAP_FAULTS, 0);
+        fill_pages(window.end..region.pages());
+        let lost: usize = (0..region.pages())
+            .filter(|&page| region.read(page * PAGE_SIZE as usize) != pattern(41, page, 0))
+            .count();
+        say!(
+            "{lost} of {} pages came back from the disk without what was written \
+             (the swap writes failed while {LOST_WINDOW} pages were written)",
+            region.pages()
+        );
+        Ok(if lost > 0 { 0 } else { 1 })
+    })?;
+    expect_exit(
+        child,
+        0,
+        "the task whose pages went to the disk while its writes failed",
+    )?;
+    say!("the failed writes lost the pages silently, as 0.12's order does (D19)");
+    Ok(())
+}
+
+/// Evictions whose write fails in swap-compat-lost-write.
+const LOST_WINDOW: usize = 64;
+/// Pages past a memory's worth where that window starts.
+const LOST_WINDOW_START: usize = 512;
