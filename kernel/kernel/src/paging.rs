@@ -146,7 +146,8 @@ pub fn init(
         MAX_HIGH_MEMORY
     };
     let high = (ram_end.min(cap as u64) as u32) & !(PAGE_SIZE - 1);
-    // The directory and the identity map's tables: one table per 4 MiB of RAM.
+    // The directory and the identity map's tables: one table per 4 MiB of RAM, right after
+    // the kernel and the image (D24: 0.11's directory is at physical 0).
     let pg_dir = reserved_end.next_multiple_of(PAGE_SIZE);
     let nr_tables = high.div_ceil(PDE_SPAN);
     let mut tables = [Frame::default(); mm::addr::PDES_PER_TASK];

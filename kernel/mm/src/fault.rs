@@ -328,6 +328,7 @@ pub fn kernel_write_verify<P: PhysMem>(
 
 /// Rounds `verify_area` may take for one page before giving up (each round can only be
 /// undone by `swap_out` evicting the page again while `write_verify` allocates).
+/// A refusal the originals do not make (D23): 0.11's `verify_area` never loops.
 pub const SETTLE_ROUNDS: u32 = 8;
 
 /// Why the kernel cannot touch a task's page.

@@ -824,7 +824,7 @@ impl<P: PhysMem> Mm<P> {
             if old.is_present() {
                 return Err(PutPageError::AlreadyMapped(address, old));
             }
-            // The entry is the only record of its slot: swap it in, never map over it.
+            // D23: the entry is the only record of its slot: swap it in, never map over it.
             if old.is_swap() {
                 return Err(PutPageError::SwapEntry(address, old));
             }
@@ -936,7 +936,7 @@ impl<P: PhysMem> Mm<P> {
         if error_code & fault_code::WRITE == 0 {
             return Err(WpError::NotAWrite(address));
         }
-        // The kernel makes every user directory entry P|RW|US: one without RW or US
+        // D23: the kernel makes every user directory entry P|RW|US: one without RW or US
         // (damaged on purpose) would fault forever however the page-table entry is set.
         let pde = self.pde(address.dir_index());
         if pde.is_present() && !(pde.is_writable() && pde.is_user()) {

@@ -46,6 +46,7 @@ pub trait PhysMem {
     /// Flushes the whole TLB (0.11 `invalidate()`: reload CR3).
     fn flush_tlb(&mut self);
     /// Flushes the TLB entry of one linear page (`invlpg`); the default flushes everything.
+    /// D26: the originals reload CR3 for every change (the 386 has no `invlpg`).
     fn invalidate_page(&mut self, _page: LinearAddr) {
         self.flush_tlb();
     }

@@ -292,6 +292,7 @@ impl<P: PhysMem> Mm<P> {
                 self.phys.read_bytes(frame.addr(), &mut header);
                 SwapMap::from_header(&header, pages)
             });
+        // D25: 0.12 keeps this page as its bitmap; here the bits live in the SwapMap.
         self.free_page(frame.addr())
             .expect("the header frame was just allocated");
         let map = result?;
@@ -313,6 +314,7 @@ impl<P: PhysMem> Mm<P> {
             return Err(SwapInError::BadEntry(Entry::EMPTY));
         };
         let slot = entry.swap_slot();
+        // D23: 0.12 warns "swapping in multiply from same page" and maps it anyway.
         if !entry.is_swap() || !self.swap.as_ref().is_some_and(|s| s.in_use(slot)) {
             return Err(SwapInError::BadEntry(entry));
         }
