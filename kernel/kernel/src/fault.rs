@@ -90,11 +90,7 @@ pub fn write_verify_page(page: LinearAddr) -> Result<(), Errno> {
 /// `die("general protection")` kills the task with SIGSEGV. This kernel checks the range
 /// first and returns EFAULT.
 pub fn die_past_segment(ptr: u32, len: u32) -> ! {
-    let (pid, name) = {
-        let t = tasks();
-        let task = t.get(current());
-        (task.pid, task.name)
-    };
+    let (pid, name) = current_pid_and_name();
     println!(
         "general protection: 0000 (pid {pid} ({}): a system call reached offset {ptr:#x} + {len:#x}, past the 64 MiB segment: 0.11's die(), compat=D21): killed (SIGSEGV)",
         name.as_str()
@@ -229,11 +225,7 @@ pub fn verify_page(page: LinearAddr) -> Result<(), Errno> {
 /// allocation was injected (`fail`, `failnth`, `fail.SITE=`), the message says so and
 /// names the site: memory is not short, the fault-injection settings chose this.
 pub fn oom(cause: OutOfMemory) -> ! {
-    let (pid, name) = {
-        let t = tasks();
-        let task = t.get(current());
-        (task.pid, task.name)
-    };
+    let (pid, name) = current_pid_and_name();
     if cause.injected {
         println!(
             "oom: out of memory (injected: a failure at site {}, not a real shortage), killing pid {pid} ({})",
@@ -246,14 +238,17 @@ pub fn oom(cause: OutOfMemory) -> ! {
     do_exit(wait_status::killed(abi::signal::SIGSEGV));
 }
 
+/// The running task's pid and program name, for the messages of a kill.
+fn current_pid_and_name() -> (u32, Name) {
+    let t = tasks();
+    let task = t.get(current());
+    (task.pid, task.name)
+}
+
 /// Any other exception from user mode: the task dies of SIGSEGV (0.11 sends SIGSEGV for
 /// most traps), the kernel goes on.
 pub fn user_exception(frame: &TrapFrame) -> ! {
-    let (pid, name) = {
-        let t = tasks();
-        let task = t.get(current());
-        (task.pid, task.name)
-    };
+    let (pid, name) = current_pid_and_name();
     println!(
         "pid {pid} ({}): {} (vector {}, error code {:#x}) at eip {:#x}: killed (SIGSEGV)",
         name.as_str(),

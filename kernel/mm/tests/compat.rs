@@ -8,8 +8,8 @@ use mm::addr::{Frame, LinearAddr, LOW_MEM, PAGE_SIZE, PDE_SPAN, TASK_SIZE};
 use mm::check::Mismatch;
 use mm::compat::Compat;
 use mm::entry::{Entry, KERNEL_RW};
-use mm::memory::{AllocSite, FreeTablesError, WpOutcome};
-use mm::{NeverFail, PhysMem};
+use mm::memory::{AllocSite, FreeTablesError};
+use mm::NeverFail;
 use support::*;
 
 fn program() -> std::rc::Rc<Program> {
@@ -119,38 +119,13 @@ fn d22_copy_page_tables_misaligned_panics() {
 
 #[test]
 fn d8_un_wp_page_points_the_entry_at_the_zeroed_copy_before_copying() {
-    let mut mm = Recorder::new_mm(DEFAULT_RAM);
-    mm.compat = Compat::D8;
-    let old = map_page(&mut mm, user(1, 0x3000), 0x5a);
-    mm.copy_page_tables(
-        mm::addr::slot_base(1),
-        mm::addr::slot_base(2),
-        TASK_SIZE,
-        &mut NeverFail,
-    )
-    .unwrap();
-    let (table, index, _) = mm.pte(user(2, 0x3000)).unwrap();
-    mm.phys.log.clear();
-    let WpOutcome::Copied { to, .. } = mm.un_wp_page(user(2, 0x3000), &mut NeverFail).unwrap()
-    else {
-        panic!("expected a copy");
-    };
-    let log = &mm.phys.log;
-    let at = |wanted: Op| log.iter().position(|op| *op == wanted).expect("in the log");
-    let zero = at(Op::Zero(to));
-    let remap = at(Op::Write {
-        addr: table.addr().offset(index as u32 * 4),
-        value: to.as_u32() | 7,
-    });
-    let copy = at(Op::Copy { from: old, to });
+    let order = un_wp_page_order(Compat::D8);
     assert!(
-        zero < remap && remap < copy,
-        "0.11: remap, invalidate, copy: {log:?}"
+        order.zero < order.remap && order.remap < order.copy,
+        "0.11: remap, invalidate, copy"
     );
     // The result is the same: a private copy of the bytes.
-    let mut byte = [0u8];
-    mm.phys.read_bytes(to.addr(), &mut byte);
-    assert_eq!(byte[0], 0x5a);
+    assert_eq!(order.copied_byte, 0x5A);
 }
 
 // ---------------------------------------------------------------- D18: the clean copy

@@ -619,17 +619,6 @@ fn put_page_reports_out_of_memory_for_the_page_table() {
 
 // ---------------------------------------------------------------- un_wp_page / do_wp_page
 
-/// A page of `fill` at offset 0x3000 of slot 1, shared copy-on-write with slot 2.
-fn shared_page(mm: &mut mm::Mm<impl PhysMem>) -> Frame {
-    let page = mm.get_free_page(AllocSite::NoPage).unwrap();
-    mm.phys
-        .write_bytes(page.addr(), &[0x5A; PAGE_SIZE as usize]);
-    mm.put_page(page, user(1, 0x3000), &mut NeverFail).unwrap();
-    mm.copy_page_tables(SLOT1, SLOT2, TASK_SIZE, &mut NeverFail)
-        .unwrap();
-    page
-}
-
 #[test]
 fn un_wp_page_with_count_one_makes_the_page_writable_in_place() {
     let mut mm = new_mm(DEFAULT_RAM);
@@ -684,34 +673,9 @@ fn un_wp_page_of_a_shared_page_gives_a_private_copy_and_drops_one_reference() {
 #[test]
 fn un_wp_page_copies_before_it_remaps() {
     // D8: 0.12 order. 0.11 writes the entry first and copies after.
-    let mut mm = Recorder::new_mm(DEFAULT_RAM);
-    let old = shared_page(&mut mm);
-    let (table, index, _) = mm.pte(user(2, 0x3000)).unwrap();
-    mm.phys.log.clear();
-    let WpOutcome::Copied { to, .. } = mm.un_wp_page(user(2, 0x3000), &mut NeverFail).unwrap()
-    else {
-        panic!("expected a copy");
-    };
-    let log = &mm.phys.log;
-    let copy = log
-        .iter()
-        .position(|op| *op == Op::Copy { from: old, to })
-        .expect("a copy");
-    let remap = log
-        .iter()
-        .position(|op| {
-            *op == Op::Write {
-                addr: table.addr().offset(index as u32 * 4),
-                value: to.as_u32() | 7,
-            }
-        })
-        .expect("the entry is rewritten");
-    let zero = log
-        .iter()
-        .position(|op| *op == Op::Zero(to))
-        .expect("get_free_page zero-fills");
-    assert!(zero < copy && copy < remap, "{log:?}");
-    assert_eq!(log.last(), Some(&Op::Invalidate(user(2, 0x3000))));
+    let order = un_wp_page_order(mm::compat::Compat::empty());
+    assert!(order.zero < order.copy && order.copy < order.remap);
+    assert_eq!(order.last, Op::Invalidate(user(2, 0x3000)));
 }
 
 #[test]

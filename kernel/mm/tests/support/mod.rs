@@ -86,6 +86,14 @@ pub fn map_page<P: PhysMem>(mm: &mut Mm<P>, linear: LinearAddr, fill: u8) -> Fra
     page
 }
 
+/// A page of 0x5A bytes at offset 0x3000 of slot 1, shared copy-on-write with slot 2.
+pub fn shared_page<P: PhysMem>(mm: &mut Mm<P>) -> Frame {
+    let page = map_page(mm, user(1, 0x3000), 0x5A);
+    mm.copy_page_tables(slot_base(1), slot_base(2), TASK_SIZE, &mut mm::NeverFail)
+        .expect("copy_page_tables");
+    page
+}
+
 /// The page-table entry of `linear` (panics when the page table is missing).
 pub fn pte_of<P: PhysMem>(mm: &Mm<P>, linear: LinearAddr) -> Entry {
     mm.pte(linear).expect("a page table").2
@@ -599,15 +607,9 @@ impl SimKernel {
     ) -> Result<(), SimError> {
         assert_eq!(offset % 4, 0);
         let linear = user(slot, offset);
-        let (result, booked) = self.with_context(slot, |mm, ctx, policy| {
-            let mut booked = Vec::new();
-            let result =
-                fault::verify_page(mm, linear.page_base(), ctx, policy, &mut |f: &Fault| {
-                    booked.push(*f)
-                });
-            (result, booked)
-        });
-        self.settle_kernel_access(slot, result, booked)?;
+        self.kernel_access(slot, |mm, ctx, policy, book| {
+            fault::verify_page(mm, linear.page_base(), ctx, policy, book)
+        })?;
         self.mark_access(linear, true);
         let at = self.mm.translate(linear).expect("present");
         self.mm.phys.write_u32(at, value);
@@ -620,27 +622,32 @@ impl SimKernel {
     pub fn kernel_read_word(&mut self, slot: usize, offset: u32) -> Result<u32, SimError> {
         assert_eq!(offset % 4, 0);
         let linear = user(slot, offset);
-        let (result, booked) = self.with_context(slot, |mm, ctx, policy| {
-            let mut booked = Vec::new();
-            let result =
-                fault::touch_for_read(mm, linear.page_base(), ctx, policy, &mut |f: &Fault| {
-                    booked.push(*f)
-                });
-            (result, booked)
-        });
-        self.settle_kernel_access(slot, result, booked)?;
+        self.kernel_access(slot, |mm, ctx, policy, book| {
+            fault::touch_for_read(mm, linear.page_base(), ctx, policy, book)
+        })?;
         let at = self.mm.translate(linear).expect("present");
         Ok(self.mm.phys.read_u32(at))
     }
 
-    /// Books the faults a kernel access took and turns its outcome into the simulated
-    /// system call's: an unresolved fault kills the task.
-    fn settle_kernel_access(
+    /// Runs one of the kernel's accesses to the task's memory (`mm::fault`'s
+    /// `verify_page`, `touch_for_read`), then books the faults it took as the kernel does
+    /// and turns its outcome into the simulated system call's: an unresolved fault kills
+    /// the task.
+    fn kernel_access(
         &mut self,
         slot: usize,
-        result: Result<(), UserAccessError>,
-        booked: Vec<Fault>,
+        access: impl FnOnce(
+            &mut Mm<SimRam>,
+            &FaultContext<'_>,
+            &mut Injector,
+            &mut dyn FnMut(&Fault),
+        ) -> Result<(), UserAccessError>,
     ) -> Result<(), SimError> {
+        let (result, booked) = self.with_context(slot, |mm, ctx, policy| {
+            let mut booked = Vec::new();
+            let result = access(mm, ctx, policy, &mut |f: &Fault| booked.push(*f));
+            (result, booked)
+        });
         for fault in booked {
             self.finish(slot, fault)?;
         }
@@ -717,6 +724,51 @@ impl Recorder {
             START_MEM,
             ram,
         )
+    }
+}
+
+/// Where in the order of its operations `un_wp_page` zeroes the copy, copies the page
+/// into it and points the entry at it (indices into the [`Recorder`]'s log), for a page
+/// [`shared_page`] made, broken by slot 2; `last` is its last operation.
+pub struct UnWpOrder {
+    pub zero: usize,
+    pub copy: usize,
+    pub remap: usize,
+    pub last: Op,
+    /// The copy's first byte.
+    pub copied_byte: u8,
+}
+
+/// Runs `un_wp_page` on a shared page with `compat`, recording what it does.
+pub fn un_wp_page_order(compat: mm::compat::Compat) -> UnWpOrder {
+    let mut mm = Recorder::new_mm(DEFAULT_RAM);
+    mm.compat = compat;
+    let old = shared_page(&mut mm);
+    let (table, index, _) = mm.pte(user(2, 0x3000)).expect("a page table");
+    mm.phys.log.clear();
+    let outcome = mm
+        .un_wp_page(user(2, 0x3000), &mut mm::NeverFail)
+        .expect("un_wp_page");
+    let mm::memory::WpOutcome::Copied { to, .. } = outcome else {
+        panic!("expected a copy, found {outcome:?}");
+    };
+    let log = &mm.phys.log;
+    let at = |wanted: Op| {
+        log.iter()
+            .position(|op| *op == wanted)
+            .unwrap_or_else(|| panic!("no {wanted:?} in {log:?}"))
+    };
+    let mut byte = [0u8];
+    mm.phys.read_bytes(to.addr(), &mut byte);
+    UnWpOrder {
+        zero: at(Op::Zero(to)),
+        copy: at(Op::Copy { from: old, to }),
+        remap: at(Op::Write {
+            addr: table.addr().offset(index as u32 * 4),
+            value: to.as_u32() | 7,
+        }),
+        last: *log.last().expect("a log"),
+        copied_byte: byte[0],
     }
 }
 
