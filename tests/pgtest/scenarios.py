@@ -26,6 +26,7 @@ SCENARIOS = [
     "bad-pointer",
     "free-page-tables-guard",
     "exit-frees",
+    "code-limit",
     "all",
 ]
 # Scenarios whose outcome depends on the amount of memory: also run at these sizes.
@@ -62,6 +63,25 @@ CRASH_TESTS = {
 }
 
 
+# compat= scenarios: (ktest scenario, compat= value, expected status, console lines). Each
+# makes one original of kernel/docs/deviations.md happen under the compat= word of its
+# row, and shows what it does.
+COMPAT_TESTS = [
+    # D1: the kernel's own page table for 4..8 MiB is freed; checkmm (then the verdict) says so.
+    ("compat-free-page-tables", "D1", STATUS_FAIL,
+     ("free_page_tables(0x00400000, 4 MiB): freed", "kernel identity map at 0x00400000: expected",
+      "VERDICT: FAIL")),
+    # With every original on, 0.11's free_page panics at the first free frame.
+    ("compat-free-page-tables-0.11", "0.11", STATUS_CRASH, ("KERNEL PANIC: trying to free free page",)),
+    ("compat-free-page-tables-panic", "D22", STATUS_CRASH,
+     ("KERNEL PANIC: Trying to free up swapper memory space",)),
+    ("compat-bad-pointer", "D21", STATUS_PASS, ("general protection: 0000",)),
+    ("compat-kernel-store", "D9", STATUS_PASS, ("landed in pid 1's",)),
+    ("compat-clean-copy", "D18", STATUS_PASS, ("read pid 1's modified word",)),
+    ("compat-16mib", "D16", STATUS_PASS, ("as 0.11 caps HIGH_MEMORY",)),
+]
+
+
 def all_scenarios():
     tests = [Scenario(s, DEFAULT_MEM, f"init=ktest arg={s}") for s in SCENARIOS]
     for scenario in MEMORY_SENSITIVE:
@@ -79,7 +99,8 @@ def all_scenarios():
         tests.append(Scenario(f"kernel-crash-{kind}", DEFAULT_MEM, f"init=ktest arg=kernel-crash-{kind}",
                               STATUS_CRASH, text))
     # Swap (Linux 0.12) on a real IDE disk, at the smallest RAM so the workloads stay short.
-    for scenario in ("swap-twice-ram", "swap-fork", "swap-exit-frees", "swap-io-errors"):
+    for scenario in ("swap-twice-ram", "swap-fork", "swap-exit-frees", "swap-io-errors",
+                     "swap-syscall-read-error"):
         tests.append(Scenario(scenario, "16M", f"init=ktest arg={scenario}", swap=SwapDisk("32M")))
     tests.append(Scenario("swap-full", "16M", "init=ktest arg=swap-full", swap=SwapDisk("2M")))
     # A disk without the SWAP-SPACE signature is refused; the kernel runs without swap.
@@ -89,6 +110,24 @@ def all_scenarios():
     # Every earlier scenario must behave the same with a swap disk attached.
     tests.append(Scenario("all@swap", DEFAULT_MEM, "init=ktest arg=all", swap=SwapDisk("32M"),
                           expect_text=("slots of 4 KiB free",)))
+    # 0.11's calc_mem, printed as 0.11 prints it (the identity map's table 2 is full).
+    tests.append(Scenario("calc-mem", DEFAULT_MEM, "init=ktest arg=calc-mem",
+                          expect_text=("pages free (of ", "Pg-dir[2] uses 1024 pages")))
+    # The originals' behaviour (compat=, kernel/docs/deviations.md).
+    for name, compat, status, text in COMPAT_TESTS:
+        row = compat if compat != "0.11" else "D1"
+        tests.append(Scenario(name, DEFAULT_MEM, f"init=ktest arg={name} compat={compat}", status,
+                              (f"compat: {row}:",) + text))
+    # Every original at once: the demo still runs and cleans up (with the swap disk).
+    tests.append(Scenario("demo@0.11", DEFAULT_MEM, "init=demo compat=0.11", swap=SwapDisk("8M"),
+                          expect_text=("compat: D22:",)))
+    # D8: 0.11's un_wp_page order gives the same results (only a debugger sees the order).
+    tests.append(Scenario("cow-both-write@D8", DEFAULT_MEM, "init=ktest arg=cow-both-write compat=D8",
+                          expect_text=("compat: D8: un_wp_page maps the new page, then copies",)))
+    # D19: with every swap write failing for a while, pages go out anyway and come back wrong.
+    tests.append(Scenario("swap-compat-lost-write", "16M",
+                          "init=ktest arg=swap-compat-lost-write compat=D19", swap=SwapDisk("32M"),
+                          expect_text=("came back from the disk without what was written",)))
     # Too little memory: a clear refusal, not a crash.
     tests.append(Scenario("boot@8M", "8M", "init=ktest arg=exit-frees", STATUS_FAIL,
                           ("this kernel needs at least 15 MiB",)))
