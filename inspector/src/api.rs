@@ -349,7 +349,9 @@ pub async fn guard(State(app): Shared, request: Request, next: Next) -> Response
         )
         .into_response();
     }
-    if request.uri().path() != "/health" {
+    // The page's assets hold no kernel data (see web.rs); /health tells only "up".
+    let path = request.uri().path();
+    if path != "/health" && !crate::web::is_page_path(path) {
         let auth = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -1356,6 +1358,7 @@ pub fn router(app: Arc<App>) -> Router {
     let api = Arc::new(openapi_document(&api));
     let monitor_schema = Arc::new(report::schema::monitor_schema());
     router
+        .merge(crate::web::routes())
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {

@@ -11,6 +11,7 @@ mod qemu;
 mod rsp;
 mod security;
 mod symbols;
+mod web;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -61,6 +62,10 @@ struct Cli {
     /// How often the fault stream polls the fault log while someone listens (milliseconds, at least 200).
     #[arg(long, default_value_t = 1000)]
     poll_ms: u64,
+    /// Serve the web view from this directory instead of the copy compiled in (for
+    /// working on the page: a reload shows a change without rebuilding).
+    #[arg(long, value_name = "DIR")]
+    web_dir: Option<PathBuf>,
     /// The largest monitor answer accepted, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_reply: usize,
@@ -143,6 +148,10 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         Duration::from_millis(cli.poll_ms.max(200)),
         timeout,
     );
+    if let Some(dir) = cli.web_dir.clone() {
+        tracing::info!("web view served from {}", dir.display());
+        web::serve_from(dir);
+    }
     let kernel_elf = cli.kernel.exists().then_some(cli.kernel.clone());
     if kernel_elf.is_none() {
         tracing::warn!(
@@ -162,7 +171,7 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         cache: Mutex::new(api::Cache::default()),
     });
     tracing::info!(
-        "HTTP: http://{}/api/v1/status (OpenAPI: /api/v1/openapi.json)",
+        "web view: http://{}/ (API: /api/v1/status, OpenAPI: /api/v1/openapi.json)",
         cli.listen
     );
     let router = api::router(app);
