@@ -4,6 +4,7 @@ mod answer;
 mod api;
 mod error;
 mod events;
+mod history;
 mod link;
 mod params;
 mod postmortem;
