@@ -60,6 +60,8 @@ pub struct App {
     /// Show progress bars for long post-mortem dumps (stderr is a terminal).
     pub progress: bool,
     pub cache: Mutex<Cache>,
+    /// The history of snapshots the web view shows (recorder.rs).
+    pub recorder: Arc<crate::recorder::Recorder>,
 }
 
 /// Facts that do not change while the kernel runs, per connection to it.
@@ -836,15 +838,7 @@ async fn mem_map(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, Api
     let start = params.number("start")?;
     let end = params.number("end")?;
     let choice = SourceChoice::of(&params)?;
-    let elf = app.kernel_elf.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_symbols",
-            "mem_map needs the kernel ELF (--kernel PATH)",
-        )
-    })?;
-    let paging = symbols::find_paging_static(elf)
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_symbols", e.to_string()))?;
+    let paging = paging_static(&app)?;
     if choice != SourceChoice::Qemu {
         match mem_map_stub(&app, paging, start, end).await {
             Ok(doc) => return Ok(Reply::new(&Answer::new(doc, Source::Stub), pretty)),
@@ -906,6 +900,53 @@ fn mem_map_document(
     }
 }
 
+/// The kernel ELF's PAGING static (where mem_map's counts live).
+pub(crate) fn paging_static(app: &App) -> Result<PagingStatic, ApiError> {
+    let elf = app.kernel_elf.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_symbols",
+            "mem_map needs the kernel ELF (--kernel PATH)",
+        )
+    })?;
+    symbols::find_paging_static(elf)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_symbols", e.to_string()))
+}
+
+/// The offset of mem_map's counts in the PAGING static, located once per connection
+/// (checked against showmem, in one stop).
+pub(crate) async fn counts_offset(app: &App, paging: PagingStatic) -> Result<usize, ApiError> {
+    let known = app
+        .cache()
+        .await
+        .counts
+        .filter(|(p, _)| *p == paging)
+        .map(|(_, o)| o);
+    if let Some(o) = known {
+        return Ok(o);
+    }
+    // Locate counts in one stop: the static and showmem must describe the same moment.
+    let ops = vec![
+        Op::Monitor("showmem --json".into()),
+        Op::ReadMemory {
+            addr: paging.addr,
+            len: paging.size,
+        },
+    ];
+    let results = app.link.run(ops, app.timeout * 3).await?;
+    let (Some(OpResult::Monitor(text)), Some(OpResult::Memory(blob))) =
+        (results.first(), results.get(1))
+    else {
+        return Err(ApiError::internal("unexpected link answer"));
+    };
+    let hints = hints_from(&parse_document::<ShowMemDoc<'static>>(text)?);
+    let offset = symbols::locate_counts(blob, &hints).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "mem_map_not_found", "mem_map's counts were not found in kernel::paging::PAGING (does --kernel match the running kernel?)")
+    })?;
+    app.cache().await.counts = Some((paging, offset));
+    Ok(offset)
+}
+
 async fn mem_map_stub(
     app: &App,
     paging: PagingStatic,
@@ -918,37 +959,7 @@ async fn mem_map_stub(
         (showmem.high_memory.0, showmem.start_mem.0)
     };
     let (first, last) = frame_range(start, end, high)?;
-    let known = app
-        .cache()
-        .await
-        .counts
-        .filter(|(p, _)| *p == paging)
-        .map(|(_, o)| o);
-    let offset = match known {
-        Some(o) => o,
-        None => {
-            // Locate counts in one stop: the static and showmem must describe the same moment.
-            let ops = vec![
-                Op::Monitor("showmem --json".into()),
-                Op::ReadMemory {
-                    addr: paging.addr,
-                    len: paging.size,
-                },
-            ];
-            let results = app.link.run(ops, app.timeout * 3).await?;
-            let (Some(OpResult::Monitor(text)), Some(OpResult::Memory(blob))) =
-                (results.first(), results.get(1))
-            else {
-                return Err(ApiError::internal("unexpected link answer"));
-            };
-            let hints = hints_from(&parse_document::<ShowMemDoc<'static>>(text)?);
-            let offset = symbols::locate_counts(blob, &hints).ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_GATEWAY, "mem_map_not_found", "mem_map's counts were not found in kernel::paging::PAGING (does --kernel match the running kernel?)")
-            })?;
-            app.cache().await.counts = Some((paging, offset));
-            offset
-        }
-    };
+    let offset = counts_offset(app, paging).await?;
     let addr = paging.addr + offset as u32 + first as u32;
     let results = app
         .link
@@ -1354,6 +1365,10 @@ pub fn router(app: Arc<App>) -> Router {
         .routes(routes!(fault_stream))
         .routes(routes!(fail_get, fail_post))
         .routes(routes!(failnth_get, failnth_post))
+        .routes(routes!(crate::recorder::list))
+        .routes(routes!(crate::recorder::moment))
+        .routes(routes!(crate::recorder::diff))
+        .routes(routes!(crate::recorder::live))
         .split_for_parts();
     let api = Arc::new(openapi_document(&api));
     let monitor_schema = Arc::new(report::schema::monitor_schema());

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use mm::addr::ENTRIES_PER_TABLE;
 use mm::Entry;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// One page table's entries.
 pub type Table = Box<[u32; ENTRIES_PER_TABLE]>;
@@ -30,7 +31,7 @@ fn empty_table() -> Table {
 }
 
 /// One task as the history follows it (the task table's summary).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TaskRow {
     pub pid: u32,
     pub parent_pid: Option<u32>,
@@ -41,11 +42,16 @@ pub struct TaskRow {
 }
 
 /// One fault the kernel logged (the fault log's record, reduced to what a step shows).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FaultRow {
     pub seq: u64,
     pub pid: u32,
     pub linear: u32,
+    pub eip: u32,
+    /// The #PF error code (bit 0 protection, 1 write, 2 user mode).
+    pub error_code: u32,
+    /// Taken by the kernel on the task's behalf (verify_area, reads of user memory).
+    pub by_kernel: bool,
     /// The fault log's action id (`zero_page`, `cow_copied`, ...).
     pub action: String,
 }
@@ -281,7 +287,7 @@ impl Delta {
 }
 
 /// What a step's changes mean, in the kernel's terms.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// A new task whose parent exists: `fork` (copy_page_tables shared `shared` pages
@@ -321,6 +327,8 @@ pub enum Event {
     },
     /// A read-only entry became writable on the same frame (`un_wp_page`, count 1).
     MadeWritable { dir: u16, index: u16, frame: u32 },
+    /// Entries whose accessed or dirty bit the MMU set (or swap_out's scan cleared), nothing else.
+    Touched { pages: u32 },
     /// Entries that became present (`do_no_page`: zero pages, loads, shared pages) outside a fork.
     Mapped { pages: u32 },
     /// Entries that were cleared outside an exit.
@@ -431,13 +439,17 @@ pub fn events(before: &Snapshot, d: &Delta) -> Vec<Event> {
     out.extend(d.faults.iter().cloned().map(Event::Fault));
     let mut mapped = 0;
     let mut unmapped = 0;
+    let mut touched = 0;
+    let ad = mm::EntryFlags::ACCESSED.bits() | mm::EntryFlags::DIRTY.bits();
     for (&(dir, index), c) in &d.ptes {
         let slot = slot_of_dir(dir);
         if fork_slots.contains(&slot) || exit_slots.contains(&slot) {
             continue;
         }
         let (o, n) = (Entry(c.old), Entry(c.new));
-        if o.is_present() && n.is_swap() {
+        if o.is_present() && n.is_present() && (c.old ^ c.new) & !ad == 0 {
+            touched += 1;
+        } else if o.is_present() && n.is_swap() {
             out.push(Event::SwapOut {
                 dir,
                 index,
@@ -471,6 +483,9 @@ pub fn events(before: &Snapshot, d: &Delta) -> Vec<Event> {
     }
     if unmapped > 0 {
         out.push(Event::Unmapped { pages: unmapped });
+    }
+    if touched > 0 {
+        out.push(Event::Touched { pages: touched });
     }
     let (mut added, mut removed) = (0, 0);
     for (&dir, c) in &d.pdes {
@@ -577,6 +592,7 @@ impl History {
         self.base_moment + self.steps.len() as u64
     }
 
+    #[cfg(test)]
     pub fn latest(&self) -> &Snapshot {
         &self.latest
     }
@@ -756,6 +772,18 @@ mod tests {
     const USER_RO: u32 = 0x25; // P RO US A
     const PDE: u32 = 0x27;
 
+    fn fault(seq: u64, pid: u32, linear: u32, action: &str) -> FaultRow {
+        FaultRow {
+            seq,
+            pid,
+            linear,
+            eip: 0x1000,
+            error_code: 6,
+            by_kernel: false,
+            action: action.into(),
+        }
+    }
+
     fn task(pid: u32, parent: Option<u32>, slot: u16, program: &str) -> TaskRow {
         TaskRow {
             pid,
@@ -881,12 +909,7 @@ mod tests {
         child[0] = 0x01e0_0000 | USER_RW;
         s2.counts[count_index(frame(0))] -= 1;
         s2.counts[count_index(0x01e0_0000)] = 1;
-        s2.faults.push(FaultRow {
-            seq: 7,
-            pid: 2,
-            linear: 0x0800_0000,
-            action: "cow_copied".into(),
-        });
+        s2.faults.push(fault(7, 2, 0x0800_0000, "cow_copied"));
         let mut s3 = s2.clone();
         // The parent writes page 0: count 1 now, only made writable.
         s3.tables.get_mut(&16).unwrap()[0] = frame(0) | USER_RW;
@@ -956,6 +979,18 @@ mod tests {
             index: 1,
             slot: 42
         }));
+    }
+
+    #[test]
+    fn accessed_and_dirty_bits_alone_are_touches() {
+        let s0 = machine(3);
+        let mut s1 = s0.clone();
+        let t = s1.tables.get_mut(&16).unwrap();
+        t[0] &= !0x60; // the swap scan clears A and D
+        t[1] |= 0x40;
+        let mut h = History::new(s0, Limits::default());
+        h.record(s1);
+        assert_eq!(h.step(1).unwrap().events, vec![Event::Touched { pages: 1 }]);
     }
 
     /// A sequence of moments: fork, writes, an exit, more pages.
@@ -1081,21 +1116,11 @@ mod tests {
     #[test]
     fn faults_arrive_once_and_are_kept_per_moment() {
         let mut s0 = machine(1);
-        s0.faults = vec![FaultRow {
-            seq: 1,
-            pid: 1,
-            linear: 0x0400_0000,
-            action: "loaded_from_image".into(),
-        }];
+        s0.faults = vec![fault(1, 1, 0x0400_0000, "loaded_from_image")];
         let mut s1 = s0.clone();
         s1.tables.get_mut(&16).unwrap()[1] = frame(1) | USER_RW;
         s1.counts[count_index(frame(1))] = 1;
-        s1.faults.push(FaultRow {
-            seq: 2,
-            pid: 1,
-            linear: 0x0400_1000,
-            action: "zero_page".into(),
-        });
+        s1.faults.push(fault(2, 1, 0x0400_1000, "zero_page"));
         let mut h = History::new(s0, Limits::default());
         h.record(s1.clone());
         assert_eq!(h.step(1).unwrap().delta.faults.len(), 1);
@@ -1166,12 +1191,7 @@ mod tests {
                 }
                 _ => {
                     let seq = s.faults.last().map_or(0, |f| f.seq) + 1 + (a % 3) as u64;
-                    s.faults.push(FaultRow {
-                        seq,
-                        pid: 1,
-                        linear: b as u32,
-                        action: "zero_page".into(),
-                    });
+                    s.faults.push(fault(seq, 1, b as u32, "zero_page"));
                 }
             }
         }

@@ -9,6 +9,7 @@ mod link;
 mod params;
 mod postmortem;
 mod qemu;
+mod recorder;
 mod rsp;
 mod security;
 mod symbols;
@@ -63,6 +64,16 @@ struct Cli {
     /// How often the fault stream polls the fault log while someone listens (milliseconds, at least 200).
     #[arg(long, default_value_t = 1000)]
     poll_ms: u64,
+    /// Milliseconds between the history's snapshots while someone looks (through the
+    /// stub each one stops the kernel for a few hundred milliseconds).
+    #[arg(long, default_value_t = 2000)]
+    history_ms: u64,
+    /// The history's bound in steps (the oldest are folded away first).
+    #[arg(long, default_value_t = 4096)]
+    history_steps: usize,
+    /// The history's bound in MiB of differences.
+    #[arg(long, default_value_t = 32)]
+    history_mib: usize,
     /// Serve the web view from this directory instead of the copy compiled in (for
     /// working on the page: a reload shows a change without rebuilding).
     #[arg(long, value_name = "DIR")]
@@ -170,7 +181,15 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         feed,
         progress: std::io::stderr().is_terminal(),
         cache: Mutex::new(api::Cache::default()),
+        recorder: recorder::Recorder::new(
+            Duration::from_millis(cli.history_ms.max(100)),
+            history::Limits {
+                steps: cli.history_steps.max(1),
+                bytes: cli.history_mib.max(1) << 20,
+            },
+        ),
     });
+    tokio::spawn(app.recorder.clone().run(app.clone()));
     tracing::info!(
         "web view: http://{}/ (API: /api/v1/status, OpenAPI: /api/v1/openapi.json)",
         cli.listen

@@ -1,9 +1,11 @@
-// app.js: the web view's entry: the layout, the tabs, the update loop, the banner and the keyboard.
+// app.js: the web view's entry: the layout, the tabs, following the kernel live, scrubbing its history, the banner and the keyboard.
 
 import { h, fill, hideTip } from './dom.js';
-import { clock } from './format.js';
-import { loadMachine, TableCache } from './data.js';
-import { DirectoryView, summarise } from './directory.js';
+import { clock, plural } from './format.js';
+import {
+  Follower, buildMachine, loadStatus, loadCheckmm, loadHistory, loadMoment, loadDiff,
+} from './data.js';
+import { DirectoryView } from './directory.js';
 import { TableView } from './table.js';
 import { WalkView } from './walk.js';
 import { FrameView } from './frame.js';
@@ -11,6 +13,7 @@ import { MemoryView } from './memory.js';
 import { SharingView } from './sharing.js';
 import { TasksView } from './tasks.js';
 import { FaultsView } from './faults.js';
+import { HistoryView, describeEvents, touchedDirs } from './history.js';
 import { installKeys, renderHelp } from './keys.js';
 
 /** The views of the detail panels; group b moves to a panel of its own on wide screens. */
@@ -18,43 +21,72 @@ const VIEWS = [
   { id: 'table', title: 'Page table', key: 'e', group: 'a' },
   { id: 'walk', title: 'Walk', key: 'w', group: 'a' },
   { id: 'frame', title: 'Frame', key: 'r', group: 'a' },
+  { id: 'history', title: 'History', key: 'h', group: 'a' },
   { id: 'memory', title: 'Physical memory', key: 'm', group: 'b' },
   { id: 'sharing', title: 'Sharing', key: 's', group: 'b' },
   { id: 'tasks', title: 'Tasks', key: 'k', group: 'b' },
   { id: 'faults', title: 'Faults', key: 'f', group: 'b' },
 ];
 const WIDE = window.matchMedia('(min-width: 1700px)');
-/** How often to look when every look stops the kernel (the stub), and when it does not (live). */
-const STUB_MIN_MS = 1000;
-const STUB_MAX_MS = 5000;
-const LIVE_MS = 100;
-const RETRY_MS = 1000;
-/** Views that read every user page table: through the stub, not more often than this. */
-const COSTLY_EVERY_MS = 10000;
+const STATUS_MS = 1000;
+/** checkmm runs in the kernel (through the stub: a brief stop), so not at every update. */
+const CHECKMM_MS = 3000;
+const HISTORY_INFO_MS = 5000;
 
 const state = {
-  machine: null,
-  lastGood: null,
-  paused: false,
-  open: null, // the directory index whose table is shown
-  error: null,
-  timer: null,
+  latest: null, // the newest moment's machine
+  viewing: null, // null: live; else the moment shown
+  past: null, // that moment's machine
+  pastDelta: null, // what its step changed
+  status: null,
+  error: null, // the last failure to reach the inspector
+  checkmm: null,
+  info: null, // /api/v1/history: bounds, limits, source
   shown: { a: 'table', b: 'memory' },
-  costlyAt: 0,
+  open: null, // the directory index whose table is shown
+  updates: [], // when live updates arrived (for the updates/s readout)
 };
 
-const tables = new TableCache();
+const current = () => (state.viewing === null ? state.latest : state.past);
+
+const follower = new Follower({
+  onUpdate: (raw, meta, steps, bounds, changed) => {
+    state.error = null;
+    if (changed) {
+      state.latest = buildMachine(raw, meta, { checkmm: state.checkmm, status: state.status });
+      state.updates.push(performance.now());
+      if (state.updates.length > 50) state.updates.shift();
+      if (state.viewing !== null && state.viewing < bounds.oldest) unpause();
+      if (state.viewing === null) renderAll();
+    }
+    renderScrub();
+    renderState();
+  },
+  onError: (e) => {
+    state.error = e;
+    renderState();
+  },
+});
+
 const ctx = {
-  machine: () => state.machine,
-  tables,
+  machine: current,
+  status: () => state.status,
+  past: () => state.viewing !== null,
+  viewing: () => state.viewing,
   selected: () => state.open,
   open: (index) => openTable(index),
   openTable: (index) => openTable(index),
   openFrame: (frame, hint) => { show('frame'); views.frame.show(frame, hint); },
   walk: (linear) => { show('walk'); views.walk.walkLinear(linear); },
   focusDirectory: (index) => { if (index !== undefined) directory.setActive(index); directory.focus(); },
-  tablesLoaded: (t) => directory.setSummaries(summarise(t)),
-  entryAround: async () => null,
+  history: () => ({ steps: follower.steps, bounds: follower.bounds, info: state.info }),
+  scrub: (moment) => scrub(moment),
+  loadMoment: async (m) => {
+    const { raw, meta } = await loadMoment(m);
+    return buildMachine(raw, meta);
+  },
+  loadDiff,
+  entryAround: (fault) => entryAround(fault),
 };
 
 // ---- layout: the panels and their tabs ----
@@ -95,7 +127,7 @@ function arrange() {
   }
   if (wide && !state.shown.b) state.shown.b = 'memory';
   for (const v of VIEWS) select(v.id, state.shown[wide ? v.group : 'a'] === v.id);
-  refreshVisible();
+  updateVisible();
 }
 
 function select(id, on) {
@@ -110,12 +142,11 @@ function show(id) {
   const wide = WIDE.matches;
   const group = wide ? v.group : 'a';
   for (const other of VIEWS) {
-    const otherGroup = wide ? other.group : 'a';
-    if (otherGroup === group) select(other.id, other.id === id);
+    if ((wide ? other.group : 'a') === group) select(other.id, other.id === id);
   }
   state.shown[group] = id;
   hideTip();
-  refreshVisible();
+  updateVisible();
 }
 
 const visible = (id) => !sections[id].hidden;
@@ -127,6 +158,7 @@ const views = {
   table: new TableView(sections.table, ctx),
   walk: new WalkView(sections.walk, ctx),
   frame: new FrameView(sections.frame, ctx),
+  history: new HistoryView(sections.history, ctx),
   memory: new MemoryView(sections.memory, ctx),
   sharing: new SharingView(sections.sharing, ctx),
   tasks: new TasksView(sections.tasks, ctx),
@@ -138,137 +170,230 @@ function openTable(index) {
   directory.setActive(index);
   show('table');
   views.table.show(index);
-  if (state.machine) directory.update(state.machine);
+  markTable();
+  const m = current();
+  if (m) directory.update(m);
 }
 
-/** Brings the views that read page tables up to date, when they are on screen. */
-function refreshVisible() {
-  const m = state.machine;
+/** The views on screen follow the moment shown; hidden ones catch up when shown. */
+function updateVisible() {
+  const m = current();
   if (!m) return;
-  const cheap = m.source === 'live';
-  const now = Date.now();
-  if (visible('sharing') && (cheap || now - state.costlyAt > COSTLY_EVERY_MS)) {
-    state.costlyAt = now;
-    views.sharing.update(m);
+  for (const [id, view] of Object.entries(views)) {
+    if (!visible(id)) continue;
+    if (id === 'history') view.update();
+    else view.update(m);
   }
-  if (visible('memory')) views.memory.draw();
 }
 
-// ---- the update loop ----
-
-function render(machine) {
-  state.machine = machine;
-  tables.sync(machine);
-  directory.update(machine);
-  views.walk.update(machine);
-  views.memory.update(machine);
-  views.tasks.update(machine);
-  views.faults.update(machine);
-  if (visible('table') && state.open !== null) views.table.refresh();
-  refreshVisible();
-  renderTotals(machine);
+function renderAll() {
+  const m = current();
+  if (!m) return;
+  m.checkmm = state.checkmm;
+  directory.update(m);
+  updateVisible();
+  renderTotals(m);
+  document.body.classList.toggle('past', state.viewing !== null);
 }
 
 function renderTotals(m) {
-  const free = m.frames ? m.frames.counts.reduce((a, c) => a + (c === 0 ? 1 : 0), 0) : null;
+  const free = m.frames.counts.reduce((a, c) => a + (c === 0 ? 1 : 0), 0);
+  const rate = updatesPerSecond();
   const items = [
-    ['free frames', free === null ? '-' : String(free), 'total-free'],
-    ['tasks', m.tasks ? String(m.tasks.list.length) : '-', 'total-tasks'],
-    ['faults', m.faults ? String(m.faults.sinceBoot) : '-', 'total-faults'],
+    ['free frames', String(free), 'total-free'],
+    ['tasks', String(m.tasks.list.length), 'total-tasks'],
+    ['last fault', String(m.faults.sinceBoot), 'total-faults'],
+    ['moment', String(m.moment), 'total-moment'],
     ['source', m.source ?? '-', 'total-source'],
-    ['as of', clock(m.takenAt), 'total-time'],
+    ['updates/s', rate.toFixed(1), 'total-rate'],
   ];
   fill(document.getElementById('totals'), ...items.map(([k, v, id]) => h('div', {}, h('dt', {}, k), h('dd', { id }, v))));
 }
 
+/** Live updates in the last five seconds, per second. */
+function updatesPerSecond() {
+  const since = performance.now() - 5000;
+  return state.updates.filter((t) => t >= since).length / 5;
+}
+
 function renderState() {
-  const m = state.machine;
   const el = document.getElementById('state');
   const banner = document.getElementById('banner');
+  const s = state.status;
   let pill;
   let message = null;
-  if (state.error) {
+  if (state.error && state.error.kind === 'unreachable') {
     pill = h('span', { class: 'pill down' }, 'no answer');
-    message = [h('span', {}, state.error.message), h('small', {}, state.lastGood
-      ? `Showing the state as of ${clock(state.lastGood)}; retrying every second.`
-      : 'Retrying every second.')];
-  } else if (!m) {
+    message = [h('span', {}, state.error.message), h('small', {}, state.latest
+      ? `Showing the state as of ${clock(state.latest.takenAt)}; retrying every second.` : 'Retrying every second.')];
+  } else if (!s) {
     pill = h('span', { class: 'pill' }, 'connecting…');
-  } else if (state.status && !state.status.connected) {
+  } else if (!s.connected) {
     pill = h('span', { class: 'pill down' }, 'kernel gone');
     message = [h('span', {}, 'The kernel is not connected (QEMU stopped or restarting).'),
-      h('small', {}, m.source === 'qemu' && !m.status.connected
-        ? 'Showing QEMU\'s own view of memory (post-mortem); the page recovers by itself when the kernel is back.'
-        : state.lastGood
-          ? `Showing the state as of ${clock(state.lastGood)}; the page recovers by itself when the kernel is back.`
-          : 'The page shows it by itself when the kernel is back.')];
-  } else if (m.source === 'qemu') {
-    pill = h('span', { class: 'pill down' }, 'stub silent');
-    message = [h('span', {}, 'The kernel\'s stub does not answer: this is QEMU\'s view of memory (post-mortem: no pids, no counts).')];
-  } else if (m.status.kernel === 'stopped') {
+      h('small', {}, state.latest
+        ? `Showing the state as of ${clock(state.latest.takenAt)}; the page recovers by itself when the kernel is back.`
+        : 'The page shows it by itself when the kernel is back.')];
+  } else if (s.kernel === 'stopped') {
     pill = h('span', { class: 'pill stopped', title: 'gdb has the kernel stopped: this is its state at the stop; continue in gdb to see it move' }, 'stopped by gdb');
   } else {
-    pill = h('span', { class: 'pill running' }, state.paused ? 'running (view paused)' : 'running');
+    pill = h('span', { class: 'pill running' }, 'running');
   }
-  const errs = m ? Object.entries(m.errors) : [];
+  if (!message && state.error) {
+    message = [h('span', {}, `The history does not answer: ${state.error.message}`), h('small', {}, 'Retrying every second.')];
+  }
   const extra = [];
-  if (m && !state.error && state.status?.connected) {
-    extra.push(h('span', {
-      class: 'muted',
-      title: m.source === 'live'
-        ? 'one look at the machine, read from guest RAM without stopping the kernel'
-        : 'one look at the machine through the kernel\'s stub: each look stops the kernel briefly, so the view looks every few seconds',
-    }, `${Math.round(m.duration)} ms a look`));
-  }
+  if (state.info?.last_error && s?.connected) extra.push(h('span', { class: 'muted', title: state.info.last_error }, 'snapshot failed'));
   fill(el, pill, ...extra);
-  if (!message && errs.length) {
-    message = [h('span', {}, `Part of the state could not be read: ${errs.map(([k, e]) => `${k}: ${e.message}`).join('; ')}`)];
-  }
   banner.hidden = !message;
   if (message) fill(banner, ...message);
-  document.body.classList.toggle('stale', !!state.error || (state.status && !state.status.connected));
+  document.body.classList.toggle('stale', !!message);
 }
 
-function schedule(ms) {
-  clearTimeout(state.timer);
-  state.timer = setTimeout(cycle, ms);
-}
+// ---- history: pause, scrub, step ----
 
-/** How often QEMU's post-mortem view is asked for while the kernel is gone. */
-const POST_MORTEM_EVERY_MS = 15000;
-
-async function cycle() {
-  if (state.paused) return;
-  let delay = RETRY_MS;
-  try {
-    const postMortem = Date.now() - (state.postMortemAt ?? 0) > POST_MORTEM_EVERY_MS;
-    const machine = await loadMachine({ postMortem });
-    state.error = null;
-    state.status = machine.status;
-    if (machine.status.connected) {
-      state.lastGood = machine.takenAt;
-      state.postMortemAt = 0;
-      if (!state.paused) render(machine);
-      delay = machine.source === 'live' ? LIVE_MS : Math.min(STUB_MAX_MS, Math.max(STUB_MIN_MS, 3 * machine.duration));
-    } else {
-      // The kernel is gone: keep the last picture (greyed), or QEMU's view when it has one.
-      if (postMortem) state.postMortemAt = Date.now();
-      if (machine.directory && !state.paused) render(machine);
-    }
-  } catch (e) {
-    state.error = e;
+function renderScrub() {
+  const b = follower.bounds;
+  const range = document.getElementById('scrubber');
+  const where = document.getElementById('where');
+  const pause = document.getElementById('pause');
+  if (!b) {
+    fill(where, 'waiting for the first snapshot…');
+    return;
   }
-  renderState();
-  schedule(delay);
+  range.min = String(b.oldest);
+  range.max = String(b.newest);
+  range.value = String(state.viewing ?? b.newest);
+  pause.textContent = state.viewing === null ? 'Pause' : 'Live';
+  pause.setAttribute('aria-pressed', String(state.viewing !== null));
+  pause.title = state.viewing === null ? 'Pause: hold the moment shown (P)' : 'Back to live (P)';
+  const m = state.viewing ?? b.newest;
+  const step = follower.steps.find((x) => x.moment === m);
+  const headline = step ? describeEvents(step.events)[0]?.text ?? '' : m === b.oldest ? 'the oldest moment kept' : '';
+  const t0 = follower.steps.length ? follower.steps[0].timeMs : 0;
+  fill(where,
+    state.viewing === null ? h('span', { class: 'live-dot' }, '● live ') : h('span', { class: 'past' }, '❚❚ past '),
+    'moment ', h('b', { id: 'where-moment' }, String(m)), ` of ${b.oldest}–${b.newest}`,
+    step ? ` · +${((step.timeMs - t0) / 1000).toFixed(2)} s` : '',
+    headline ? ` · ${headline}` : '');
+  where.title = headline;
+}
+
+/** Shows moment `m` of the history (the newest: live again). */
+async function scrub(m) {
+  const b = follower.bounds;
+  if (!b) return;
+  m = Math.max(b.oldest, Math.min(b.newest, m));
+  state.viewing = m;
+  renderScrub();
+  try {
+    const [{ raw, meta }, delta] = await Promise.all([
+      loadMoment(m),
+      m > b.oldest ? loadDiff(m - 1, m) : Promise.resolve(null),
+    ]);
+    if (state.viewing !== m) return;
+    state.past = buildMachine(raw, meta, { checkmm: state.checkmm, status: state.status });
+    state.pastDelta = delta;
+    applyMarks();
+    renderAll();
+    views.history.showStep(m, delta);
+    if (visible('walk')) views.walk.submit();
+  } catch (e) {
+    if (state.viewing === m) fill(document.getElementById('where'), h('span', { class: 'error-text' }, `moment ${m}: ${e.message}`));
+  }
+}
+
+function unpause() {
+  state.viewing = null;
+  state.past = null;
+  state.pastDelta = null;
+  applyMarks();
+  views.history.showStep(null, null);
+  renderAll();
+  renderScrub();
 }
 
 function togglePause() {
-  state.paused = !state.paused;
-  const b = document.getElementById('pause');
-  b.setAttribute('aria-pressed', String(state.paused));
-  b.textContent = state.paused ? 'Resume' : 'Pause';
-  if (!state.paused) cycle();
-  renderState();
+  if (state.viewing === null) {
+    const b = follower.bounds;
+    if (b) scrub(b.newest);
+  } else unpause();
+}
+
+function stepBy(n) {
+  const b = follower.bounds;
+  if (!b) return;
+  scrub((state.viewing ?? b.newest) + n);
+}
+
+/** Outlines what the shown step changed, in every view that draws it. */
+function applyMarks() {
+  const d = state.viewing === null ? null : state.pastDelta;
+  directory.mark(d ? touchedDirs(d) : []);
+  views.memory.mark(d ? d.counts.map(([i]) => i) : []);
+  markTable();
+}
+
+function markTable() {
+  const d = state.viewing === null ? null : state.pastDelta;
+  views.table.mark(d && state.open !== null ? d.ptes.filter(([dir]) => dir === state.open).map(([, i]) => i) : []);
+}
+
+/** A fault's page-table entry before and after the step that holds it. */
+async function entryAround(fault) {
+  const step = follower.steps.find((s) => s.events.some((e) => e.kind === 'fault' && e.seq === fault.seq));
+  if (!step) return null;
+  const [before, after] = await Promise.all([ctx.loadMoment(step.moment - 1), ctx.loadMoment(step.moment)]);
+  const pick = (m) => {
+    const t = m.tableOf(fault.linear >>> 22);
+    return t.tableReadable ? t.entries[(fault.linear >>> 12) & 0x3ff] : null;
+  };
+  return { before: pick(before) ?? { raw: 0, flags: 'not present', frame: null }, after: pick(after), step: step.moment, faults: step.faults };
+}
+
+// ---- the loops beside the follower ----
+
+async function statusLoop() {
+  for (;;) {
+    try {
+      state.status = await loadStatus();
+      if (state.error?.kind === 'unreachable') state.error = null;
+    } catch (e) {
+      state.error = e;
+    }
+    renderState();
+    await new Promise((r) => setTimeout(r, STATUS_MS));
+  }
+}
+
+async function checkmmLoop() {
+  for (;;) {
+    await new Promise((r) => setTimeout(r, state.checkmm ? CHECKMM_MS : 500));
+    if (!state.status?.connected || document.hidden) continue;
+    try {
+      state.checkmm = await loadCheckmm();
+      if (state.viewing === null && state.latest) {
+        state.latest.checkmm = state.checkmm;
+        if (visible('memory')) views.memory.update(state.latest);
+        if (visible('frame')) views.frame.update(state.latest);
+      }
+    } catch {
+      // The status loop reports the kernel's absence; a busy answer is retried.
+    }
+  }
+}
+
+async function infoLoop() {
+  for (;;) {
+    try {
+      state.info = await loadHistory(follower.bounds?.newest ?? null);
+      if (visible('history')) views.history.update();
+      renderState();
+    } catch {
+      // The follower reports the history's absence.
+    }
+    await new Promise((r) => setTimeout(r, HISTORY_INFO_MS));
+  }
 }
 
 // ---- theme ----
@@ -293,7 +418,9 @@ const BINDINGS = [
   ...VIEWS.map((v) => [v.key, v.id, v.title.toLowerCase()]),
   ['[', 'prev', 'the previous directory entry\'s table'],
   [']', 'next', 'the next directory entry\'s table'],
-  ['p', 'pause', 'pause or resume the updates'],
+  ['p', 'pause', 'pause (hold the moment shown) or back to live'],
+  [',', 'back', 'one step back in the history'],
+  ['.', 'forward', 'one step forward in the history'],
   ['l', 'theme', 'light, dark or the system\'s theme'],
   ['Escape', 'directory', 'back to the directory'],
   ['?', 'help', 'this help'],
@@ -307,6 +434,7 @@ const actions = {
   table: () => { show('table'); views.table.focus(); },
   walk: () => { show('walk'); views.walk.focus(); },
   frame: () => show('frame'),
+  history: () => show('history'),
   memory: () => { show('memory'); views.memory.focus(); },
   sharing: () => show('sharing'),
   tasks: () => show('tasks'),
@@ -314,6 +442,8 @@ const actions = {
   prev: () => openTable(Math.max(0, (state.open ?? 1) - 1)),
   next: () => openTable(Math.min(1023, (state.open ?? -1) + 1)),
   pause: togglePause,
+  back: () => stepBy(-1),
+  forward: () => stepBy(1),
   theme: cycleTheme,
   help: () => document.getElementById('help').showModal(),
 };
@@ -321,6 +451,13 @@ installKeys(BINDINGS, actions);
 renderHelp(document.getElementById('help-keys'), BINDINGS, GRID_KEYS);
 
 document.getElementById('pause').addEventListener('click', togglePause);
+document.getElementById('step-back').addEventListener('click', () => stepBy(-1));
+document.getElementById('step-forward').addEventListener('click', () => stepBy(1));
+document.getElementById('scrubber').addEventListener('input', (e) => {
+  const m = Number(e.target.value);
+  if (follower.bounds && m === follower.bounds.newest && state.viewing === null) return;
+  scrub(m);
+});
 document.getElementById('theme').addEventListener('click', cycleTheme);
 document.getElementById('help-button').addEventListener('click', actions.help);
 WIDE.addEventListener('change', arrange);
@@ -329,7 +466,11 @@ applyTheme(localStorage.getItem('pgkernel-theme') ?? 'auto');
 arrange();
 show('table');
 renderState();
-cycle();
+renderScrub();
+follower.start();
+statusLoop();
+checkmmLoop();
+infoLoop();
 
-// For the browser tests and the curious: the current model, read-only.
-window.pgkernel = { state: () => state, views, directory };
+// For the browser tests and the curious: the page's state, read-only.
+window.pgkernel = { state: () => state, follower, views, directory, current, plural };

@@ -29,7 +29,7 @@ export function describePde(index, pde, task, summary) {
   else if (pde.presentPtes !== null) {
     let s = `${pde.presentPtes} of ${ENTRIES_PER_TABLE} entries present`;
     if (summary) {
-      if (summary.shared) s += ` · ${summary.shared} shared`;
+      if (summary.shared) s += ` · ${summary.shared} with a count above 1`;
       if (summary.swap) s += ` · ${summary.swap} swapped out`;
     }
     lines.push(s);
@@ -49,7 +49,7 @@ export class DirectoryView {
     this.rows = [];
     this.signature = new Array(NR_TASKS * PDES_PER_TASK).fill(null);
     this.machine = null;
-    this.summaries = new Map();
+    this.marked = new Set();
     this.grid = h('div', {
       class: 'pgd', role: 'grid', tabindex: '0', id: 'pgd',
       'aria-label': 'page directory: 64 task slots of 16 entries; arrows move, Enter opens the page table',
@@ -100,10 +100,11 @@ export class DirectoryView {
     this.grid.classList.toggle('big', rowH >= 15);
   }
 
-  /** Table summaries (present, shared, swap per directory index) from tables loaded elsewhere. */
-  setSummaries(summaries) {
-    this.summaries = summaries;
-    if (this.machine) this.update(this.machine);
+  /** Outlines the entries a step of the history changed (its own entry or its table's). */
+  mark(indices) {
+    for (const i of this.marked) this.cells[i]?.classList.remove('changed');
+    this.marked = new Set(indices);
+    for (const i of this.marked) this.cells[i]?.classList.add('changed');
   }
 
   update(machine) {
@@ -124,14 +125,14 @@ export class DirectoryView {
     }
     for (let index = 0; index < pdes.length; index++) {
       const pde = pdes[index];
-      const summary = this.summaries.get(index);
+      const summary = machine.summaries.get(index);
       const state = pdeState(pde);
       const sig = `${state}|${pde?.raw}|${pde?.presentPtes}|${summary?.shared ?? ''}|${summary?.swap ?? ''}`;
       const cell = this.cells[index];
       const changed = !first && this.signature[index] !== null && this.signature[index] !== sig;
       if (this.signature[index] !== sig) {
         this.signature[index] = sig;
-        cell.className = `pde st-${state}`;
+        cell.className = `pde st-${state}${this.marked.has(index) ? ' changed' : ''}`;
         const parts = [];
         if (pde && pde.presentPtes !== null) {
           // A logarithmic bar: 1 page and 1024 pages must both be visible.
@@ -139,13 +140,13 @@ export class DirectoryView {
           parts.push(h('span', { class: 'fill', style: { width: `${(share * 100).toFixed(0)}%` } }));
           parts.push(h('span', { class: 'n', 'aria-hidden': 'true' }, String(pde.presentPtes)));
         }
-        if (summary?.shared) parts.push(h('span', { class: 'mark' }));
+        if (pde?.user && summary?.shared) parts.push(h('span', { class: 'mark' }));
         if (summary?.swap) parts.push(h('span', { class: 'swapmark' }));
         fill(cell, ...parts);
         cell.setAttribute('aria-label', describePde(index, pde, machine.taskBySlot.get(Math.floor(index / 16)), summary).join('; '));
-        if (changed) {
-          cell.classList.add('changed');
-          setTimeout(() => cell.classList.remove('changed'), 1200);
+        if (changed && !this.marked.has(index)) {
+          cell.classList.add('flash');
+          setTimeout(() => cell.classList.remove('flash'), 900);
         }
       }
       cell.classList.toggle('open', open === index);
@@ -157,7 +158,7 @@ export class DirectoryView {
     const m = this.machine;
     if (!m) return ['loading…'];
     const pde = m.directory?.pdes[index] ?? null;
-    const lines = describePde(index, pde, m.taskBySlot.get(Math.floor(index / 16)), this.summaries.get(index));
+    const lines = describePde(index, pde, m.taskBySlot.get(Math.floor(index / 16)), m.summaries.get(index));
     return [h('div', {}, h('b', {}, lines[0])), ...lines.slice(1).map((l) => h('div', { class: 'mono' }, l)),
       pde ? h('div', { class: 'muted' }, 'click or Enter: its page table') : null];
   }
@@ -202,21 +203,4 @@ export class DirectoryView {
     e.preventDefault();
     this.focusActive();
   }
-}
-
-/** Per directory index: how many entries of its table are present, shared (count > 1), swapped out. */
-export function summarise(tables) {
-  const out = new Map();
-  for (const t of tables.values()) {
-    let present = 0, shared = 0, swap = 0;
-    for (const e of t.entries) {
-      if (!e) continue;
-      if (e.present) {
-        present++;
-        if (e.count !== null && e.count > 1) shared++;
-      } else swap++;
-    }
-    out.set(t.index, { present, shared, swap });
-  }
-  return out;
 }

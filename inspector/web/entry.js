@@ -2,7 +2,7 @@
 
 import {
   PAGE_SHIFT, PDE_SHIFT, PDE_SPAN, TASK_SIZE, PDES_PER_TASK, LOW_MEM, USED,
-  PRESENT, WRITABLE, USER, ACCESSED, DIRTY,
+  PRESENT, WRITABLE, USER, ACCESSED, DIRTY, WRITE_THROUGH, CACHE_DISABLE, HUGE, GLOBAL,
 } from './layout.js';
 
 export * from './layout.js';
@@ -51,6 +51,26 @@ export function bitsOf(raw) {
     swapSlot: !present && r !== 0 ? r >>> 1 : null,
     frame: (r & ~0xfff) >>> 0,
   };
+}
+
+/**
+ * The flag letters of a raw entry, as mm's Entry::describe writes them (the browser tests
+ * compare the two on every entry of a table): "P RW US A D", "not present", "swap slot N".
+ */
+export function describe(raw) {
+  const r = raw >>> 0;
+  if (r !== 0 && !(r & PRESENT)) return `swap slot ${r >>> 1}`;
+  if (!(r & PRESENT)) return 'not present';
+  let s = 'P' + (r & WRITABLE ? ' RW' : ' RO') + (r & USER ? ' US' : ' SV');
+  for (const [bit, name] of [[WRITE_THROUGH, 'PWT'], [CACHE_DISABLE, 'PCD'], [ACCESSED, 'A'], [DIRTY, 'D'], [HUGE, 'PS'], [GLOBAL, 'G']]) {
+    if (r & bit) s += ' ' + name;
+  }
+  return s;
+}
+
+/** The #PF error code in words, as the monitor's faults document writes it. */
+export function faultError(code) {
+  return `${code & 1 ? 'protection' : 'not present'}, ${code & 2 ? 'write' : 'read'}, ${code & 4 ? 'user' : 'kernel'} mode`;
 }
 
 /**

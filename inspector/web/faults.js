@@ -4,9 +4,11 @@ import { h, fill, showTip, hideTip, kv } from './dom.js';
 import { hex } from './format.js';
 import { FAULT_PATHS, faultPath } from './functions.js';
 
+const LISTED = 200;
+
 function pathNode(action) {
   const p = faultPath(action);
-  return h('span', { class: 'fn' }, p.path.map((f, i) => [i ? h('span', { class: 'arrow' }, '→') : null, f]));
+  return h('span', { class: 'fn' }, p.path.map((f, i) => [i ? h('span', { class: 'arrow' }, ' → ') : null, f]));
 }
 
 function tipFor(f) {
@@ -16,12 +18,19 @@ function tipFor(f) {
     h('div', {}, p.path.join(' → '))];
 }
 
+/** An entry's value in words for the before/after lines. */
+function entryLine(e) {
+  if (!e) return 'no entry (no page table)';
+  return `${hex(e.raw)}  ${e.flags}${e.frame !== null && e.frame !== undefined ? ` → frame ${hex(e.frame)}, count ${e.count ?? '-'}` : ''}`;
+}
+
 export class FaultsView {
-  /** ctx: machine(), walk(linear), entryAround(fault) -> Promise<{before, after}> | null. */
+  /** ctx: machine(), walk(linear), entryAround(fault) -> Promise<{before, after, step}> | null, scrub(moment). */
   constructor(root, ctx) {
     this.root = root;
     this.ctx = ctx;
     this.selected = null;
+    this.shownKey = null;
     this.timeline = h('div', { class: 'timeline', id: 'fault-timeline', 'aria-label': 'fault timeline, oldest left' });
     this.totals = h('div', { class: 'heat-stats', id: 'fault-totals' });
     this.detail = h('div', { id: 'fault-detail' });
@@ -32,25 +41,26 @@ export class FaultsView {
   }
 
   update(machine) {
-    const faults = machine.faults;
-    if (!faults) {
-      fill(this.totals, h('span', { class: 'error-text' }, `the fault log is not available: ${machine.errors.faults?.message ?? ''}`));
-      return;
-    }
+    if (this.shownKey === machine.raw.faults) return;
+    this.shownKey = machine.raw.faults;
+    const records = machine.faults.records;
+    const totals = {};
+    for (const f of records) totals[f.action] = (totals[f.action] ?? 0) + 1;
     fill(this.totals,
-      h('span', {}, h('b', { id: 'faults-since-boot' }, String(faults.sinceBoot)), ' since boot:'),
-      ...Object.entries(FAULT_PATHS).filter(([k]) => faults.totals[k]).map(([k, p]) =>
-        h('span', { title: p.path.join(' → ') }, h('span', { class: `tick ${k}`, style: { display: 'inline-block', height: '11px' } }, p.glyph), ` ${p.text} ${faults.totals[k]}`)));
-    const records = faults.records;
-    fill(this.timeline, ...records.map((f) => h('div', {
+      h('span', {}, 'last fault ', h('b', { id: 'faults-since-boot' }, String(machine.faults.sinceBoot)), ` since boot; of the ${records.length} the history holds:`),
+      ...Object.entries(FAULT_PATHS).filter(([k]) => totals[k]).map(([k, p]) =>
+        h('span', { title: p.path.join(' → ') }, h('span', { class: `tick ${k} inline` }, p.glyph), ` ${p.text} ${totals[k]}`)));
+    const shown = records.slice(-LISTED);
+    const width = Math.max(3, Math.min(9, Math.floor((this.root.clientWidth || 600) / Math.max(1, shown.length)) - 1));
+    fill(this.timeline, ...shown.map((f) => h('div', {
       class: `tick ${f.action}${this.selected === f.seq ? ' active' : ''}`,
-      tabindex: '-1',
+      style: { width: `${width}px` },
       onclick: () => this.select(f),
       onmousemove: (e) => showTip(e, ...tipFor(f)),
       onmouseleave: hideTip,
-    }, faultPath(f.action).glyph)));
-    const rows = [...records].reverse().map((f) => h('tr', {
-      'data-click': '1', tabindex: '0', class: this.selected === f.seq ? 'active' : '',
+    }, width >= 8 ? faultPath(f.action).glyph : '')));
+    const rows = [...shown].reverse().map((f) => h('tr', {
+      'data-click': '1', tabindex: '0', class: this.selected === f.seq ? 'active' : null,
       dataset: { seq: f.seq },
       onclick: () => this.select(f),
       onkeydown: (e) => { if (e.key === 'Enter') this.select(f); },
@@ -60,10 +70,10 @@ export class FaultsView {
       h('td', { class: 'num' }, hex(f.linear)),
       h('td', { class: 'num' }, hex(f.eip)),
       h('td', {}, f.error, f.byKernel ? h('span', { class: 'tag', title: 'taken by the kernel on the task\'s behalf (verify_area, a read of user memory)' }, 'kernel') : null),
-      h('td', {}, h('span', { class: `tick ${f.action}`, style: { display: 'inline-block', height: '11px' } }, faultPath(f.action).glyph), ' ', faultPath(f.action).text),
+      h('td', {}, h('span', { class: `tick ${f.action} inline` }, faultPath(f.action).glyph), ' ', faultPath(f.action).text),
       h('td', { class: 'wrap' }, pathNode(f.action))));
     fill(this.list,
-      h('p', { class: 'note' }, `The kernel's fault log keeps the last ${faults.capacity}; ${records.length} shown, newest first.`),
+      h('p', { class: 'note' }, `${shown.length} shown, newest first. Click one for its entry before and after.`),
       h('table', { class: 'entries', id: 'fault-table' },
         h('thead', {}, h('tr', {}, ...['seq', 'pid', 'linear', 'eip', 'error', 'what happened', 'handled by'].map((c) => h('th', {}, c)))),
         h('tbody', {}, rows)));
@@ -74,7 +84,7 @@ export class FaultsView {
     for (const el of this.root.querySelectorAll('.active')) el.classList.remove('active');
     this.root.querySelector(`tr[data-seq="${f.seq}"]`)?.classList.add('active');
     const p = faultPath(f.action);
-    const around = h('div', {}, h('p', { class: 'note' }, 'its entry before and after…'));
+    const around = h('div', { id: 'fault-around' }, h('p', { class: 'note' }, 'its entry before and after…'));
     fill(this.detail,
       h('h3', {}, `Fault ${f.seq}: ${p.text}`),
       kv([
@@ -86,13 +96,25 @@ export class FaultsView {
         ['why', p.why],
       ]),
       around);
-    const result = await this.ctx.entryAround(f);
-    if (this.selected !== f.seq) return;
-    if (!result) {
-      fill(around, h('p', { class: 'note' }, 'The entry before and after this fault comes from the history of snapshots, which needs the live source; ',
-        h('a', { href: '#', onclick: (e) => { e.preventDefault(); this.ctx.walk(f.linear); } }, 'walk the address now'), '.'));
+    let result = null;
+    try {
+      result = await this.ctx.entryAround(f);
+    } catch (e) {
+      if (this.selected === f.seq) fill(around, h('p', { class: 'error-text' }, `the history could not say: ${e.message}`));
       return;
     }
-    fill(around, kv([['before', result.before], ['after', result.after]]));
+    if (this.selected !== f.seq) return;
+    if (!result) {
+      fill(around, h('p', { class: 'note' }, 'The history no longer holds the moments around this fault.'));
+      return;
+    }
+    fill(around,
+      kv([
+        ['before', h('span', { id: 'fault-before' }, entryLine(result.before))],
+        ['after', h('span', { id: 'fault-after' }, entryLine(result.after))],
+      ]),
+      h('p', { class: 'note' }, `Between moments ${result.step - 1} and ${result.step} of the history (`,
+        h('a', { href: '#', onclick: (e) => { e.preventDefault(); this.ctx.scrub(result.step); } }, 'show that step'),
+        result.faults > 1 ? `; that step holds ${result.faults} faults` : '', ').'));
   }
 }

@@ -17,6 +17,7 @@ export class MemoryView {
     this.root = root;
     this.ctx = ctx;
     this.machine = null;
+    this.marked = new Set();
     this.cursor = 0;
     this.cell = 5;
     this.stats = h('div', { class: 'heat-stats', id: 'memory-stats' });
@@ -48,12 +49,6 @@ export class MemoryView {
   update(machine) {
     this.machine = machine;
     const f = machine.frames;
-    if (!f) {
-      const e = machine.errors.frames;
-      fill(this.stats, h('span', { class: 'error-text' }, `mem_map is not available: ${e?.message ?? 'unknown'}`));
-      this.draw();
-      return;
-    }
     let free = 0, used = 0, one = 0, shared = 0, refs = 0;
     for (const c of f.counts) {
       const s = countState(c);
@@ -71,7 +66,7 @@ export class MemoryView {
       h('span', {}, `${one} count 1`),
       h('span', {}, `${shared} shared (${refs} extra references)`),
       h('span', {}, `${used} reserved`),
-      ck ? h('span', { class: ck.ok ? 'tag ok' : 'tag bad', id: 'checkmm-verdict' }, ck.ok ? 'checkmm OK' : `checkmm: ${plural(ck.mismatchCount, 'mismatch', 'mismatches')}`) : null);
+      ck ? h('span', { class: ck.ok ? 'tag ok' : 'tag bad', id: 'checkmm-verdict', title: 'the kernel\'s checkmm, run now (not at a past moment)' }, ck.ok ? 'checkmm OK' : `checkmm: ${plural(ck.mismatchCount, 'mismatch', 'mismatches')}`) : null);
     this.renderMismatches();
     this.draw();
   }
@@ -89,6 +84,12 @@ export class MemoryView {
         onkeydown: (e) => { if (e.key === 'Enter') this.follow(x); },
       }, x.message))),
       ck.omitted ? h('p', { class: 'note' }, `… and ${ck.omitted} more`) : null);
+  }
+
+  /** Outlines the frames (indices from LOW_MEM) whose count a step of the history changed. */
+  mark(indices) {
+    this.marked = new Set(indices);
+    this.draw();
   }
 
   follow(x) {
@@ -158,6 +159,12 @@ export class MemoryView {
         }
       }
     }
+    g.strokeStyle = cssVar('--changed');
+    g.lineWidth = 1.5;
+    for (const i of this.marked) {
+      if (i >= n) continue;
+      g.strokeRect(AXIS + (i % COLS) * s - 0.5, Math.floor(i / COLS) * s - 0.5, s, s);
+    }
     g.strokeStyle = col.bad;
     g.lineWidth = 2;
     for (const m of this.machine.checkmm?.mismatches ?? []) {
@@ -186,10 +193,13 @@ export class MemoryView {
     const count = f.counts[i];
     const frame = frameAddr(i);
     const mismatches = (this.machine.checkmm?.mismatches ?? []).filter((m) => m.frame === frame);
-    const table = (this.machine.directory?.pdes ?? []).find((p) => p && p.table === frame);
+    const table = this.machine.directory.pdes.find((p) => p && p.table === frame);
+    const mappers = this.machine.mappersOf(frame);
     const words = { free: 'free', used: 'reserved (USED)', one: 'in use once', shared: 'shared' }[countState(count)];
     return [h('div', {}, h('b', { class: 'mono' }, `frame ${hex(frame)}`), ` · count ${count}: ${words}`),
       table ? h('div', {}, `the page table of PDE ${table.index}`) : null,
+      ...mappers.slice(0, 6).map((x) => h('div', { class: 'mono' }, `${x.pid === null ? `slot ${x.slot}` : `pid ${x.pid}`} ${hex(x.linear)}  ${x.flags}`)),
+      mappers.length > 6 ? h('div', {}, `… ${mappers.length - 6} more`) : null,
       ...mismatches.map((m) => h('div', { class: 'error-text' }, m.message)),
       h('div', { class: 'muted' }, 'click or Enter: who maps it')];
   }

@@ -30,7 +30,7 @@ function entryTip(dirIndex, index, e) {
 }
 
 export class TableView {
-  /** ctx: tables (a TableCache), machine(), openFrame(frame, hint), walk(linear), openTable(index), focusDirectory(). */
+  /** ctx: machine(), openFrame(frame, hint), walk(linear), openTable(index), focusDirectory(). */
   constructor(root, ctx) {
     this.root = root;
     this.ctx = ctx;
@@ -38,40 +38,39 @@ export class TableView {
     this.table = null;
     this.active = 0;
     this.cells = [];
-    this.token = 0;
+    this.marked = new Set();
+    this.shownKey = null;
     fill(root, h('p', { class: 'note' },
       'Click an entry of the page directory (or move there with the arrow keys and press Enter) to see its page table: ',
       '1024 entries, each mapping one 4 KiB page of linear space to a frame of physical memory.'));
   }
 
-  /** Shows the table of directory entry `index` (loads it). */
-  async show(index, { keepActive = false } = {}) {
-    const token = ++this.token;
-    const changedIndex = this.index !== index;
+  /** Shows the table of directory entry `index`. */
+  show(index, { keepActive = false } = {}) {
+    if (this.index !== index && !keepActive) this.active = 0;
     this.index = index;
-    if (changedIndex && !keepActive) this.active = 0;
-    const { start, last } = pdeRange(index);
-    if (!this.table || changedIndex) {
-      fill(this.root, h('h2', {}, `Page table of PDE ${index}`, h('small', {}, `linear ${hex(start)}–${hex(last)}`)),
-        h('p', { class: 'note' }, 'loading…'));
-    }
-    let table;
-    try {
-      table = await this.ctx.tables.get(index);
-    } catch (e) {
-      if (token !== this.token) return;
-      fill(this.root, h('h2', {}, `Page table of PDE ${index}`),
-        h('p', { class: 'error-text' }, `could not read it: ${e.message}`));
-      return;
-    }
-    if (token !== this.token) return;
-    this.table = table;
-    this.render();
+    this.shownKey = null;
+    this.update(this.ctx.machine());
   }
 
-  /** Re-reads the shown table after a new look at the machine. */
-  refresh() {
-    if (this.index !== null) this.show(this.index, { keepActive: true });
+  /** Redraws after a new moment, when anything the table shows changed. */
+  update(machine) {
+    if (this.index === null || !machine) return;
+    const t = machine.tableOf(this.index);
+    // The same words, counts and directory entry: nothing to redraw.
+    const key = [t.words, machine.frames.counts, t.pde.raw, machine.taskBySlot.get(t.slot)?.pid];
+    if (this.shownKey && key.every((k, i) => k === this.shownKey[i])) return;
+    const focused = this.root.contains(document.activeElement) && document.activeElement.id === 'pt-grid';
+    this.shownKey = key;
+    this.table = t;
+    this.render();
+    if (focused) this.focus();
+  }
+
+  /** Outlines the entries (table indices) a step of the history changed. */
+  mark(indices) {
+    this.marked = new Set(indices);
+    this.cells.forEach((c, i) => c.classList.toggle('changed', this.marked.has(i)));
   }
 
   render() {
@@ -115,7 +114,7 @@ export class TableView {
         const i = row * COLS + c;
         const e = t.entries[i];
         const cell = h('div', {
-          class: `pte st-${pteState(e)}`, role: 'gridcell', id: `pte-${i}`, dataset: { index: i },
+          class: `pte st-${pteState(e)}${this.marked.has(i) ? ' changed' : ''}`, role: 'gridcell', id: `pte-${i}`, dataset: { index: i },
           'aria-label': `PTE ${i}, linear ${hex(linearOf(t.index, i))}: ${e ? e.flags : 'empty'}`,
           onclick: () => { this.active = i; this.openEntry(i); },
           onmousemove: (ev) => showTip(ev, ...entryTip(t.index, i, e)),
@@ -133,7 +132,7 @@ export class TableView {
       h('span', {}, swatch('swap'), 'swapped out'),
       h('span', {}, swatch('k'), 'kernel'));
     const rows = t.entries.filter(Boolean).map((e) => h('tr', {
-      'data-click': '1', dataset: { index: e.index },
+      'data-click': '1', dataset: { index: e.index }, class: this.marked.has(e.index) ? 'changed' : null,
       onclick: () => { this.active = e.index; this.openEntry(e.index); },
     },
       h('td', { class: 'num' }, String(e.index)),

@@ -3,7 +3,7 @@
 import { h, fill, kv } from './dom.js';
 import { hex, bits32, parseNumber } from './format.js';
 import { split, TASK_SIZE, slotBase } from './entry.js';
-import { walk as walkApi } from './data.js';
+import { walk as walkApi, walkAt } from './data.js';
 
 const STOPS = {
   no_page_table: 'the directory entry is not present: no page table (a fault here makes one)',
@@ -13,7 +13,7 @@ const STOPS = {
 };
 
 export class WalkView {
-  /** ctx: machine(), openTable(index), openFrame(frame, hint). */
+  /** ctx: machine(), past() (a moment of the history is shown), openTable(index), openFrame(frame, hint). */
   constructor(root, ctx) {
     this.root = root;
     this.ctx = ctx;
@@ -67,8 +67,25 @@ export class WalkView {
       return;
     }
     fill(this.result, h('p', { class: 'note' }, 'walking…'));
+    const m = this.ctx.machine();
+    if (this.ctx.past() && m) {
+      // A moment of the history: the same walk over its snapshot (QEMU only knows now).
+      let linear = addr;
+      if (task !== null) {
+        const t = m.tasks.list.find((x) => x.pid === task);
+        if (!t) {
+          fill(this.result, h('p', { class: 'error-text' }, `no task with pid ${task} at moment ${m.moment}`));
+          return;
+        }
+        linear = (slotBase(t.slot) + addr) >>> 0;
+      }
+      const w = walkAt(m, linear);
+      if (task !== null) w.task = { pid: task, slot: Math.floor(linear / TASK_SIZE), offset: addr };
+      this.render(w);
+      return;
+    }
     try {
-      const w = await walkApi({ addr, task, verify: !!this.ctx.machine()?.status?.qmp });
+      const w = await walkApi({ addr, task, verify: !!this.ctx.status()?.qmp });
       this.render(w);
     } catch (e) {
       fill(this.result, h('p', { class: 'error-text' }, `the walk failed: ${e.message}`));
@@ -92,7 +109,7 @@ export class WalkView {
       ? `pid ${w.task.pid} offset ${hex(w.task.offset)} + slot ${w.task.slot} × 64 MiB (${hex(slotBase(w.task.slot))})`
       : `slot ${slot}${slot === 0 ? ' (the kernel)' : task ? ` (pid ${task.pid} ${task.program})` : ' (no task)'}`;
     const levels = h('div', { class: 'levels' });
-    const cr3 = m?.directory?.pgDir ?? m?.status?.cr3 ?? null;
+    const cr3 = m?.directory?.pgDir ?? this.ctx.status()?.cr3 ?? null;
     levels.append(h('div', { class: 'level-name' }, 'CR3'),
       h('div', { class: 'level' }, h('div', { class: 'line' }, `page directory at ${hex(cr3)} (one directory for every task, as in 0.11)`)));
     levels.append(h('div', { class: 'level-name' }, 'PDE'),
@@ -125,7 +142,10 @@ export class WalkView {
         `QEMU (gva2gpa): ${w.qemu.physical === null ? 'unmapped' : hex(w.qemu.physical)}`, agree));
       levels.append(h('div', { class: 'level-name' }, 'QEMU'), qemu);
     } else {
-      levels.append(h('div', { class: 'level-name' }, 'QEMU'), h('div', { class: 'level' }, h('span', { class: 'muted' }, 'no QMP socket: QEMU\'s own answer is not available (the inspector\'s --qmp)')));
+      const why = this.ctx.past()
+        ? 'a moment of the history: QEMU can only translate with the CR3 of now'
+        : 'no QMP socket: QEMU\'s own answer is not available (the inspector\'s --qmp)';
+      levels.append(h('div', { class: 'level-name' }, 'QEMU'), h('div', { class: 'level' }, h('span', { class: 'muted' }, why)));
     }
     fill(this.result,
       h('p', {}, h('b', { class: 'mono', id: 'walk-linear' }, hex(w.linear)), ' · ', where, h('span', { class: 'muted' }, ` · source ${w.source}`)),

@@ -1,0 +1,829 @@
+//! The recorder: takes snapshots of the kernel into the history (history.rs) and serves it under `/api/v1/history` for the web view.
+//!
+//! Through the stub every snapshot stops the kernel (the directory, the tables, mem_map,
+//! the task table and the fault log in one stop, about half a second over the serial
+//! line), so the recorder takes them only while someone looks (a history request in
+//! the last [`VIEWER_GRACE`]) and at most every `--history-ms`. The kernel's identity
+//! map (slot 0's tables) is read once per boot and reused while its directory entries
+//! do not change.
+//!
+//! `GET /api/v1/history/live?after=M` is what the page polls: it waits until a moment
+//! newer than M exists and answers the changes from M to it in one delta (or the whole
+//! newest moment when M is no longer kept), so a slow client skips frames instead of
+//! falling behind.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use mm::addr::{ENTRIES_PER_TABLE, LOW_MEM, PAGE_SIZE, PDES_PER_TASK};
+use mm::Entry;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{self, App};
+use crate::error::{ApiError, ErrorBody};
+use crate::history::{Delta, Event, FaultRow, History, HistoryError, Limits, Snapshot, TaskRow};
+use crate::link::{Op, OpResult};
+use crate::postmortem::hex;
+
+/// How long after the last history request the stub source keeps recording.
+pub const VIEWER_GRACE: Duration = Duration::from_secs(10);
+/// The longest a live request may wait for a new moment.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+/// Steps one answer lists at most (the page asks again for more).
+const MAX_LISTED: usize = 512;
+
+/// What the recorder knows of the current boot.
+struct Inner {
+    /// The link's connection count when the history began (a reconnect is a new boot).
+    boot: u64,
+    history: Option<History>,
+    /// The page directory's frame, and slot 0's tables by directory index (raw PDE, table).
+    pg_dir: Option<u32>,
+    kernel_tables: BTreeMap<u16, (u32, crate::history::Table)>,
+    /// Where mem_map's counts are (linear = physical in the identity map), and how many.
+    counts: Option<(u32, u32, u32)>,
+    /// The tables the next snapshot reads (directory index, frame): the last directory's.
+    plan: Vec<(u16, u32)>,
+    last_error: Option<String>,
+    snapshots: u64,
+}
+
+/// The recorder and its history.
+pub struct Recorder {
+    state: Mutex<Inner>,
+    newest: watch::Sender<(u64, u64)>,
+    last_viewer: Mutex<Option<Instant>>,
+    started: Instant,
+    interval: Duration,
+    limits: Limits,
+}
+
+impl Recorder {
+    pub fn new(interval: Duration, limits: Limits) -> Arc<Recorder> {
+        let (newest, _) = watch::channel((0, 0));
+        Arc::new(Recorder {
+            state: Mutex::new(Inner {
+                boot: 0,
+                history: None,
+                pg_dir: None,
+                kernel_tables: BTreeMap::new(),
+                counts: None,
+                plan: Vec::new(),
+                last_error: None,
+                snapshots: 0,
+            }),
+            newest,
+            last_viewer: Mutex::new(None),
+            started: Instant::now(),
+            interval,
+            limits,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A viewer asked: keep recording.
+    fn touch(&self) {
+        *self.last_viewer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    fn viewer_recent(&self) -> bool {
+        self.last_viewer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < VIEWER_GRACE)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Runs forever: a snapshot every interval while someone looks.
+    pub async fn run(self: Arc<Recorder>, app: Arc<App>) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let link = app.link.status();
+            if !link.connected || !self.viewer_recent() {
+                continue;
+            }
+            if self.lock().boot != link.connects {
+                self.new_boot(link.connects);
+            }
+            match self.stub_snapshot(&app).await {
+                Ok(snap) => self.take(snap),
+                Err(e) => self.lock().last_error = Some(e.message),
+            }
+        }
+    }
+
+    fn new_boot(&self, boot: u64) {
+        let mut s = self.lock();
+        *s = Inner {
+            boot,
+            history: None,
+            pg_dir: None,
+            kernel_tables: BTreeMap::new(),
+            counts: None,
+            plan: Vec::new(),
+            last_error: None,
+            snapshots: 0,
+        };
+        drop(s);
+        self.newest.send_replace((boot, 0));
+    }
+
+    /// Records one snapshot (a new history for the first one of a boot).
+    pub fn take(&self, snap: Snapshot) {
+        let mut s = self.lock();
+        s.snapshots += 1;
+        s.last_error = None;
+        let boot = s.boot;
+        let newest = match &mut s.history {
+            Some(h) => {
+                h.record(snap);
+                h.newest()
+            }
+            None => {
+                s.history = Some(History::new(snap, self.limits));
+                0
+            }
+        };
+        drop(s);
+        self.newest.send_if_modified(|v| {
+            let changed = *v != (boot, newest);
+            *v = (boot, newest);
+            changed
+        });
+    }
+
+    /// One snapshot through the stub, in one stop of the kernel (a second when the
+    /// directory named other tables than the last one: the plan is read again).
+    async fn stub_snapshot(&self, app: &App) -> Result<Snapshot, ApiError> {
+        let (pg_dir, counts) = self.layout(app).await?;
+        for _attempt in 0..2 {
+            let plan = self.plan();
+            let mut ops = vec![
+                Op::ReadMemory {
+                    addr: pg_dir,
+                    len: PAGE_SIZE,
+                },
+                Op::ReadMemory {
+                    addr: counts.0,
+                    len: counts.1,
+                },
+                Op::Monitor("tasks --json".into()),
+                Op::Monitor("faults --json".into()),
+            ];
+            ops.extend(plan.iter().map(|&(_, table)| Op::ReadMemory {
+                addr: table,
+                len: PAGE_SIZE,
+            }));
+            let results = app.link.run(ops, app.timeout * 2).await?;
+            let mut it = results.into_iter();
+            let directory = words(memory(it.next())?)?;
+            let counts_now = memory(it.next())?;
+            let tasks = tasks_from(&monitor_json(it.next())?)?;
+            let faults = faults_from(&monitor_json(it.next())?);
+            let mut read = BTreeMap::new();
+            for &(dir, table) in &plan {
+                read.insert(dir, (table, words(memory(it.next())?)?));
+            }
+            let high = counts.2;
+            let mut tables = BTreeMap::new();
+            let mut missing = false;
+            let mut s = self.lock();
+            for dir in 0..ENTRIES_PER_TABLE {
+                let e = Entry(directory[dir]);
+                if !e.is_present() || e.frame().as_u32() >= high {
+                    continue;
+                }
+                let key = dir as u16;
+                let frame = e.frame().as_u32();
+                let kernel = dir < PDES_PER_TASK;
+                match read.get(&key) {
+                    Some((t, words)) if *t == frame => {
+                        if kernel {
+                            s.kernel_tables.insert(key, (directory[dir], words.clone()));
+                        }
+                        tables.insert(key, words.clone());
+                    }
+                    _ => match s.kernel_tables.get(&key) {
+                        Some((raw, words)) if kernel && *raw == directory[dir] => {
+                            tables.insert(key, words.clone());
+                        }
+                        _ => missing = true,
+                    },
+                }
+            }
+            s.pg_dir = Some(pg_dir);
+            s.kernel_tables
+                .retain(|k, (raw, _)| directory[usize::from(*k)] == *raw);
+            // The next plan: every user table this directory names, and kernel tables not yet read.
+            s.plan = (0..ENTRIES_PER_TABLE)
+                .filter_map(|dir| {
+                    let e = Entry(directory[dir]);
+                    let key = dir as u16;
+                    let known = dir < PDES_PER_TASK
+                        && s.kernel_tables
+                            .get(&key)
+                            .is_some_and(|(r, _)| *r == directory[dir]);
+                    (e.is_present() && e.frame().as_u32() < high && !known)
+                        .then(|| (key, e.frame().as_u32()))
+                })
+                .collect();
+            drop(s);
+            if missing {
+                continue;
+            }
+            return Ok(Snapshot {
+                seq: 0,
+                time_ms: self.now_ms(),
+                consistent: true,
+                directory,
+                tables,
+                counts: counts_now,
+                high_memory: high,
+                tasks,
+                faults,
+            });
+        }
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the page directory changed under two snapshots in a row",
+        ))
+    }
+
+    fn plan(&self) -> Vec<(u16, u32)> {
+        self.lock().plan.clone()
+    }
+
+    /// The page directory's frame and mem_map's place (address, bytes, HIGH_MEMORY),
+    /// found once per boot.
+    async fn layout(&self, app: &App) -> Result<(u32, (u32, u32, u32)), ApiError> {
+        if let (Some(d), Some(c)) = {
+            let s = self.lock();
+            (s.pg_dir, s.counts)
+        } {
+            return Ok((d, c));
+        }
+        let paging = api::paging_static(app)?;
+        let offset = api::counts_offset(app, paging).await?;
+        let results = app
+            .link
+            .run(
+                vec![
+                    Op::Monitor("dumppgd --range 0x0-0x1000 --json".into()),
+                    Op::Monitor("showmem --json".into()),
+                ],
+                app.timeout,
+            )
+            .await?;
+        let mut it = results.into_iter();
+        let pgd = monitor_json(it.next())?;
+        let showmem = monitor_json(it.next())?;
+        let field = |doc: &Value, name: &str| {
+            doc.get(name)
+                .and_then(Value::as_str)
+                .and_then(|t| api::parse_number(t, name).ok())
+                .map(|v| v as u32)
+                .ok_or_else(|| ApiError::internal(format!("the monitor's answer has no {name}")))
+        };
+        let pg_dir = field(&pgd, "pg_dir")?;
+        let high = field(&showmem, "high_memory")?;
+        let frames = (high.saturating_sub(LOW_MEM)) / PAGE_SIZE;
+        let counts = (paging.addr + offset as u32, frames, high);
+        let mut s = self.lock();
+        s.pg_dir = Some(pg_dir);
+        s.counts = Some(counts);
+        Ok((pg_dir, counts))
+    }
+}
+
+fn memory(r: Option<OpResult>) -> Result<Vec<u8>, ApiError> {
+    match r {
+        Some(OpResult::Memory(m)) => Ok(m),
+        _ => Err(ApiError::internal("unexpected link answer (memory)")),
+    }
+}
+
+fn monitor_json(r: Option<OpResult>) -> Result<Value, ApiError> {
+    match r {
+        Some(OpResult::Monitor(t)) => {
+            let v: Value = serde_json::from_str(t.trim()).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "protocol_error",
+                    format!("the monitor's answer is not JSON: {e}"),
+                )
+            })?;
+            if let Some(e) = v.get("error") {
+                return Err(ApiError::from_monitor(e));
+            }
+            Ok(v)
+        }
+        _ => Err(ApiError::internal("unexpected link answer (monitor)")),
+    }
+}
+
+/// 4096 bytes as 1024 little-endian entries.
+fn words(bytes: Vec<u8>) -> Result<crate::history::Table, ApiError> {
+    if bytes.len() != PAGE_SIZE as usize {
+        return Err(ApiError::internal(format!(
+            "a page read gave {} bytes",
+            bytes.len()
+        )));
+    }
+    let mut t = Box::new([0u32; ENTRIES_PER_TABLE]);
+    for (i, c) in bytes.chunks_exact(4).enumerate() {
+        t[i] = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    Ok(t)
+}
+
+/// The task rows of `tasks --json`.
+pub fn tasks_from(doc: &Value) -> Result<Vec<TaskRow>, ApiError> {
+    let list = doc
+        .get("tasks")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::internal("tasks --json has no tasks"))?;
+    let mut rows: Vec<TaskRow> = list
+        .iter()
+        .filter_map(|t| {
+            Some(TaskRow {
+                pid: u32::try_from(t.get("pid")?.as_u64()?).ok()?,
+                parent_pid: t
+                    .get("parent_pid")
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u32::try_from(p).ok()),
+                slot: u16::try_from(t.get("slot")?.as_u64()?).ok()?,
+                state: t.get("state")?.as_str()?.to_string(),
+                program: t.get("program")?.as_str()?.to_string(),
+            })
+        })
+        .collect();
+    rows.sort_by_key(|t| t.pid);
+    Ok(rows)
+}
+
+fn hex_field(doc: &Value, name: &str) -> Option<u32> {
+    let v = api::parse_number(doc.get(name)?.as_str()?, name).ok()?;
+    u32::try_from(v).ok()
+}
+
+/// The fault rows of `faults --json` (oldest first).
+pub fn faults_from(doc: &Value) -> Vec<FaultRow> {
+    let mut rows: Vec<FaultRow> = doc
+        .get("faults")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|f| {
+                    Some(FaultRow {
+                        seq: f.get("seq")?.as_u64()?,
+                        pid: u32::try_from(f.get("pid")?.as_u64()?).ok()?,
+                        linear: hex_field(f, "linear")?,
+                        eip: hex_field(f, "eip").unwrap_or(0),
+                        error_code: u32::try_from(f.get("error_code")?.as_u64()?).ok()?,
+                        by_kernel: f.get("by_kernel").and_then(Value::as_bool).unwrap_or(false),
+                        action: f.get("action")?.as_str()?.to_string(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.sort_by_key(|f| f.seq);
+    rows
+}
+
+// ---- what the endpoints answer ----
+
+/// One step, without its changes (they can be many: ask for a diff).
+#[derive(Serialize, ToSchema)]
+pub struct StepSummary {
+    /// The moment this step leads to.
+    pub moment: u64,
+    /// The kernel's sequence count (0 through the stub, which has none).
+    pub seq: u64,
+    /// Milliseconds since the inspector started.
+    pub time_ms: u64,
+    pub consistent: bool,
+    pub pdes: usize,
+    pub ptes: usize,
+    pub counts: usize,
+    pub tasks: usize,
+    pub faults: usize,
+    pub events: Vec<Event>,
+}
+
+/// `/api/v1/history`: what is kept, and the steps after `since`.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryInfo {
+    /// Which boot (the link's connection count): a new one starts a new history.
+    pub boot: u64,
+    /// `stub` (each snapshot stops the kernel briefly).
+    pub source: String,
+    /// Kept moments: `oldest..=newest`; null before the first snapshot.
+    pub oldest: Option<u64>,
+    pub newest: Option<u64>,
+    /// Steps folded into the oldest moment to stay within the bounds.
+    pub evicted: u64,
+    pub bytes: usize,
+    pub max_steps: usize,
+    pub max_bytes: usize,
+    /// Milliseconds between snapshots while someone looks.
+    pub interval_ms: u64,
+    pub snapshots: u64,
+    pub last_error: Option<String>,
+    /// At most 512, oldest first.
+    pub steps: Vec<StepSummary>,
+}
+
+/// The whole state at one moment. Entries and counts are plain integers (there are
+/// thousands); addresses elsewhere are hex strings as in the monitor's documents.
+#[derive(Serialize, ToSchema)]
+pub struct MomentDoc {
+    pub boot: u64,
+    pub moment: u64,
+    pub seq: u64,
+    pub time_ms: u64,
+    pub consistent: bool,
+    pub source: String,
+    /// The page directory's frame (CR3), hex.
+    pub pg_dir: Option<String>,
+    /// HIGH_MEMORY, hex.
+    pub high_memory: String,
+    /// 1024 raw directory entries.
+    pub directory: Vec<u32>,
+    /// The page table (1024 raw entries) of every present directory entry in RAM, by directory index.
+    pub tables: BTreeMap<String, Vec<u32>>,
+    /// mem_map, one count per frame from LOW_MEM.
+    pub counts: Vec<u8>,
+    pub tasks: Vec<TaskRow>,
+    /// The last faults up to this moment, oldest first.
+    pub faults: Vec<FaultRow>,
+}
+
+/// A task row before and after (null: no such task).
+#[derive(Serialize, ToSchema)]
+pub struct TaskChange {
+    pub pid: u32,
+    pub old: Option<TaskRow>,
+    pub new: Option<TaskRow>,
+}
+
+/// What changed between two moments.
+#[derive(Serialize, ToSchema)]
+pub struct DeltaDoc {
+    pub from: u64,
+    pub to: u64,
+    /// `[index, old, new]` per directory entry.
+    pub pdes: Vec<[u32; 3]>,
+    /// `[directory index, table index, old, new]` per page-table entry.
+    pub ptes: Vec<[u32; 4]>,
+    /// `[frame index from LOW_MEM, old, new]` per mem_map count.
+    pub counts: Vec<[u32; 3]>,
+    pub tasks: Vec<TaskChange>,
+    /// Faults logged in between (forward only), oldest first.
+    pub faults: Vec<FaultRow>,
+    /// `[old, new]` frames of mem_map, when its length changed.
+    pub counts_len: Option<[u32; 2]>,
+}
+
+impl DeltaDoc {
+    fn new(from: u64, to: u64, d: Delta) -> DeltaDoc {
+        DeltaDoc {
+            from,
+            to,
+            pdes: d
+                .pdes
+                .iter()
+                .map(|(&i, c)| [u32::from(i), c.old, c.new])
+                .collect(),
+            ptes: d
+                .ptes
+                .iter()
+                .map(|(&(dir, i), c)| [u32::from(dir), u32::from(i), c.old, c.new])
+                .collect(),
+            counts: d
+                .counts
+                .iter()
+                .map(|(&i, c)| [i, u32::from(c.old), u32::from(c.new)])
+                .collect(),
+            tasks: d
+                .tasks
+                .into_iter()
+                .map(|(pid, c)| TaskChange {
+                    pid,
+                    old: c.old,
+                    new: c.new,
+                })
+                .collect(),
+            faults: d.faults,
+            counts_len: d.counts_len.map(|c| [c.old, c.new]),
+        }
+    }
+}
+
+/// `/api/v1/history/live`: the changes since the moment the page has.
+#[derive(Serialize, ToSchema)]
+pub struct LiveDoc {
+    pub boot: u64,
+    pub oldest: u64,
+    pub newest: u64,
+    /// The page's moment is not kept (or another boot): `moment` holds the newest whole.
+    pub reset: bool,
+    pub moment: Option<MomentDoc>,
+    /// From the page's moment to the newest (null with `reset`, or when nothing changed).
+    pub delta: Option<DeltaDoc>,
+    /// The steps after the page's moment (at most 512, the newest).
+    pub steps: Vec<StepSummary>,
+}
+
+fn summary(step: &crate::history::Step) -> StepSummary {
+    StepSummary {
+        moment: step.moment,
+        seq: step.seq,
+        time_ms: step.time_ms,
+        consistent: step.consistent,
+        pdes: step.delta.pdes.len(),
+        ptes: step.delta.ptes.len(),
+        counts: step.delta.counts.len(),
+        tasks: step.delta.tasks.len(),
+        faults: step.delta.faults.len(),
+        events: step.events.clone(),
+    }
+}
+
+fn moment_doc(boot: u64, moment: u64, pg_dir: Option<u32>, s: Snapshot) -> MomentDoc {
+    MomentDoc {
+        boot,
+        moment,
+        seq: s.seq,
+        time_ms: s.time_ms,
+        consistent: s.consistent,
+        source: "stub".into(),
+        pg_dir: pg_dir.map(hex),
+        high_memory: hex(s.high_memory),
+        directory: s.directory.to_vec(),
+        tables: s
+            .tables
+            .into_iter()
+            .map(|(k, t)| (k.to_string(), t.to_vec()))
+            .collect(),
+        counts: s.counts,
+        tasks: s.tasks,
+        faults: s.faults,
+    }
+}
+
+fn not_kept(e: HistoryError) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_kept", e.to_string())
+}
+
+fn no_history() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_history",
+        "no snapshot yet (the kernel is not connected, or the first one is being taken)",
+    )
+}
+
+type Shared = State<Arc<App>>;
+
+/// `since` for the list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// List the steps after this moment (default: the newest 512).
+    since: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/history", tag = "history", params(ListQuery),
+    responses((status = 200, body = HistoryInfo), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(app): Shared,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<HistoryInfo>, ApiError> {
+    let since = q.map_err(|e| ApiError::bad_request(e.body_text()))?.0.since;
+    let r = &app.recorder;
+    r.touch();
+    let s = r.lock();
+    let h = s.history.as_ref();
+    let mut steps: Vec<StepSummary> = h
+        .map(|h| {
+            h.steps()
+                .filter(|st| since.is_none_or(|m| st.moment > m))
+                .map(summary)
+                .collect()
+        })
+        .unwrap_or_default();
+    if since.is_some() {
+        steps.truncate(MAX_LISTED);
+    } else {
+        let skip = steps.len().saturating_sub(MAX_LISTED);
+        steps.drain(..skip);
+    }
+    Ok(Json(HistoryInfo {
+        boot: s.boot,
+        source: "stub".into(),
+        oldest: h.map(History::oldest),
+        newest: h.map(History::newest),
+        evicted: h.map_or(0, |h| h.evicted),
+        bytes: h.map_or(0, History::bytes),
+        max_steps: r.limits.steps,
+        max_bytes: r.limits.bytes,
+        interval_ms: r.interval.as_millis() as u64,
+        snapshots: s.snapshots,
+        last_error: s.last_error.clone(),
+        steps,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/history/moments/{moment}", tag = "history",
+    params(("moment" = String, Path, description = "a moment number, or `latest`")),
+    responses((status = 200, body = MomentDoc), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn moment(
+    State(app): Shared,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<Json<MomentDoc>, ApiError> {
+    let which = p.map_err(|e| ApiError::bad_request(e.body_text()))?.0;
+    let r = &app.recorder;
+    r.touch();
+    let s = r.lock();
+    let h = s.history.as_ref().ok_or_else(no_history)?;
+    let m = if which == "latest" {
+        h.newest()
+    } else {
+        which.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("moment: '{which}' is not a number or 'latest'"))
+        })?
+    };
+    let snap = h.at(m).map_err(not_kept)?;
+    Ok(Json(moment_doc(s.boot, m, s.pg_dir, snap)))
+}
+
+/// Two moments.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiffQuery {
+    from: u64,
+    to: u64,
+}
+
+#[utoipa::path(get, path = "/api/v1/history/diff", tag = "history", params(DiffQuery),
+    responses((status = 200, body = DeltaDoc), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn diff(
+    State(app): Shared,
+    q: Result<Query<DiffQuery>, QueryRejection>,
+) -> Result<Json<DeltaDoc>, ApiError> {
+    let q = q.map_err(|e| ApiError::bad_request(e.body_text()))?.0;
+    let r = &app.recorder;
+    r.touch();
+    let s = r.lock();
+    let h = s.history.as_ref().ok_or_else(no_history)?;
+    let d = h.diff(q.from, q.to).map_err(not_kept)?;
+    Ok(Json(DeltaDoc::new(q.from, q.to, d)))
+}
+
+/// Where the page is.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LiveQuery {
+    /// The moment the page has (omit: the newest whole).
+    after: Option<u64>,
+    /// The boot the page's moment belongs to.
+    boot: Option<u64>,
+    /// How long to wait for a newer moment, in milliseconds (at most 10000; default 0).
+    wait_ms: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/history/live", tag = "history", params(LiveQuery),
+    responses((status = 200, body = LiveDoc), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn live(
+    State(app): Shared,
+    q: Result<Query<LiveQuery>, QueryRejection>,
+) -> Result<Json<LiveDoc>, ApiError> {
+    let q = q.map_err(|e| ApiError::bad_request(e.body_text()))?.0;
+    let r = app.recorder.clone();
+    r.touch();
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let mut rx = r.newest.subscribe();
+    let behind = |v: &(u64, u64)| match (q.after, q.boot) {
+        (Some(after), Some(boot)) => boot != v.0 || v.1 > after,
+        _ => true,
+    };
+    // Wait for a newer moment (or the first snapshot of a boot) until the deadline.
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let ready = r.lock().history.is_some() && behind(&rx.borrow_and_update());
+        if ready || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        r.touch();
+    }
+    let s = r.lock();
+    let h = s.history.as_ref().ok_or_else(no_history)?;
+    let (oldest, newest) = (h.oldest(), h.newest());
+    let kept = q.boot == Some(s.boot) && q.after.is_some_and(|a| a >= oldest && a <= newest);
+    let start = if kept {
+        q.after.unwrap_or(newest)
+    } else {
+        newest
+    };
+    let mut steps: Vec<StepSummary> = h
+        .steps()
+        .filter(|st| st.moment > start)
+        .map(summary)
+        .collect();
+    let skip = steps.len().saturating_sub(MAX_LISTED);
+    steps.drain(..skip);
+    if !kept {
+        let snap = h.at(newest).map_err(not_kept)?;
+        let recent: Vec<StepSummary> = {
+            let all: Vec<_> = h.steps().map(summary).collect();
+            let skip = all.len().saturating_sub(MAX_LISTED);
+            all.into_iter().skip(skip).collect()
+        };
+        return Ok(Json(LiveDoc {
+            boot: s.boot,
+            oldest,
+            newest,
+            reset: true,
+            moment: Some(moment_doc(s.boot, newest, s.pg_dir, snap)),
+            delta: None,
+            steps: recent,
+        }));
+    }
+    let delta = if start < newest {
+        Some(DeltaDoc::new(
+            start,
+            newest,
+            h.diff(start, newest).map_err(not_kept)?,
+        ))
+    } else {
+        None
+    };
+    Ok(Json(LiveDoc {
+        boot: s.boot,
+        oldest,
+        newest,
+        reset: false,
+        moment: None,
+        delta,
+        steps,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn task_and_fault_rows_come_from_the_monitor_documents() {
+        let tasks = json!({"command": "tasks", "tasks": [
+            {"pid": 2, "parent_pid": 1, "slot": 2, "state": "runnable", "program": "demo"},
+            {"pid": 0, "parent_pid": null, "slot": 0, "state": "runnable", "program": "kernel"}]});
+        let rows = tasks_from(&tasks).unwrap();
+        assert_eq!(rows.iter().map(|t| t.pid).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(rows[1].parent_pid, Some(1));
+        assert!(tasks_from(&json!({"command": "tasks"})).is_err());
+        let faults = json!({"faults": [
+            {"seq": 9, "pid": 1, "linear": "0x04001000", "eip": "0x00000010", "error_code": 6, "action": "zero_page"},
+            {"seq": 8, "pid": 1, "linear": "0x04000000", "eip": "0x00000000", "error_code": 4, "by_kernel": false, "action": "loaded_from_image"},
+            {"seq": "bad"}]});
+        let rows = faults_from(&faults);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].seq, rows[0].linear), (8, 0x0400_0000));
+    }
+
+    #[test]
+    fn a_page_read_becomes_its_entries() {
+        let mut bytes = vec![0u8; 4096];
+        bytes[4..8].copy_from_slice(&0x01fd_d027u32.to_le_bytes());
+        let t = words(bytes).unwrap();
+        assert_eq!((t[0], t[1]), (0, 0x01fd_d027));
+        assert!(words(vec![0; 12]).is_err());
+    }
+}
