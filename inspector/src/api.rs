@@ -246,6 +246,18 @@ pub struct Status {
     pub connects: u64,
     pub qmp: bool,
     pub allow_write: bool,
+    /// While gdb has the kernel stopped: the stop it was told of.
+    pub gdb_stop: Option<GdbStop>,
+}
+
+/// Where gdb stopped the kernel: the signal of its stop reply and the thread (pid + 1).
+#[derive(Serialize, ToSchema)]
+pub struct GdbStop {
+    /// gdb's signal number: 5 SIGTRAP (breakpoint, watchpoint, step), 2 SIGINT (Ctrl-C).
+    pub signal: u8,
+    pub thread: Option<u32>,
+    /// The task that thread is (thread id - 1).
+    pub pid: Option<u32>,
 }
 
 // ---- extractor helpers: every rejection becomes the API's own error ----
@@ -468,6 +480,14 @@ async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiE
         connects: link.connects,
         qmp: app.qmp.configured(),
         allow_write: app.allow_write,
+        gdb_stop: link
+            .gdb_stop
+            .filter(|_| link.stopped_by_gdb)
+            .map(|(signal, thread)| GdbStop {
+                signal,
+                thread,
+                pid: thread.and_then(|t| t.checked_sub(1)),
+            }),
     };
     Ok(Reply::new(&status, pretty))
 }

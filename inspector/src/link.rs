@@ -102,6 +102,8 @@ pub struct LinkStatus {
     pub connects: u64,
     /// Jobs completed.
     pub jobs: u64,
+    /// The last stop gdb was told of (signal, thread id), while gdb has the kernel stopped.
+    pub gdb_stop: Option<(u8, Option<u32>)>,
 }
 
 /// The HTTP side's end of the link.
@@ -414,7 +416,19 @@ impl Session<'_> {
         self.status.send_modify(|s| {
             s.gdb_attached = attached;
             s.stopped_by_gdb = stopped;
+            if !stopped {
+                s.gdb_stop = None;
+            }
         });
+    }
+
+    /// Remembers the stop gdb was told of (the web view says where the kernel stopped).
+    fn note_stop(&self, body: &[u8]) {
+        if let Some(signal) = rsp::stop_signal(body) {
+            let thread = rsp::stop_thread(body);
+            self.status
+                .send_modify(|s| s.gdb_stop = Some((signal, thread)));
+        }
     }
 
     async fn send_target(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -464,6 +478,7 @@ impl Session<'_> {
                             if let Some(g) = self.gdb.as_mut() {
                                 g.wait = GdbWait::Nothing;
                             }
+                            self.note_stop(&body);
                             self.publish();
                         }
                     }
@@ -621,6 +636,7 @@ impl Session<'_> {
                 if rsp::stop_signal(&body) != Some(rsp::SIGINT) {
                     // A stop of gdb's own that came first: gdb's to see; it holds the kernel now.
                     self.send_gdb(&raw, true).await;
+                    self.note_stop(&body);
                     if let Some(g) = self.gdb.as_mut() {
                         g.wait = GdbWait::Nothing;
                     }

@@ -164,6 +164,17 @@ pub fn stop_signal(body: &[u8]) -> Option<u8> {
     hex_decode(&body[1..3]).ok().map(|v| v[0])
 }
 
+/// The thread id of a `T` stop reply (`T05thread:p01.03;...` or `thread:3;`), hex.
+pub fn stop_thread(body: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(body.get(3..)?).ok()?;
+    let value = text
+        .split(';')
+        .find_map(|pair| pair.strip_prefix("thread:"))?;
+    // Multiprocess form p<pid>.<tid>: the thread is after the dot.
+    let tid = value.rsplit('.').next()?;
+    u32::from_str_radix(tid.trim_start_matches('p'), 16).ok()
+}
+
 /// SIGINT as gdb numbers it: what the stub reports for a Ctrl-C.
 pub const SIGINT: u8 = 2;
 
@@ -405,5 +416,13 @@ mod tests {
         assert!(!is_resume(b"qRcmd,00"));
         assert_eq!(hex_decode(b"4B0a").unwrap(), b"K\n");
         assert_eq!(qrcmd("help"), b"qRcmd,68656c70");
+    }
+
+    #[test]
+    fn stop_replies_name_their_thread() {
+        assert_eq!(stop_thread(b"T05thread:p01.03;swbreak:;"), Some(3));
+        assert_eq!(stop_thread(b"T02thread:1a;"), Some(0x1a));
+        assert_eq!(stop_thread(b"S05"), None);
+        assert_eq!(stop_thread(b"T05swbreak:;"), None);
     }
 }

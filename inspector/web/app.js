@@ -74,7 +74,7 @@ const ctx = {
   past: () => state.viewing !== null,
   viewing: () => state.viewing,
   selected: () => state.open,
-  open: (index) => openTable(index),
+  open: (index, how) => openTable(index, how),
   openTable: (index) => openTable(index),
   openFrame: (frame, hint) => { show('frame'); views.frame.show(frame, hint); },
   walk: (linear) => { show('walk'); views.walk.walkLinear(linear); },
@@ -165,7 +165,7 @@ const views = {
   faults: new FaultsView(sections.faults, ctx),
 };
 
-function openTable(index) {
+function openTable(index, { focus = false } = {}) {
   state.open = index;
   directory.setActive(index);
   show('table');
@@ -173,6 +173,7 @@ function openTable(index) {
   markTable();
   const m = current();
   if (m) directory.update(m);
+  if (focus) views.table.focus();
 }
 
 /** The views on screen follow the moment shown; hidden ones catch up when shown. */
@@ -216,6 +217,15 @@ function updatesPerSecond() {
   return state.updates.filter((t) => t >= since).length / 5;
 }
 
+/** Where gdb stopped, from its stop reply: the signal and the task. */
+function stopWhere(stop) {
+  if (!stop) return '';
+  const why = { 5: 'SIGTRAP', 2: 'SIGINT' }[stop.signal] ?? `signal ${stop.signal}`;
+  const task = stop.pid === null ? null : state.latest?.tasks.list.find((t) => t.pid === stop.pid);
+  const who = stop.pid === null ? '' : ` in pid ${stop.pid}${task ? ` ${task.program}` : ''}`;
+  return `: ${why}${who}`;
+}
+
 function renderState() {
   const el = document.getElementById('state');
   const banner = document.getElementById('banner');
@@ -235,7 +245,8 @@ function renderState() {
         ? `Showing the state as of ${clock(state.latest.takenAt)}; the page recovers by itself when the kernel is back.`
         : 'The page shows it by itself when the kernel is back.')];
   } else if (s.kernel === 'stopped') {
-    pill = h('span', { class: 'pill stopped', title: 'gdb has the kernel stopped: this is its state at the stop; continue in gdb to see it move' }, 'stopped by gdb');
+    pill = h('span', { class: 'pill stopped', id: 'stopped', title: 'gdb has the kernel stopped: this is its state at the stop (SIGTRAP: a breakpoint, watchpoint or step; SIGINT: Ctrl-C); continue in gdb to see it move' },
+      `stopped by gdb${stopWhere(s.gdbStop)}`);
   } else {
     pill = h('span', { class: 'pill running' }, 'running');
   }

@@ -89,6 +89,7 @@ export async function loadStatus() {
     connects: s.connects,
     qmp: s.qmp,
     allowWrite: s.allow_write,
+    gdbStop: s.gdb_stop ?? null,
   };
 }
 

@@ -196,7 +196,11 @@ export class DirectoryView {
     } else if (e.key === 'End') {
       this.setActive(e.ctrlKey ? 1023 : this.active - (this.active % PDES_PER_TASK) + PDES_PER_TASK - 1);
     } else if (e.key === 'Enter' || e.key === ' ') {
-      this.ctx.open(this.active);
+      // Drilling down from the keyboard moves the focus into the table (Escape comes back).
+      e.preventDefault();
+      hideTip();
+      this.ctx.open(this.active, { focus: true });
+      return;
     } else {
       return;
     }
