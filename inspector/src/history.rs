@@ -290,8 +290,9 @@ impl Delta {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    /// A new task whose parent exists: `fork` (copy_page_tables shared `shared` pages
-    /// copy-on-write and `write_protected` of the parent's entries became read-only).
+    /// A new task whose parent exists: `fork`. `shared`: the child's present entries
+    /// after the step; `write_protected`: the parent's entries read-only on the same frame
+    /// as the child's (copy_page_tables' copy-on-write marks), whichever step copied them.
     Fork {
         parent: u32,
         child: u32,
@@ -333,6 +334,9 @@ pub enum Event {
     Mapped { pages: u32 },
     /// Entries that were cleared outside an exit.
     Unmapped { pages: u32 },
+    /// Page tables appeared in a slot that has no task (yet): `fork` is under way, its
+    /// copy_page_tables done and the child not yet in the task table.
+    SlotWithoutTask { slot: u16, tables: u32, pages: u32 },
     /// Directory entries that appeared / went outside a fork or an exit (page tables).
     TablesChanged { added: u32, removed: u32 },
     /// `mem_map` counts that changed (frames allocated, freed, shared, unshared).
@@ -347,8 +351,35 @@ fn slot_of_dir(dir: u16) -> u16 {
     dir / mm::addr::PDES_PER_TASK as u16
 }
 
-/// Reads the events out of one step: `before` is the moment the delta starts from.
-pub fn events(before: &Snapshot, d: &Delta) -> Vec<Event> {
+/// After a fork from slot `parent` to slot `child`: the child's present entries, and the
+/// parent's entries that are read-only and map the same frame as the child's at the same
+/// offset (copy_page_tables' copy-on-write marks).
+fn fork_marks(s: &Snapshot, parent: u16, child: u16) -> (u32, u32) {
+    let per = mm::addr::PDES_PER_TASK as u16;
+    let (mut shared, mut marked) = (0, 0);
+    for i in 0..per {
+        let Some(ct) = s.tables.get(&(child * per + i)) else {
+            continue;
+        };
+        let pt = s.tables.get(&(parent * per + i));
+        for (k, &c) in ct.iter().enumerate() {
+            let ce = Entry(c);
+            if !ce.is_present() {
+                continue;
+            }
+            shared += 1;
+            if let Some(p) = pt.map(|t| Entry(t[k])) {
+                if p.is_present() && !p.is_writable() && p.frame() == ce.frame() {
+                    marked += 1;
+                }
+            }
+        }
+    }
+    (shared, marked)
+}
+
+/// Reads the events out of one step: `before` and `after` are the moments around it.
+pub fn events(before: &Snapshot, after: &Snapshot, d: &Delta) -> Vec<Event> {
     let mut out = Vec::new();
     let mut fork_slots = BTreeSet::new();
     let mut exit_slots = BTreeSet::new();
@@ -366,25 +397,12 @@ pub fn events(before: &Snapshot, d: &Delta) -> Vec<Event> {
                         .iter()
                         .find(|x| x.pid == parent)
                         .map(|x| x.slot);
-                    let shared = d
-                        .ptes
-                        .iter()
-                        .filter(|((dir, _), ch)| {
-                            slot_of_dir(*dir) == t.slot && Entry(ch.new).is_present()
-                        })
-                        .count() as u32;
-                    let write_protected = d
-                        .ptes
-                        .iter()
-                        .filter(|((dir, _), ch)| {
-                            Some(slot_of_dir(*dir)) == parent_slot
-                                && Entry(ch.old).is_present()
-                                && Entry(ch.old).is_writable()
-                                && Entry(ch.new).is_present()
-                                && !Entry(ch.new).is_writable()
-                                && Entry(ch.old).frame() == Entry(ch.new).frame()
-                        })
-                        .count() as u32;
+                    // What copy_page_tables left, counted in the state after the step: the
+                    // tables may have been copied a step earlier than the task appeared.
+                    let (shared, write_protected) = match parent_slot {
+                        Some(ps) => fork_marks(after, ps, t.slot),
+                        None => (0, 0),
+                    };
                     out.push(Event::Fork {
                         parent,
                         child: pid,
@@ -488,16 +506,32 @@ pub fn events(before: &Snapshot, d: &Delta) -> Vec<Event> {
         out.push(Event::Touched { pages: touched });
     }
     let (mut added, mut removed) = (0, 0);
+    let mut taskless: BTreeMap<u16, u32> = BTreeMap::new();
     for (&dir, c) in &d.pdes {
         let slot = slot_of_dir(dir);
         if fork_slots.contains(&slot) || exit_slots.contains(&slot) {
             continue;
         }
         match (Entry(c.old).is_present(), Entry(c.new).is_present()) {
+            (false, true) if slot != 0 && !after.tasks.iter().any(|t| t.slot == slot) => {
+                *taskless.entry(slot).or_default() += 1;
+            }
             (false, true) => added += 1,
             (true, false) => removed += 1,
             _ => {}
         }
+    }
+    for (slot, tables) in taskless {
+        let per = mm::addr::PDES_PER_TASK as u16;
+        let pages = (slot * per..(slot + 1) * per)
+            .filter_map(|dir| after.tables.get(&dir))
+            .map(|t| t.iter().filter(|&&e| Entry(e).is_present()).count() as u32)
+            .sum();
+        out.push(Event::SlotWithoutTask {
+            slot,
+            tables,
+            pages,
+        });
     }
     if added + removed > 0 {
         out.push(Event::TablesChanged { added, removed });
@@ -621,7 +655,7 @@ impl History {
             self.latest.consistent = snap.consistent;
             return None;
         }
-        let events = events(&self.latest, &delta);
+        let events = events(&self.latest, &snap, &delta);
         let moment = self.newest() + 1;
         self.bytes += delta.bytes();
         self.steps.push_back(Step {
@@ -885,6 +919,40 @@ mod tests {
             }
         );
         assert!(step.events.iter().any(|e| matches!(e, Event::Counts { changed: 5, free_before, free_after } if free_after + 1 == *free_before)));
+    }
+
+    #[test]
+    fn a_fork_seen_in_two_steps_still_counts_its_marks() {
+        // A snapshot between copy_page_tables and the task's insertion (fork takes the
+        // task table after the paging lock): the tables first, the task a step later.
+        let s0 = machine(3);
+        let done = forked(&s0);
+        let mut half = done.clone();
+        half.tasks.retain(|t| t.pid != 2);
+        let mut h = History::new(s0, Limits::default());
+        h.record(half);
+        h.record(done);
+        assert!(!h
+            .step(1)
+            .unwrap()
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Fork { .. })));
+        assert!(h.step(1).unwrap().events.contains(&Event::SlotWithoutTask {
+            slot: 2,
+            tables: 1,
+            pages: 3
+        }));
+        assert_eq!(
+            h.step(2).unwrap().events[0],
+            Event::Fork {
+                parent: 1,
+                child: 2,
+                slot: 2,
+                shared: 3,
+                write_protected: 3
+            }
+        );
     }
 
     #[test]

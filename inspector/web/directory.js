@@ -15,7 +15,7 @@ export function pdeState(pde) {
 export function describePde(index, pde, task, summary) {
   const { start, last } = pdeRange(index);
   const slot = Math.floor(index / PDES_PER_TASK);
-  const owner = slot === 0 ? 'the kernel (task 0)' : task ? `pid ${task.pid} ${task.program}` : 'no task';
+  const owner = slot === 0 ? 'the kernel (task 0)' : task ? `pid ${task.pid} ${task.program}` : 'no task (a fork under way, or tables left behind: checkmm names those)';
   const lines = [
     `PDE ${index} · slot ${slot} · ${owner}`,
     `linear ${hex(start)}–${hex(last)} (4 MiB)`,
@@ -119,7 +119,7 @@ export class DirectoryView {
       row.classList.toggle('in-use', inUse);
       if (slot === 0) fill(label, h('b', {}, '0'), ' kernel');
       else if (task) fill(label, h('b', {}, String(slot)), ` pid ${task.pid} ${task.program}`, task.state === 'zombie' ? ' (zombie)' : '');
-      else if (inUse) fill(label, h('b', {}, String(slot)), ' no task (leftover)');
+      else if (inUse) fill(label, h('b', {}, String(slot)), ' no task');
       else fill(label, String(slot));
       label.title = `slot ${slot}: linear ${hex(slotBase(slot))}–${hex(slotBase(slot) + TASK_SIZE - 1)}`;
     }
@@ -133,6 +133,10 @@ export class DirectoryView {
       if (this.signature[index] !== sig) {
         this.signature[index] = sig;
         cell.className = `pde st-${state}${this.marked.has(index) ? ' changed' : ''}`;
+        // What the cell shows, as data: the browser tests read it.
+        cell.dataset.state = state;
+        cell.dataset.present = pde?.presentPtes ?? '';
+        cell.dataset.raw = pde ? hex(pde.raw) : '';
         const parts = [];
         if (pde && pde.presentPtes !== null) {
           // A logarithmic bar: 1 page and 1024 pages must both be visible.

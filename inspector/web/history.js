@@ -19,6 +19,9 @@ export function describeEvents(events) {
   for (const e of byKind('exit')) {
     out.push({ weight: 0, kind: 'exit', text: `exit: pid ${e.pid} left slot ${e.slot} (free_page_tables freed ${plural(e.pages, 'entry', 'entries')} and ${plural(e.tables, 'page table')})` });
   }
+  for (const e of byKind('slot_without_task')) {
+    out.push({ weight: 0, kind: 'fork', text: `slot ${e.slot} got ${plural(e.tables, 'page table')} mapping ${plural(e.pages, 'page')}, and no task yet: a fork's copy_page_tables is done, the child not yet in the task table` });
+  }
   for (const e of byKind('task_appeared')) out.push({ weight: 1, kind: 'task', text: `pid ${e.pid} appeared in slot ${e.slot}` });
   for (const e of byKind('exec')) out.push({ weight: 1, kind: 'exec', text: `execve: pid ${e.pid} runs ${e.program}` });
   const cow = byKind('cow_copy');
@@ -50,7 +53,7 @@ export function describeEvents(events) {
 
 /** Whether a step holds more than the MMU setting accessed and dirty bits. */
 export function interesting(step) {
-  return step.events.some((e) => ['fork', 'exit', 'exec', 'cow_copy', 'made_writable', 'swap_out', 'swap_in', 'task_appeared'].includes(e.kind));
+  return step.events.some((e) => ['fork', 'exit', 'exec', 'cow_copy', 'made_writable', 'swap_out', 'swap_in', 'task_appeared', 'slot_without_task'].includes(e.kind));
 }
 
 /** What happened to one entry, in a word or two. */

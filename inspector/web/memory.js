@@ -12,7 +12,7 @@ function cssVar(name) {
 }
 
 export class MemoryView {
-  /** ctx: machine(), openFrame(frame), walk(linear). */
+  /** ctx: machine(), status(), openFrame(frame), walk(linear). */
   constructor(root, ctx) {
     this.root = root;
     this.ctx = ctx;
@@ -77,7 +77,9 @@ export class MemoryView {
       fill(this.list, ck ? h('p', { class: 'note' }, `checkmm: mem_map agrees with every page table (${ck.frames} frames, ${ck.presentPtes} page-table entries checked).`) : null);
       return;
     }
+    const stopped = this.ctx.status()?.kernel === 'stopped';
     fill(this.list, h('h3', { class: 'error-text' }, `checkmm names ${plural(ck.mismatchCount, 'mismatch', 'mismatches')}`),
+      stopped ? h('p', { class: 'note' }, 'gdb has the kernel stopped, maybe in the middle of a change (a fork between copy_page_tables and the task table, say): checkmm then names the half-done state (the run\'s own check comes at the end, when nothing is under way).') : null,
       h('ul', { class: 'mismatches' }, ck.mismatches.map((x) => h('li', {
         tabindex: '0',
         onclick: () => this.follow(x),

@@ -114,7 +114,8 @@ export class TableView {
         const i = row * COLS + c;
         const e = t.entries[i];
         const cell = h('div', {
-          class: `pte st-${pteState(e)}${this.marked.has(i) ? ' changed' : ''}`, role: 'gridcell', id: `pte-${i}`, dataset: { index: i },
+          class: `pte st-${pteState(e)}${this.marked.has(i) ? ' changed' : ''}`, role: 'gridcell', id: `pte-${i}`,
+          dataset: { index: i, state: pteState(e), raw: e ? hex(e.raw) : '' },
           'aria-label': `PTE ${i}, linear ${hex(linearOf(t.index, i))}: ${e ? e.flags : 'empty'}`,
           onclick: () => { this.active = i; this.openEntry(i); },
           onmousemove: (ev) => showTip(ev, ...entryTip(t.index, i, e)),
@@ -140,7 +141,7 @@ export class TableView {
       h('td', { class: 'num' }, hex(e.raw)),
       h('td', { class: 'num' }, e.present ? hex(e.frame) : '-'),
       h('td', { class: 'num' }, e.count === null ? '-' : String(e.count)),
-      h('td', {}, h('span', { class: `sw st-${pteState(e)}` }), ' ', h('span', { class: 'mono' }, e.flags)),
+      h('td', {}, h('span', { class: `sw st-${pteState(e)}` }), ' ', h('span', { class: 'mono flags' }, e.flags)),
       h('td', { class: 'wrap' }, entryMeaning(e))));
     const list = h('table', { class: 'entries', 'aria-label': 'the non-zero entries' },
       h('thead', {}, h('tr', {}, ...['index', 'linear', 'raw', 'frame', 'count', 'flags', 'meaning'].map((c) => h('th', {}, c)))),
