@@ -36,7 +36,7 @@ use crate::postmortem::hex;
 /// How long after the last history request the stub source keeps recording.
 pub const VIEWER_GRACE: Duration = Duration::from_secs(10);
 /// The longest a live request may wait for a new moment.
-const MAX_WAIT: Duration = Duration::from_secs(10);
+const MAX_WAIT: Duration = Duration::from_secs(5);
 /// Steps one answer lists at most (the page asks again for more).
 const MAX_LISTED: usize = 512;
 
@@ -708,7 +708,7 @@ pub struct LiveQuery {
     after: Option<u64>,
     /// The boot the page's moment belongs to.
     boot: Option<u64>,
-    /// How long to wait for a newer moment, in milliseconds (at most 10000; default 0).
+    /// How long to wait for a newer moment, in milliseconds (at most 5000; default 0).
     wait_ms: Option<u64>,
 }
 
