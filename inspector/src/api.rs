@@ -933,16 +933,19 @@ pub(crate) fn paging_static(app: &App) -> Result<PagingStatic, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_symbols", e.to_string()))
 }
 
-/// The offset of mem_map's counts in the PAGING static, located once per connection
-/// (checked against showmem, in one stop).
-pub(crate) async fn counts_offset(app: &App, paging: PagingStatic) -> Result<usize, ApiError> {
-    let known = app
-        .cache()
+/// The offset of mem_map's counts already located for this connection and this ELF.
+async fn known_counts_offset(app: &App, paging: PagingStatic) -> Option<usize> {
+    app.cache()
         .await
         .counts
         .filter(|(p, _)| *p == paging)
-        .map(|(_, o)| o);
-    if let Some(o) = known {
+        .map(|(_, o)| o)
+}
+
+/// The offset of mem_map's counts in the PAGING static, located once per connection
+/// (checked against showmem, in one stop).
+pub(crate) async fn counts_offset(app: &App, paging: PagingStatic) -> Result<usize, ApiError> {
+    if let Some(o) = known_counts_offset(app, paging).await {
         return Ok(o);
     }
     // Locate counts in one stop: the static and showmem must describe the same moment.
@@ -1021,12 +1024,7 @@ async fn mem_map_qemu(
     let (_, ram) = app.qemu_machine().await?;
     // The kernel caps HIGH_MEMORY at 64 MiB and QEMU's RAM size is close to HIGH_MEMORY
     // (the firmware keeps the top 128 KiB); the shape search needs only an upper bound.
-    let known = app
-        .cache()
-        .await
-        .counts
-        .filter(|(p, _)| *p == paging)
-        .map(|(_, o)| o);
+    let known = known_counts_offset(app, paging).await;
     let mut s = app.qmp.session().await?;
     let blob = s.read_bytes(paging.addr, paging.size).await?;
     let (offset, verified) = match known {

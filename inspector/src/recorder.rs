@@ -59,6 +59,8 @@ struct Inner {
 /// The recorder and its history.
 pub struct Recorder {
     state: Mutex<Inner>,
+    /// One snapshot at a time (the loop's, or a request's first).
+    taking: tokio::sync::Mutex<()>,
     newest: watch::Sender<(u64, u64)>,
     last_viewer: Mutex<Option<Instant>>,
     started: Instant,
@@ -81,6 +83,7 @@ impl Recorder {
                 snapshots: 0,
             }),
             newest,
+            taking: tokio::sync::Mutex::new(()),
             last_viewer: Mutex::new(None),
             started: Instant::now(),
             interval,
@@ -114,18 +117,50 @@ impl Recorder {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let link = app.link.status();
-            if !link.connected || !self.viewer_recent() {
+            if !app.link.status().connected || !self.viewer_recent() {
                 continue;
             }
-            if self.lock().boot != link.connects {
-                self.new_boot(link.connects);
-            }
-            match self.stub_snapshot(&app).await {
-                Ok(snap) => self.take(snap),
-                Err(e) => self.lock().last_error = Some(e.message),
+            if let Err(e) = self.snapshot(&app).await {
+                self.lock().last_error = Some(e.message);
             }
         }
+    }
+
+    /// Takes one snapshot now (a new boot starts a new history first).
+    async fn snapshot(&self, app: &App) -> Result<(), ApiError> {
+        let _one = self.taking.lock().await;
+        self.snapshot_taking(app).await
+    }
+
+    /// [`snapshot`](Self::snapshot) with `taking` held.
+    async fn snapshot_taking(&self, app: &App) -> Result<(), ApiError> {
+        let connects = app.link.status().connects;
+        if self.lock().boot != connects {
+            self.new_boot(connects);
+        }
+        let snap = self.stub_snapshot(app).await?;
+        self.take(snap);
+        Ok(())
+    }
+
+    /// Whether the history holds the current boot.
+    fn current(&self, app: &App) -> bool {
+        let s = self.lock();
+        s.history.is_some() && s.boot == app.link.status().connects
+    }
+
+    /// A request that needs the history: the first snapshot of a boot is taken for it,
+    /// so an answer never waits for the loop (errors are the link's: 503, 504).
+    async fn ready(&self, app: &App) -> Result<(), ApiError> {
+        self.touch();
+        if self.current(app) {
+            return Ok(());
+        }
+        let _one = self.taking.lock().await;
+        if self.current(app) {
+            return Ok(());
+        }
+        self.snapshot_taking(app).await
     }
 
     fn new_boot(&self, boot: u64) {
@@ -662,7 +697,7 @@ pub async fn moment(
 ) -> Result<Json<MomentDoc>, ApiError> {
     let which = p.map_err(|e| ApiError::bad_request(e.body_text()))?.0;
     let r = &app.recorder;
-    r.touch();
+    r.ready(&app).await?;
     let s = r.lock();
     let h = s.history.as_ref().ok_or_else(no_history)?;
     let m = if which == "latest" {
@@ -693,7 +728,7 @@ pub async fn diff(
 ) -> Result<Json<DeltaDoc>, ApiError> {
     let q = q.map_err(|e| ApiError::bad_request(e.body_text()))?.0;
     let r = &app.recorder;
-    r.touch();
+    r.ready(&app).await?;
     let s = r.lock();
     let h = s.history.as_ref().ok_or_else(no_history)?;
     let d = h.diff(q.from, q.to).map_err(not_kept)?;
@@ -720,7 +755,7 @@ pub async fn live(
 ) -> Result<Json<LiveDoc>, ApiError> {
     let q = q.map_err(|e| ApiError::bad_request(e.body_text()))?.0;
     let r = app.recorder.clone();
-    r.touch();
+    r.ready(&app).await?;
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let mut rx = r.newest.subscribe();
     let behind = |v: &(u64, u64)| match (q.after, q.boot) {

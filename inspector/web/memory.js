@@ -7,6 +7,19 @@ import { countState, frameAddr, frameIndex, LOW_MEM, USED } from './entry.js';
 const COLS = 128; // one row is 128 frames = 512 KiB
 const AXIS = 84; // room for the row addresses
 
+let probe = null;
+/** A colour variable of the stylesheet as the canvas needs it: resolved for the theme
+ * shown (the stylesheet writes each as light-dark(...)). */
+function cssColor(name) {
+  if (!probe) {
+    probe = document.createElement('span');
+    probe.hidden = true;
+    document.body.append(probe);
+  }
+  probe.style.color = `var(${name})`;
+  return getComputedStyle(probe).color;
+}
+
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
@@ -128,8 +141,9 @@ export class MemoryView {
     const g = c.getContext('2d');
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     const col = {
-      free: cssVar('--free'), one: cssVar('--user'), shared: cssVar('--shared'), used: cssVar('--kernel'),
-      panel: cssVar('--panel'), bad: cssVar('--bad'), text: cssVar('--muted'), focus: cssVar('--focus'), empty: cssVar('--grid-empty'),
+      free: cssColor('--free'), one: cssColor('--user'), shared: cssColor('--shared'), used: cssColor('--kernel'),
+      panel: cssColor('--panel'), bad: cssColor('--bad'), text: cssColor('--muted'), focus: cssColor('--focus'),
+      empty: cssColor('--grid-empty'), changed: cssColor('--changed'),
     };
     g.fillStyle = col.panel;
     g.fillRect(0, 0, w, ht);
@@ -161,7 +175,7 @@ export class MemoryView {
         }
       }
     }
-    g.strokeStyle = cssVar('--changed');
+    g.strokeStyle = col.changed;
     g.lineWidth = 1.5;
     for (const i of this.marked) {
       if (i >= n) continue;
