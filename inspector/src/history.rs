@@ -20,7 +20,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use mm::addr::ENTRIES_PER_TABLE;
 use mm::Entry;
+use report::inputs::TaskState;
+use report::tasks::{FaultDoc, TaskDoc};
 use serde::Serialize;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::ToSchema;
 
 /// One page table's entries.
@@ -30,30 +34,37 @@ fn empty_table() -> Table {
     Box::new([0; ENTRIES_PER_TABLE])
 }
 
-/// One task as the history follows it (the task table's summary).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct TaskRow {
-    pub pid: u32,
-    pub parent_pid: Option<u32>,
-    pub slot: u16,
-    /// `runnable`, `waiting`, `sleeping`, `zombie`.
-    pub state: String,
-    pub program: String,
+/// One task as the history follows it: the monitor's own `tasks` row
+/// (`report::tasks::TaskDoc`), with `current` always false (which task a snapshot
+/// interrupted is not a change of the paging state).
+pub type TaskRow = TaskDoc;
+
+/// One fault the kernel logged: the monitor's own `faults` record.
+pub type FaultRow = FaultDoc;
+
+/// A task's slot as the directory indexes count it (slots are 0..64).
+fn slot_of(t: &TaskRow) -> u16 {
+    t.slot as u16
 }
 
-/// One fault the kernel logged (the fault log's record, reduced to what a step shows).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct FaultRow {
-    pub seq: u64,
-    pub pid: u32,
-    pub linear: u32,
-    pub eip: u32,
-    /// The #PF error code (bit 0 protection, 1 write, 2 user mode).
-    pub error_code: u32,
-    /// Taken by the kernel on the task's behalf (verify_area, reads of user memory).
-    pub by_kernel: bool,
-    /// The fault log's action id (`zero_page`, `cow_copied`, ...).
-    pub action: String,
+/// The OpenAPI schema of a `report` document: a reference to its component (the JSON
+/// Schema of kernel/docs/monitor.schema.json, which api.rs adds to the components).
+pub fn report_ref(name: &str) -> RefOr<Schema> {
+    Ref::from_schema_name(name).into()
+}
+
+/// `[TaskDoc]`, `TaskDoc | null`, `[FaultDoc]`, as report_ref.
+pub fn task_docs_schema() -> RefOr<Schema> {
+    ArrayBuilder::new().items(report_ref("TaskDoc")).into()
+}
+pub fn task_doc_or_null_schema() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(report_ref("TaskDoc"))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+pub fn fault_docs_schema() -> RefOr<Schema> {
+    ArrayBuilder::new().items(report_ref("FaultDoc")).into()
 }
 
 /// One consistent look at the paging state.
@@ -279,7 +290,7 @@ impl Delta {
         for (&pid, c) in &self.tasks {
             s.tasks.retain(|t| t.pid != pid);
             if let Some(t) = if forward { &c.new } else { &c.old } {
-                s.tasks.push(t.clone());
+                s.tasks.push(*t);
             }
         }
         s.tasks.sort_by_key(|t| t.pid);
@@ -312,8 +323,11 @@ pub enum Event {
     },
     /// The task's program changed (`execve`).
     Exec { pid: u32, program: String },
-    /// A fault the kernel logged (its action names the handler).
-    Fault(FaultRow),
+    /// A fault the kernel logged (its action names the handler): the `faults` record.
+    Fault {
+        #[schema(schema_with = fault_doc_schema)]
+        fault: FaultRow,
+    },
     /// A present entry became a swap entry (0.12 `swap_out` → `try_to_swap_out`).
     SwapOut { dir: u16, index: u16, slot: u32 },
     /// A swap entry became present again (0.12 `swap_in`).
@@ -345,6 +359,10 @@ pub enum Event {
         free_before: u32,
         free_after: u32,
     },
+}
+
+fn fault_doc_schema() -> RefOr<Schema> {
+    report_ref("FaultDoc")
 }
 
 fn slot_of_dir(dir: u16) -> u16 {
@@ -390,54 +408,54 @@ pub fn events(before: &Snapshot, after: &Snapshot, d: &Delta) -> Vec<Event> {
                     .parent_pid
                     .is_some_and(|p| before.tasks.iter().any(|x| x.pid == p));
                 if parent_known {
-                    fork_slots.insert(t.slot);
+                    fork_slots.insert(slot_of(t));
                     let parent = t.parent_pid.unwrap_or(0);
-                    let parent_slot = before
-                        .tasks
-                        .iter()
-                        .find(|x| x.pid == parent)
-                        .map(|x| x.slot);
+                    let parent_slot = before.tasks.iter().find(|x| x.pid == parent).map(slot_of);
                     // What copy_page_tables left, counted in the state after the step: the
                     // tables may have been copied a step earlier than the task appeared.
                     let (shared, write_protected) = match parent_slot {
-                        Some(ps) => fork_marks(after, ps, t.slot),
+                        Some(ps) => fork_marks(after, ps, slot_of(t)),
                         None => (0, 0),
                     };
                     out.push(Event::Fork {
                         parent,
                         child: pid,
-                        slot: t.slot,
+                        slot: slot_of(t),
                         shared,
                         write_protected,
                     });
                 } else {
-                    out.push(Event::TaskAppeared { pid, slot: t.slot });
+                    out.push(Event::TaskAppeared {
+                        pid,
+                        slot: slot_of(t),
+                    });
                 }
             }
             (Some(old), new) => {
-                let gone =
-                    new.as_ref().is_none_or(|n| n.state == "zombie") && old.state != "zombie";
+                let zombie = |t: &TaskRow| t.state == TaskState::Zombie;
+                let gone = new.as_ref().is_none_or(zombie) && !zombie(old);
                 if gone {
-                    exit_slots.insert(old.slot);
+                    let slot = slot_of(old);
+                    exit_slots.insert(slot);
                     let pages = d
                         .ptes
                         .iter()
                         .filter(|((dir, _), ch)| {
-                            slot_of_dir(*dir) == old.slot && ch.old != 0 && ch.new == 0
+                            slot_of_dir(*dir) == slot && ch.old != 0 && ch.new == 0
                         })
                         .count() as u32;
                     let tables = d
                         .pdes
                         .iter()
                         .filter(|(dir, ch)| {
-                            slot_of_dir(**dir) == old.slot
+                            slot_of_dir(**dir) == slot
                                 && Entry(ch.old).is_present()
                                 && !Entry(ch.new).is_present()
                         })
                         .count() as u32;
                     out.push(Event::Exit {
                         pid,
-                        slot: old.slot,
+                        slot,
                         pages,
                         tables,
                     });
@@ -446,7 +464,7 @@ pub fn events(before: &Snapshot, after: &Snapshot, d: &Delta) -> Vec<Event> {
                     if n.program != old.program {
                         out.push(Event::Exec {
                             pid,
-                            program: n.program.clone(),
+                            program: n.program.as_str().to_string(),
                         });
                     }
                 }
@@ -454,7 +472,7 @@ pub fn events(before: &Snapshot, after: &Snapshot, d: &Delta) -> Vec<Event> {
             (None, None) => {}
         }
     }
-    out.extend(d.faults.iter().cloned().map(Event::Fault));
+    out.extend(d.faults.iter().map(|&fault| Event::Fault { fault }));
     let mut mapped = 0;
     let mut unmapped = 0;
     let mut touched = 0;
@@ -513,7 +531,7 @@ pub fn events(before: &Snapshot, after: &Snapshot, d: &Delta) -> Vec<Event> {
             continue;
         }
         match (Entry(c.old).is_present(), Entry(c.new).is_present()) {
-            (false, true) if slot != 0 && !after.tasks.iter().any(|t| t.slot == slot) => {
+            (false, true) if slot != 0 && !after.tasks.iter().any(|t| slot_of(t) == slot) => {
                 *taskless.entry(slot).or_default() += 1;
             }
             (false, true) => added += 1,
@@ -797,36 +815,59 @@ impl Delta {
     }
 }
 
+/// Task rows and fault records for tests (the monitor's documents, filled in).
+#[cfg(test)]
+pub mod fixtures {
+    use super::*;
+    use report::inputs::{FaultAction, FaultCounts, FaultRecord};
+    use report::value::{Hex, Name};
+
+    pub fn fault(seq: u64, pid: u32, linear: u32, action: FaultAction) -> FaultRow {
+        FaultDoc::of(&FaultRecord {
+            seq,
+            pid,
+            linear,
+            error_code: 6,
+            eip: 0x1000,
+            by_kernel: false,
+            action,
+        })
+    }
+
+    pub fn task(pid: u32, parent: Option<u32>, slot: u32, program: &str) -> TaskRow {
+        let (start, last) = report::slot_range(slot as usize);
+        TaskDoc {
+            pid,
+            parent_pid: parent,
+            state: TaskState::Runnable,
+            current: false,
+            slot,
+            start: Hex(start),
+            last: Hex(last),
+            program: Name::new(program),
+            end_code: Hex(0x3000),
+            end_data: Hex(0x4000),
+            brk: Hex(0x5000),
+            pages: 0,
+            shared_pages: 0,
+            page_tables: 0,
+            swapped: 0,
+            killed_by: None,
+            faults: FaultCounts::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{fault, task};
     use super::*;
+    use report::inputs::FaultAction;
 
     const RAM: u32 = 0x0200_0000;
     const USER_RW: u32 = 0x67; // P RW US A D
     const USER_RO: u32 = 0x25; // P RO US A
     const PDE: u32 = 0x27;
-
-    fn fault(seq: u64, pid: u32, linear: u32, action: &str) -> FaultRow {
-        FaultRow {
-            seq,
-            pid,
-            linear,
-            eip: 0x1000,
-            error_code: 6,
-            by_kernel: false,
-            action: action.into(),
-        }
-    }
-
-    fn task(pid: u32, parent: Option<u32>, slot: u16, program: &str) -> TaskRow {
-        TaskRow {
-            pid,
-            parent_pid: parent,
-            slot,
-            state: "runnable".into(),
-            program: program.into(),
-        }
-    }
 
     /// A machine with task 1 in slot 1 mapping `pages` pages at the start of its slot.
     fn machine(pages: usize) -> Snapshot {
@@ -977,7 +1018,8 @@ mod tests {
         child[0] = 0x01e0_0000 | USER_RW;
         s2.counts[count_index(frame(0))] -= 1;
         s2.counts[count_index(0x01e0_0000)] = 1;
-        s2.faults.push(fault(7, 2, 0x0800_0000, "cow_copied"));
+        s2.faults
+            .push(fault(7, 2, 0x0800_0000, FaultAction::CowCopied));
         let mut s3 = s2.clone();
         // The parent writes page 0: count 1 now, only made writable.
         s3.tables.get_mut(&16).unwrap()[0] = frame(0) | USER_RW;
@@ -992,9 +1034,9 @@ mod tests {
             old_frame: frame(0),
             new_frame: 0x01e0_0000
         }));
-        assert!(e2
-            .iter()
-            .any(|e| matches!(e, Event::Fault(f) if f.action == "cow_copied")));
+        assert!(e2.iter().any(
+            |e| matches!(e, Event::Fault { fault } if fault.action.0 == FaultAction::CowCopied)
+        ));
         let e3 = &h.step(3).unwrap().events;
         assert_eq!(
             e3,
@@ -1184,11 +1226,12 @@ mod tests {
     #[test]
     fn faults_arrive_once_and_are_kept_per_moment() {
         let mut s0 = machine(1);
-        s0.faults = vec![fault(1, 1, 0x0400_0000, "loaded_from_image")];
+        s0.faults = vec![fault(1, 1, 0x0400_0000, FaultAction::Loaded)];
         let mut s1 = s0.clone();
         s1.tables.get_mut(&16).unwrap()[1] = frame(1) | USER_RW;
         s1.counts[count_index(frame(1))] = 1;
-        s1.faults.push(fault(2, 1, 0x0400_1000, "zero_page"));
+        s1.faults
+            .push(fault(2, 1, 0x0400_1000, FaultAction::ZeroPage));
         let mut h = History::new(s0, Limits::default());
         h.record(s1.clone());
         assert_eq!(h.step(1).unwrap().delta.faults.len(), 1);
@@ -1253,13 +1296,14 @@ mod tests {
                     if s.tasks.iter().any(|t| t.pid == pid) {
                         s.tasks.retain(|t| t.pid != pid);
                     } else {
-                        s.tasks.push(task(pid, Some(1), pid as u16, "demo"));
+                        s.tasks.push(task(pid, Some(1), pid, "demo"));
                         s.tasks.sort_by_key(|t| t.pid);
                     }
                 }
                 _ => {
                     let seq = s.faults.last().map_or(0, |f| f.seq) + 1 + (a % 3) as u64;
-                    s.faults.push(fault(seq, 1, b as u32, "zero_page"));
+                    s.faults
+                        .push(fault(seq, 1, b as u32, FaultAction::ZeroPage));
                 }
             }
         }

@@ -16,22 +16,25 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::Json;
 use mm::addr::{ENTRIES_PER_TABLE, LOW_MEM, PAGE_SIZE, PDES_PER_TASK};
 use mm::Entry;
+use report::{DumpPgdDoc, FaultsDoc, ShowMemDoc, TasksDoc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::watch;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{self, App};
+use crate::answer::{parse_document, Reply};
+use crate::api::{self, hex, App};
 use crate::error::{ApiError, ErrorBody};
-use crate::history::{Delta, Event, FaultRow, History, HistoryError, Limits, Snapshot, TaskRow};
+use crate::history::{
+    fault_docs_schema, task_doc_or_null_schema, task_docs_schema, Delta, Event, FaultRow, History,
+    HistoryError, Limits, Snapshot, TaskRow,
+};
 use crate::link::{Op, OpResult};
-use crate::postmortem::hex;
+use crate::params::{parse_number, Params};
 
 /// How long after the last history request the stub source keeps recording.
 pub const VIEWER_GRACE: Duration = Duration::from_secs(10);
@@ -229,8 +232,12 @@ impl Recorder {
             let mut it = results.into_iter();
             let directory = words(memory(it.next())?)?;
             let counts_now = memory(it.next())?;
-            let tasks = tasks_from(&monitor_json(it.next())?)?;
-            let faults = faults_from(&monitor_json(it.next())?);
+            let tasks = tasks_from(&parse_document::<TasksDoc<'static>>(&monitor_text(
+                it.next(),
+            )?)?);
+            let faults = faults_from(&parse_document::<FaultsDoc<'static>>(&monitor_text(
+                it.next(),
+            )?)?);
             let mut read = BTreeMap::new();
             for &(dir, table) in &plan {
                 read.insert(dir, (table, words(memory(it.next())?)?));
@@ -327,17 +334,12 @@ impl Recorder {
             )
             .await?;
         let mut it = results.into_iter();
-        let pgd = monitor_json(it.next())?;
-        let showmem = monitor_json(it.next())?;
-        let field = |doc: &Value, name: &str| {
-            doc.get(name)
-                .and_then(Value::as_str)
-                .and_then(|t| api::parse_number(t, name).ok())
-                .map(|v| v as u32)
-                .ok_or_else(|| ApiError::internal(format!("the monitor's answer has no {name}")))
-        };
-        let pg_dir = field(&pgd, "pg_dir")?;
-        let high = field(&showmem, "high_memory")?;
+        let pg_dir = parse_document::<DumpPgdDoc<'static>>(&monitor_text(it.next())?)?
+            .pg_dir
+            .0;
+        let high = parse_document::<ShowMemDoc<'static>>(&monitor_text(it.next())?)?
+            .high_memory
+            .0;
         let frames = (high.saturating_sub(LOW_MEM)) / PAGE_SIZE;
         let counts = (paging.addr + offset as u32, frames, high);
         let mut s = self.lock();
@@ -354,21 +356,10 @@ fn memory(r: Option<OpResult>) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-fn monitor_json(r: Option<OpResult>) -> Result<Value, ApiError> {
+/// A monitor answer's text (parse_document makes it its document).
+fn monitor_text(r: Option<OpResult>) -> Result<String, ApiError> {
     match r {
-        Some(OpResult::Monitor(t)) => {
-            let v: Value = serde_json::from_str(t.trim()).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "protocol_error",
-                    format!("the monitor's answer is not JSON: {e}"),
-                )
-            })?;
-            if let Some(e) = v.get("error") {
-                return Err(ApiError::from_monitor(e));
-            }
-            Ok(v)
-        }
+        Some(OpResult::Monitor(t)) => Ok(t),
         _ => Err(ApiError::internal("unexpected link answer (monitor)")),
     }
 }
@@ -388,57 +379,27 @@ fn words(bytes: Vec<u8>) -> Result<crate::history::Table, ApiError> {
     Ok(t)
 }
 
-/// The task rows of `tasks --json`.
-pub fn tasks_from(doc: &Value) -> Result<Vec<TaskRow>, ApiError> {
-    let list = doc
-        .get("tasks")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::internal("tasks --json has no tasks"))?;
-    let mut rows: Vec<TaskRow> = list
-        .iter()
-        .filter_map(|t| {
-            Some(TaskRow {
-                pid: u32::try_from(t.get("pid")?.as_u64()?).ok()?,
-                parent_pid: t
-                    .get("parent_pid")
-                    .and_then(Value::as_u64)
-                    .and_then(|p| u32::try_from(p).ok()),
-                slot: u16::try_from(t.get("slot")?.as_u64()?).ok()?,
-                state: t.get("state")?.as_str()?.to_string(),
-                program: t.get("program")?.as_str()?.to_string(),
-            })
-        })
-        .collect();
+/// The task rows of `tasks --json`, by pid; `current` cleared (see history::TaskRow).
+pub fn tasks_from(doc: &TasksDoc<'_>) -> Vec<TaskRow> {
+    let mut rows = Vec::new();
+    doc.tasks.for_each_until(&mut |t| {
+        rows.push(TaskRow {
+            current: false,
+            ..*t
+        });
+        std::ops::ControlFlow::Continue(())
+    });
     rows.sort_by_key(|t| t.pid);
-    Ok(rows)
+    rows
 }
 
-fn hex_field(doc: &Value, name: &str) -> Option<u32> {
-    let v = api::parse_number(doc.get(name)?.as_str()?, name).ok()?;
-    u32::try_from(v).ok()
-}
-
-/// The fault rows of `faults --json` (oldest first).
-pub fn faults_from(doc: &Value) -> Vec<FaultRow> {
-    let mut rows: Vec<FaultRow> = doc
-        .get("faults")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|f| {
-                    Some(FaultRow {
-                        seq: f.get("seq")?.as_u64()?,
-                        pid: u32::try_from(f.get("pid")?.as_u64()?).ok()?,
-                        linear: hex_field(f, "linear")?,
-                        eip: hex_field(f, "eip").unwrap_or(0),
-                        error_code: u32::try_from(f.get("error_code")?.as_u64()?).ok()?,
-                        by_kernel: f.get("by_kernel").and_then(Value::as_bool).unwrap_or(false),
-                        action: f.get("action")?.as_str()?.to_string(),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+/// The fault records of `faults --json`, oldest first.
+pub fn faults_from(doc: &FaultsDoc<'_>) -> Vec<FaultRow> {
+    let mut rows = Vec::new();
+    doc.faults.for_each_until(&mut |f| {
+        rows.push(*f);
+        std::ops::ControlFlow::Continue(())
+    });
     rows.sort_by_key(|f| f.seq);
     rows
 }
@@ -506,8 +467,11 @@ pub struct MomentDoc {
     pub tables: BTreeMap<String, Vec<u32>>,
     /// mem_map, one count per frame from LOW_MEM.
     pub counts: Vec<u8>,
+    /// The task table (`tasks --json`'s rows), `current` false.
+    #[schema(schema_with = task_docs_schema)]
     pub tasks: Vec<TaskRow>,
-    /// The last faults up to this moment, oldest first.
+    /// The last faults up to this moment, oldest first (`faults --json`'s records).
+    #[schema(schema_with = fault_docs_schema)]
     pub faults: Vec<FaultRow>,
 }
 
@@ -515,7 +479,9 @@ pub struct MomentDoc {
 #[derive(Serialize, ToSchema)]
 pub struct TaskChange {
     pub pid: u32,
+    #[schema(schema_with = task_doc_or_null_schema)]
     pub old: Option<TaskRow>,
+    #[schema(schema_with = task_doc_or_null_schema)]
     pub new: Option<TaskRow>,
 }
 
@@ -532,6 +498,7 @@ pub struct DeltaDoc {
     pub counts: Vec<[u32; 3]>,
     pub tasks: Vec<TaskChange>,
     /// Faults logged in between (forward only), oldest first.
+    #[schema(schema_with = fault_docs_schema)]
     pub faults: Vec<FaultRow>,
     /// `[old, new]` frames of mem_map, when its length changed.
     pub counts_len: Option<[u32; 2]>,
@@ -641,18 +608,19 @@ type Shared = State<Arc<App>>;
 /// `since` for the list.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameters; params::Params reads them
 pub struct ListQuery {
-    /// List the steps after this moment (default: the newest 512).
-    since: Option<u64>,
+    /// List the steps after this moment (default: the newest 512); decimal or 0x hex.
+    since: Option<String>,
+    /// Indent the JSON.
+    pretty: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/api/v1/history", tag = "history", params(ListQuery),
     responses((status = 200, body = HistoryInfo), (status = 400, body = ErrorBody)))]
-pub async fn list(
-    State(app): Shared,
-    q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<HistoryInfo>, ApiError> {
-    let since = q.map_err(|e| ApiError::bad_request(e.body_text()))?.0.since;
+pub async fn list(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let params = Params::parse(q.as_deref(), &["since"])?;
+    let since = params.number("since")?;
     let r = &app.recorder;
     r.touch();
     let s = r.lock();
@@ -671,7 +639,7 @@ pub async fn list(
         let skip = steps.len().saturating_sub(MAX_LISTED);
         steps.drain(..skip);
     }
-    Ok(Json(HistoryInfo {
+    let info = HistoryInfo {
         boot: s.boot,
         source: "stub".into(),
         oldest: h.map(History::oldest),
@@ -684,81 +652,96 @@ pub async fn list(
         snapshots: s.snapshots,
         last_error: s.last_error.clone(),
         steps,
-    }))
+    };
+    Ok(Reply::new(&info, params.pretty()?))
 }
 
 #[utoipa::path(get, path = "/api/v1/history/moments/{moment}", tag = "history",
-    params(("moment" = String, Path, description = "a moment number, or `latest`")),
+    params(("moment" = String, Path, description = "a moment number (decimal or 0x hex), or `latest`"), api::PrettyQuery),
     responses((status = 200, body = MomentDoc), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn moment(
     State(app): Shared,
     p: Result<Path<String>, PathRejection>,
-) -> Result<Json<MomentDoc>, ApiError> {
+    RawQuery(q): RawQuery,
+) -> Result<Reply, ApiError> {
     let which = p.map_err(|e| ApiError::bad_request(e.body_text()))?.0;
+    let params = Params::parse(q.as_deref(), &[])?;
+    let asked = match which.as_str() {
+        "latest" => None,
+        text => Some(parse_number(text, "moment")?),
+    };
     let r = &app.recorder;
     r.ready(&app).await?;
     let s = r.lock();
     let h = s.history.as_ref().ok_or_else(no_history)?;
-    let m = if which == "latest" {
-        h.newest()
-    } else {
-        which.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("moment: '{which}' is not a number or 'latest'"))
-        })?
-    };
+    let m = asked.unwrap_or_else(|| h.newest());
     let snap = h.at(m).map_err(not_kept)?;
-    Ok(Json(moment_doc(s.boot, m, s.pg_dir, snap)))
+    Ok(Reply::new(
+        &moment_doc(s.boot, m, s.pg_dir, snap),
+        params.pretty()?,
+    ))
 }
 
 /// Two moments.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameters; params::Params reads them
 pub struct DiffQuery {
-    from: u64,
-    to: u64,
+    /// From this moment (decimal or 0x hex).
+    from: String,
+    /// To this one (earlier than `from`: the changes undone).
+    to: String,
+    /// Indent the JSON.
+    pretty: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/api/v1/history/diff", tag = "history", params(DiffQuery),
     responses((status = 200, body = DeltaDoc), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn diff(
-    State(app): Shared,
-    q: Result<Query<DiffQuery>, QueryRejection>,
-) -> Result<Json<DeltaDoc>, ApiError> {
-    let q = q.map_err(|e| ApiError::bad_request(e.body_text()))?.0;
+pub async fn diff(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let params = Params::parse(q.as_deref(), &["from", "to"])?;
+    let moment = |name: &str| {
+        params
+            .number(name)?
+            .ok_or_else(|| ApiError::bad_request(format!("{name}: missing (a moment)")))
+    };
+    let (from, to) = (moment("from")?, moment("to")?);
+    let pretty = params.pretty()?;
     let r = &app.recorder;
     r.ready(&app).await?;
     let s = r.lock();
     let h = s.history.as_ref().ok_or_else(no_history)?;
-    let d = h.diff(q.from, q.to).map_err(not_kept)?;
-    Ok(Json(DeltaDoc::new(q.from, q.to, d)))
+    let d = h.diff(from, to).map_err(not_kept)?;
+    Ok(Reply::new(&DeltaDoc::new(from, to, d), pretty))
 }
 
 /// Where the page is.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameters; params::Params reads them
 pub struct LiveQuery {
-    /// The moment the page has (omit: the newest whole).
-    after: Option<u64>,
+    /// The moment the page has (omit: the newest whole); decimal or 0x hex.
+    after: Option<String>,
     /// The boot the page's moment belongs to.
-    boot: Option<u64>,
+    boot: Option<String>,
     /// How long to wait for a newer moment, in milliseconds (at most 5000; default 0).
-    wait_ms: Option<u64>,
+    wait_ms: Option<String>,
+    /// Indent the JSON.
+    pretty: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/api/v1/history/live", tag = "history", params(LiveQuery),
     responses((status = 200, body = LiveDoc), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn live(
-    State(app): Shared,
-    q: Result<Query<LiveQuery>, QueryRejection>,
-) -> Result<Json<LiveDoc>, ApiError> {
-    let q = q.map_err(|e| ApiError::bad_request(e.body_text()))?.0;
+pub async fn live(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let params = Params::parse(q.as_deref(), &["after", "boot", "wait_ms"])?;
+    let (after, boot) = (params.number("after")?, params.number("boot")?);
+    let wait = Duration::from_millis(params.number("wait_ms")?.unwrap_or(0)).min(MAX_WAIT);
+    let pretty = params.pretty()?;
     let r = app.recorder.clone();
     r.ready(&app).await?;
-    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let mut rx = r.newest.subscribe();
-    let behind = |v: &(u64, u64)| match (q.after, q.boot) {
+    let behind = |v: &(u64, u64)| match (after, boot) {
         (Some(after), Some(boot)) => boot != v.0 || v.1 > after,
         _ => true,
     };
@@ -780,9 +763,9 @@ pub async fn live(
     let s = r.lock();
     let h = s.history.as_ref().ok_or_else(no_history)?;
     let (oldest, newest) = (h.oldest(), h.newest());
-    let kept = q.boot == Some(s.boot) && q.after.is_some_and(|a| a >= oldest && a <= newest);
+    let kept = boot == Some(s.boot) && after.is_some_and(|a| a >= oldest && a <= newest);
     let start = if kept {
-        q.after.unwrap_or(newest)
+        after.unwrap_or(newest)
     } else {
         newest
     };
@@ -800,7 +783,7 @@ pub async fn live(
             let skip = all.len().saturating_sub(MAX_LISTED);
             all.into_iter().skip(skip).collect()
         };
-        return Ok(Json(LiveDoc {
+        let doc = LiveDoc {
             boot: s.boot,
             oldest,
             newest,
@@ -808,7 +791,8 @@ pub async fn live(
             moment: Some(moment_doc(s.boot, newest, s.pg_dir, snap)),
             delta: None,
             steps: recent,
-        }));
+        };
+        return Ok(Reply::new(&doc, pretty));
     }
     let delta = if start < newest {
         Some(DeltaDoc::new(
@@ -819,7 +803,7 @@ pub async fn live(
     } else {
         None
     };
-    Ok(Json(LiveDoc {
+    let doc = LiveDoc {
         boot: s.boot,
         oldest,
         newest,
@@ -827,30 +811,44 @@ pub async fn live(
         moment: None,
         delta,
         steps,
-    }))
+    };
+    Ok(Reply::new(&doc, pretty))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn task_and_fault_rows_come_from_the_monitor_documents() {
-        let tasks = json!({"command": "tasks", "tasks": [
-            {"pid": 2, "parent_pid": 1, "slot": 2, "state": "runnable", "program": "demo"},
-            {"pid": 0, "parent_pid": null, "slot": 0, "state": "runnable", "program": "kernel"}]});
-        let rows = tasks_from(&tasks).unwrap();
+        use crate::history::fixtures::{fault, task};
+        use report::inputs::FaultAction;
+        let mut running = task(2, Some(1), 2, "demo");
+        running.current = true;
+        let tasks = TasksDoc {
+            command: Default::default(),
+            schema: Default::default(),
+            current_slot: 2,
+            tasks: report::value::Items::Owned(vec![running, task(0, None, 0, "kernel")]),
+        };
+        // Through JSON, as the stub answers.
+        let text = serde_json::to_string(&tasks).unwrap();
+        let rows = tasks_from(&parse_document::<TasksDoc<'static>>(&text).unwrap());
         assert_eq!(rows.iter().map(|t| t.pid).collect::<Vec<_>>(), vec![0, 2]);
         assert_eq!(rows[1].parent_pid, Some(1));
-        assert!(tasks_from(&json!({"command": "tasks"})).is_err());
-        let faults = json!({"faults": [
-            {"seq": 9, "pid": 1, "linear": "0x04001000", "eip": "0x00000010", "error_code": 6, "action": "zero_page"},
-            {"seq": 8, "pid": 1, "linear": "0x04000000", "eip": "0x00000000", "error_code": 4, "by_kernel": false, "action": "loaded_from_image"},
-            {"seq": "bad"}]});
-        let rows = faults_from(&faults);
+        assert!(
+            rows.iter().all(|t| !t.current),
+            "current is no change of state"
+        );
+        let faults = serde_json::json!({"command": "faults", "schema": report::SCHEMA,
+            "capacity": 64, "since_boot": 9, "complete": true,
+            "faults": [fault(9, 1, 0x0400_1000, FaultAction::ZeroPage),
+                       fault(8, 1, 0x0400_0000, FaultAction::Loaded)],
+            "totals": report::tasks::FaultTotals::default()});
+        let faults = parse_document::<FaultsDoc<'static>>(&faults.to_string());
+        let rows = faults_from(&faults.unwrap());
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].seq, rows[0].linear), (8, 0x0400_0000));
+        assert_eq!((rows[0].seq, rows[0].linear.0), (8, 0x0400_0000));
     }
 
     #[test]

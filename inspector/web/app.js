@@ -352,7 +352,7 @@ function markTable() {
 
 /** A fault's page-table entry before and after the step that holds it. */
 async function entryAround(fault) {
-  const step = follower.steps.find((s) => s.events.some((e) => e.kind === 'fault' && e.seq === fault.seq));
+  const step = follower.steps.find((s) => s.events.some((e) => e.kind === 'fault' && e.fault.seq === fault.seq));
   if (!step) return null;
   const [before, after] = await Promise.all([ctx.loadMoment(step.moment - 1), ctx.loadMoment(step.moment)]);
   const pick = (m) => {

@@ -119,7 +119,8 @@ export async function walk({ addr, task = null, verify = true }) {
     task: doc.task ? { pid: doc.task.pid, slot: doc.task.slot, offset: num(doc.task.offset) } : null,
     pde: { index: doc.pde.index, raw: num(doc.pde.raw), flags: doc.pde.flags, present: doc.pde.present },
     table: num(doc.table),
-    pte: doc.pte ? { index: doc.pte.index, raw: num(doc.pte.raw), flags: doc.pte.flags, present: doc.pte.present } : null,
+    // The walk always names the table entry's index; raw is null when no table was read.
+    pte: doc.pte && doc.pte.raw !== null ? { index: doc.pte.index, raw: num(doc.pte.raw), flags: doc.pte.flags, present: doc.pte.present } : null,
     frame: num(doc.frame),
     count: doc.count ?? null,
     physical: num(doc.physical),
@@ -238,8 +239,8 @@ function normFault(f) {
   return {
     seq: f.seq,
     pid: f.pid,
-    linear: f.linear,
-    eip: f.eip,
+    linear: num(f.linear),
+    eip: num(f.eip),
     errorCode: f.error_code,
     error: faultError(f.error_code),
     write: (f.error_code & 2) !== 0,

@@ -35,7 +35,7 @@ export function describeEvents(events) {
   const faults = byKind('fault');
   if (faults.length) {
     const n = {};
-    for (const f of faults) n[f.action] = (n[f.action] ?? 0) + 1;
+    for (const { fault } of faults) n[fault.action] = (n[fault.action] ?? 0) + 1;
     out.push({ weight: 3, kind: 'fault', text: `${plural(faults.length, 'fault')}: ${Object.entries(n).map(([a, c]) => `${c} ${faultPath(a).text} (${faultPath(a).path.slice(1).join(' → ')})`).join(', ')}` });
   }
   for (const e of byKind('tables_changed')) {
