@@ -1,7 +1,7 @@
 """tools: the venv of the Python test tools, and the pytest command every runner execs.
 
 One definition of where the tools live (TEST_VENV) and what they are (the pinned list in
-tests/requirements.txt: pytest, pytest-xdist, pytest-timeout, schemathesis, ruff; add a
+tests/requirements.txt: pytest, pytest-xdist, pytest-timeout, schemathesis, ruff, playwright; add a
 tool by adding its line there). Debian's system pip refuses installs, hence the venv.
 
     python3 tests/pgtest/tools.py ensure        # create/update it; silent when up to date
