@@ -29,7 +29,7 @@ from pgtest import gdb as pg_gdb
 from pgtest import paths, procs, tools
 from pgtest.check import check
 from pgtest.gdb import PtyGdb
-from pgtest.inspector import Daemon, error_of, get, request, sse_events
+from pgtest.inspector import Daemon, error_of, get, private_build, request, sse_events
 from pgtest.machine import Machine
 from pgtest.paths import INSPECTOR
 
@@ -43,12 +43,7 @@ class Setup:
 
     def __init__(self, work, options):
         self.work = Path(work)
-        # Private copies: the daemon reads symbols from the ELF QEMU booted, even if the
-        # tree is rebuilt meanwhile.
-        self.kernel = self.work / "kernel"
-        self.image = self.work / "userimage.img"
-        shutil.copy(options.kernel, self.kernel)
-        shutil.copy(options.image, self.image)
+        self.kernel, self.image = private_build(self.work, options)
         self.machine = Machine(self.work / "machine", "init=demo", mem="32M", stub="kernel",
                                qmp=("tests", "daemon"), qemu_gdb=True, accel=options.accel,
                                kernel=self.kernel, image=self.image, qemu=options.qemu)

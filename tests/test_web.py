@@ -16,7 +16,6 @@ Every test but the restart also checks that the browser console showed no error.
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 from pgtest import browser, paths, procs
 from pgtest.check import check
 from pgtest.gdb import PtyGdb
-from pgtest.inspector import Daemon, get
+from pgtest.inspector import Daemon, get, private_build
 from pgtest.machine import Machine, SwapDisk
 
 pytestmark = [pytest.mark.xdist_group("web"), pytest.mark.timeout(240)]
@@ -38,11 +37,7 @@ SLOT_PDES = 16
 class Setup:
     def __init__(self, work, options):
         self.work = Path(work)
-        # Private copies: the daemon reads symbols from the ELF QEMU booted.
-        self.kernel = self.work / "kernel"
-        self.image = self.work / "userimage.img"
-        shutil.copy(options.kernel, self.kernel)
-        shutil.copy(options.image, self.image)
+        self.kernel, self.image = private_build(self.work, options)
         self.machine = Machine(self.work / "machine", "init=demo", mem="32M", swap=SwapDisk("32M"),
                                stub="kernel", gdb_wait=True, qmp=("tests", "daemon"),
                                accel=options.accel, kernel=self.kernel, image=self.image,

@@ -2,6 +2,7 @@
 HTTP helpers its tests use (JSON GETs, the API's error documents, Server-Sent Events)."""
 
 import json
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -11,6 +12,16 @@ from . import paths, procs
 from .check import TestFailure, check
 
 START_TIMEOUT_S = 10.0
+
+
+def private_build(workdir, options):
+    """Copies of the kernel ELF and the program image in `workdir`: the daemon reads
+    symbols from the ELF QEMU booted, even if the tree is rebuilt meanwhile. Returns
+    (kernel, image)."""
+    kernel, image = Path(workdir) / "kernel", Path(workdir) / "userimage.img"
+    shutil.copy(options.kernel, kernel)
+    shutil.copy(options.image, image)
+    return kernel, image
 
 
 class Daemon:
