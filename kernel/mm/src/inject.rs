@@ -86,6 +86,21 @@ pub struct SiteState {
     pub fired: u64,
 }
 
+impl SiteState {
+    /// Eligible calls counted for `interval`.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+    /// Space left before failures start.
+    pub fn space_left(&self) -> u32 {
+        self.space_left
+    }
+    /// Failures left (-1 unlimited).
+    pub fn times_left(&self) -> i32 {
+        self.times_left
+    }
+}
+
 /// Per-task state (Linux `task->make_it_fail`, `task->fail_nth`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskFailState {
@@ -141,6 +156,22 @@ pub struct Injector {
     seed: u64,
     rng: Rng,
     pub last: Option<Fired>,
+    /// What changed since [`Injector::take_changes`]: bit n of `changed_sites` for site
+    /// index n, bit n of `changed_tasks` for task slot n (a publisher copies only those).
+    changed_sites: u32,
+    changed_tasks: u64,
+    /// The seed, the generator, `current` or `last`.
+    changed_global: bool,
+}
+
+/// Which parts of an [`Injector`] changed since the last [`Injector::take_changes`] (all of
+/// them for a new one): bit n of `sites` is site index n, bit n of `tasks` is slot n.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InjectorChanges {
+    pub sites: u32,
+    pub tasks: u64,
+    /// The seed, the generator's state, `current` or `last` changed.
+    pub global: bool,
 }
 
 impl Default for Injector {
@@ -164,6 +195,9 @@ impl Injector {
             seed,
             rng: Rng::new(seed),
             last: None,
+            changed_sites: u32::MAX,
+            changed_tasks: u64::MAX,
+            changed_global: true,
         }
     }
 
@@ -175,6 +209,7 @@ impl Injector {
         if attr.times < -1 {
             return Err(InjectError::Times(attr.times));
         }
+        self.changed_sites |= 1 << site.index();
         let state = &mut self.sites[site.index()];
         state.attr = attr;
         state.count = 0;
@@ -195,15 +230,21 @@ impl Injector {
 
     /// Restarts the random choices from `seed`.
     pub fn set_seed(&mut self, seed: u64) {
+        self.changed_global = true;
         self.seed = seed;
         self.rng = Rng::new(seed);
     }
     pub fn seed(&self) -> u64 {
         self.seed
     }
+    /// The generator's state (what the next random choice starts from).
+    pub fn rng_state(&self) -> u64 {
+        self.rng.0
+    }
 
     /// The task slot allocations are made for from now on.
     pub fn set_current(&mut self, slot: usize) {
+        self.changed_global = true;
         self.current = slot.min(NR_TASKS - 1);
     }
     pub fn current(&self) -> usize {
@@ -215,6 +256,7 @@ impl Injector {
         self.tasks.get(slot).ok_or(InjectError::Slot(slot))
     }
     pub fn task_mut(&mut self, slot: usize) -> Result<&mut TaskFailState, InjectError> {
+        self.changed_tasks |= 1u64.checked_shl(slot as u32).unwrap_or(0);
         self.tasks.get_mut(slot).ok_or(InjectError::Slot(slot))
     }
 
@@ -222,6 +264,7 @@ impl Injector {
     /// is not (as Linux's `dup_task_struct`).
     pub fn fork_task(&mut self, parent: usize, slot: usize) {
         let make_it_fail = self.tasks.get(parent).is_some_and(|t| t.make_it_fail);
+        self.changed_tasks |= 1u64.checked_shl(slot as u32).unwrap_or(0);
         if let Some(t) = self.tasks.get_mut(slot) {
             *t = TaskFailState {
                 make_it_fail,
@@ -232,9 +275,23 @@ impl Injector {
 
     /// A task slot that is free again.
     pub fn release_task(&mut self, slot: usize) {
+        self.changed_tasks |= 1u64.checked_shl(slot as u32).unwrap_or(0);
         if let Some(t) = self.tasks.get_mut(slot) {
             *t = TaskFailState::default();
         }
+    }
+
+    /// What changed since the last call (everything, the first time), and starts afresh.
+    pub fn take_changes(&mut self) -> InjectorChanges {
+        let changes = InjectorChanges {
+            sites: self.changed_sites,
+            tasks: self.changed_tasks,
+            global: self.changed_global,
+        };
+        self.changed_sites = 0;
+        self.changed_tasks = 0;
+        self.changed_global = false;
+        changes
     }
 
     /// Linux `should_fail_ex(attr, PAGE_SIZE, 0)` for an allocation at `site` by the
@@ -242,12 +299,14 @@ impl Injector {
     /// interval and the random draw, in Linux's order.
     pub fn should_fail_at(&mut self, site: AllocSite) -> bool {
         let slot = self.current;
+        self.changed_sites |= 1 << site.index();
         let state = &mut self.sites[site.index()];
         state.calls += 1;
         // Task 0 is the kernel itself (not "in_task" for our purposes).
         if slot != 0 {
             let task = &mut self.tasks[slot];
             if task.fail_nth != 0 {
+                self.changed_tasks |= 1 << slot;
                 task.fail_nth -= 1;
                 if task.fail_nth == 0 {
                     return self.fire(site, slot, true);
@@ -275,6 +334,7 @@ impl Injector {
                 return false;
             }
         }
+        self.changed_global = true;
         if u32::from(attr.probability) <= self.rng.below(100) {
             return false;
         }
@@ -288,6 +348,7 @@ impl Injector {
             state.times_left -= 1;
         }
         state.fired += 1;
+        self.changed_global = true;
         self.last = Some(Fired {
             site,
             slot,
@@ -496,6 +557,43 @@ mod tests {
         assert_eq!(inj.task(64).err(), Some(InjectError::Slot(64)));
         assert_eq!(site_by_name("un_wp_page"), Ok(AllocSite::CowCopy));
         assert_eq!(site_by_name("nope"), Err(InjectError::UnknownSite));
+    }
+
+    #[test]
+    fn changes_name_what_changed_since_they_were_last_taken() {
+        let mut inj = Injector::new(5);
+        let first = inj.take_changes();
+        assert!(first.global && first.sites == u32::MAX && first.tasks == u64::MAX);
+        assert_eq!(
+            inj.take_changes(),
+            InjectorChanges {
+                sites: 0,
+                tasks: 0,
+                global: false
+            }
+        );
+        inj.set_current(4);
+        inj.should_fail_at(AllocSite::NoPage);
+        let c = inj.take_changes();
+        assert!(c.global, "set_current");
+        assert_eq!(c.sites, 1 << AllocSite::NoPage.index());
+        assert_eq!(c.tasks, 0);
+        inj.task_mut(9).unwrap().fail_nth = 2;
+        inj.fork_task(9, 10);
+        inj.release_task(11);
+        inj.configure(AllocSite::CowCopy, always(1)).unwrap();
+        let c = inj.take_changes();
+        assert_eq!(c.tasks, (1 << 9) | (1 << 10) | (1 << 11));
+        assert_eq!(c.sites, 1 << AllocSite::CowCopy.index());
+        assert!(!c.global);
+        inj.set_current(9);
+        inj.take_changes();
+        // fail_nth counting down in the current task and the random draw of an armed site.
+        assert!(!inj.should_fail_at(AllocSite::CowCopy));
+        let c = inj.take_changes();
+        assert_eq!(c.tasks, 1 << 9);
+        assert!(inj.should_fail_at(AllocSite::CowCopy));
+        assert!(inj.take_changes().global, "fire sets last");
     }
 }
 

@@ -128,6 +128,22 @@ impl MemMap {
         &self.counts[..self.nr_pages]
     }
 
+    /// The whole count array, all [`MAX_PAGING_PAGES`] entries (USED past HIGH_MEMORY):
+    /// what the kernel's introspection descriptor points a reader outside the machine at.
+    pub fn all_counts(&self) -> &[u8; MAX_PAGING_PAGES] {
+        &self.counts
+    }
+
+    /// The free-frame index: bit `i % 32` of word `i / 32` set when frame index `i` is free.
+    pub fn free_bits(&self) -> &[u32] {
+        &self.free_bits
+    }
+
+    /// The index's summary: bit `w % 32` of word `w / 32` set when `free_bits[w]` is not 0.
+    pub fn free_summary(&self) -> &[u32] {
+        &self.summary
+    }
+
     /// 0.11 `PAGING_PAGES` for this machine.
     pub fn nr_pages(&self) -> usize {
         self.nr_pages

@@ -182,6 +182,18 @@ impl SwapMap {
     pub fn nr_slots(&self) -> u32 {
         self.nr_slots
     }
+    /// 0.12's `swap_bitmap`: bit n set when slot n is free.
+    pub fn bitmap(&self) -> &[u32] {
+        &self.bitmap
+    }
+    /// `swap_out`'s clock hand: (directory entry, page entry) it resumes at.
+    pub fn clock(&self) -> (usize, usize) {
+        (self.clock_dir, self.clock_page)
+    }
+    /// Clean pages dropped since the last progress (the thrash guard of D20).
+    pub fn drops_since_progress(&self) -> u32 {
+        self.drops_since_progress
+    }
     pub fn nr_free(&self) -> u32 {
         self.nr_free
     }
