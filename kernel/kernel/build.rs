@@ -27,5 +27,7 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-T{}", script.display());
         // No PT_GNU_RELRO: nothing remaps the kernel read-only after relocation.
         println!("cargo:rustc-link-arg-bins=-znorelro");
+        // A build id, which the introspection descriptor carries (arch/x86/published.rs).
+        println!("cargo:rustc-link-arg-bins=--build-id=sha1");
     }
 }

@@ -362,48 +362,38 @@ pub struct PagingState {
     pub inject: InjectState,
 }
 
-/// A task's run state (0.11 `TASK_RUNNING`, `TASK_INTERRUPTIBLE`, `TASK_ZOMBIE`), as the
-/// kernel's task table keeps it and the descriptor publishes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TaskState {
-    /// Ready to run, or running.
-    Runnable,
-    /// In `waitpid`, until a child exits.
-    WaitingChild,
-    /// In `sleep`, until the tick count reaches its wake-up time.
-    Sleeping,
-    /// Exited; waits for its parent to collect the status.
-    Zombie,
+/// A task's run state (0.11 `TASK_RUNNING`, `TASK_INTERRUPTIBLE`, `TASK_ZOMBIE`): the
+/// documents' definition (`report`), which the kernel's task table keeps and the
+/// descriptor publishes as [`task_state_code`].
+pub use report::TaskState;
+
+/// Every state, in the order of the published codes.
+pub const TASK_STATES: [TaskState; 4] = [
+    TaskState::Runnable,
+    TaskState::Waiting,
+    TaskState::Sleeping,
+    TaskState::Zombie,
+];
+
+/// A state's published code (0 is an empty slot).
+pub const fn task_state_code(state: TaskState) -> u32 {
+    match state {
+        TaskState::Runnable => 1,
+        TaskState::Waiting => 2,
+        TaskState::Sleeping => 3,
+        TaskState::Zombie => 4,
+    }
 }
 
-impl TaskState {
-    pub const ALL: [TaskState; 4] = [
-        TaskState::Runnable,
-        TaskState::WaitingChild,
-        TaskState::Sleeping,
-        TaskState::Zombie,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            TaskState::Runnable => "runnable",
-            TaskState::WaitingChild => "waiting",
-            TaskState::Sleeping => "sleeping",
-            TaskState::Zombie => "zombie",
-        }
-    }
-    /// The published code (0 is an empty slot).
-    pub const fn code(self) -> u32 {
-        self as u32 + 1
-    }
-    pub fn from_code(code: u32) -> Option<TaskState> {
-        Self::ALL.get(code.checked_sub(1)? as usize).copied()
-    }
+/// The state a published code names (`None`: 0, an empty slot, or an unknown code).
+pub fn task_state_from_code(code: u32) -> Option<TaskState> {
+    TASK_STATES.get(code.checked_sub(1)? as usize).copied()
 }
 
 /// One task slot, as published.
 #[repr(C)]
 pub struct TaskEntry {
-    /// [`TaskState::code`]; 0: no task in the slot.
+    /// [`task_state_code`]; 0: no task in the slot.
     pub state: Word,
     pub pid: Word,
     /// The parent's slot (0: the kernel).
@@ -451,77 +441,18 @@ pub struct TaskTable {
     pub entries: [TaskEntry; NR_TASKS],
 }
 
-/// What the fault handler did about one fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FaultAction {
-    /// `do_no_page`: a fresh zero page.
-    ZeroPage,
-    /// `do_no_page`: read from the program image.
-    Loaded,
-    /// `do_no_page`: shared with another task running the same program.
-    Shared,
-    /// `do_wp_page`: the shared page was copied.
-    CowCopied,
-    /// `do_wp_page`: the count was 1, the page only became writable.
-    CowMadeWritable,
-    /// `do_no_page` → `swap_in`: read back from the swap device.
-    SwappedIn,
-    /// The entry was already fine (stale TLB): flushed.
-    Spurious,
-    /// `oom()` killed the task.
-    OutOfMemory,
-    /// The access was illegal: the task was killed.
-    Killed,
-}
+/// What the fault handler did about one fault: mm's definition (`mm::fault`), whose
+/// [`FaultAction::index`] is the published code.
+pub use mm::fault::FaultAction;
 
-impl FaultAction {
-    /// Every action, in a fixed order (the index into the totals, and the published code).
-    pub const ALL: [FaultAction; 9] = [
-        FaultAction::ZeroPage,
-        FaultAction::Loaded,
-        FaultAction::Shared,
-        FaultAction::CowCopied,
-        FaultAction::CowMadeWritable,
-        FaultAction::SwappedIn,
-        FaultAction::Spurious,
-        FaultAction::OutOfMemory,
-        FaultAction::Killed,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultAction::ZeroPage => "zero page",
-            FaultAction::Loaded => "loaded from image",
-            FaultAction::Shared => "shared",
-            FaultAction::CowCopied => "COW copied",
-            FaultAction::CowMadeWritable => "COW made writable",
-            FaultAction::SwappedIn => "swapped in",
-            FaultAction::Spurious => "spurious",
-            FaultAction::OutOfMemory => "out of memory, killed",
-            FaultAction::Killed => "killed",
-        }
-    }
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-    pub fn from_index(index: u32) -> Option<FaultAction> {
-        Self::ALL.get(index as usize).copied()
-    }
-}
+/// One remembered fault: the record `monitor faults` documents (`report`), so the ring,
+/// the monitor and a reader outside the machine share one definition. The ring keeps its
+/// sequence number in 32 bits and the error code's low byte (the architectural bits P,
+/// W/R, U/S, RSVD, I/D).
+pub use report::FaultRecord;
 
-/// One remembered fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FaultRecord {
-    /// Sequence number since boot (1 = the first fault).
-    pub seq: u32,
-    pub pid: u32,
-    pub linear: u32,
-    /// The #PF error code (its low byte: P, W/R, U/S...).
-    pub error_code: u8,
-    pub eip: u32,
-    /// Set when the kernel took the fault on the task's behalf (`verify_area`, reads of
-    /// user memory) rather than the CPU.
-    pub by_kernel: bool,
-    pub action: FaultAction,
+fn action_from_index(index: u32) -> Option<FaultAction> {
+    FaultAction::ALL.get(index as usize).copied()
 }
 
 /// A record's place in the ring.
@@ -976,7 +907,7 @@ impl TaskEntry {
 
     /// Kernel: the run state.
     pub fn store_state(&self, state: TaskState) -> bool {
-        update(&self.state, state.code())
+        update(&self.state, task_state_code(state))
     }
 
     /// Kernel: a plain word of the entry (pid, parent, end_code...), `field` one of them.
@@ -1012,7 +943,7 @@ impl TaskEntry {
 
     /// Reader: the task in the slot, `None` when empty (or the state code is unknown).
     pub fn load(&self) -> Option<TaskValue> {
-        let state = TaskState::from_code(get(&self.state))?;
+        let state = task_state_from_code(get(&self.state))?;
         let mut name = [0u8; NAME_LEN];
         for (chunk, w) in name.chunks_exact_mut(4).zip(&self.name) {
             chunk.copy_from_slice(&get(w).to_le_bytes());
@@ -1059,7 +990,7 @@ impl FaultRing {
     /// sequence number. The caller holds a change open ([`Descriptor::begin_write`]).
     pub fn push(&self, mut rec: FaultRecord) -> u32 {
         let seq = get(&self.next_seq).max(1);
-        rec.seq = seq;
+        rec.seq = seq.into();
         let slot = &self.records[seq as usize % FAULT_RING_LEN];
         // Invalidate first: a reader of the old record sees it change (seq 0) before
         // any of its fields does.
@@ -1070,7 +1001,7 @@ impl FaultRing {
         put(&slot.eip, rec.eip);
         put(
             &slot.info,
-            u32::from(rec.error_code)
+            (rec.error_code & 0xff)
                 | (rec.action.index() as u32) << 8
                 | u32::from(rec.by_kernel) << 16,
         );
@@ -1107,13 +1038,13 @@ impl FaultRing {
             return None;
         }
         Some(FaultRecord {
-            seq,
+            seq: seq.into(),
             pid,
             linear,
-            error_code: info as u8,
+            error_code: info & 0xff,
             eip,
             by_kernel: (info >> 16) & 1 != 0,
-            action: FaultAction::from_index((info >> 8) & 0xff)?,
+            action: action_from_index((info >> 8) & 0xff)?,
         })
     }
 

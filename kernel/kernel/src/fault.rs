@@ -12,14 +12,13 @@ use abi::errno::{EFAULT, ENOMEM};
 use abi::wait_status;
 use mm::addr::{slot_base, LinearAddr};
 use mm::fault::{fault_code, Fault, Peers, UserAccessError, Verdict};
-use mm::inject::Injector;
 use mm::memory::OutOfMemory;
 use mm::{FaultContext, Mm, ProgramPages};
 
 use crate::arch::x86::{cpu, crash, idt, phys::KernelPhys, trap_entry::TrapFrame};
 use crate::faultlog::{self, FaultRecord};
 use crate::kfault;
-use crate::paging::{paging, ImageProgram, Paging};
+use crate::paging::{paging, ImageProgram, KernelPolicy, Paging};
 use crate::syscall::Errno;
 use crate::task::exit::do_exit;
 use crate::task::{current, tasks, Name, TaskState};
@@ -71,10 +70,11 @@ fn kernel_store_fault(frame: &mut TrapFrame, linear: LinearAddr) {
 
 /// Runs `store` with ring-0 page faults in the current task's slot handled as 0.11
 /// handles them (D9, `compat=D9`).
-pub fn kernel_store(store: impl FnOnce()) {
+pub fn kernel_store<T>(store: impl FnOnce() -> T) -> T {
     KERNEL_STORE.store(true, Ordering::Relaxed);
-    store();
+    let result = store();
     KERNEL_STORE.store(false, Ordering::Relaxed);
+    result
 }
 
 /// 0.11's `verify_area` for one page of the current task (D9, `compat=D9`):
@@ -101,7 +101,7 @@ pub fn die_past_segment(ptr: u32, len: u32) -> ! {
 /// Runs `f` on the paging state with the current task's fault context: its segment base,
 /// its program, and the tasks running the same program (0.11 `share_page`'s candidates).
 fn with_fault_context<R>(
-    f: impl FnOnce(&mut Mm<KernelPhys>, &FaultContext<'_>, &mut Injector) -> R,
+    f: impl FnOnce(&mut Mm<KernelPhys>, &FaultContext<'_>, &mut KernelPolicy) -> R,
 ) -> R {
     let slot = current();
     let (program, peers) = {
@@ -129,9 +129,10 @@ fn book(fault: &Fault, eip: u32) {
     let action = fault.verdict.action();
     let pid = {
         let mut t = tasks();
-        let task = t.get_mut(current());
-        action.count_in(&mut task.faults);
-        task.pid
+        let slot = current();
+        // Only the counts change: only they are published again.
+        action.count_in(t.faults_mut(slot));
+        t.get(slot).pid
     };
     let (linear, code) = (fault.linear, fault.error_code);
     faultlog::record(FaultRecord {

@@ -2,7 +2,10 @@
 //! them out, starts task 1 from the program image and runs the idle loop.
 #![no_std]
 #![no_main]
+// All of the kernel's unsafe code lives under arch/ (arch/x86/mod.rs says why).
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 mod arch;
 mod bench;
 mod cmdline;
@@ -16,6 +19,7 @@ mod log;
 mod monitor;
 mod paging;
 mod panic;
+mod publish;
 mod run;
 mod syscall;
 mod task;
@@ -26,8 +30,7 @@ use arch::x86::multiboot::BootInfo;
 use arch::x86::{boot, gdt, idt, pic, pit, qemu_exit};
 
 /// The entry from `_start` (arch/x86/boot.rs), on the boot stack with interrupts off.
-#[no_mangle]
-pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
+pub fn kernel_main(magic: u32, info: u32) -> ! {
     console::init();
     println!("pgkernel: a Linux 0.11/0.12 paging kernel for i386");
     let boot = match BootInfo::parse(magic, info) {
@@ -50,6 +53,7 @@ pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     };
     let reserved_end = boot::kernel_end().max(module.end);
     let layout = match paging::init(
+        &boot,
         boot.ram_end(),
         reserved_end,
         opts.linear_scan,
@@ -80,9 +84,9 @@ pub extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         );
     }
     gdb::init(opts.gdb);
-    // SAFETY: the module lies below start_mem (reserved_end covers it), so mem_map never
-    // hands its frames out and nothing writes them; it is identity-mapped.
-    let bytes = unsafe { arch::x86::phys::reserved_bytes(module.start, module.len() as usize) };
+    // The module lies below start_mem (reserved_end covers it), so mem_map never hands
+    // its frames out and nothing writes them.
+    let bytes = arch::x86::phys::boot_module_bytes(module, layout.start_mem);
     match image::Image::parse(bytes) {
         Ok(image) => {
             task::exec::IMAGE.call_once(|| image);

@@ -1,6 +1,7 @@
 //! The kernel's paging state: RAM sizing, the identity map and the one `Mm` (0.11's
 //! `mem_init` and `head.s` `setup_paging`), behind a lock.
 
+use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use mm::addr::{Frame, LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE, PDE_SPAN};
@@ -8,11 +9,13 @@ use mm::compat::Compat;
 use mm::inject::Injector;
 use mm::memory::FrameSearch;
 use mm::Mm;
-// The spin mutex itself (not `spin::Mutex`'s wrapper), for `as_mut_ptr` (the debugger's view).
-use spin::mutex::{SpinMutex as Mutex, SpinMutexGuard as MutexGuard};
 use spin::Once;
 
-use crate::arch::x86::{cpu, phys::KernelPhys};
+use crate::arch::x86::debugger::Stopped;
+use crate::arch::x86::multiboot::BootInfo;
+use crate::arch::x86::phys::KernelPhys;
+use crate::arch::x86::sync::{StopLock, StopLockGuard};
+use crate::publish::{self, Section};
 
 /// The least RAM the kernel runs with: the Linux 0.11 machine had 16 MiB, and `qemu -m 16M`
 /// reports 128 KiB less (the firmware keeps the top for its tables), so the bar is 15 MiB.
@@ -23,10 +26,115 @@ pub struct Paging {
     pub mm: Mm<KernelPhys>,
     /// Failure injection (Linux's knobs, per-task fail-nth): consulted by every
     /// allocation of the paging code before it changes anything.
-    pub policy: Injector,
+    pub policy: KernelPolicy,
 }
 
-static PAGING: Once<Mutex<Paging>> = Once::new();
+static PAGING: Once<StopLock<Paging>> = Once::new();
+
+/// The failure-injection state, behind its own lock, taken only for each decision and
+/// each change: a debugger stopped anywhere in the paging code (a breakpoint in
+/// `do_wp_page`, with the paging lock held) can still set `monitor failnth` or `fail`
+/// for the allocation that comes next.
+static INJECTOR: Once<StopLock<Injector>> = Once::new();
+
+/// The paging code's failure policy: each decision asks the [`Injector`] under its lock.
+pub struct KernelPolicy;
+
+impl mm::FailurePolicy for KernelPolicy {
+    fn should_fail(&mut self, site: mm::AllocSite) -> bool {
+        injector().should_fail_at(site)
+    }
+}
+
+/// The locked injector. The first `&mut` opens a change of the introspection descriptor;
+/// when the guard drops, what changed is published and the change ends.
+pub struct InjectorGuard {
+    // Drop order: the section ends before the lock is released.
+    section: Option<Section>,
+    guard: StopLockGuard<'static, Injector>,
+}
+
+impl Deref for InjectorGuard {
+    type Target = Injector;
+    fn deref(&self) -> &Injector {
+        &self.guard
+    }
+}
+
+impl DerefMut for InjectorGuard {
+    fn deref_mut(&mut self) -> &mut Injector {
+        if self.section.is_none() {
+            self.section = Some(publish::section());
+        }
+        &mut self.guard
+    }
+}
+
+impl Drop for InjectorGuard {
+    fn drop(&mut self) {
+        if self.section.is_some() {
+            publish::publish_injector(&mut self.guard);
+        }
+    }
+}
+
+/// Locks the failure-injection state (taking it twice is a kernel bug: stops with a
+/// message).
+pub fn injector() -> InjectorGuard {
+    try_injector().expect("failure-injection state locked twice")
+}
+
+/// Locks the failure-injection state, or `None` when it is held (the debugger stopped
+/// the kernel inside a decision): the monitor answers Busy then.
+pub fn try_injector() -> Option<InjectorGuard> {
+    let guard = INJECTOR
+        .get()
+        .expect("failure injection used before paging::init")
+        .try_lock()?;
+    Some(InjectorGuard {
+        section: None,
+        guard,
+    })
+}
+
+/// The failure-injection state as the gdb stub reads it, without the lock.
+pub fn injector_while_stopped(stopped: &Stopped) -> Option<&Injector> {
+    Some(INJECTOR.get()?.peek(stopped))
+}
+
+/// The locked paging state. The first `&mut` opens a change of the introspection
+/// descriptor (the sequence count goes odd); when the guard drops, the paging scalars are
+/// published and the change ends, before the lock is released. Read-only use leaves the
+/// count alone.
+pub struct PagingGuard {
+    // Drop order: the section ends before the lock is released.
+    section: Option<Section>,
+    guard: StopLockGuard<'static, Paging>,
+}
+
+impl Deref for PagingGuard {
+    type Target = Paging;
+    fn deref(&self) -> &Paging {
+        &self.guard
+    }
+}
+
+impl DerefMut for PagingGuard {
+    fn deref_mut(&mut self) -> &mut Paging {
+        if self.section.is_none() {
+            self.section = Some(publish::section());
+        }
+        &mut self.guard
+    }
+}
+
+impl Drop for PagingGuard {
+    fn drop(&mut self) {
+        if self.section.is_some() {
+            publish::publish_paging(&self.guard);
+        }
+    }
+}
 
 /// `compat=`: the rows whose original behaviour is on, set once at boot ([`init`]); the
 /// same value as `Mm::compat`, readable without the paging lock (the fault handler and
@@ -43,41 +151,29 @@ const HIGH_MEMORY_0_11: u32 = 16 << 20;
 
 /// Locks the paging state. Re-entering (a fault inside the paging code) is a kernel bug
 /// and stops the kernel with a message instead of deadlocking.
-pub fn paging() -> MutexGuard<'static, Paging> {
-    PAGING
+pub fn paging() -> PagingGuard {
+    try_paging().expect("paging state locked twice (a fault inside the paging code?)")
+}
+
+/// Locks the paging state, or `None` when it is held: the gdb stub's monitor, changing
+/// the state of a stopped kernel (`fail`, `failnth`, `corrupt`), answers Busy then
+/// rather than write under the stopped holder's feet.
+pub fn try_paging() -> Option<PagingGuard> {
+    let guard = PAGING
         .get()
         .expect("paging used before paging::init")
-        .try_lock()
-        .expect("paging state locked twice (a fault inside the paging code?)")
+        .try_lock()?;
+    Some(PagingGuard {
+        section: None,
+        guard,
+    })
 }
 
 /// The paging state as the gdb stub reads it, without taking the lock: the code that
 /// holds the lock may be the code the debugger stopped (a breakpoint in `do_wp_page`).
-/// `None` before [`init`].
-///
-/// # Safety
-/// Only while the kernel is stopped in the stub with interrupts off, and only until it
-/// resumes: whoever holds the lock is frozen then, so nothing changes the state under
-/// the reference, but it may be half-way through an update that it had not finished.
-pub unsafe fn paging_while_stopped() -> Option<&'static Paging> {
-    let lock = PAGING.get()?;
-    // SAFETY: the caller guarantees nothing runs (no holder can write) while the shared
-    // reference lives; the data is initialised (the Once is complete).
-    Some(unsafe { &*lock.as_mut_ptr() })
-}
-
-/// The paging state as the monitor changes it while the kernel is stopped (`fail`,
-/// `failnth`, `corrupt`), without the lock, for the same reason as
-/// [`paging_while_stopped`].
-///
-/// # Safety
-/// As [`paging_while_stopped`], and no other reference to the paging state may be used
-/// while this one lives (the stub hands out one or the other, never both).
-pub unsafe fn paging_while_stopped_mut() -> Option<&'static mut Paging> {
-    let lock = PAGING.get()?;
-    // SAFETY: the caller guarantees the kernel is stopped and that this is the only live
-    // reference; the data is initialised (the Once is complete).
-    Some(unsafe { &mut *lock.as_mut_ptr() })
+/// It may be half-way through an update it had not finished. `None` before [`init`].
+pub fn paging_while_stopped(stopped: &Stopped) -> Option<&Paging> {
+    Some(PAGING.get()?.peek(stopped))
 }
 
 /// Why the machine cannot run the kernel.
@@ -116,6 +212,7 @@ pub struct Layout {
 /// `reserved_end` (the kernel image and boot modules), sets up `mem_map` for the rest
 /// (0.11 `mem_init(main_memory_start, memory_end)`) and turns paging on.
 pub fn init(
+    boot: &BootInfo,
     ram_end: u64,
     reserved_end: u32,
     linear_scan: bool,
@@ -158,9 +255,9 @@ pub fn init(
     if start_mem >= high {
         return Err(MemoryError::ReservedTooLarge { start_mem, high });
     }
-    // SAFETY: [0, high) is RAM below the 64 MiB the identity map covers, identity-mapped
-    // now (paging is off) and after enable_paging below; this is the only KernelPhys.
-    let phys = unsafe { KernelPhys::new(high) };
+    // [0, high) is RAM below the 64 MiB the identity map covers, identity-mapped now
+    // (paging is off) and after enable_paging below.
+    let phys = KernelPhys::take(boot, high);
     let mut mm = Mm::new(
         phys,
         Frame::containing(pg_dir),
@@ -172,10 +269,18 @@ pub fn init(
         mm.frame_search = FrameSearch::LinearScan0_11;
     }
     mm.compat = compat;
-    // SAFETY: Mm::new identity-mapped [0, high), which holds the kernel, its stacks and the
-    // tables themselves.
-    unsafe { cpu::enable_paging(pg_dir) };
-    PAGING.call_once(|| Mutex::new(Paging { mm, policy }));
+    // Mm::new identity-mapped [0, high), which holds the kernel, its stacks and the
+    // tables themselves (enable_paging checks).
+    crate::arch::x86::phys::enable_paging(&mm);
+    INJECTOR.call_once(|| StopLock::new(policy));
+    publish::publish_injector(&mut injector());
+    PAGING.call_once(|| {
+        StopLock::new(Paging {
+            mm,
+            policy: KernelPolicy,
+        })
+    });
+    publish::init(&paging());
     Ok(Layout {
         ram_end,
         high_memory: high,

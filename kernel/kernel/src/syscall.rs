@@ -221,13 +221,13 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
         debug_op::FREE_FRAMES => Ok(paging().mm.mem_map.nr_free() as u32),
         debug_op::TICKS => Ok(sched::ticks() as u32),
         debug_op::FAIL_NTH => {
-            let mut p = paging();
-            let task = p.policy.task_mut(current()).map_err(|_| Errno(EINVAL))?;
+            let mut injector = crate::paging::injector();
+            let task = injector.task_mut(current()).map_err(|_| Errno(EINVAL))?;
             Ok(core::mem::replace(&mut task.fail_nth, arg))
         }
         debug_op::MAKE_IT_FAIL => {
-            let mut p = paging();
-            let task = p.policy.task_mut(current()).map_err(|_| Errno(EINVAL))?;
+            let mut injector = crate::paging::injector();
+            let task = injector.task_mut(current()).map_err(|_| Errno(EINVAL))?;
             Ok(u32::from(core::mem::replace(
                 &mut task.make_it_fail,
                 arg != 0,

@@ -10,7 +10,7 @@ use abi::errno::{E2BIG, EFAULT};
 use mm::addr::{LinearAddr, PAGE_SIZE, TASK_SIZE};
 use mm::compat::Compat;
 
-use crate::arch::x86::phys::{store_to_user_linear, store_to_user_linear_faulting};
+use crate::arch::x86::phys::{store_to_user, store_to_user_faulting};
 use crate::fault;
 use crate::paging::{self, paging};
 use crate::syscall::Errno;
@@ -67,10 +67,11 @@ pub fn copy_to_user(ptr: u32, bytes: &[u8]) -> Result<(), Errno> {
         let linear = LinearAddr::new(start.as_u32() + done as u32);
         let chunk = ((PAGE_SIZE - linear.page_offset()) as usize).min(bytes.len() - done);
         verify_area(ptr + done as u32, chunk as u32)?;
-        // SAFETY: verify_area just made this page present and private, check_range kept
-        // it inside the current task's slot, and nothing runs between that and the store
-        // (the kernel is not preemptible and the store allocates nothing).
-        unsafe { store_to_user_linear(linear.as_u32(), &bytes[done..done + chunk]) };
+        // verify_area just made this page present and private, check_range kept it inside
+        // the current task's slot, and nothing runs between that and the store (the
+        // kernel is not preemptible and the store allocates nothing).
+        store_to_user(&paging().mm, linear, &bytes[done..done + chunk])
+            .map_err(|_| Errno(EFAULT))?;
         done += chunk;
     }
     Ok(())
@@ -82,13 +83,10 @@ pub fn copy_to_user(ptr: u32, bytes: &[u8]) -> Result<(), Errno> {
 /// RW: CR0.WP is clear) writes into the other task's page: 0.11's hole.
 fn copy_to_user_0_11(ptr: u32, start: LinearAddr, bytes: &[u8]) -> Result<(), Errno> {
     verify_area(ptr, bytes.len() as u32)?;
-    fault::kernel_store(|| {
-        // SAFETY: check_range kept the range inside the current task's slot; absent
-        // pages fault and are mapped by the page-fault handler (kernel_store marks the
-        // store); no lock is held here.
-        unsafe { store_to_user_linear_faulting(start.as_u32(), bytes) }
-    });
-    Ok(())
+    // check_range kept the range inside the current task's slot; absent pages fault and
+    // are mapped by the page-fault handler (kernel_store marks the store); no lock is
+    // held here.
+    fault::kernel_store(|| store_to_user_faulting(start, bytes)).map_err(|_| Errno(EFAULT))
 }
 
 /// Copies user memory at `ptr` into `out`, faulting pages in as the task would.

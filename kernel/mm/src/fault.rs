@@ -57,6 +57,12 @@ impl FaultAction {
         FaultAction::Killed,
     ];
 
+    /// The place in [`FaultAction::ALL`] (the published code of the introspection
+    /// descriptor's fault ring).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FaultAction::ZeroPage => "zero page",

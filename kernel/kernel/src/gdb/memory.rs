@@ -179,12 +179,11 @@ pub fn peek(mm: &Mm<KernelPhys>, phys: u32) -> u8 {
     byte[0]
 }
 
-/// Writes physical memory for the debugger (memory writes, breakpoints, saved registers).
-/// Callers have checked `[phys, phys + len)` lies in RAM below HIGH_MEMORY.
+/// Writes physical memory for the debugger (memory writes, breakpoints, saved registers),
+/// as one change of the introspection descriptor (a write may set a PTE's dirty bit).
+/// Callers have checked `[phys, phys + len)` lies in RAM below HIGH_MEMORY (and the write
+/// checks it again).
 pub fn poke(phys: u32, bytes: &[u8]) {
-    // SAFETY: every caller passes an address from a walk (checked below HIGH_MEMORY by
-    // `translate`), a task page, or a saved kernel stack, all identity-mapped RAM; all of
-    // the stub runs inside a trap with interrupts off on the only CPU, so the kernel is
-    // stopped and nothing else touches those bytes until it resumes.
-    unsafe { debugger::write_physical(phys, bytes) }
+    let _change = crate::publish::section();
+    debugger::write_physical(&super::stopped(), phys, bytes);
 }

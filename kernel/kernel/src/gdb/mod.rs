@@ -78,6 +78,7 @@ use spin::Mutex;
 use self::breakpoints::{Hit, HwUse};
 use self::conn::{with_link, Com1Conn};
 use self::target::KernelTarget;
+use crate::arch::x86::debugger::Stopped;
 use crate::arch::x86::trap_entry::TrapFrame;
 use crate::arch::x86::{debugger, debugreg, idt, pic};
 use crate::cmdline::GdbMode;
@@ -97,27 +98,25 @@ enum Mode {
 
 /// The kernel state a stop can look at: read without the locks, because the stopped
 /// code may hold them (see `paging::paging_while_stopped`).
-pub struct Frozen {
-    pub paging: &'static Paging,
-    pub tasks: &'static TaskTable,
+pub struct Frozen<'a> {
+    pub paging: &'a Paging,
+    pub tasks: &'a TaskTable,
 }
 
-/// The paging state and the task table, for code that runs inside the stub.
-pub fn frozen() -> Frozen {
-    // SAFETY: only the stub calls this, and the stub runs only inside a trap handler with
-    // interrupts off on the only CPU: the interrupted code, lock holders included, is
-    // frozen until the trap returns, which ends every use of these references (the stub
-    // keeps none across an exit).
-    let (paging, tasks) = unsafe {
-        (
-            crate::paging::paging_while_stopped(),
-            crate::task::tasks_while_stopped(),
-        )
-    };
+/// The paging state and the task table, for code that runs inside the stub (the proof
+/// that the kernel is stopped bounds the references).
+pub fn frozen(stopped: &Stopped) -> Frozen<'_> {
     Frozen {
-        paging: paging.expect("the stub starts after paging::init"),
-        tasks,
+        paging: crate::paging::paging_while_stopped(stopped)
+            .expect("the stub starts after paging::init"),
+        tasks: crate::task::tasks_while_stopped(stopped),
     }
+}
+
+/// The proof that the kernel is stopped, for code that `gdbstub` calls (the target's
+/// methods), which runs only inside the stub.
+pub fn stopped() -> Stopped {
+    Stopped::here().expect("gdbstub runs only inside the stub")
 }
 
 /// The stub: `gdbstub`, the target, the framer and the mode.
@@ -139,17 +138,16 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// The boot's `gdb=wait` stop is due (the next kernel `int3` is it).
 static BOOT_WAIT: AtomicBool = AtomicBool::new(false);
 
-/// A fresh `gdbstub` state machine (idle: it takes gdb's first packet as an attach).
-fn new_machine(target: &mut KernelTarget) -> Option<Machine> {
-    // SAFETY: the previous state machine, the only holder of the buffer, is gone: the
-    // callers drop it first (or it was consumed by the call that failed), and at boot
-    // there is none.
-    let buffer = unsafe { debugger::packet_buffer() };
-    let stub = GdbStubBuilder::new(Com1Conn)
+/// A fresh `gdbstub` state machine (idle: it takes gdb's first packet as an attach), in
+/// `slot`, where the previous one (the only other holder of the packet buffer) is
+/// dropped first.
+fn new_machine(slot: &mut Option<Machine>, target: &mut KernelTarget) {
+    let buffer = debugger::packet_buffer(slot);
+    *slot = GdbStubBuilder::new(Com1Conn)
         .with_packet_buffer(buffer)
         .build()
-        .ok()?;
-    stub.run_state_machine(target).ok()
+        .ok()
+        .and_then(|stub| stub.run_state_machine(target).ok());
 }
 
 /// Starts the stub on COM1 unless `gdb=off`; says so on the console.
@@ -163,12 +161,14 @@ pub fn init(mode: GdbMode) {
         return;
     }
     let mut target = KernelTarget::new();
-    let Some(machine) = new_machine(&mut target) else {
+    let mut machine = None;
+    new_machine(&mut machine, &mut target);
+    if machine.is_none() {
         println!("gdb: the gdbstub state machine did not start: stub off");
         return;
-    };
+    }
     *STUB.lock() = Some(Stub {
-        machine: Some(machine),
+        machine,
         target,
         framer: Framer::new(),
         mode: Mode::Detached,
@@ -204,16 +204,15 @@ pub fn on_uart_interrupt(frame: &mut TrapFrame) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    debugger::on_stub_stack(|| {
+    debugger::on_stub_stack(|stopped| {
         with_link(|link| link.drain_uart());
         let Some(mut guard) = STUB.try_lock() else {
             return;
         };
         let Some(stub) = guard.as_mut() else { return };
-        let f = frozen();
-        stub.target.breakpoints.lift(&f.paging.mm);
+        stub.target.breakpoints.lift(&frozen(stopped).paging.mm);
         stub.pump(frame);
-        stub.target.breakpoints.plant(&frozen().paging.mm);
+        stub.target.breakpoints.plant(&frozen(stopped).paging.mm);
     });
 }
 
@@ -227,7 +226,7 @@ pub fn on_debug_exception(frame: &mut TrapFrame) -> bool {
         return false;
     }
     let mut handled = false;
-    debugger::on_stub_stack(|| {
+    debugger::on_stub_stack(|stopped| {
         let Some(mut guard) = STUB.try_lock() else {
             // The stub itself, on its way in before it disarmed the debug registers
             // (gdb watches something the entry path touches): only the stub arms them,
@@ -236,12 +235,12 @@ pub fn on_debug_exception(frame: &mut TrapFrame) -> bool {
             return;
         };
         let Some(stub) = guard.as_mut() else { return };
-        stub.target.breakpoints.lift(&frozen().paging.mm);
+        stub.target.breakpoints.lift(&frozen(stopped).paging.mm);
         handled = match status {
             Some(status) => stub.on_debug_trap(frame, status),
-            None => stub.on_breakpoint_trap(frame),
+            None => stub.on_breakpoint_trap(frame, stopped),
         };
-        stub.target.breakpoints.plant(&frozen().paging.mm);
+        stub.target.breakpoints.plant(&frozen(stopped).paging.mm);
     });
     handled
 }
@@ -251,7 +250,7 @@ pub fn on_page_fault(frame: &mut TrapFrame, linear: LinearAddr) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    debugger::on_stub_stack(|| {
+    debugger::on_stub_stack(|stopped| {
         let Some(mut guard) = STUB.try_lock() else {
             return;
         };
@@ -259,13 +258,13 @@ pub fn on_page_fault(frame: &mut TrapFrame, linear: LinearAddr) {
         if stub.mode != Mode::Running || !stub.target.catch_pagefault {
             return;
         }
-        stub.target.breakpoints.lift(&frozen().paging.mm);
+        stub.target.breakpoints.lift(&frozen(stopped).paging.mm);
         let mut note = NoteBuffer::new();
         let _ = core::fmt::Write::write_fmt(
             &mut note,
             format_args!(
                 "catch pagefault: pid {} at linear {linear} (error code {:#x}), eip {:#010x}\n",
-                stub.current_pid(),
+                stub.current_pid(stopped),
                 frame.error_code,
                 regs::linear_eip(frame, crate::task::current())
             ),
@@ -280,13 +279,13 @@ pub fn on_page_fault(frame: &mut TrapFrame, linear: LinearAddr) {
             },
             false,
         );
-        stub.target.breakpoints.plant(&frozen().paging.mm);
+        stub.target.breakpoints.plant(&frozen(stopped).paging.mm);
     });
 }
 
 impl Stub {
-    fn current_pid(&self) -> u32 {
-        let f = frozen();
+    fn current_pid(&self, stopped: &Stopped) -> u32 {
+        let f = frozen(stopped);
         f.tasks
             .slots
             .get(self.target.current_slot())
@@ -336,7 +335,7 @@ impl Stub {
     }
 
     /// A #BP: one of gdb's `int3`s, or the boot's `gdb=wait`.
-    fn on_breakpoint_trap(&mut self, frame: &mut TrapFrame) -> bool {
+    fn on_breakpoint_trap(&mut self, frame: &mut TrapFrame, stopped: &Stopped) -> bool {
         if !frame.from_user() && BOOT_WAIT.swap(false, Ordering::SeqCst) {
             // No session yet: wait in the stop loop for gdb's first packet.
             self.mode = Mode::Stopped;
@@ -346,7 +345,7 @@ impl Stub {
         let slot = crate::task::current();
         // The `int3` was the byte before `eip`.
         let linear = regs::linear_eip(frame, slot).wrapping_sub(1);
-        let phys = memory::translate(&frozen().paging.mm, linear)
+        let phys = memory::translate(&frozen(stopped).paging.mm, linear)
             .ok()
             .map(|p| p.phys);
         match self.target.breakpoints.classify(linear, phys) {
@@ -409,6 +408,8 @@ impl Stub {
     /// The kernel is stopped: answers gdb until it resumes or detaches.
     fn stop_loop(&mut self, frame: &mut TrapFrame, resume_flag: bool) {
         self.mode = Mode::Stopped;
+        // A reader of the introspection descriptor reads the frozen state as it is.
+        crate::publish::set_stopped(true);
         self.target
             .begin_stop(frame, crate::task::current(), resume_flag);
         while self.mode == Mode::Stopped {
@@ -419,6 +420,7 @@ impl Stub {
             self.handle_byte(byte);
         }
         self.target.end_stop(frame);
+        crate::publish::set_stopped(false);
     }
 
     /// One received byte through the framer.
@@ -607,8 +609,7 @@ impl Stub {
 
     /// A fresh `gdbstub` state machine; the session's own state is left as it is.
     fn restart_machine(&mut self) {
-        self.machine = None;
-        self.machine = new_machine(&mut self.target);
+        new_machine(&mut self.machine, &mut self.target);
         with_link(|link| link.forget_replies());
     }
 

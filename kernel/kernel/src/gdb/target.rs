@@ -24,7 +24,7 @@ use mm::addr::LinearAddr;
 use rsp::LineBuffer;
 
 use super::breakpoints::Breakpoints;
-use super::{frozen, memory, regs, threads};
+use super::{frozen, memory, regs, stopped, threads};
 use crate::arch::x86::debugreg::{EFLAGS_RF, EFLAGS_TF};
 use crate::arch::x86::trap_entry::{TrapFrame, KERNEL_FRAME_SIZE};
 
@@ -136,7 +136,8 @@ impl KernelTarget {
         let Some(step) = self.step_request.take() else {
             return;
         };
-        let f = frozen();
+        let stopped = stopped();
+        let f = frozen(&stopped);
         match threads::slot_of_tid(f.tasks, step) {
             Some(slot) if slot == stop.slot => {
                 frame.eflags |= EFLAGS_TF;
@@ -153,7 +154,8 @@ impl KernelTarget {
     /// Sets or clears TF in the saved state of a switched-out task (a user task's user
     /// frame, task 0's switch frame); false if there is none.
     fn set_saved_tf(&self, slot: usize, on: bool) -> bool {
-        let f = frozen();
+        let stopped = stopped();
+        let f = frozen(&stopped);
         let mm = &f.paging.mm;
         let apply = |eflags: u32| {
             if on {
@@ -200,7 +202,8 @@ impl KernelTarget {
         if slot == 0 {
             return None;
         }
-        let f = frozen();
+        let stopped = stopped();
+        let f = frozen(&stopped);
         let top = f.tasks.slots.get(slot)?.as_ref()?.kernel_stack_top()?;
         let addr = regs::user_frame_addr(top);
         regs::in_ram(&f.paging.mm, addr, regs::FRAME_WORDS * 4).then_some(addr)
@@ -208,7 +211,7 @@ impl KernelTarget {
 
     /// The slot gdb's `tid` names.
     fn slot(&self, tid: Tid) -> TargetResult<usize, Self> {
-        threads::slot_of_tid(frozen().tasks, tid).ok_or(TargetError::Errno(errno::ESRCH))
+        threads::slot_of_tid(frozen(&stopped()).tasks, tid).ok_or(TargetError::Errno(errno::ESRCH))
     }
 
     /// The running task's slot (the one stopped, or running now).
@@ -220,7 +223,7 @@ impl KernelTarget {
 
     /// The running task's thread id.
     pub fn current_tid(&self) -> Tid {
-        threads::tid_of_slot(frozen().tasks, self.current_slot()).unwrap_or(Tid::MIN)
+        threads::tid_of_slot(frozen(&stopped()).tasks, self.current_slot()).unwrap_or(Tid::MIN)
     }
 }
 
@@ -258,7 +261,8 @@ impl MultiThreadBase for KernelTarget {
             *out = regs::from_frame(&stop.frame, stop.frame_addr, slot);
             return Ok(());
         }
-        let f = frozen();
+        let stopped = stopped();
+        let f = frozen(&stopped);
         let mm = &f.paging.mm;
         if slot == 0 {
             *out = regs::from_switch_frame(mm, crate::task::saved_esp(0))
@@ -278,7 +282,8 @@ impl MultiThreadBase for KernelTarget {
             regs::apply_to_frame(new, &mut stop.frame, slot);
             return Ok(());
         }
-        let f = frozen();
+        let stopped = stopped();
+        let f = frozen(&stopped);
         let mm = &f.paging.mm;
         if slot == 0 {
             return if regs::apply_to_switch_frame(mm, new, crate::task::saved_esp(0)) {
@@ -303,7 +308,7 @@ impl MultiThreadBase for KernelTarget {
             self.read_continuation = Some(start.wrapping_add(data.len() as u32));
             return Ok(0);
         }
-        let n = memory::read(&frozen().paging.mm, start, data);
+        let n = memory::read(&frozen(&stopped()).paging.mm, start, data);
         self.read_continuation = (n < data.len()).then(|| start.wrapping_add(data.len() as u32));
         if n == 0 {
             return Err(TargetError::Errno(errno::EFAULT));
@@ -313,7 +318,7 @@ impl MultiThreadBase for KernelTarget {
 
     fn write_addrs(&mut self, start: u32, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
         self.read_continuation = None;
-        memory::write(&frozen().paging.mm, start, data).map_err(|e| {
+        memory::write(&frozen(&stopped()).paging.mm, start, data).map_err(|e| {
             note!("gdb: memory write refused: {e}");
             TargetError::Errno(errno::EFAULT)
         })
@@ -323,7 +328,11 @@ impl MultiThreadBase for KernelTarget {
         &mut self,
         thread_is_active: &mut dyn FnMut(Tid),
     ) -> Result<(), Self::Error> {
-        threads::for_each(frozen().tasks, self.current_slot(), thread_is_active);
+        threads::for_each(
+            frozen(&stopped()).tasks,
+            self.current_slot(),
+            thread_is_active,
+        );
         Ok(())
     }
 
@@ -386,7 +395,8 @@ impl MultiThreadSchedulerLocking for KernelTarget {
 
 impl ThreadExtraInfo for KernelTarget {
     fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        let tasks = frozen().tasks;
+        let stopped = stopped();
+        let tasks = frozen(&stopped).tasks;
         Ok(match threads::slot_of_tid(tasks, tid) {
             Some(slot) => threads::describe(tasks, slot, self.current_slot(), buf),
             None => 0,
@@ -409,7 +419,7 @@ impl BreakpointsExt for KernelTarget {
 impl SwBreakpoint for KernelTarget {
     fn add_sw_breakpoint(&mut self, addr: u32, _kind: usize) -> TargetResult<bool, Self> {
         self.breakpoints
-            .insert(&frozen().paging.mm, addr)
+            .insert(&frozen(&stopped()).paging.mm, addr)
             .map_err(|e| {
                 let hint = if LinearAddr::new(addr).slot() == 0 {
                     " (hbreak uses a debug register instead)"
@@ -519,18 +529,9 @@ impl MonitorCmd for KernelTarget {
         };
         match core::str::from_utf8(cmd) {
             Ok(line) => {
-                // SAFETY: as in `frozen`: the kernel is stopped inside the stub with
-                // interrupts off. The monitor may change the paging state (fail, corrupt),
-                // so it gets the one mutable view, and this path holds no other reference
-                // to that state while it lives.
-                let paging = unsafe { crate::paging::paging_while_stopped_mut() }
-                    .expect("the stub starts after paging::init");
-                // SAFETY: as in `frozen`.
-                let tasks = unsafe { crate::task::tasks_while_stopped() };
+                let stopped = stopped();
                 let mut ctx = crate::monitor::Context {
-                    mm: &mut paging.mm,
-                    policy: &mut paging.policy,
-                    tasks,
+                    stopped: &stopped,
                     catch_pagefault: &mut self.catch_pagefault,
                 };
                 crate::monitor::run(line.trim(), &mut ctx, &mut writer);

@@ -4,9 +4,10 @@
 //! kernel. The parser and every document (its computation, text and JSON) are the pure
 //! `report` crate (host-tested over a simulated RAM); this module only gathers what only
 //! the kernel has: the paging state, the task table and the fault log as `report`'s plain
-//! inputs, the stub's `catch pagefault` switch, and `checkmm`'s scratch. Nothing here
-//! takes the paging or task-table locks (the stopped code may hold them) or allocates;
-//! see docs/monitor.md for every command.
+//! inputs, the stub's `catch pagefault` switch, and `checkmm`'s scratch. Reads take no
+//! lock (the stopped code may hold them); changes take the paging or injector lock with a
+//! try-lock and answer Busy when it is held. Nothing here allocates; see docs/monitor.md
+//! for every command.
 
 mod faults;
 mod tasks;
@@ -19,17 +20,20 @@ use mm::CheckInput;
 use report::{emit, Command, CommandName, MonitorError, Request};
 use spin::Mutex;
 
+use crate::arch::x86::debugger::Stopped;
+use crate::paging::Paging;
+use crate::task::TaskTable;
 use faults::KernelFaultLog;
 use tasks::KernelTasks;
 
-/// What a monitor command may look at (and, for `fail`, `failnth` and `corrupt`,
-/// change): the kernel is stopped inside the stub, so these are reached without their
-/// locks (see `gdb::frozen`); `catch_pagefault` is the stub's `catch pagefault` switch.
+/// What a monitor command may look at, and how it may change the kernel: the kernel is
+/// stopped inside the stub (`stopped` proves it), so the paging state and the task table
+/// are read without their locks (see `gdb::frozen`), and changed (`fail`, `failnth`,
+/// `corrupt`) only through their locks (the injector's, the paging lock), taken with a try-lock: when the stopped code
+/// holds it, the command answers Busy instead of writing under the holder's `&mut`.
+/// `catch_pagefault` is the stub's `catch pagefault` switch.
 pub struct Context<'a> {
-    pub mm: &'a mut mm::Mm<crate::arch::x86::phys::KernelPhys>,
-    /// Failure injection (`fail`, `failnth`).
-    pub policy: &'a mut mm::inject::Injector,
-    pub tasks: &'a crate::task::TaskTable,
+    pub stopped: &'a Stopped,
     pub catch_pagefault: &'a mut bool,
 }
 
@@ -50,31 +54,90 @@ fn answer(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) -> fmt::Result
         Ok(request) => request,
         Err(failure) => return report::parse_failure(&failure, out),
     };
-    let tasks = KernelTasks(ctx.tasks);
+    let stopped = ctx.stopped;
+    let table = crate::task::tasks_while_stopped(stopped);
+    let tasks = KernelTasks(table);
     let refuse = |name: CommandName, e: &dyn report::Failure, out: &mut dyn Write| {
         report::error(json, name, e, out)
     };
+    let busy = |name: CommandName, what: &'static str, out: &mut dyn Write| {
+        report::error(json, name, &MonitorError::Busy { what }, out)
+    };
+    // Changes go through the locks (a try-lock: Busy when the stopped code holds one), and
+    // no reference from the lock-free view is used while one is held.
+    let shows_only = matches!(
+        command,
+        Command::Fail(report::FailCommand::Show) | Command::FailNth { n: None, .. }
+    );
+    match command {
+        Command::Fail(_) | Command::FailNth { .. } if !shows_only => {
+            let Some(mut injector) = crate::paging::try_injector() else {
+                return busy(
+                    command.name(),
+                    "failure-injection state (stopped inside a decision; continue past it)",
+                    out,
+                );
+            };
+            return match command {
+                Command::Fail(c) => match report::apply_fail(&mut injector, &tasks, c) {
+                    Ok(changed) => {
+                        let state = report::FailState::of(&injector);
+                        emit(
+                            &report::Fail::new(state, &tasks, changed).document(),
+                            json,
+                            out,
+                        )
+                    }
+                    Err(e) => refuse(CommandName::Fail, &e, out),
+                },
+                Command::FailNth { pid, n } => {
+                    match report::failnth(&mut injector, &tasks, pid, n) {
+                        Ok(doc) => emit(&doc, json, out),
+                        Err(e) => refuse(CommandName::FailNth, &e, out),
+                    }
+                }
+                _ => unreachable!("only the failure-injection commands"),
+            };
+        }
+        Command::Corrupt(c) => {
+            let Some(mut paging) = crate::paging::try_paging() else {
+                return busy(
+                    CommandName::Corrupt,
+                    "paging state (the stopped code holds its lock; continue past it)",
+                    out,
+                );
+            };
+            return match report::corrupt(&mut paging.mm, &tasks, c) {
+                Ok(doc) => emit(&doc, json, out),
+                Err(e) => refuse(CommandName::Corrupt, &e, out),
+            };
+        }
+        _ => {}
+    }
+    let paging =
+        crate::paging::paging_while_stopped(stopped).expect("the stub starts after paging::init");
+    let mm = &paging.mm;
     match command {
         Command::Help => emit(&report::help(None), json, out),
-        Command::DumpPgd(filter) => match report::DumpPgd::new(&*ctx.mm, &tasks, &filter) {
+        Command::DumpPgd(filter) => match report::DumpPgd::new(mm, &tasks, &filter) {
             Ok(q) => emit(&q.document(), json, out),
             Err(e) => refuse(CommandName::DumpPgd, &e, out),
         },
         Command::DumpPt { index } => emit(
-            &report::DumpPt::new(&*ctx.mm, &tasks, index).document(),
+            &report::DumpPt::new(mm, &tasks, index).document(),
             json,
             out,
         ),
-        Command::Walk { addr, task } => match report::walk(&*ctx.mm, &tasks, addr, task) {
+        Command::Walk { addr, task } => match report::walk(mm, &tasks, addr, task) {
             Ok(doc) => emit(&doc, json, out),
             Err(e) => refuse(CommandName::Walk, &e, out),
         },
-        Command::ShowMem => match report::ShowMem::new(&*ctx.mm, &tasks) {
+        Command::ShowMem => match report::ShowMem::new(mm, &tasks) {
             Ok(q) => emit(&q.document(), json, out),
             Err(e) => refuse(CommandName::ShowMem, &e, out),
         },
-        Command::CheckMm => checkmm(ctx, json, out),
-        Command::Tasks => emit(&report::Tasks::new(&*ctx.mm, &tasks).document(), json, out),
+        Command::CheckMm => checkmm(paging, table, json, out),
+        Command::Tasks => emit(&report::Tasks::new(mm, &tasks).document(), json, out),
         Command::Faults => match report::Faults::new(&KernelFaultLog) {
             Ok(q) => emit(&q.document(), json, out),
             Err(e) => refuse(CommandName::Faults, &e, out),
@@ -82,31 +145,39 @@ fn answer(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) -> fmt::Result
         Command::Catch { pagefault } => {
             emit(&report::catch(ctx.catch_pagefault, pagefault), json, out)
         }
-        Command::Fail(command) => match report::apply_fail(ctx.policy, &tasks, command) {
-            Ok(changed) => {
-                let state = report::FailState::of(ctx.policy);
-                emit(
-                    &report::Fail::new(state, &tasks, changed).document(),
-                    json,
-                    out,
-                )
+        // Showing the failure-injection state: the lock-free view (a show changes nothing).
+        Command::Fail(command) => {
+            let injector = injector_view(stopped);
+            match report::apply_fail(&mut injector.clone(), &tasks, command) {
+                Ok(changed) => {
+                    let state = report::FailState::of(injector);
+                    emit(
+                        &report::Fail::new(state, &tasks, changed).document(),
+                        json,
+                        out,
+                    )
+                }
+                Err(e) => refuse(CommandName::Fail, &e, out),
             }
-            Err(e) => refuse(CommandName::Fail, &e, out),
-        },
-        Command::FailNth { pid, n } => match report::failnth(ctx.policy, &tasks, pid, n) {
-            Ok(doc) => emit(&doc, json, out),
-            Err(e) => refuse(CommandName::FailNth, &e, out),
-        },
-        Command::Corrupt(command) => match report::corrupt(ctx.mm, &tasks, command) {
-            Ok(doc) => emit(&doc, json, out),
-            Err(e) => refuse(CommandName::Corrupt, &e, out),
-        },
+        }
+        Command::FailNth { pid, n } => {
+            match report::failnth(&mut injector_view(stopped).clone(), &tasks, pid, n) {
+                Ok(doc) => emit(&doc, json, out),
+                Err(e) => refuse(CommandName::FailNth, &e, out),
+            }
+        }
+        Command::Corrupt(_) => unreachable!("corrupt always changes the state"),
         Command::Cpu => report::cpu(&crate::arch::x86::cpu::system_registers(), json, out),
     }
 }
 
+/// The failure-injection state as the stopped kernel left it.
+fn injector_view(stopped: &Stopped) -> &mm::inject::Injector {
+    crate::paging::injector_while_stopped(stopped).expect("the stub starts after paging::init")
+}
+
 /// `checkmm` with the kernel's inputs, as `kcheck::run` gathers them.
-fn checkmm(ctx: &Context<'_>, json: bool, out: &mut dyn Write) -> fmt::Result {
+fn checkmm(paging: &Paging, tasks: &TaskTable, json: bool, out: &mut dyn Write) -> fmt::Result {
     let Some(mut scratch) = SCRATCH.try_lock() else {
         let busy = MonitorError::Busy {
             what: "checkmm scratch",
@@ -114,12 +185,12 @@ fn checkmm(ctx: &Context<'_>, json: bool, out: &mut dyn Write) -> fmt::Result {
         return report::error(json, CommandName::CheckMm, &busy, out);
     };
     let mut pages = [Frame::default(); NR_TASKS];
-    let nr_pages = ctx.tasks.task_pages(&mut pages);
+    let nr_pages = tasks.task_pages(&mut pages);
     let input = CheckInput {
-        live_slots: ctx.tasks.live_slot_mask(),
+        live_slots: tasks.live_slot_mask(),
         kernel_refs: &pages[..nr_pages],
     };
-    match report::CheckMm::new(&*ctx.mm, &input, &mut scratch[..]) {
+    match report::CheckMm::new(&paging.mm, &input, &mut scratch[..]) {
         Ok(q) => emit(&q.document(), json, out),
         Err(e) => report::error(json, CommandName::CheckMm, &e, out),
     }

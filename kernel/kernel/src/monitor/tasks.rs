@@ -1,6 +1,6 @@
 //! `monitor tasks`: the task table as the `tasks` document's input.
 
-use report::{TaskSlots, TaskSource, TaskState, TaskSummary};
+use report::{TaskSlots, TaskSource, TaskSummary};
 
 use crate::task::{self, TaskTable};
 
@@ -24,12 +24,7 @@ impl TaskSource for KernelTasks<'_> {
         Some(TaskSummary {
             pid: t.pid,
             parent_pid,
-            state: match t.state {
-                task::TaskState::Runnable => TaskState::Runnable,
-                task::TaskState::WaitingChild => TaskState::Waiting,
-                task::TaskState::Sleeping => TaskState::Sleeping,
-                task::TaskState::Zombie => TaskState::Zombie,
-            },
+            state: t.state,
             program: report::value::Name::new(t.name.as_str()),
             end_code: t.end_code,
             end_data: t.end_data,

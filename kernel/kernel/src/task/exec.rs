@@ -9,7 +9,7 @@ use mm::addr::{slot_base, PAGE_SIZE, TASK_SIZE};
 use mm::process;
 use spin::Once;
 
-use super::{tasks, Name, Task, TaskState, SAVED_ESP};
+use super::{tasks, Name, Task, TaskState};
 use crate::arch::x86::{context, gdt, trap_entry::TrapFrame};
 use crate::paging::{paging, Paging};
 use crate::syscall::Errno;
@@ -121,9 +121,11 @@ pub fn spawn_init(name: &str, arg: &[u8]) -> Result<(), Errno> {
     task.counter = super::sched::QUANTUM;
     load_program(&mut task, slot, program, arg);
     let frame = TrapFrame::new_user(program.entry, USER_STACK_TOP);
-    // SAFETY: the task page is a fresh identity-mapped frame; its top is the new stack.
-    let esp = unsafe { context::prepare_new_stack(page.as_u32() + PAGE_SIZE, &frame) };
-    SAVED_ESP[slot].store(esp, core::sync::atomic::Ordering::Relaxed);
+    {
+        let mut p = paging();
+        let start_mem = p.mm.mem_map.start_mem();
+        context::prepare_task_stack(&mut p.mm.phys, start_mem, slot, page, &frame);
+    }
     t.slots[slot] = Some(task);
     kevent!(
         "init: pid {pid} runs '{name}' in slot {slot} (linear {:#010x}), nothing mapped yet",

@@ -109,11 +109,12 @@ pub fn release(t: &mut TaskTable, slot: usize) -> (u32, u32) {
     }
     debug_assert_eq!(task.state, TaskState::Zombie);
     let mut p = paging();
+    crate::arch::x86::context::forget_stack(slot);
     if let Some(page) = task.task_page {
         note_stack_use(&p.mm.phys, page);
         process::release(&mut p.mm, page).expect("task page is counted");
     }
-    p.policy.release_task(slot);
+    crate::paging::injector().release_task(slot);
     (task.pid, task.exit_status)
 }
 
@@ -179,7 +180,7 @@ pub fn sys_waitpid(pid: i32, status_ptr: u32, options: u32) -> Result<u32, Errno
             return Ok(0);
         }
         drop(t);
-        sleep_in(TaskState::WaitingChild);
+        sleep_in(TaskState::Waiting);
         exit_if_killed();
     }
 }

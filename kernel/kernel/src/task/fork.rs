@@ -5,10 +5,10 @@
 //! one side writes.
 
 use abi::errno::EAGAIN;
-use mm::addr::{slot_base, PAGE_SIZE};
+use mm::addr::slot_base;
 use mm::process::{self, ForkError};
 
-use super::{current, tasks, Task, TaskState, SAVED_ESP};
+use super::{current, tasks, Task, TaskState};
 use crate::arch::x86::{context, trap_entry::TrapFrame};
 use crate::kevent;
 use crate::paging::{paging, Paging};
@@ -32,7 +32,7 @@ pub fn sys_fork(frame: &TrapFrame) -> Result<u32, Errno> {
     let mut p = paging();
     let Paging { mm, policy } = &mut *p;
     // The child inherits make-it-fail, not fail-nth (Linux's dup_task_struct).
-    policy.fork_task(parent_slot, slot);
+    crate::paging::injector().fork_task(parent_slot, slot);
     // 0.11 copy_process + copy_mem: the task page, then the parent's whole slot shared
     // copy-on-write; on failure both are released again.
     let forked = match process::copy_process(mm, parent_slot, slot, policy) {
@@ -77,10 +77,11 @@ pub fn sys_fork(frame: &TrapFrame) -> Result<u32, Errno> {
     // The child returns from the same system call with eax = 0.
     let mut child_frame = *frame;
     child_frame.eax = 0;
-    // SAFETY: the task page is a fresh, identity-mapped frame that nothing else uses;
-    // its top is the child's kernel stack.
-    let esp = unsafe { context::prepare_new_stack(task_page.as_u32() + PAGE_SIZE, &child_frame) };
-    SAVED_ESP[slot].store(esp, core::sync::atomic::Ordering::Relaxed);
+    {
+        let mut p = paging();
+        let start_mem = p.mm.mem_map.start_mem();
+        context::prepare_task_stack(&mut p.mm.phys, start_mem, slot, task_page, &child_frame);
+    }
     t.slots[slot] = Some(child);
     drop(t);
     kevent!(

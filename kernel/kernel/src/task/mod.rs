@@ -15,38 +15,20 @@ pub mod exit;
 pub mod fork;
 pub mod sched;
 
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use abi::FaultCounts;
+use core::ops::{Deref, DerefMut};
 use mm::addr::{Frame, NR_TASKS, PAGE_SIZE};
-// The spin mutex itself (not `spin::Mutex`'s wrapper), for `as_mut_ptr` (the debugger's view).
-use spin::mutex::{SpinMutex as Mutex, SpinMutexGuard as MutexGuard};
 
+use crate::arch::x86::debugger::Stopped;
 use crate::arch::x86::gdt::Ldt;
+use crate::arch::x86::sync::{StopLock, StopLockGuard};
+use crate::publish::{self, Section};
 
-/// A task's run state (0.11 `TASK_RUNNING`, `TASK_INTERRUPTIBLE`, `TASK_ZOMBIE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskState {
-    /// Ready to run, or running.
-    Runnable,
-    /// In `waitpid`, until a child exits.
-    WaitingChild,
-    /// In `sleep`, until the tick count reaches `wake_at`.
-    Sleeping,
-    /// Exited; waits for its parent to collect the status.
-    Zombie,
-}
-
-impl TaskState {
-    pub fn name(self) -> &'static str {
-        match self {
-            TaskState::Runnable => "runnable",
-            TaskState::WaitingChild => "waiting",
-            TaskState::Sleeping => "sleeping",
-            TaskState::Zombie => "zombie",
-        }
-    }
-}
+/// A task's run state: the descriptor's definition, so that the kernel and a reader of
+/// its published task table agree on the codes.
+pub use introspect::TaskState;
 
 /// A fixed-size name (the program's).
 #[derive(Clone, Copy)]
@@ -182,7 +164,7 @@ impl TaskTable {
     }
 }
 
-static TASKS: Mutex<TaskTable> = Mutex::new(TaskTable {
+static TASKS: StopLock<TaskTable> = StopLock::new(TaskTable {
     slots: [const { None }; NR_TASKS],
     last_pid: 0,
 });
@@ -190,35 +172,93 @@ static TASKS: Mutex<TaskTable> = Mutex::new(TaskTable {
 /// The slot of the running task.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 
-/// Each slot's saved kernel `esp` while it is switched out (written by `context::switch`).
-static SAVED_ESP: [AtomicU32; NR_TASKS] = [const { AtomicU32::new(0) }; NR_TASKS];
+/// The locked task table. The first `&mut` opens a change of the introspection
+/// descriptor, which lasts until the guard drops: an operation that changes the paging
+/// state while it holds the table (fork, the release of a zombie) is one change for a
+/// reader. On drop the changed slots' entries are published: the slot of
+/// [`TasksGuard::get_mut`] (the hot paths: a fault's counts, a switch), every slot after
+/// any other `&mut` use of the table.
+pub struct TasksGuard {
+    // Drop order: the section ends before the lock is released.
+    section: Option<Section>,
+    /// Bit n: slot n may have changed.
+    dirty: u64,
+    /// Bit n: slot n's fault counts may have changed (and nothing else of it).
+    dirty_faults: u64,
+    guard: StopLockGuard<'static, TaskTable>,
+}
+
+impl TasksGuard {
+    /// The task in `slot`, to change (panics if there is none): only that slot is
+    /// published again when the guard drops.
+    pub fn get_mut(&mut self, slot: usize) -> &mut Task {
+        if self.section.is_none() {
+            self.section = Some(publish::section());
+        }
+        self.dirty |= 1 << slot;
+        self.guard.get_mut(slot)
+    }
+
+    /// The fault counts of the task in `slot`, to change (the fault handler's hot path:
+    /// only those six words are published again).
+    pub fn faults_mut(&mut self, slot: usize) -> &mut abi::FaultCounts {
+        if self.section.is_none() {
+            self.section = Some(publish::section());
+        }
+        self.dirty_faults |= 1 << slot;
+        &mut self.guard.get_mut(slot).faults
+    }
+}
+
+impl Deref for TasksGuard {
+    type Target = TaskTable;
+    fn deref(&self) -> &TaskTable {
+        &self.guard
+    }
+}
+
+impl DerefMut for TasksGuard {
+    fn deref_mut(&mut self) -> &mut TaskTable {
+        if self.section.is_none() {
+            self.section = Some(publish::section());
+        }
+        self.dirty = u64::MAX;
+        &mut self.guard
+    }
+}
+
+impl Drop for TasksGuard {
+    fn drop(&mut self) {
+        if self.section.is_some() {
+            publish::publish_tasks(&self.guard, self.dirty, self.dirty_faults & !self.dirty);
+        }
+    }
+}
 
 /// Locks the task table. Taking it twice is a kernel bug and stops with a message.
-pub fn tasks() -> MutexGuard<'static, TaskTable> {
+pub fn tasks() -> TasksGuard {
     // The timer interrupt takes this lock too: kernel code must run with interrupts off.
     assert!(
         !crate::arch::x86::cpu::interrupts_enabled(),
         "task table taken with interrupts on"
     );
-    TASKS.try_lock().expect("task table locked twice")
+    TasksGuard {
+        section: None,
+        dirty: 0,
+        dirty_faults: 0,
+        guard: TASKS.try_lock().expect("task table locked twice"),
+    }
 }
 
 /// The task table as the gdb stub reads it, without taking the lock (the stopped code
-/// may hold it).
-///
-/// # Safety
-/// Only while the kernel is stopped in the stub with interrupts off, and only until it
-/// resumes: a holder of the lock is frozen then, so nothing changes the table under the
-/// reference, but it may be half-way through an update that it had not finished.
-pub unsafe fn tasks_while_stopped() -> &'static TaskTable {
-    // SAFETY: the caller guarantees nothing runs (no holder can write) while the shared
-    // reference lives.
-    unsafe { &*TASKS.as_mut_ptr() }
+/// may hold it, and may be half-way through an update that it had not finished).
+pub fn tasks_while_stopped(stopped: &Stopped) -> &TaskTable {
+    TASKS.peek(stopped)
 }
 
 /// The kernel `esp` slot `slot` saved when it was last switched out (its `SwitchFrame`).
 pub fn saved_esp(slot: usize) -> u32 {
-    SAVED_ESP[slot].load(Ordering::Relaxed)
+    crate::arch::x86::context::saved_esp(slot)
 }
 
 /// The running task's slot.

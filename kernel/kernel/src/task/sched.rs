@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm::addr::NR_TASKS;
 
-use super::{current, tasks, TaskState, TaskTable, CURRENT, SAVED_ESP};
+use super::{current, tasks, TaskState, TaskTable, CURRENT};
 use crate::arch::x86::{context, gdt, trap_entry::TrapFrame};
 
 /// Timer ticks per time slice (0.11 uses the priority, 15).
@@ -42,7 +42,7 @@ fn pick_next(t: &TaskTable, prev: usize) -> usize {
 /// the current one. Returns when the current task is chosen again.
 pub fn schedule() {
     let prev = current();
-    let (save, next_esp) = {
+    let next = {
         let mut t = tasks();
         let next = pick_next(&t, prev);
         if next == prev {
@@ -52,22 +52,17 @@ pub fn schedule() {
         task.counter = QUANTUM;
         if let Some(top) = task.kernel_stack_top() {
             gdt::set_kernel_stack(top);
-            // SAFETY: the LDT lives in the static task table, where it stays while the task
-            // exists; the task cannot be removed while it is running.
-            unsafe { gdt::load_ldt(&task.ldt) };
+            gdt::load_task_ldt(&task.ldt);
         }
         CURRENT.store(next, Ordering::Relaxed);
         // Allocations from now on are made for `next` (fail-nth, the task filter).
-        crate::paging::paging().policy.set_current(next);
-        (
-            SAVED_ESP[prev].as_ptr(),
-            SAVED_ESP[next].load(Ordering::Relaxed),
-        )
+        crate::paging::injector().set_current(next);
+        next
     };
-    // SAFETY: `next_esp` was stored by the next task's own `switch` or built by
-    // `prepare_new_stack`, and its kernel stack (task page or boot stack) is alive: tasks
-    // are reaped only when they are zombies, which never run again. No lock is held.
-    unsafe { context::switch(save, next_esp) };
+    // The next task's stack (task page or boot stack) is alive: tasks are reaped only when
+    // they are zombies, which never run again (and release forgets the stack). No lock is
+    // held.
+    context::switch_to(prev, next);
 }
 
 /// The timer interrupt (0.11 `do_timer`): wakes sleepers, and ends the time slice of a
@@ -110,7 +105,7 @@ pub fn sleep_in(state: TaskState) {
 /// Makes a waiting task runnable.
 pub fn wake(t: &mut TaskTable, slot: usize) {
     if let Some(task) = t.slots[slot].as_mut() {
-        if matches!(task.state, TaskState::WaitingChild | TaskState::Sleeping) {
+        if matches!(task.state, TaskState::Waiting | TaskState::Sleeping) {
             task.state = TaskState::Runnable;
         }
     }

@@ -2,9 +2,8 @@
 //!
 //! QEMU (`-kernel`) or GRUB enters `_start` in 32-bit protected mode with flat segments,
 //! paging off, interrupts off, `eax` = the multiboot magic and `ebx` = the physical
-//! address of the multiboot information block. `_start` then calls
-//! `extern "C" fn kernel_main(magic: u32, info: u32) -> !`, which the kernel's `main.rs`
-//! defines with `#[no_mangle]`.
+//! address of the multiboot information block. `_start` then calls `boot_entry`, which
+//! calls the kernel's `main.rs` `kernel_main(magic, info) -> !`.
 
 use core::arch::global_asm;
 
@@ -100,7 +99,7 @@ global_asm!(
     // kernel_main(magic, info): cdecl, last argument pushed first.
     "    pushl %ebx",
     "    pushl %edx",
-    "    call kernel_main",
+    "    call boot_entry",
     // kernel_main never returns; if it did, stop here.
     "1:  cli",
     "    hlt",
@@ -114,3 +113,10 @@ global_asm!(
     stack_size = const BOOT_STACK_SIZE,
     options(att_syntax)
 );
+
+/// The symbol `_start` calls (cdecl): hands over to the kernel's `kernel_main`. It lives
+/// here because an unmangled symbol is unsafe in Rust's eyes (all of that is in arch/).
+#[no_mangle]
+extern "C" fn boot_entry(magic: u32, info: u32) -> ! {
+    crate::kernel_main(magic, info)
+}

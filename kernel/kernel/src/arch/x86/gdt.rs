@@ -274,6 +274,23 @@ pub fn kernel_stack() -> u32 {
     unsafe { addr_of_mut!((*TSS.get()).esp0).read_volatile() }
 }
 
+/// The LDT that is loaded: a copy of the running task's (arch-owned, so it stays at its
+/// address, changed only here, for as long as it is loaded).
+static CURRENT_LDT: HwCell<Ldt> = HwCell::new([0; 3]);
+
+/// Loads `ldt` (the task's segments) for the task about to run: copies it to the one
+/// LDT the CPU reads, then points GDT entry 4 and LDTR at it.
+pub fn load_task_ldt(ldt: &Ldt) {
+    cpu::without_interrupts(|| {
+        // SAFETY: interrupts are off, and nothing else writes CURRENT_LDT; the CPU reads
+        // it only on segment loads, none of which happen between this store and the
+        // `lldt` below (the kernel's own segments are in the GDT).
+        unsafe { CURRENT_LDT.get().write_volatile(*ldt) };
+        // SAFETY: CURRENT_LDT is a static that stays at its address, changed only here.
+        unsafe { load_ldt(CURRENT_LDT.get()) };
+    });
+}
+
 /// Makes GDT entry 4 describe `*ldt` and loads it into LDTR (`lldt`).
 ///
 /// The selectors [`USER_CS`]/[`USER_DS`] then refer to `ldt[1]`/`ldt[2]`. Segment
@@ -284,7 +301,7 @@ pub fn kernel_stack() -> u32 {
 /// accessed bits) that stays at that address, changed only by the kernel's own
 /// `user_ldt` rewrites, for as long as it is loaded (the CPU reads it on every user
 /// segment load).
-pub unsafe fn load_ldt(ldt: *const Ldt) {
+unsafe fn load_ldt(ldt: *const Ldt) {
     let entry = descriptor(
         ldt as u32,
         LDT_LIMIT,

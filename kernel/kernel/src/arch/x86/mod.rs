@@ -18,6 +18,7 @@ pub mod multiboot;
 pub mod phys;
 pub mod pic;
 pub mod pit;
+pub mod published;
 pub mod qemu_exit;
 pub mod selftest;
 pub mod serial;

@@ -4,13 +4,14 @@
 //! The identity map covers `[0, HIGH_MEMORY)` (task 0's slot), so a physical address
 //! below HIGH_MEMORY is also a valid kernel pointer, before and after paging is on.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use mm::addr::{Frame, LinearAddr, PhysAddr, PAGE_SIZE};
 use mm::phys::SwapIoError;
 use mm::PhysMem;
 
 use super::ata::AtaDisk;
+use super::multiboot::{BootInfo, Module};
 
 use super::cpu;
 
@@ -53,14 +54,22 @@ impl SwapFaults {
     }
 }
 
+/// Set once the one [`KernelPhys`] exists.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
 impl KernelPhys {
-    /// The kernel's physical memory, identity-mapped up to `identity_end`.
-    ///
-    /// # Safety
-    /// `[0, identity_end)` must be RAM (or harmless memory-mapped space) that stays
-    /// identity-mapped for the kernel's lifetime, and only one `KernelPhys` may exist, since
-    /// it writes page tables and frames that no Rust reference covers.
-    pub unsafe fn new(identity_end: u32) -> KernelPhys {
+    /// The kernel's physical memory, identity-mapped up to `identity_end`: the one
+    /// `KernelPhys` (it writes page tables and frames that no Rust reference covers; a
+    /// second call panics). `identity_end` must not pass the RAM the boot information
+    /// reports (checked), and the identity map must cover it before paging goes on
+    /// ([`enable_paging`] checks).
+    pub fn take(boot: &BootInfo, identity_end: u32) -> KernelPhys {
+        assert!(
+            u64::from(identity_end) <= boot.ram_end(),
+            "identity map to {identity_end:#x} beyond RAM ({:#x})",
+            boot.ram_end()
+        );
+        assert!(!TAKEN.swap(true, Ordering::Relaxed), "a second KernelPhys");
         IDENTITY_END.store(identity_end, Ordering::Relaxed);
         KernelPhys {
             swap_disk: None,
@@ -80,6 +89,11 @@ impl KernelPhys {
         self.swap_disk.as_ref()
     }
 
+    /// Panics unless `frame` lies inside the identity map.
+    pub fn check_frame(&self, frame: Frame) {
+        check_identity(frame.as_u32(), PAGE_SIZE as usize);
+    }
+
     /// A pointer to `len` bytes at physical `addr`, after checking the range is identity-mapped.
     fn ptr(&self, addr: PhysAddr, len: usize) -> *mut u8 {
         check_identity(addr.as_u32(), len);
@@ -89,7 +103,7 @@ impl KernelPhys {
 
 /// Panics unless `[addr, addr + len)` lies inside the identity map: a paging bug that
 /// names a frame outside RAM must stop the kernel with a message, not scribble.
-fn check_identity(addr: u32, len: usize) {
+pub fn check_identity(addr: u32, len: usize) {
     let end = IDENTITY_END.load(Ordering::Relaxed);
     let ok = (addr as u64 + len as u64) <= end as u64;
     assert!(
@@ -207,45 +221,86 @@ impl PhysMem for KernelPhys {
     }
 }
 
-/// The bytes of a boot module (the program image) in reserved physical memory.
-///
-/// # Safety
-/// `[start, start + len)` must be identity-mapped memory that nothing ever writes again
-/// (the frames are below `start_mem`, so `mem_map` never hands them out).
-pub unsafe fn reserved_bytes(start: u32, len: usize) -> &'static [u8] {
-    check_identity(start, len);
-    // SAFETY: the caller guarantees the range is immutable, reserved, identity-mapped RAM.
-    unsafe { core::slice::from_raw_parts(start as *const u8, len) }
-}
-
-/// Stores `bytes` at a user linear address the way 0.11's `put_fs_byte` does: a ring-0
-/// store through the MMU. CR0.WP is clear, so the store ignores the page's RW bit; that
-/// is exactly why `write_verify` must have broken copy-on-write first.
-///
-/// # Safety
-/// Every page of `[linear, linear + len)` must be present in the current page tables and
-/// belong to a user task slot (never the kernel's identity map), and must have been
-/// through `write_verify`.
-pub unsafe fn store_to_user_linear(linear: u32, bytes: &[u8]) {
-    // SAFETY: the caller guarantees the pages are present user pages: the store cannot
-    // fault and cannot overwrite kernel memory; user frames are never Rust objects.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), linear as *mut u8, bytes.len()) }
-}
-
-/// [`store_to_user_linear`] as 0.11 makes it (`compat=D9`): a page of the range may be
-/// absent; the store then faults in ring 0, the page-fault handler maps the page (0.11's
-/// `do_no_page`) and the store resumes at the faulting byte.
-///
-/// # Safety
-/// `[linear, linear + len)` must lie inside the current task's slot (never the kernel's
-/// identity map), the caller must have told the page-fault handler that this store is
-/// under way (`fault::kernel_store`), and it must hold no lock that handler takes.
-pub unsafe fn store_to_user_linear_faulting(linear: u32, bytes: &[u8]) {
-    for (i, &byte) in bytes.iter().enumerate() {
-        // SAFETY: the address is in the current task's slot (caller); an absent page
-        // faults and is mapped by the handler before the store is retried; user frames
-        // are never Rust objects. Volatile, so that each byte is one store, as
-        // put_fs_byte's.
-        unsafe { ((linear + i as u32) as *mut u8).write_volatile(byte) }
+/// Turns paging on with `mm`'s page directory, after checking in software that it
+/// identity-maps every page of RAM the kernel uses (code, data, stacks, the directory
+/// and tables themselves all lie below HIGH_MEMORY).
+pub fn enable_paging(mm: &mm::Mm<KernelPhys>) {
+    let high = mm.high_memory();
+    for page in (0..high).step_by(PAGE_SIZE as usize) {
+        assert_eq!(
+            mm.walk(LinearAddr::new(page)).physical(),
+            Some(page),
+            "the identity map misses {page:#x}"
+        );
     }
+    // SAFETY: the directory identity-maps [0, HIGH_MEMORY) (checked above), which holds
+    // the kernel image, its stacks and the paging structures.
+    unsafe { cpu::enable_paging(mm.pg_dir().as_u32()) };
+}
+
+/// The bytes of the boot module `module` (the program image), which must lie below
+/// `start_mem`, so that `mem_map` never hands its frames out (checked): nothing writes
+/// them again (but a debugger user, whose business that is).
+pub fn boot_module_bytes(module: &Module, start_mem: u32) -> &'static [u8] {
+    let len = module.len() as usize;
+    assert!(
+        module.end <= start_mem,
+        "the boot module ends at {:#x}, above start_mem {start_mem:#x}",
+        module.end
+    );
+    check_identity(module.start, len);
+    // SAFETY: identity-mapped RAM (checked), below start_mem (checked), so never a paging
+    // frame and never written by the kernel: immutable for the kernel's lifetime.
+    unsafe { core::slice::from_raw_parts(module.start as *const u8, len) }
+}
+
+/// Why [`store_to_user`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotUserMapped;
+
+/// Stores `bytes` (within one page) at a user linear address the way 0.11's
+/// `put_fs_byte` does: a ring-0 store through the MMU, which sets the page's accessed and
+/// dirty bits. CR0.WP is clear, so the store ignores the page's RW bit; that is exactly
+/// why `write_verify` must have broken copy-on-write first. Refused unless the page is
+/// present in `mm`'s tables and in a user task's slot (checked by a software walk).
+pub fn store_to_user(
+    mm: &mm::Mm<KernelPhys>,
+    linear: LinearAddr,
+    bytes: &[u8],
+) -> Result<(), NotUserMapped> {
+    let in_page = (PAGE_SIZE - linear.page_offset()) as usize;
+    if bytes.len() > in_page || linear.slot() == 0 || mm.translate(linear).is_none() {
+        return Err(NotUserMapped);
+    }
+    // SAFETY: the page is present in the page tables the CPU uses (one directory for all
+    // tasks; checked by the walk above), so the store cannot fault; it is a user slot's
+    // page, never the kernel's identity map, and user frames are never Rust objects.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), linear.as_u32() as *mut u8, bytes.len())
+    };
+    Ok(())
+}
+
+/// [`store_to_user`] as 0.11 makes it (`compat=D9`): a page of the range may be absent;
+/// the store then faults in ring 0, the page-fault handler maps the page (0.11's
+/// `do_no_page`) and the store resumes at the faulting byte. The caller must have told
+/// the page-fault handler that this store is under way (`fault::kernel_store`) and hold
+/// no lock that handler takes; otherwise the fault is reported as a kernel crash.
+/// Refused unless the whole range lies in one user task's slot.
+pub fn store_to_user_faulting(linear: LinearAddr, bytes: &[u8]) -> Result<(), NotUserMapped> {
+    let start = linear.as_u32();
+    let last = start
+        .checked_add(bytes.len().saturating_sub(1) as u32)
+        .ok_or(NotUserMapped)?;
+    if linear.slot() == 0 || LinearAddr::new(last).slot() != linear.slot() {
+        return Err(NotUserMapped);
+    }
+    for (i, &byte) in bytes.iter().enumerate() {
+        // SAFETY: the address is in a user task's slot (checked), never the kernel's
+        // identity map, and user frames are never Rust objects; an absent page faults and
+        // is mapped by the handler before the store is retried (or the task dies there).
+        // Volatile, so that each byte is one store, as put_fs_byte's.
+        unsafe { ((start + i as u32) as *mut u8).write_volatile(byte) }
+    }
+    Ok(())
 }

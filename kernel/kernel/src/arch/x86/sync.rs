@@ -71,3 +71,42 @@ impl<T> Drop for IrqMutexGuard<'_, T> {
         }
     }
 }
+
+/// A spin lock around state the gdb stub reads while the kernel is stopped, perhaps
+/// stopped by a breakpoint in code that holds this very lock (`do_wp_page` under the
+/// paging lock). Kernel code takes it ([`StopLock::try_lock`]; the kernel is not
+/// preemptible, so a held lock is a bug or the stub); the stub reads without it
+/// ([`StopLock::peek`], with the proof that the kernel is stopped) and writes only
+/// through `try_lock`, so a change of the stub's can never be lost under a holder's
+/// `&mut`: it answers Busy instead.
+pub struct StopLock<T> {
+    inner: spin::mutex::SpinMutex<T>,
+}
+
+/// A held [`StopLock`].
+pub type StopLockGuard<'a, T> = spin::mutex::SpinMutexGuard<'a, T>;
+
+impl<T> StopLock<T> {
+    pub const fn new(value: T) -> Self {
+        Self {
+            inner: spin::mutex::SpinMutex::new(value),
+        }
+    }
+
+    /// The lock, or `None` when someone holds it.
+    pub fn try_lock(&self) -> Option<StopLockGuard<'_, T>> {
+        self.inner.try_lock()
+    }
+
+    /// The state as the stopped code left it, without the lock: the debugger's view. It
+    /// may show a change the holder had half done (a breakpoint inside it).
+    pub fn peek<'a>(&'a self, stopped: &'a super::debugger::Stopped) -> &'a T {
+        stopped.check();
+        // SAFETY: the kernel is stopped (the proof, checked just now): a holder of the
+        // lock is frozen inside the trap the stub runs in and cannot write before the
+        // stub returns, which ends 'a (the proof lives only inside the stub's call). The
+        // stub itself changes the state only through `try_lock`, which fails while anyone
+        // holds the lock, and it uses no reference from `peek` after such a change.
+        unsafe { &*self.inner.as_mut_ptr() }
+    }
+}

@@ -1,0 +1,264 @@
+//! What the kernel publishes in its introspection descriptor (kernel/introspect), and the
+//! one sequence count that tells a reader outside the machine when it may trust a copy.
+//!
+//! The count is owned here and moved only by a [`Section`]: the paging lock opens one
+//! when its holder first asks for `&mut` (`paging::PagingGuard`), the task-table lock
+//! likewise (`task::TasksGuard`), a fault record opens one, the stub's own writes open
+//! one. Sections nest: the outermost makes the count odd and even again, so an operation
+//! that holds the task table while it changes the paging state (fork, the release of a
+//! zombie) is one change for a reader. Everything a reader reads is changed inside a
+//! section; at every even count the published state is one the kernel really was in
+//! between operations (`checkmm` clean, checked by the inspector's never-torn test).
+//!
+//! The per-lock state is published when its guard drops, still inside the section: the
+//! paging scalars (free frames, counters, swap, failure injection) and the task entries
+//! (only words that changed are stored).
+
+use introspect::{FaultRecord, LayoutValue, TaskEntry, BUILD_ID_LEN};
+use mm::addr::{LOW_MEM, NR_TASKS, PAGE_SIZE, PDES_PER_TASK};
+use mm::memory::{AllocSite, FrameSearch};
+
+use crate::arch::x86::cpu;
+use crate::arch::x86::published::{self, PGKERNEL_DESCRIPTOR as DESCRIPTOR, PGKERNEL_LOCATOR};
+use crate::paging::Paging;
+use crate::task::TaskTable;
+use mm::inject::Injector;
+
+/// A change a reader must not see half-done: the count is odd while the outermost
+/// section lives.
+#[must_use = "the change ends when the section drops"]
+pub struct Section {
+    owner: bool,
+}
+
+/// Opens a section (nested ones leave the count alone).
+pub fn section() -> Section {
+    Section {
+        owner: DESCRIPTOR.begin_write(),
+    }
+}
+
+impl Drop for Section {
+    fn drop(&mut self) {
+        DESCRIPTOR.end_write(self.owner);
+    }
+}
+
+/// A value that differs from boot to boot: the time-stamp counter (the host's, under
+/// TCG), mixed by splitmix64 so that close boots give unrelated ids.
+fn boot_id() -> u64 {
+    let mut z = cpu::rdtsc().wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | 1
+}
+
+/// Publishes the layout of the paging state (once, right after `paging::init`) and
+/// points the locator at the descriptor. Stops the boot if the linker moved the locator.
+pub fn init(paging: &Paging) {
+    assert!(
+        published::locator_in_place(),
+        "the introspection locator is not at {:#x} (linker.ld)",
+        introspect::LOCATOR_ADDR
+    );
+    let mm = &paging.mm;
+    let mut kernel_tables = [0; PDES_PER_TASK];
+    for (t, f) in kernel_tables.iter_mut().zip(mm.kernel_tables()) {
+        *t = f.as_u32();
+    }
+    let map = &mm.mem_map;
+    let layout = LayoutValue {
+        page_size: PAGE_SIZE,
+        nr_tasks: NR_TASKS as u32,
+        low_mem: LOW_MEM,
+        start_mem: map.start_mem(),
+        high_memory: map.high_memory(),
+        pg_dir: mm.pg_dir().as_u32(),
+        kernel_pdes: mm.kernel_pdes() as u32,
+        kernel_tables,
+        mem_map: map.all_counts().as_ptr() as u32,
+        mem_map_len: map.all_counts().len() as u32,
+        nr_pages: map.nr_pages() as u32,
+        free_bits: map.free_bits().as_ptr() as u32,
+        free_bits_words: map.free_bits().len() as u32,
+        free_summary: map.free_summary().as_ptr() as u32,
+        free_summary_words: map.free_summary().len() as u32,
+        frame_search: match mm.frame_search {
+            FrameSearch::Bitmap => 0,
+            FrameSearch::LinearScan0_11 => 1,
+        },
+    };
+    let mut id = [0u8; BUILD_ID_LEN];
+    let id_len = published::build_id(&mut id);
+    {
+        let _change = section();
+        publish_paging(paging);
+    }
+    DESCRIPTOR.publish(&layout, &id[..id_len], boot_id());
+    PGKERNEL_LOCATOR.point_to(published::descriptor_addr());
+}
+
+/// The paging scalars: called by the paging guard, inside its section, when it drops.
+pub fn publish_paging(p: &Paging) {
+    let d = &DESCRIPTOR.paging;
+    let put = |w: &introspect::Word, v: u32| w.store(v, core::sync::atomic::Ordering::Relaxed);
+    let mm = &p.mm;
+    put(&d.nr_free, mm.mem_map.nr_free() as u32);
+    for site in AllocSite::ALL {
+        put(
+            &d.allocations[site.index()],
+            mm.counters.allocations[site.index()],
+        );
+        put(
+            &d.failures[site.index()],
+            mm.counters.failures[site.index()],
+        );
+    }
+    put(&d.frees, mm.counters.frees);
+    let s = &d.swap;
+    match mm.swap.as_ref() {
+        Some(swap) => {
+            put(&s.bitmap, swap.bitmap().as_ptr() as u32);
+            put(&s.bitmap_words, swap.bitmap().len() as u32);
+            put(&s.nr_slots, swap.nr_slots());
+            put(&s.nr_free, swap.nr_free());
+            let (dir, page) = swap.clock();
+            put(&s.clock_dir, dir as u32);
+            put(&s.clock_page, page as u32);
+            put(&s.drops_since_progress, swap.drops_since_progress());
+            let c = &swap.counters;
+            let counters = [
+                c.written_out,
+                c.dropped,
+                c.read_in,
+                c.write_errors,
+                c.read_errors,
+                c.double_frees,
+            ];
+            for (w, v) in s.counters.iter().zip(counters) {
+                w.store(v);
+            }
+            put(&s.present, 1);
+        }
+        None => put(&s.present, 0),
+    }
+}
+
+/// The failure-injection state (what changed since the last time): called by the
+/// injector guard, inside its section, when it drops.
+pub fn publish_injector(policy: &mut Injector) {
+    let d = &DESCRIPTOR.paging;
+    let put = |w: &introspect::Word, v: u32| w.store(v, core::sync::atomic::Ordering::Relaxed);
+    let i = &d.inject;
+    let changes = policy.take_changes();
+    if changes.global {
+        i.seed.store(policy.seed());
+        i.rng.store(policy.rng_state());
+        put(&i.current, policy.current() as u32);
+    }
+    // `last` is a public field (no change record): always.
+    match policy.last {
+        Some(last) => {
+            put(
+                &i.last,
+                1 | (last.site.index() as u32) << 8 | u32::from(last.by_fail_nth) << 16,
+            );
+            put(&i.last_slot, last.slot as u32);
+        }
+        None => put(&i.last, 0),
+    }
+    for site in AllocSite::ALL
+        .into_iter()
+        .filter(|s| changes.sites & (1 << s.index()) != 0)
+    {
+        let s = policy.site(site);
+        let w = &i.sites[site.index()];
+        put(&w.probability, s.attr.probability.into());
+        put(&w.interval, s.attr.interval);
+        put(&w.times, s.attr.times as u32);
+        put(&w.space, s.attr.space);
+        put(&w.task_filter, s.attr.task_filter.into());
+        put(&w.count, s.count());
+        put(&w.space_left, s.space_left());
+        put(&w.times_left, s.times_left() as u32);
+        w.calls.store(s.calls);
+        w.fired.store(s.fired);
+    }
+    for slot in Bits(changes.tasks) {
+        if let Ok(t) = policy.task(slot) {
+            put(&i.fail_nth[slot], t.fail_nth);
+            put(&i.make_it_fail[slot], t.make_it_fail.into());
+        }
+    }
+}
+
+/// The entries of the slots in `dirty` (bit n: slot n), the fault counts of those in
+/// `dirty_faults`, and the current slot: called by the task-table guard, inside its
+/// section, when it drops. Only what changed is stored.
+pub fn publish_tasks(t: &TaskTable, dirty: u64, dirty_faults: u64) {
+    let d = &DESCRIPTOR.tasks;
+    d.current.store(
+        crate::task::current() as u32,
+        core::sync::atomic::Ordering::Relaxed,
+    );
+    for n in Bits(dirty_faults) {
+        if let (Some(Some(task)), Some(e)) = (t.slots.get(n), d.entries.get(n)) {
+            e.store_faults(&task.faults);
+        }
+    }
+    for n in Bits(dirty) {
+        let (Some(slot), Some(e)) = (t.slots.get(n), d.entries.get(n)) else {
+            break;
+        };
+        let Some(task) = slot else {
+            e.store_empty();
+            continue;
+        };
+        // Field by field into the entry: no intermediate copy (under TCG every byte a
+        // copy moves costs a `rep movsb` iteration, on every fault).
+        let word = TaskEntry::store_word;
+        e.store_state(task.state);
+        word(&e.pid, task.pid);
+        word(&e.parent, task.parent as u32);
+        e.store_name(task.name.as_str().as_bytes());
+        word(&e.end_code, task.end_code);
+        word(&e.end_data, task.end_data);
+        word(&e.brk, task.brk);
+        word(&e.start_stack, task.start_stack);
+        word(&e.task_page, task.task_page.map_or(0, |f| f.as_u32()));
+        word(&e.exit_status, task.exit_status);
+        e.store_killed(task.killed);
+        e.store_faults(&task.faults);
+    }
+}
+
+/// The set bits of a mask, lowest first.
+struct Bits(u64);
+
+impl Iterator for Bits {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let n = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(n)
+    }
+}
+
+/// Remembers a fault in the descriptor's ring; returns its sequence number.
+pub fn record_fault(rec: FaultRecord) -> u32 {
+    let _change = section();
+    DESCRIPTOR.faults.push(rec)
+}
+
+/// The descriptor's fault ring (the monitor's `faults` and the verdict read it).
+pub fn fault_ring() -> &'static introspect::FaultRing {
+    &DESCRIPTOR.faults
+}
+
+/// The stub took the kernel (`true`) or gave it back.
+pub fn set_stopped(stopped: bool) {
+    DESCRIPTOR.set_stopped(stopped);
+}
