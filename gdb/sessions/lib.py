@@ -157,7 +157,8 @@ def read_u32(linear):
 
 def caller_var(name, depth=4):
     """A variable of the nearest frame (inlined ones included) that has it, as an int:
-    the faulting `linear` of page_fault while stopped in do_wp_page, for example."""
+    the faulting `linear` of page_fault while stopped in do_wp_page, for example. A frame
+    where it is optimized out is passed over for an older one."""
     frame = gdb.newest_frame()
     for _ in range(depth + 1):
         if frame is None:
@@ -165,6 +166,9 @@ def caller_var(name, depth=4):
         try:
             value = frame.read_var(name)
         except (ValueError, gdb.error):
+            frame = frame.older()
+            continue
+        if value.is_optimized_out:              # e.g. an argument at a function's entry
             frame = frame.older()
             continue
         value_type = value.type.strip_typedefs()
