@@ -55,9 +55,10 @@ pub const VERSION: u32 = 1;
 pub const BUILD_ID_LEN: usize = 20;
 /// Bytes of a task name, NUL-padded (abi's longest name and its NUL).
 pub const NAME_LEN: usize = abi::MAX_NAME_LEN + 1;
-/// Faults the ring keeps. The demo takes about 8,700 faults in a few seconds, at peaks
-/// of about 200 a millisecond (memhog touching memory); a reader polling every 10 ms
-/// needs at most a quarter of the ring (docs/introspection.md has the measurement).
+/// Faults the ring keeps. The demo takes about 8,700 faults in 3 to 5 s; at its peak
+/// (memhog touching memory) 900 in 10 ms, 2,200 in 50 ms, 4,000 in 100 ms (measured at
+/// 32 MiB under TCG by polling the ring every millisecond from the RAM file). A reader
+/// polling every 50 ms needs at most 27 % of the ring (docs/introspection.md).
 pub const FAULT_RING_LEN: usize = 8192;
 /// Allocation sites (mm's [`AllocSite::ALL`]).
 pub const SITES: usize = AllocSite::ALL.len();
