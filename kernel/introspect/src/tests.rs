@@ -223,3 +223,26 @@ fn split64_keeps_both_halves() {
     s.store(0x1234_5678_9abc_def0);
     assert_eq!(s.load(), 0x1234_5678_9abc_def0);
 }
+
+#[test]
+fn offsets_are_the_documented_ones() {
+    // kernel/docs/introspection.md lists these; a change here is a change of the format.
+    use core::mem::offset_of;
+    assert_eq!(offset_of!(Descriptor, header), 0);
+    assert_eq!(offset_of!(Descriptor, seq), 48);
+    assert_eq!(offset_of!(Descriptor, stopped), 52);
+    assert_eq!(offset_of!(Descriptor, stops), 56);
+    assert_eq!(offset_of!(Descriptor, layout), 60);
+    assert_eq!(offset_of!(Descriptor, paging), 184);
+    assert_eq!(
+        offset_of!(Descriptor, tasks),
+        184 + core::mem::size_of::<PagingState>()
+    );
+    assert_eq!(
+        offset_of!(Descriptor, faults),
+        core::mem::size_of::<Descriptor>() - core::mem::size_of::<FaultRing>()
+    );
+    assert_eq!(offset_of!(Descriptor, tasks), 1148);
+    assert_eq!(offset_of!(Descriptor, faults), 7296);
+    assert_eq!(core::mem::size_of::<Descriptor>(), 171_212);
+}
