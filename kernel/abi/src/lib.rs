@@ -321,12 +321,38 @@ pub mod qemu_exit {
 // Byte images of the structures the kernel copies to user memory (little endian, the
 // `#[repr(C)]` layout), built field by field so that no `unsafe` is needed.
 
+impl FaultCounts {
+    /// The counts as words, in the `#[repr(C)]` order (also the order of the kernel's
+    /// introspection descriptor).
+    pub const fn to_words(&self) -> [u32; 6] {
+        [
+            self.demand_zero,
+            self.loaded,
+            self.shared,
+            self.cow_copied,
+            self.cow_made_writable,
+            self.swapped_in,
+        ]
+    }
+    /// The counts from words in [`to_words`](Self::to_words)'s order.
+    pub const fn from_words(w: [u32; 6]) -> FaultCounts {
+        FaultCounts {
+            demand_zero: w[0],
+            loaded: w[1],
+            shared: w[2],
+            cow_copied: w[3],
+            cow_made_writable: w[4],
+            swapped_in: w[5],
+        }
+    }
+}
+
 impl MemInfo {
     /// Size in bytes.
     pub const SIZE: usize = 15 * 4;
     /// The structure's bytes, in its `#[repr(C)]` layout.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let f = &self.faults;
+        let [f0, f1, f2, f3, f4, f5] = self.faults.to_words();
         words_to_bytes([
             self.paging_frames,
             self.free_frames,
@@ -334,12 +360,12 @@ impl MemInfo {
             self.task_pages,
             self.task_page_tables,
             self.nr_tasks,
-            f.demand_zero,
-            f.loaded,
-            f.shared,
-            f.cow_copied,
-            f.cow_made_writable,
-            f.swapped_in,
+            f0,
+            f1,
+            f2,
+            f3,
+            f4,
+            f5,
             self.swap_slots,
             self.swap_free,
             self.task_swapped,

@@ -858,17 +858,6 @@ impl TaskValue {
     }
 }
 
-fn fault_words(f: &abi::FaultCounts) -> [u32; 6] {
-    [
-        f.demand_zero,
-        f.loaded,
-        f.shared,
-        f.cow_copied,
-        f.cow_made_writable,
-        f.swapped_in,
-    ]
-}
-
 /// Stores `value` unless the word holds it already; returns whether it changed.
 fn update(w: &Word, value: u32) -> bool {
     let changed = get(w) != value;
@@ -936,7 +925,7 @@ impl TaskEntry {
     /// Kernel: the fault counts.
     pub fn store_faults(&self, faults: &abi::FaultCounts) -> bool {
         let mut changed = false;
-        for (w, v) in self.faults.iter().zip(fault_words(faults)) {
+        for (w, v) in self.faults.iter().zip(faults.to_words()) {
             changed |= update(w, v);
         }
         changed
@@ -949,7 +938,6 @@ impl TaskEntry {
         for (chunk, w) in name.chunks_exact_mut(4).zip(&self.name) {
             chunk.copy_from_slice(&get(w).to_le_bytes());
         }
-        let f = |i: usize| get(&self.faults[i]);
         Some(TaskValue {
             state,
             pid: get(&self.pid),
@@ -962,14 +950,7 @@ impl TaskEntry {
             task_page: get(&self.task_page),
             exit_status: get(&self.exit_status),
             killed: get(&self.killed).checked_sub(1),
-            faults: abi::FaultCounts {
-                demand_zero: f(0),
-                loaded: f(1),
-                shared: f(2),
-                cow_copied: f(3),
-                cow_made_writable: f(4),
-                swapped_in: f(5),
-            },
+            faults: abi::FaultCounts::from_words(core::array::from_fn(|i| get(&self.faults[i]))),
         })
     }
 }

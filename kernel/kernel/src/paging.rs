@@ -1,7 +1,6 @@
 //! The kernel's paging state: RAM sizing, the identity map and the one `Mm` (0.11's
 //! `mem_init` and `head.s` `setup_paging`), behind a lock.
 
-use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use mm::addr::{Frame, LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE, PDE_SPAN};
@@ -14,8 +13,8 @@ use spin::Once;
 use crate::arch::x86::debugger::Stopped;
 use crate::arch::x86::multiboot::BootInfo;
 use crate::arch::x86::phys::KernelPhys;
-use crate::arch::x86::sync::{StopLock, StopLockGuard};
-use crate::publish::{self, Section};
+use crate::arch::x86::sync::StopLock;
+use crate::publish::{self, PublishingGuard};
 
 /// The least RAM the kernel runs with: the Linux 0.11 machine had 16 MiB, and `qemu -m 16M`
 /// reports 128 KiB less (the firmware keeps the top for its tables), so the bar is 15 MiB.
@@ -46,37 +45,8 @@ impl mm::FailurePolicy for KernelPolicy {
     }
 }
 
-/// The locked injector. The first `&mut` opens a change of the introspection descriptor;
-/// when the guard drops, what changed is published and the change ends.
-pub struct InjectorGuard {
-    // Drop order: the section ends before the lock is released.
-    section: Option<Section>,
-    guard: StopLockGuard<'static, Injector>,
-}
-
-impl Deref for InjectorGuard {
-    type Target = Injector;
-    fn deref(&self) -> &Injector {
-        &self.guard
-    }
-}
-
-impl DerefMut for InjectorGuard {
-    fn deref_mut(&mut self) -> &mut Injector {
-        if self.section.is_none() {
-            self.section = Some(publish::section());
-        }
-        &mut self.guard
-    }
-}
-
-impl Drop for InjectorGuard {
-    fn drop(&mut self) {
-        if self.section.is_some() {
-            publish::publish_injector(&mut self.guard);
-        }
-    }
-}
+/// The locked injector: what changed is published when the guard drops.
+pub type InjectorGuard = PublishingGuard<Injector>;
 
 /// Locks the failure-injection state (taking it twice is a kernel bug: stops with a
 /// message).
@@ -91,10 +61,9 @@ pub fn try_injector() -> Option<InjectorGuard> {
         .get()
         .expect("failure injection used before paging::init")
         .try_lock()?;
-    Some(InjectorGuard {
-        section: None,
-        guard,
-    })
+    Some(PublishingGuard::new(guard, |i| {
+        publish::publish_injector(i)
+    }))
 }
 
 /// The failure-injection state as the gdb stub reads it, without the lock.
@@ -102,39 +71,8 @@ pub fn injector_while_stopped(stopped: &Stopped) -> Option<&Injector> {
     Some(INJECTOR.get()?.peek(stopped))
 }
 
-/// The locked paging state. The first `&mut` opens a change of the introspection
-/// descriptor (the sequence count goes odd); when the guard drops, the paging scalars are
-/// published and the change ends, before the lock is released. Read-only use leaves the
-/// count alone.
-pub struct PagingGuard {
-    // Drop order: the section ends before the lock is released.
-    section: Option<Section>,
-    guard: StopLockGuard<'static, Paging>,
-}
-
-impl Deref for PagingGuard {
-    type Target = Paging;
-    fn deref(&self) -> &Paging {
-        &self.guard
-    }
-}
-
-impl DerefMut for PagingGuard {
-    fn deref_mut(&mut self) -> &mut Paging {
-        if self.section.is_none() {
-            self.section = Some(publish::section());
-        }
-        &mut self.guard
-    }
-}
-
-impl Drop for PagingGuard {
-    fn drop(&mut self) {
-        if self.section.is_some() {
-            publish::publish_paging(&self.guard);
-        }
-    }
-}
+/// The locked paging state: the paging scalars are published when the guard drops.
+pub type PagingGuard = PublishingGuard<Paging>;
 
 /// `compat=`: the rows whose original behaviour is on, set once at boot ([`init`]); the
 /// same value as `Mm::compat`, readable without the paging lock (the fault handler and
@@ -163,10 +101,7 @@ pub fn try_paging() -> Option<PagingGuard> {
         .get()
         .expect("paging used before paging::init")
         .try_lock()?;
-    Some(PagingGuard {
-        section: None,
-        guard,
-    })
+    Some(PublishingGuard::new(guard, |p| publish::publish_paging(p)))
 }
 
 /// The paging state as the gdb stub reads it, without taking the lock: the code that

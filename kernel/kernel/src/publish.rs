@@ -18,8 +18,11 @@ use introspect::{FaultRecord, LayoutValue, TaskEntry, BUILD_ID_LEN};
 use mm::addr::{LOW_MEM, NR_TASKS, PAGE_SIZE, PDES_PER_TASK};
 use mm::memory::{AllocSite, FrameSearch};
 
+use core::ops::{Deref, DerefMut};
+
 use crate::arch::x86::cpu;
 use crate::arch::x86::published::{self, PGKERNEL_DESCRIPTOR as DESCRIPTOR, PGKERNEL_LOCATOR};
+use crate::arch::x86::sync::StopLockGuard;
 use crate::paging::Paging;
 use crate::task::TaskTable;
 use mm::inject::Injector;
@@ -41,6 +44,50 @@ pub fn section() -> Section {
 impl Drop for Section {
     fn drop(&mut self) {
         DESCRIPTOR.end_write(self.owner);
+    }
+}
+
+/// A locked state the descriptor publishes: its first `&mut` opens a [`Section`]; when the
+/// guard drops, `publish` copies the state into the descriptor and the section ends,
+/// before the lock is released. Read-only use leaves the count alone.
+pub struct PublishingGuard<T: 'static> {
+    // Drop order: the section ends before the lock is released.
+    section: Option<Section>,
+    guard: StopLockGuard<'static, T>,
+    publish: fn(&mut T),
+}
+
+impl<T: 'static> PublishingGuard<T> {
+    pub fn new(guard: StopLockGuard<'static, T>, publish: fn(&mut T)) -> Self {
+        PublishingGuard {
+            section: None,
+            guard,
+            publish,
+        }
+    }
+}
+
+impl<T: 'static> Deref for PublishingGuard<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T: 'static> DerefMut for PublishingGuard<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        if self.section.is_none() {
+            self.section = Some(section());
+        }
+        &mut self.guard
+    }
+}
+
+impl<T: 'static> Drop for PublishingGuard<T> {
+    fn drop(&mut self) {
+        if self.section.is_some() {
+            (self.publish)(&mut self.guard);
+        }
     }
 }
 
