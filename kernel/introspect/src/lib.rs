@@ -33,7 +33,10 @@ extern crate std;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 
 use mm::addr::{NR_TASKS, PDES_PER_TASK};
-use mm::memory::AllocSite;
+use mm::inject::Injector;
+use mm::mem_map::MemMap;
+use mm::memory::{AllocSite, MmCounters};
+use mm::swap::SwapMap;
 
 /// A 32-bit word of the descriptor.
 pub type Word = AtomicU32;
@@ -827,6 +830,108 @@ pub enum Read<T> {
     Consistent { value: T, seq: u32, retries: u32 },
     /// The kernel kept changing (or stayed frozen mid-change) for every try.
     Changing { retries: u32 },
+}
+
+// ---------------------------------------------------------------------------------------
+// The writer's copies of mm's state
+// ---------------------------------------------------------------------------------------
+//
+// Here rather than in the kernel, and not generic, so that these copies are compiled as
+// this crate is: the stepping build optimises it (Cargo.toml), because they run at the
+// deepest point of the kernel's 4 KiB task stacks (when a lock's guard drops) and nobody
+// steps through them.
+
+impl PagingState {
+    /// Kernel: the paging scalars (free frames, counters, swap), inside a change. `swap`
+    /// comes with the physical address of its bitmap (where the kernel keeps it).
+    pub fn store(&self, map: &MemMap, counters: &MmCounters, swap: Option<(&SwapMap, u32)>) {
+        put(&self.nr_free, map.nr_free() as u32);
+        for site in AllocSite::ALL {
+            put(
+                &self.allocations[site.index()],
+                counters.allocations[site.index()],
+            );
+            put(
+                &self.failures[site.index()],
+                counters.failures[site.index()],
+            );
+        }
+        put(&self.frees, counters.frees);
+        let s = &self.swap;
+        match swap {
+            Some((swap, bitmap_addr)) => {
+                put(&s.bitmap, bitmap_addr);
+                put(&s.bitmap_words, swap.bitmap().len() as u32);
+                put(&s.nr_slots, swap.nr_slots());
+                put(&s.nr_free, swap.nr_free());
+                let (dir, page) = swap.clock();
+                put(&s.clock_dir, dir as u32);
+                put(&s.clock_page, page as u32);
+                put(&s.drops_since_progress, swap.drops_since_progress());
+                let c = &swap.counters;
+                let counters = [
+                    c.written_out,
+                    c.dropped,
+                    c.read_in,
+                    c.write_errors,
+                    c.read_errors,
+                    c.double_frees,
+                ];
+                for (w, v) in s.counters.iter().zip(counters) {
+                    w.store(v);
+                }
+                put(&s.present, 1);
+            }
+            None => put(&s.present, 0),
+        }
+    }
+}
+
+impl InjectState {
+    /// Kernel: what changed in the failure-injection state since the last store, inside
+    /// a change.
+    pub fn store(&self, policy: &mut Injector) {
+        let changes = policy.take_changes();
+        if changes.global {
+            self.seed.store(policy.seed());
+            self.rng.store(policy.rng_state());
+            put(&self.current, policy.current() as u32);
+        }
+        // `last` is a public field (no change record): always.
+        match policy.last {
+            Some(last) => {
+                put(
+                    &self.last,
+                    1 | (last.site.index() as u32) << 8 | u32::from(last.by_fail_nth) << 16,
+                );
+                put(&self.last_slot, last.slot as u32);
+            }
+            None => put(&self.last, 0),
+        }
+        for site in AllocSite::ALL
+            .into_iter()
+            .filter(|s| changes.sites & (1 << s.index()) != 0)
+        {
+            let s = policy.site(site);
+            let w = &self.sites[site.index()];
+            put(&w.probability, s.attr.probability.into());
+            put(&w.interval, s.attr.interval);
+            put(&w.times, s.attr.times as u32);
+            put(&w.space, s.attr.space);
+            put(&w.task_filter, s.attr.task_filter.into());
+            put(&w.count, s.count());
+            put(&w.space_left, s.space_left());
+            put(&w.times_left, s.times_left() as u32);
+            w.calls.store(s.calls);
+            w.fired.store(s.fired);
+        }
+        for slot in (0..NR_TASKS).filter(|&n| changes.tasks & (1 << n) != 0) {
+            if let Ok(t) = policy.task(slot) {
+                put(&self.fail_nth[slot], t.fail_nth);
+                put(&self.make_it_fail[slot], t.make_it_fail.into());
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@
 
 use introspect::{FaultRecord, LayoutValue, TaskEntry, BUILD_ID_LEN};
 use mm::addr::{LOW_MEM, NR_TASKS, PAGE_SIZE, PDES_PER_TASK};
-use mm::memory::{AllocSite, FrameSearch};
+use mm::memory::FrameSearch;
 
 use core::ops::{Deref, DerefMut};
 
@@ -147,96 +147,16 @@ pub fn init(paging: &Paging) {
 
 /// The paging scalars: called by the paging guard, inside its section, when it drops.
 pub fn publish_paging(p: &Paging) {
-    let d = &DESCRIPTOR.paging;
-    let put = |w: &introspect::Word, v: u32| w.store(v, core::sync::atomic::Ordering::Relaxed);
     let mm = &p.mm;
-    put(&d.nr_free, mm.mem_map.nr_free() as u32);
-    for site in AllocSite::ALL {
-        put(
-            &d.allocations[site.index()],
-            mm.counters.allocations[site.index()],
-        );
-        put(
-            &d.failures[site.index()],
-            mm.counters.failures[site.index()],
-        );
-    }
-    put(&d.frees, mm.counters.frees);
-    let s = &d.swap;
-    match mm.swap.as_ref() {
-        Some(swap) => {
-            put(&s.bitmap, swap.bitmap().as_ptr() as u32);
-            put(&s.bitmap_words, swap.bitmap().len() as u32);
-            put(&s.nr_slots, swap.nr_slots());
-            put(&s.nr_free, swap.nr_free());
-            let (dir, page) = swap.clock();
-            put(&s.clock_dir, dir as u32);
-            put(&s.clock_page, page as u32);
-            put(&s.drops_since_progress, swap.drops_since_progress());
-            let c = &swap.counters;
-            let counters = [
-                c.written_out,
-                c.dropped,
-                c.read_in,
-                c.write_errors,
-                c.read_errors,
-                c.double_frees,
-            ];
-            for (w, v) in s.counters.iter().zip(counters) {
-                w.store(v);
-            }
-            put(&s.present, 1);
-        }
-        None => put(&s.present, 0),
-    }
+    // The kernel's identity map: a pointer is the physical address.
+    let swap = mm.swap.as_ref().map(|s| (s, s.bitmap().as_ptr() as u32));
+    DESCRIPTOR.paging.store(&mm.mem_map, &mm.counters, swap);
 }
 
 /// The failure-injection state (what changed since the last time): called by the
 /// injector guard, inside its section, when it drops.
 pub fn publish_injector(policy: &mut Injector) {
-    let d = &DESCRIPTOR.paging;
-    let put = |w: &introspect::Word, v: u32| w.store(v, core::sync::atomic::Ordering::Relaxed);
-    let i = &d.inject;
-    let changes = policy.take_changes();
-    if changes.global {
-        i.seed.store(policy.seed());
-        i.rng.store(policy.rng_state());
-        put(&i.current, policy.current() as u32);
-    }
-    // `last` is a public field (no change record): always.
-    match policy.last {
-        Some(last) => {
-            put(
-                &i.last,
-                1 | (last.site.index() as u32) << 8 | u32::from(last.by_fail_nth) << 16,
-            );
-            put(&i.last_slot, last.slot as u32);
-        }
-        None => put(&i.last, 0),
-    }
-    for site in AllocSite::ALL
-        .into_iter()
-        .filter(|s| changes.sites & (1 << s.index()) != 0)
-    {
-        let s = policy.site(site);
-        let w = &i.sites[site.index()];
-        put(&w.probability, s.attr.probability.into());
-        put(&w.interval, s.attr.interval);
-        put(&w.times, s.attr.times as u32);
-        put(&w.space, s.attr.space);
-        put(&w.task_filter, s.attr.task_filter.into());
-        put(&w.count, s.count());
-        put(&w.space_left, s.space_left());
-        put(&w.times_left, s.times_left() as u32);
-        w.calls.store(s.calls);
-        w.fired.store(s.fired);
-    }
-    for slot in Bits(changes.tasks) {
-        if let Ok(t) = policy.task(slot) {
-            put(&i.fail_nth[slot], t.fail_nth);
-            put(&i.make_it_fail[slot], t.make_it_fail.into());
-        }
-    }
+    DESCRIPTOR.paging.inject.store(policy);
 }
 
 /// The entries of the slots in `dirty` (bit n: slot n), the fault counts of those in
