@@ -326,9 +326,11 @@ def run_to_end():
     end = break_at(END_OF_RUN)
     run_until(end)
     try:
-        baseline = int(gdb.parse_and_eval("self.baseline_free"))
+        # A static (an AtomicU32), so that it is readable whatever the optimiser did with
+        # Run::finish's `self`.
+        baseline = read_u32(int(gdb.parse_and_eval("&kernel::run::BASELINE_FREE")))
     except gdb.error as error:
-        raise SessionFailure(f"cannot read the run's baseline (Run::baseline_free): {error}") from None
+        raise SessionFailure(f"cannot read the run's baseline (kernel::run::BASELINE_FREE): {error}") from None
     doc = expect_clean("at the end of the run")
     free = free_frames()
     check(free == baseline, f"at the end of the run {free} frames are free, {baseline} before init "
