@@ -78,26 +78,7 @@ fn answer(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) -> fmt::Result
                     out,
                 );
             };
-            return match command {
-                Command::Fail(c) => match report::apply_fail(&mut injector, &tasks, c) {
-                    Ok(changed) => {
-                        let state = report::FailState::of(&injector);
-                        emit(
-                            &report::Fail::new(state, &tasks, changed).document(),
-                            json,
-                            out,
-                        )
-                    }
-                    Err(e) => refuse(CommandName::Fail, &e, out),
-                },
-                Command::FailNth { pid, n } => {
-                    match report::failnth(&mut injector, &tasks, pid, n) {
-                        Ok(doc) => emit(&doc, json, out),
-                        Err(e) => refuse(CommandName::FailNth, &e, out),
-                    }
-                }
-                _ => unreachable!("only the failure-injection commands"),
-            };
+            return injection(&mut injector, &tasks, command, json, out);
         }
         Command::Corrupt(c) => {
             let Some(mut paging) = crate::paging::try_paging() else {
@@ -145,29 +126,45 @@ fn answer(line: &str, ctx: &mut Context<'_>, out: &mut dyn Write) -> fmt::Result
         Command::Catch { pagefault } => {
             emit(&report::catch(ctx.catch_pagefault, pagefault), json, out)
         }
-        // Showing the failure-injection state: the lock-free view (a show changes nothing).
-        Command::Fail(command) => {
-            let injector = injector_view(stopped);
-            match report::apply_fail(&mut injector.clone(), &tasks, command) {
-                Ok(changed) => {
-                    let state = report::FailState::of(injector);
-                    emit(
-                        &report::Fail::new(state, &tasks, changed).document(),
-                        json,
-                        out,
-                    )
-                }
-                Err(e) => refuse(CommandName::Fail, &e, out),
-            }
-        }
-        Command::FailNth { pid, n } => {
-            match report::failnth(&mut injector_view(stopped).clone(), &tasks, pid, n) {
-                Ok(doc) => emit(&doc, json, out),
-                Err(e) => refuse(CommandName::FailNth, &e, out),
-            }
-        }
+        // Showing the failure-injection state: a copy of the lock-free view (the answer
+        // takes it `&mut`; a show changes nothing).
+        Command::Fail(_) | Command::FailNth { .. } => injection(
+            &mut injector_view(stopped).clone(),
+            &tasks,
+            command,
+            json,
+            out,
+        ),
         Command::Corrupt(_) => unreachable!("corrupt always changes the state"),
         Command::Cpu => report::cpu(&crate::arch::x86::cpu::system_registers(), json, out),
+    }
+}
+
+/// `fail` and `failnth`: applied to `injector`, answered with its state.
+fn injection(
+    injector: &mut mm::inject::Injector,
+    tasks: &KernelTasks<'_>,
+    command: Command,
+    json: bool,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    match command {
+        Command::Fail(c) => match report::apply_fail(injector, tasks, c) {
+            Ok(changed) => {
+                let state = report::FailState::of(injector);
+                emit(
+                    &report::Fail::new(state, tasks, changed).document(),
+                    json,
+                    out,
+                )
+            }
+            Err(e) => report::error(json, CommandName::Fail, &e, out),
+        },
+        Command::FailNth { pid, n } => match report::failnth(injector, tasks, pid, n) {
+            Ok(doc) => emit(&doc, json, out),
+            Err(e) => report::error(json, CommandName::FailNth, &e, out),
+        },
+        _ => unreachable!("only the failure-injection commands"),
     }
 }
 
