@@ -88,6 +88,8 @@ pub struct Snapshot {
     pub tasks: Vec<TaskRow>,
     /// The fault log's tail when it was read, oldest first.
     pub faults: Vec<FaultRow>,
+    /// Faults since boot (the log may have dropped some of them before they were read).
+    pub faults_since_boot: u64,
 }
 
 impl Snapshot {
@@ -328,6 +330,9 @@ pub enum Event {
         #[schema(schema_with = fault_doc_schema)]
         fault: FaultRow,
     },
+    /// Faults that happened in the step but had left the kernel's log before it was read
+    /// (the stub's log keeps the last 64).
+    FaultsUnseen { count: u64 },
     /// A present entry became a swap entry (0.12 `swap_out` → `try_to_swap_out`).
     SwapOut { dir: u16, index: u16, slot: u32 },
     /// A swap entry became present again (0.12 `swap_in`).
@@ -473,6 +478,14 @@ pub fn events(before: &Snapshot, after: &Snapshot, d: &Delta) -> Vec<Event> {
         }
     }
     out.extend(d.faults.iter().map(|&fault| Event::Fault { fault }));
+    let happened = after
+        .faults_since_boot
+        .saturating_sub(before.faults_since_boot);
+    if happened > d.faults.len() as u64 {
+        out.push(Event::FaultsUnseen {
+            count: happened - d.faults.len() as u64,
+        });
+    }
     let mut mapped = 0;
     let mut unmapped = 0;
     let mut touched = 0;
@@ -578,6 +591,7 @@ pub struct Step {
     pub seq: u64,
     pub time_ms: u64,
     pub consistent: bool,
+    pub faults_since_boot: u64,
     pub delta: Delta,
     pub events: Vec<Event>,
 }
@@ -671,6 +685,7 @@ impl History {
             self.latest.seq = snap.seq;
             self.latest.time_ms = snap.time_ms;
             self.latest.consistent = snap.consistent;
+            self.latest.faults_since_boot = snap.faults_since_boot;
             return None;
         }
         let events = events(&self.latest, &snap, &delta);
@@ -681,6 +696,7 @@ impl History {
             seq: snap.seq,
             time_ms: snap.time_ms,
             consistent: snap.consistent,
+            faults_since_boot: snap.faults_since_boot,
             delta,
             events,
         });
@@ -702,6 +718,7 @@ impl History {
             self.base.seq = step.seq;
             self.base.time_ms = step.time_ms;
             self.base.consistent = step.consistent;
+            self.base.faults_since_boot = step.faults_since_boot;
             self.base.faults.extend(step.delta.faults.iter().cloned());
             let keep = self.base.faults.len().saturating_sub(64);
             self.base.faults.drain(..keep);
@@ -740,16 +757,26 @@ impl History {
                 step.delta.apply(&mut s, false);
             }
         }
-        (s.seq, s.time_ms, s.consistent) = self.meta(moment);
+        (s.seq, s.time_ms, s.consistent, s.faults_since_boot) = self.meta(moment);
         s.faults = self.faults_until(moment);
         Ok(s)
     }
 
-    /// The sequence count, time and consistency of `moment`.
-    fn meta(&self, moment: u64) -> (u64, u64, bool) {
+    /// The sequence count, time, consistency and fault count of `moment`.
+    fn meta(&self, moment: u64) -> (u64, u64, bool, u64) {
         match self.step(moment) {
-            Some(step) => (step.seq, step.time_ms, step.consistent),
-            None => (self.base.seq, self.base.time_ms, self.base.consistent),
+            Some(step) => (
+                step.seq,
+                step.time_ms,
+                step.consistent,
+                step.faults_since_boot,
+            ),
+            None => (
+                self.base.seq,
+                self.base.time_ms,
+                self.base.consistent,
+                self.base.faults_since_boot,
+            ),
         }
     }
 
@@ -881,6 +908,7 @@ mod tests {
             high_memory: RAM,
             tasks: vec![task(0, None, 0, "kernel"), task(1, Some(0), 1, "demo")],
             faults: vec![],
+            faults_since_boot: 0,
         };
         s.directory[16] = 0x01ff_f000 | PDE;
         let mut t = empty_table();
@@ -1227,20 +1255,44 @@ mod tests {
     fn faults_arrive_once_and_are_kept_per_moment() {
         let mut s0 = machine(1);
         s0.faults = vec![fault(1, 1, 0x0400_0000, FaultAction::Loaded)];
+        s0.faults_since_boot = 1;
         let mut s1 = s0.clone();
         s1.tables.get_mut(&16).unwrap()[1] = frame(1) | USER_RW;
         s1.counts[count_index(frame(1))] = 1;
         s1.faults
             .push(fault(2, 1, 0x0400_1000, FaultAction::ZeroPage));
+        s1.faults_since_boot = 2;
         let mut h = History::new(s0, Limits::default());
         h.record(s1.clone());
         assert_eq!(h.step(1).unwrap().delta.faults.len(), 1);
+        assert!(!h
+            .step(1)
+            .unwrap()
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::FaultsUnseen { .. })));
         assert_eq!(h.at(0).unwrap().faults.len(), 1);
         assert_eq!(h.at(1).unwrap().faults.len(), 2);
         // The same ring read again brings nothing new.
         let mut again = s1.clone();
         again.seq += 2;
         assert_eq!(h.record(again), None);
+        // 70 faults of which the log kept the last 64: the step says 6 went unseen.
+        let mut busy = s1.clone();
+        busy.tables.get_mut(&16).unwrap()[2] = frame(2) | USER_RW;
+        busy.faults = (7..=70)
+            .map(|n| fault(n, 1, 0x0400_2000, FaultAction::ZeroPage))
+            .collect();
+        busy.faults_since_boot = 72;
+        h.record(busy);
+        assert_eq!(h.step(2).unwrap().delta.faults.len(), 64);
+        assert!(h
+            .step(2)
+            .unwrap()
+            .events
+            .contains(&Event::FaultsUnseen { count: 6 }));
+        assert_eq!(h.at(1).unwrap().faults_since_boot, 2);
+        assert_eq!(h.at(2).unwrap().faults_since_boot, 72);
     }
 
     #[test]

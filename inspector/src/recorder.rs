@@ -235,9 +235,9 @@ impl Recorder {
             let tasks = tasks_from(&parse_document::<TasksDoc<'static>>(&monitor_text(
                 it.next(),
             )?)?);
-            let faults = faults_from(&parse_document::<FaultsDoc<'static>>(&monitor_text(
-                it.next(),
-            )?)?);
+            let (faults, faults_since_boot) = faults_from(&parse_document::<FaultsDoc<'static>>(
+                &monitor_text(it.next())?,
+            )?);
             let mut read = BTreeMap::new();
             for &(dir, table) in &plan {
                 read.insert(dir, (table, words(memory(it.next())?)?));
@@ -299,6 +299,7 @@ impl Recorder {
                 high_memory: high,
                 tasks,
                 faults,
+                faults_since_boot,
             });
         }
         Err(ApiError::new(
@@ -393,15 +394,15 @@ pub fn tasks_from(doc: &TasksDoc<'_>) -> Vec<TaskRow> {
     rows
 }
 
-/// The fault records of `faults --json`, oldest first.
-pub fn faults_from(doc: &FaultsDoc<'_>) -> Vec<FaultRow> {
+/// The fault records of `faults --json`, oldest first, and the faults since boot.
+pub fn faults_from(doc: &FaultsDoc<'_>) -> (Vec<FaultRow>, u64) {
     let mut rows = Vec::new();
     doc.faults.for_each_until(&mut |f| {
         rows.push(*f);
         std::ops::ControlFlow::Continue(())
     });
     rows.sort_by_key(|f| f.seq);
-    rows
+    (rows, doc.since_boot)
 }
 
 // ---- what the endpoints answer ----
@@ -846,8 +847,8 @@ mod tests {
                        fault(8, 1, 0x0400_0000, FaultAction::Loaded)],
             "totals": report::tasks::FaultTotals::default()});
         let faults = parse_document::<FaultsDoc<'static>>(&faults.to_string());
-        let rows = faults_from(&faults.unwrap());
-        assert_eq!(rows.len(), 2);
+        let (rows, since_boot) = faults_from(&faults.unwrap());
+        assert_eq!((rows.len(), since_boot), (2, 9));
         assert_eq!((rows[0].seq, rows[0].linear.0), (8, 0x0400_0000));
     }
 

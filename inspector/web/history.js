@@ -38,6 +38,9 @@ export function describeEvents(events) {
     for (const { fault } of faults) n[fault.action] = (n[fault.action] ?? 0) + 1;
     out.push({ weight: 3, kind: 'fault', text: `${plural(faults.length, 'fault')}: ${Object.entries(n).map(([a, c]) => `${c} ${faultPath(a).text} (${faultPath(a).path.slice(1).join(' → ')})`).join(', ')}` });
   }
+  for (const e of byKind('faults_unseen')) {
+    out.push({ weight: 3, kind: 'fault', text: `and ${plural(e.count, 'fault')} more that the kernel's log no longer held when it was read (the stub's log keeps the last 64)` });
+  }
   for (const e of byKind('tables_changed')) {
     const parts = [];
     if (e.added) parts.push(`${plural(e.added, 'page table')} made (put_page)`);
@@ -182,7 +185,9 @@ export class HistoryView {
           h('td', { class: 'num' }, String(s.moment)),
           h('td', { class: 'num' }, `+${((s.timeMs - t0) / 1000).toFixed(2)} s`),
           h('td', { class: 'wrap' }, lines.slice(0, 3).map((l) => h('div', { class: `ev ev-${l.kind}` }, l.text)), lines.length > 3 ? h('div', { class: 'muted' }, `+ ${lines.length - 3} more`) : null),
-          h('td', { class: 'num' }, `${s.pdes} PDE · ${s.ptes} PTE · ${s.counts} counts`));
+          h('td', { class: 'num' }, s.pdes + s.ptes + s.counts === 0
+            ? `entries and counts as before${s.tasks ? ` · ${plural(s.tasks, 'task row')}` : ''}`
+            : `${s.pdes} PDE · ${s.ptes} PTE · ${s.counts} counts`));
       }))));
   }
 
