@@ -22,7 +22,7 @@ import sys
 import gdb
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pgkernel_core as core  # noqa: E402  (needs the path above)
+import pgkernel_core as core
 
 ENTRY_TYPE = "mm::entry::Entry"
 PAGING_SYMBOL = "kernel::paging::PAGING"

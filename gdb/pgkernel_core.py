@@ -11,6 +11,7 @@ import json
 import os
 import re
 import struct
+from typing import ClassVar
 
 # --- i386 paging constants (kernel/mm/src/addr.rs) ---------------------------------
 PAGE_SIZE = 4096
@@ -571,7 +572,7 @@ def describe_selector(selector):
 class Palette:
     """ANSI colours, or none at all (`enabled=False`)."""
 
-    CODES = {
+    CODES: ClassVar[dict[str, str]] = {
         "heading": "1",
         "dim": "2",
         "ok": "32",
@@ -861,9 +862,9 @@ def render_dumppt(doc, p):
     pde = doc.get("pde") or {}
     pid = doc.get("pid")
     who = "kernel" if doc.get("slot") == 0 else (f"pid {pid}" if pid is not None else "no task")
-    lines = [f"PDE {doc.get('index')} (linear {_h(doc, 'start')}-{_h(doc, 'last')}, {who}, slot "
+    lines = [(f"PDE {doc.get('index')} (linear {_h(doc, 'start')}-{_h(doc, 'last')}, {who}, slot "
              f"{doc.get('slot')}): raw {_h(pde, 'raw')} [{p.paint(flag_role(pde.get('flags') or ''), pde.get('flags') or '')}]"
-             f", page table {_h(doc, 'table')}"]
+             f", page table {_h(doc, 'table')}")]
     if not doc.get("table_readable"):
         lines.append(p.paint("warn", "  no page table to show"))
         return "\n".join(lines)
@@ -918,8 +919,8 @@ def render_checkmm(doc, p):
     counts = ", ".join(counts) + " checked"
     if doc.get("ok"):
         return f"checkmm: {p.paint('ok', 'OK')} ({counts})"
-    lines = [f"checkmm: {p.paint('bad', 'MISMATCH')} ({counts}; "
-             f"{_plural(doc.get('mismatch_count'), 'mismatch', 'mismatches')})"]
+    lines = [(f"checkmm: {p.paint('bad', 'MISMATCH')} ({counts}; "
+              f"{_plural(doc.get('mismatch_count'), 'mismatch', 'mismatches')})")]
     for m in doc.get("mismatches", []):
         lines.append(f"  {p.paint('bad', m.get('kind', '?'))}: {m.get('message', '')}")
     if doc.get("omitted"):
@@ -928,10 +929,10 @@ def render_checkmm(doc, p):
 
 
 def render_showmem(doc, p):
-    lines = [f"frames: {doc.get('paging_frames')} for paging ({_h(doc, 'start_mem')}.."
-             f"{_h(doc, 'high_memory')}): {p.paint('ok', str(doc.get('free')))} free, {doc.get('used')} used, "
-             f"{doc.get('shared_frames')} shared ({doc.get('shared_references')} extra references); "
-             f"{doc.get('reserved')} reserved"]
+    lines = [(f"frames: {doc.get('paging_frames')} for paging ({_h(doc, 'start_mem')}.."
+              f"{_h(doc, 'high_memory')}): {p.paint('ok', str(doc.get('free')))} free, {doc.get('used')} used, "
+              f"{doc.get('shared_frames')} shared ({doc.get('shared_references')} extra references); "
+              f"{doc.get('reserved')} reserved")]
     swap = doc.get("swap")
     lines.append("swap: none" if not swap else
                  f"swap: {swap.get('slots')} slots, {swap.get('used')} used, {swap.get('free')} free")
@@ -964,8 +965,8 @@ def render_tasks(doc, p):
 
 
 def render_faults(doc, p):
-    lines = [f"recent page faults, oldest first (the last {len(doc.get('faults', []))} of "
-             f"{doc.get('since_boot')} since boot):"]
+    lines = [(f"recent page faults, oldest first (the last {len(doc.get('faults', []))} of "
+              f"{doc.get('since_boot')} since boot):")]
     rows = [{"seq": f.get("seq"), "pid": f.get("pid"), "linear": _h(f, "linear"), "eip": _h(f, "eip"),
              "by": "kernel" if f.get("by_kernel") else "cpu",
              "error": f"0x{f.get('error_code', 0):02x} {f.get('error', '')}",

@@ -2,6 +2,7 @@
 
 import struct
 import unittest
+from typing import ClassVar
 
 import pgkernel_core as core
 
@@ -97,8 +98,8 @@ class Symbols(unittest.TestCase):
                 "(struct mm::memory::Mm<kernel::arch::x86::phys::KernelPhys> *, u32);\n"
                 "12:\tvoid *kernel::f(void);\n")
         names, _ = core.parse_info_functions(text)
-        self.assertEqual(names, ["mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::do_wp_page"
-                                 "<kernel::arch::x86::phys::KernelPhys>", "kernel::f"])
+        self.assertEqual(names, [("mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::do_wp_page"
+                                  "<kernel::arch::x86::phys::KernelPhys>"), "kernel::f"])
 
     def test_function_matches(self):
         names, minimal = core.parse_info_functions(INFO_FUNCTIONS)
@@ -208,7 +209,7 @@ class MonitorRendering(unittest.TestCase):
 
 
 class FunctionNames(unittest.TestCase):
-    NAMES = [
+    NAMES: ClassVar[list[str]] = [
         "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::get_free_page_with<kernel::arch::x86::phys::KernelPhys>",
         "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::copy_page_tables<kernel::arch::x86::phys::KernelPhys>",
         "mm::memory::Mm<kernel::arch::x86::phys::KernelPhys>::free_page_tables<kernel::arch::x86::phys::KernelPhys>",

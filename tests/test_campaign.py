@@ -3,7 +3,6 @@ each run a test, judged as scripts/campaign judges it (pgtest.campaign): the ker
 survive and clean up whatever the injected failures did to the workload."""
 
 import pytest
-
 from pgtest import campaign
 
 RUNS = [campaign.draw(seed) for seed in campaign.seeds(campaign.FIXED_SEED, campaign.FIXED_RUNS)]

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from pgtest import paths, procs, qmp, rsp
 from pgtest.check import TestFailure, check
 from pgtest.gdb import PtyGdb, monitor, section
@@ -65,13 +64,13 @@ def test_registers(ctx):
     r = ctx.gdb(m, commands)
     regs = r.section("regs")
     for name in ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip", "eflags", "cs", "ss", "ds"):
-        check(re.search(rf"^{name}\s+0x[0-9a-f]+", regs, re.M), f"info registers lacks {name}:\n{regs}")
+        check(re.search(rf"^{name}\s+0x[0-9a-f]+", regs, re.MULTILINE), f"info registers lacks {name}:\n{regs}")
     eip = int_after(regs, "eip")
     check(eip == function_address("do_wp_page"),
           f"eip 0x{eip:x} is not do_wp_page's address 0x{function_address('do_wp_page'):x}")
     check(int_after(regs, "cs") == 0x8, f"cs is not the kernel code selector 0x8:\n{regs}")
     threads = r.section("threads")
-    rows = re.findall(r"^\*?\s+(\d+)\s+Thread", threads, re.M)
+    rows = re.findall(r"^\*?\s+(\d+)\s+Thread", threads, re.MULTILINE)
     if ctx.stub == "kernel":
         check(len(rows) >= 3, f"info threads shows {len(rows)} threads, expected the kernel and "
                               f"two ktest tasks:\n{threads}")
@@ -80,7 +79,7 @@ def test_registers(ctx):
               f"thread ids are not pid + 1 (or the target ids name no pid):\n{threads}")
         for name in ("thread2", "thread3"):
             text = r.section(name)
-            check(re.search(r"^eip\s+0x[0-9a-f]+", text, re.M) and re.search(r"^esp\s+0x[0-9a-f]+", text, re.M),
+            check(re.search(r"^eip\s+0x[0-9a-f]+", text, re.MULTILINE) and re.search(r"^esp\s+0x[0-9a-f]+", text, re.MULTILINE),
                   f"`{name}` shows no registers:\n{text}")
     else:
         check(rows, f"info threads shows nothing:\n{threads}")
@@ -160,7 +159,7 @@ def test_single_step(ctx):
     r = ctx.gdb(m, stop_at("do_wp_page") + ["set language c"] + steps + ["delete", "detach"])
     for i in range(4):
         text = r.section(f"s{i}")
-        listed = re.findall(r"^(?:=>)?\s+0x([0-9a-f]+)\s*(?:<[^>]*>)?:\s+(\S+)", text, re.M)
+        listed = re.findall(r"^(?:=>)?\s+0x([0-9a-f]+)\s*(?:<[^>]*>)?:\s+(\S+)", text, re.MULTILINE)
         after = re.search(r"\$\d+ = 0x([0-9a-f]+)", text)
         check(len(listed) >= 2 and after, f"stepi {i}: unexpected output:\n{text}")
         before, following = int(listed[0][0], 16), int(listed[1][0], 16)
@@ -194,7 +193,7 @@ def test_ctrl_c(ctx):
             check(re.search(r"= 0x[0-9a-f]+", pc), f"no pc after Ctrl-C:\n{pc}")
             g.send("info threads\n")
             threads = g.read_until(r"\(gdb\) $", timeout=10)
-            user_tasks_seen.append(len(re.findall(r"^\*?\s+\d+\s+Thread", threads, re.M)) - 1)
+            user_tasks_seen.append(len(re.findall(r"^\*?\s+\d+\s+Thread", threads, re.MULTILINE)) - 1)
         if ctx.stub == "kernel":
             check(max(user_tasks_seen) >= 1, f"no user task was alive at either Ctrl-C stop "
                                              f"(user threads seen: {user_tasks_seen})")
@@ -330,7 +329,7 @@ def test_pretty_printers(ctx):
     check(re.search(r"= 0x4001234\b", r.section("lin")), f"$linear(0x1234, 1):\n{r.section('lin')}")
     check("0xf0000000 is not mapped" in r.err, f"$lin2phys of an unmapped address:\n{r.tail()}")
     for label in ("LINEAR", "PHYS", "FRAME"):
-        check(re.search(rf"^{label} ok", r.out, re.M), f"{label} printer check failed:\n{r.tail()}")
+        check(re.search(rf"^{label} ok", r.out, re.MULTILINE), f"{label} printer check failed:\n{r.tail()}")
 
 
 PRINTERS_SCRIPT = r'''
@@ -576,7 +575,7 @@ def test_memory_access(ctx):
     # The second do_wp_page: the first copy is made, so a frame with a count of 1 exists.
     r = ctx.gdb(m, stop_at("do_wp_page") + ["continue", "set language c", f"source {script}", "delete", "detach"],
                 allow_errors=True)
-    results = dict(re.findall(r"^MEM (\S+) (.*)$", r.out, re.M))
+    results = dict(re.findall(r"^MEM (\S+) (.*)$", r.out, re.MULTILINE))
     for key in ("shared_write", "shared_unchanged", "shared_break", "unmapped_read",
                 "still_unmapped", "private_write"):
         check(results.get(key, "").startswith("ok"), f"{key}: {results.get(key, 'not run')}\n{r.tail(40)}")
@@ -665,12 +664,12 @@ def test_run_and_gdb_scripts(ctx):
     try:
         qmp.connect(qmp_path, run, timeout=20).close()
         second = subprocess.run(base + ["--headless", str(ctx.workdir / "second.log")], env=env,
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+                                stdin=subprocess.DEVNULL, capture_output=True, check=False, text=True, timeout=30)
         check(second.returncode != 0 and f"port {port} on 127.0.0.1 is taken" in second.stderr,
               f"a second run on port {port}: status {second.returncode}, {second.stderr.strip()!r}")
         attached = subprocess.run([str(paths.REPO / "scripts" / "gdb"), "--port", str(port), "-batch", "-nx",
                                    "-ex", "info threads", "-ex", "pg-tasks", "-ex", "detach", "-ex", "quit 0"],
-                                  env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+                                  env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False, text=True, timeout=60)
         check(attached.returncode == 0 and "pid 0 kernel" in attached.stdout
               and re.search(r"pid\s+ppid\s+state", attached.stdout),
               f"scripts/gdb: status {attached.returncode}:\n{attached.stdout[-1500:]}\n{attached.stderr[-800:]}")

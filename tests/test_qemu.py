@@ -3,7 +3,6 @@ the console: the ktest programs, the demo, several memory sizes, deliberate kern
 crashes and swap. `scripts/qemu-tests` runs these."""
 
 import pytest
-
 from pgtest import scenarios
 
 SCENARIOS = scenarios.all_scenarios()

@@ -11,7 +11,6 @@ import re
 import subprocess
 
 import pytest
-
 from pgtest import guide, paths
 from pgtest.check import TestFailure, check
 from pgtest.gdb import PtyGdb
@@ -73,7 +72,7 @@ def run_gdb_session(ctx, name, attrs, steps):
 
 def run_shell_block(ctx, block):
     for step in block.steps:
-        result = subprocess.run(["sh", "-c", step.command], cwd=paths.REPO, capture_output=True,
+        result = subprocess.run(["sh", "-c", step.command], cwd=paths.REPO, capture_output=True, check=False,
                                 text=True, timeout=SHELL_TIMEOUT, stdin=subprocess.DEVNULL,
                                 env=dict(os.environ, TERM="dumb"))
         output = result.stdout + result.stderr

@@ -4,7 +4,6 @@ and run with --slow (scripts/sessions without --fast). `scripts/session NAME` ru
 outside pytest, with the same code (pgtest.sessions)."""
 
 import pytest
-
 from pgtest import sessions
 
 

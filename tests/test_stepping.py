@@ -8,7 +8,6 @@ pg-elf-check. scripts/e2e-tests runs them with the rest of the gdb tests.
 import re
 
 import pytest
-
 from pgtest import gdb, paths
 from pgtest.check import check
 from pgtest.gdb import monitor, section
@@ -68,9 +67,9 @@ def test_step_copy_page_tables(ctx):
     no_gdb_crash(r)
     args = r.section("args")
     check(OPTIMIZED_OUT not in args, f"copy_page_tables' arguments are optimized out:\n{args}")
-    check(re.search(r"^from = 0x04000000 \(dir 16,", args, re.M)
-          and re.search(r"^to = 0x08000000 \(dir 32,", args, re.M)
-          and re.search(r"^size = 67108864$", args, re.M),
+    check(re.search(r"^from = 0x04000000 \(dir 16,", args, re.MULTILINE)
+          and re.search(r"^to = 0x08000000 \(dir 32,", args, re.MULTILINE)
+          and re.search(r"^size = 67108864$", args, re.MULTILINE),
           f"copy_page_tables(from, to, size) is not pid 1's fork into slot 2:\n{args}")
     from_dir, to_dir = number(r.section("from_dir"), "from_dir"), number(r.section("to_dir"), "to_dir")
     check(16 <= from_dir < 32 and to_dir == from_dir + 16,
@@ -85,7 +84,7 @@ def test_step_copy_page_tables(ctx):
           f"from_page_table is not $pde(from_dir)'s table:\n{r.section('table')}\n{r.section('pde')}")
     locals_text = r.section("locals")
     for name in ("this_page", "from_page_table", "to_page_table", "entries", "count"):
-        check(re.search(rf"^{name} = ", locals_text, re.M), f"info locals lacks {name}:\n{locals_text}")
+        check(re.search(rf"^{name} = ", locals_text, re.MULTILINE), f"info locals lacks {name}:\n{locals_text}")
     check("trap_common" in r.section("bt") and "sys_fork" in r.section("bt"),
           f"bt does not run from copy_page_tables through sys_fork to trap_common:\n{r.section('bt')}")
     m.wait_console(r"^VERDICT: PASS", timeout=60)
@@ -130,7 +129,7 @@ def test_seed_functions_readable(ctx):
                     r.section("finish")) and "Breakpoint 1," not in r.section("finish"),
           f"finish from Mm::pte did not return to its caller:\n{r.section('finish')}")
     check(re.search(r"^#0\s+0x[0-9a-f]+ in mm::memory::Mm<.*>::(do_no_page|put_page|un_wp_page|translate)",
-                    r.section("where"), re.M), f"finish stopped elsewhere:\n{r.section('where')}")
+                    r.section("where"), re.MULTILINE), f"finish stopped elsewhere:\n{r.section('where')}")
     check(re.search(r"Value returned is \$\d+ = core::result::Result<mm::memory::WpOutcome, mm::memory::WpError>::Ok\(",
                     r.section("finish2")) and "Breakpoint" not in r.section("finish2"),
           f"finish from un_wp_page:\n{r.section('finish2')}")
@@ -140,7 +139,7 @@ def test_seed_functions_readable(ctx):
                 + section("swap_out", "info locals") + ["delete", "detach"], timeout=90)
     no_gdb_crash(r)
     text = r.section("swap_out")
-    check(re.search(r"^dir = \d+", text, re.M) and re.search(r"^page = \d+", text, re.M),
+    check(re.search(r"^dir = \d+", text, re.MULTILINE) and re.search(r"^page = \d+", text, re.MULTILINE),
           f"swap_out's clock (dir, page) is not readable:\n{text}")
 
 
@@ -155,7 +154,7 @@ def test_bt_through_traps(ctx):
                    "pg-break timer_tick", "continue"] + section("kernel", "bt")
                 + ["delete", "detach"], timeout=60)
     user = r.section("user")
-    frames = re.findall(r"^#(\d+)\s+(?:0x[0-9a-f]+ in )?(\S+)", user, re.M)
+    frames = re.findall(r"^#(\d+)\s+(?:0x[0-9a-f]+ in )?(\S+)", user, re.MULTILINE)
     names = [name for _, name in frames]
     check(names and names[-1] == "trap_common" and "kernel::trap::dispatch" in names
           and any("page_fault" in n for n in names),
@@ -192,7 +191,7 @@ def test_finish_and_pg_finish(ctx):
     no_gdb_crash(r)
     finish = r.section("finish")
     check("Run till exit from" in r.out + r.err and "Breakpoint 1," not in finish
-          and re.search(r"^#\d+\s+(0x[0-9a-f]+ in )?\S*(page_fault|resolve_wp_page)", finish, re.M),
+          and re.search(r"^#\d+\s+(0x[0-9a-f]+ in )?\S*(page_fault|resolve_wp_page)", finish, re.MULTILINE),
           f"pg-finish from do_wp_page did not return to its caller:\n{finish}")
     outcome = (r"core::result::Result<mm::memory::WpOutcome, mm::memory::WpError>::Ok\(mm::memory::WpOutcome::"
                r"(Copied\{from: frame 0x([0-9a-f]{8}), to: frame 0x([0-9a-f]{8})\}|MadeWritable\(frame 0x[0-9a-f]{8}\))\)")

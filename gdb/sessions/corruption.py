@@ -9,7 +9,7 @@ expected and found counts), no more and no fewer; then the inverse command undoe
 checkmm is clean again with every free frame back. The run then ends clean.
 """
 
-from lib import *  # noqa: F401,F403
+from lib import *
 
 SESSION = {
     "cmdline": "init=ktest arg=cow-both-write",

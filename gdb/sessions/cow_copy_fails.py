@@ -10,7 +10,7 @@ exit, must still hold its own word in each of the 8 pages; checkmm is clean and 
 frame is back at the end of the run.
 """
 
-from lib import *  # noqa: F401,F403
+from lib import *
 
 SESSION = {
     "cmdline": "init=ktest arg=cow-race",

@@ -12,7 +12,7 @@ subset `scripts/test` runs on every change: keep a fast session short (seconds),
 leave `fast` out (False) in a copy until it is.
 """
 
-from lib import *  # noqa: F401,F403  (log, break_at, run_until, ... : see lib.py)
+from lib import *
 
 # What scripts/session boots (read without running this file: literals only).
 SESSION = {

@@ -9,7 +9,7 @@ private pages plus its page tables (a page shared with the parent only lost a re
 The run then ends clean.
 """
 
-from lib import *  # noqa: F401,F403
+from lib import *
 
 SESSION = {
     "cmdline": "init=ktest arg=exit-frees",

@@ -9,7 +9,7 @@ that fork. The failnth still pending after the fork that succeeds is cancelled r
 after sys_fork returns, so that the parent's next copy-on-write faults do not fail.
 """
 
-from lib import *  # noqa: F401,F403
+from lib import *
 
 SESSION = {
     "cmdline": "init=ktest arg=fork-retry",

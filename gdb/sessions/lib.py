@@ -29,7 +29,6 @@ What a session calls:
   session(main)             run main(), turn its return value or its failure into the verdict
 """
 
-import json
 import os
 import sys
 import traceback
@@ -39,7 +38,7 @@ import gdb
 # pgkernel_core (the decoders) lives in gdb/, one level up; gdb/pgkernel.py usually put
 # it on the path already.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import pgkernel_core as core  # noqa: E402
+import pgkernel_core as core
 
 # The session's name, for the verdict line (scripts/session sets it).
 NAME = os.environ.get("PG_SESSION_NAME", "session")
@@ -47,11 +46,34 @@ NAME = os.environ.get("PG_SESSION_NAME", "session")
 END_OF_RUN = "kernel::run::Run::finish"
 
 __all__ = [
-    "NAME", "SessionFailure", "Stop", "log", "show", "mon", "mon_json", "break_at",
-    "watch_u32", "cont", "run_until", "finish_frame",
-    "fork_child", "current_pid", "free_frames",
-    "checkmm", "expect_clean", "walk", "tasks", "fail_state", "read_u32", "caller_var",
-    "run_to_end", "check", "verdict", "session", "delete_all", "hexa",
+    "NAME",
+    "SessionFailure",
+    "Stop",
+    "break_at",
+    "caller_var",
+    "check",
+    "checkmm",
+    "cont",
+    "current_pid",
+    "delete_all",
+    "expect_clean",
+    "fail_state",
+    "finish_frame",
+    "fork_child",
+    "free_frames",
+    "hexa",
+    "log",
+    "mon",
+    "mon_json",
+    "read_u32",
+    "run_to_end",
+    "run_until",
+    "session",
+    "show",
+    "tasks",
+    "verdict",
+    "walk",
+    "watch_u32",
 ]
 
 
@@ -365,7 +387,7 @@ def session(main):
         verdict(False, failure)
     except KeyboardInterrupt:
         verdict(False, "interrupted")
-    except Exception as error:  # a bug in the session or a gdb error: still one verdict
+    except Exception as error:  # noqa: BLE001 (a bug in the session or a gdb error: still one verdict)
         log(traceback.format_exc())
         verdict(False, f"{type(error).__name__}: {error}")
     else:

@@ -10,7 +10,7 @@ the free-frame count must be back at the baseline and checkmm clean, and the for
 make a task. The run then ends clean.
 """
 
-from lib import *  # noqa: F401,F403
+from lib import *
 
 SESSION = {
     "cmdline": "init=ktest arg=oom-recovery",

@@ -13,7 +13,7 @@ failed allocation changed nothing. ktest then
 checks its own recovery; the run ends clean.
 """
 
-from lib import *  # noqa: F401,F403
+from lib import *
 
 SESSION = {
     "cmdline": "init=ktest arg=oom-recovery",

@@ -9,7 +9,7 @@ again in a new frame, count 1, dirty, with the same pattern in it; checkmm is cl
 there, and the run ends with every frame and every slot back.
 """
 
-from lib import *  # noqa: F401,F403
+from lib import *
 
 SESSION = {
     "cmdline": "init=ktest arg=swap-twice-ram",

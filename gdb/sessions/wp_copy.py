@@ -9,7 +9,8 @@ happens after the return); the old frame's count dropped to 1 and the other task
 maps it. The run then ends clean.
 """
 
-from lib import *  # noqa: F401,F403
+from lib import *
+
 import gdb
 
 SESSION = {

@@ -24,7 +24,7 @@ class GdbResult:
 
     def section(self, name):
         """The output between `echo <<name>>` markers (see `section`)."""
-        match = re.search(rf"<<{re.escape(name)}>>\n(.*?)<</{re.escape(name)}>>", self.out, re.S)
+        match = re.search(rf"<<{re.escape(name)}>>\n(.*?)<</{re.escape(name)}>>", self.out, re.DOTALL)
         if not match:
             raise TestFailure(f"gdb output has no section {name!r}:\n{self.tail()}")
         return match.group(1)

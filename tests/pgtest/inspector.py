@@ -83,7 +83,7 @@ def get(url, expect=200, **kw):
 
 def error_of(url, status, code, **kw):
     """The API's error document {"error": {"code", "message"}} with `status` and `code`."""
-    got, body, headers = request(url, **kw)
+    got, body, _headers = request(url, **kw)
     check(got == status, f"{kw.get('method', 'GET')} {url}: {got}, expected {status}: {body[:300]!r}")
     doc = json.loads(body)
     check(set(doc) == {"error"} and set(doc["error"]) == {"code", "message"}, f"error shape: {doc}")

@@ -108,8 +108,8 @@ class RamFile:
 
     def qemu_args(self, mem):
         # size= must equal -m.
-        return ["-object", f"memory-backend-file,id=ram0,size={mem},"
-                           f"mem-path={_qemu_value(self.path)},share=on",
+        return ["-object", (f"memory-backend-file,id=ram0,size={mem},"
+                            f"mem-path={_qemu_value(self.path)},share=on"),
                 "-machine", "memory-backend=ram0"]
 
     def remove(self):
@@ -136,7 +136,7 @@ class SwapDisk:
         command = [sys.executable, str(paths.MKSWAP), str(path), "--size", self.size]
         if self.bad_signature:
             command.append("--bad-signature")
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False, text=True)
         if done.returncode != 0:
             last = done.stderr.strip().splitlines()[-1:] or [f"status {done.returncode}"]
             raise TestFailure(f"scripts/mkswap failed: {last[0]}")
@@ -317,7 +317,7 @@ class Machine:
     def wait_console(self, pattern, timeout=20.0):
         """Waits until the console matches the regex `pattern` (multi-line); returns the match."""
         deadline = time.monotonic() + timeout
-        regex = re.compile(pattern, re.M)
+        regex = re.compile(pattern, re.MULTILINE)
         while True:
             match = regex.search(self.console_text())
             if match:

@@ -92,7 +92,7 @@ class Client:
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise RspError(f"no reply within {self.timeout:g} s (buffer {self.buffer[-80:]!r})") from None
         if not data:
             raise RspError("the stub closed the connection")
@@ -111,7 +111,7 @@ class Client:
                     break
                 self._record("< (drained)", data)
                 dropped += data
-        except socket.timeout:
+        except TimeoutError:
             pass
         return dropped
 

@@ -9,7 +9,14 @@ line starting "VERDICT: PASS") and the console has every line of `expect_text`.
 from dataclasses import dataclass
 
 from .machine import SwapDisk
-from .status import STATUS_CRASH, STATUS_FAIL, STATUS_PASS, VERDICT_PASS, describe, verdict_lines
+from .status import (
+    STATUS_CRASH,
+    STATUS_FAIL,
+    STATUS_PASS,
+    VERDICT_PASS,
+    describe,
+    verdict_lines,
+)
 
 # How long one scenario may run before QEMU is killed and the scenario fails.
 DEFAULT_TIMEOUT_S = 60.0

@@ -79,7 +79,7 @@ def summary(doc):
 
 def session_line(output):
     lines = [line for line in output.splitlines()
-             if line.startswith("SESSION PASS ") or line.startswith("SESSION FAIL ")]
+             if line.startswith(("SESSION PASS ", "SESSION FAIL "))]
     return lines[-1] if lines else None
 
 
@@ -100,7 +100,7 @@ def kernel_verdict(machine, timeout):
 
 def resolve(name):
     """The session file for NAME (`NAME`, `NAME.py` or a path to it)."""
-    name = Path(name[:-3] if name.endswith(".py") else name).name
+    name = Path(name.removesuffix(".py")).name
     path = paths.SESSIONS_DIR / f"{name}.py"
     if not path.is_file():
         raise BadSession(f"no session {name} (scripts/session --list)")

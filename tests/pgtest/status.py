@@ -18,7 +18,7 @@ VERDICT_PASS = "VERDICT: PASS"
 def _device_values(source=ABI_SOURCE):
     """{"PASS": 0x10, ...} from `pub mod qemu_exit { pub const NAME: u32 = VALUE; ... }`."""
     text = source.read_text()
-    module = re.search(r"pub mod qemu_exit \{(.*?)\n\}", text, re.S)
+    module = re.search(r"pub mod qemu_exit \{(.*?)\n\}", text, re.DOTALL)
     if module is None:
         raise RuntimeError(f"{source}: no `pub mod qemu_exit`")
     values = {name: int(value, 0) for name, value in

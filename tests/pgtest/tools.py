@@ -20,7 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `pgtest` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pgtest.paths import REPO, TARGET_DIR  # noqa: E402
+from pgtest.paths import REPO, TARGET_DIR
 
 TEST_VENV = TARGET_DIR / "test-venv"
 REQUIREMENTS = REPO / "tests" / "requirements.txt"
@@ -56,13 +56,13 @@ def ensure(python=None):
           flush=True)
     python = python or sys.executable
     if not venv_bin("python").exists():
-        made = subprocess.run([python, "-m", "venv", str(TEST_VENV)], capture_output=True, text=True)
+        made = subprocess.run([python, "-m", "venv", str(TEST_VENV)], capture_output=True, check=False, text=True)
         if made.returncode != 0:
             raise ToolsError(f"{python} -m venv failed (Debian: apt-get install python3-venv): "
                              f"{made.stderr.strip()[-500:]}")
     installed = subprocess.run([str(venv_bin("python")), "-m", "pip", "install", "-q",
                                 "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
-                               capture_output=True, text=True)
+                               capture_output=True, check=False, text=True)
     if installed.returncode != 0:
         raise ToolsError(f"pip install -r {REQUIREMENTS} failed:\n{installed.stdout[-1500:]}"
                          f"{installed.stderr[-1500:]}")

@@ -237,9 +237,9 @@ fn sys_debug(op: u32, arg: u32) -> Result<u32, Errno> {
         debug_op::SWAP_FAULTS => {
             let mut p = paging();
             let faults = &mut p.mm.phys.swap_faults;
-            let old = u32::from(faults.fail_reads) * abi::swap_fault::FAIL_READS
-                | u32::from(faults.fail_writes) * abi::swap_fault::FAIL_WRITES
-                | u32::from(faults.once) * abi::swap_fault::ONCE;
+            let old = (u32::from(faults.fail_reads) * abi::swap_fault::FAIL_READS)
+                | (u32::from(faults.fail_writes) * abi::swap_fault::FAIL_WRITES)
+                | (u32::from(faults.once) * abi::swap_fault::ONCE);
             faults.fail_reads = arg & abi::swap_fault::FAIL_READS != 0;
             faults.fail_writes = arg & abi::swap_fault::FAIL_WRITES != 0;
             faults.once = arg & abi::swap_fault::ONCE != 0;

@@ -330,7 +330,7 @@ impl Injector {
         }
         if attr.interval > 1 {
             state.count = state.count.wrapping_add(1);
-            if state.count % attr.interval != 0 {
+            if !state.count.is_multiple_of(attr.interval) {
                 return false;
             }
         }
@@ -375,6 +375,7 @@ pub fn site_by_name(name: &str) -> Result<AllocSite, InjectError> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
     use std::vec::Vec;
 
@@ -596,6 +597,3 @@ mod tests {
         assert!(inj.take_changes().global, "fire sets last");
     }
 }
-
-#[cfg(test)]
-extern crate std;

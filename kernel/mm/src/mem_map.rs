@@ -302,6 +302,7 @@ fn highest_bit(word: u32) -> usize {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     fn map(start: u32, end: u32) -> MemMap {
@@ -370,6 +371,3 @@ mod tests {
         assert_eq!(m.first_index_out_of_sync(), None);
     }
 }
-
-#[cfg(test)]
-extern crate std;

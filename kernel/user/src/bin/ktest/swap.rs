@@ -340,7 +340,7 @@ pub fn bench() -> Outcome {
                 u64::from(p.out) * u64::from(HZ) / u64::from(p.ticks),
                 u64::from(p.back) * u64::from(HZ) / u64::from(p.ticks),
                 p.bytes,
-                if moved == 0 { 0 } else { p.bytes / moved }
+                p.bytes.checked_div(moved).unwrap_or(0)
             );
             Ok(())
         })?;
