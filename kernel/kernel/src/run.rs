@@ -141,6 +141,18 @@ impl Run {
                 );
             });
         }
+        {
+            // What the failure injection did (fail.SITE=, monitor fail/failnth): a run
+            // that met injected failures says so before its verdict, which they explain.
+            let injector = crate::paging::injector();
+            if injector.was_used() {
+                println!(
+                    "run: injected failures (failseed {}): {}",
+                    injector.seed(),
+                    injector.record()
+                );
+            }
+        }
         let mut failures = 0;
         if !(wait_status::if_exited(status) && wait_status::exit_code(status) == 0) {
             println!(

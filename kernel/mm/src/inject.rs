@@ -242,6 +242,20 @@ impl Injector {
         self.rng.0
     }
 
+    /// Whether any site was armed (`probability` above 0) or any failure injected
+    /// (`fail_nth` too): then a run's end reports [`Injector::record`].
+    pub fn was_used(&self) -> bool {
+        self.sites
+            .iter()
+            .any(|s| s.attr.probability > 0 || s.fired > 0)
+    }
+
+    /// What the injection did, per site that was armed or fired, for the end of a run:
+    /// `copy_page_tables failed 3 of 41 calls, do_no_page failed 0 of 9 calls`.
+    pub fn record(&self) -> Record<'_> {
+        Record(self)
+    }
+
     /// The task slot allocations are made for from now on.
     pub fn set_current(&mut self, slot: usize) {
         self.changed_global = true;
@@ -358,6 +372,32 @@ impl Injector {
     }
 }
 
+/// [`Injector::record`]'s text (`fmt::Display`, no allocation: the kernel prints it).
+pub struct Record<'a>(&'a Injector);
+
+impl fmt::Display for Record<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut separator = "";
+        for site in AllocSite::ALL {
+            let state = self.0.site(site);
+            if state.attr.probability > 0 || state.fired > 0 {
+                write!(
+                    f,
+                    "{separator}{} failed {} of {} calls",
+                    site.name(),
+                    state.fired,
+                    state.calls
+                )?;
+                separator = ", ";
+            }
+        }
+        if separator.is_empty() {
+            f.write_str("no site armed")?;
+        }
+        Ok(())
+    }
+}
+
 impl FailurePolicy for Injector {
     fn should_fail(&mut self, site: AllocSite) -> bool {
         self.should_fail_at(site)
@@ -387,6 +427,26 @@ mod tests {
             space: 0,
             task_filter: false,
         }
+    }
+
+    #[test]
+    fn the_record_names_each_armed_or_fired_site_with_its_counts() {
+        let mut inj = Injector::new(1);
+        assert!(!inj.was_used());
+        assert_eq!(std::format!("{}", inj.record()), "no site armed");
+        inj.set_current(3);
+        inj.configure(AllocSite::CowCopy, always(1)).unwrap();
+        assert!(inj.was_used(), "armed, nothing fired yet");
+        assert!(inj.should_fail_at(AllocSite::CowCopy));
+        assert!(!inj.should_fail_at(AllocSite::CowCopy), "times 1");
+        // fail_nth fires at a site that is not armed: that site is in the record too.
+        inj.task_mut(3).unwrap().fail_nth = 1;
+        assert!(inj.should_fail_at(AllocSite::NoPage));
+        inj.should_fail_at(AllocSite::PageTable);
+        assert_eq!(
+            std::format!("{}", inj.record()),
+            "un_wp_page failed 1 of 2 calls, do_no_page failed 1 of 1 calls"
+        );
     }
 
     #[test]
