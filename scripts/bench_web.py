@@ -122,7 +122,8 @@ def demo_with_page(work, inspector):
             started = time.monotonic()
             machine.start()
             daemon = Daemon(work, target=f"127.0.0.1:{machine.port}", http_port=http,
-                            qmp_path=machine.qmp_path("daemon"), binary=inspector).start()
+                            qmp_path=machine.qmp_path("daemon"), ram=machine.ram_path,
+                            binary=inspector).start()
             tail.start()
             cpu0, wall0 = cpu_seconds(daemon.process.pid), time.monotonic()
             page.goto(daemon.base + "/")

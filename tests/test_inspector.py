@@ -28,7 +28,7 @@ from pgtest import gdb as pg_gdb
 from pgtest import paths, procs, tools
 from pgtest.check import check
 from pgtest.gdb import PtyGdb
-from pgtest.inspector import Daemon, error_of, get, private_build, request, sse_events
+from pgtest.inspector import ENVELOPE, Daemon, document, error_of, get, private_build, request, sse_events
 from pgtest.machine import Machine
 from pgtest.paths import INSPECTOR
 
@@ -63,10 +63,12 @@ class Setup:
         self.machine.stop()
 
     def start_daemon(self, *extra, port=None, target=None, log="daemon.log"):
+        # The main daemon reads the RAM file (the live source) of whichever QEMU runs.
         daemon = Daemon(self.work, target=target or f"127.0.0.1:{self.machine.port}",
                         http_port=port or self.http_port,
                         gdb_listen=f"127.0.0.1:{self.gdb_port}" if port is None else "off",
                         qmp_path=self.machine.qmp_path("daemon"), kernel=self.kernel,
+                        ram=self.machine.ram_path if port is None else None,
                         extra=("--timeout-ms", "3000", "--poll-ms", "300", *extra), log=log)
         self.daemons.append(daemon)
         return daemon.start()
@@ -109,7 +111,7 @@ def demo_done(s):
 
 
 def strip(doc):
-    return {k: v for k, v in doc.items() if k != "source"}
+    return document(doc)
 
 
 def gdb_batch(s, commands, timeout=60):
@@ -171,12 +173,26 @@ ENDPOINTS = {
 }
 
 
+# The endpoints answered from the RAM file by default (the others ask the stub).
+LIVE = ("/api/v1/page-directory", "/api/v1/page-tables/", "/api/v1/walk")
+
+
 def test_endpoints_match_monitor(s, demo_done):
+    """Every answer, live by default and through the stub, is the monitor's document."""
     monitor = gdb_batch(s, list(ENDPOINTS))
     for command, path in ENDPOINTS.items():
         doc = get(s.base + path)
-        check(doc["source"] == "stub", f"{path}: source {doc['source']}")
+        expected = "live" if path.startswith(LIVE) else "stub"
+        check(doc["source"] == expected, f"{path}: source {doc['source']}, expected {expected}")
         check(strip(doc) == monitor[command], f"{path} differs from `monitor {command}`:\n{strip(doc)}\n{monitor[command]}")
+        if expected == "live":
+            # Idle: between two operations (consistent), or held by a stub query of the
+            # daemon's own (stopped: queries stop the kernel where interrupts are on, never
+            # inside a change).
+            check(doc["consistency"] in ("consistent", "stopped") and doc["seq"] % 2 == 0
+                  and not doc["mid_change"], f"{path}: a live answer of the idle kernel {doc}")
+            stub = get(s.base + path + ("&" if "?" in path else "?") + "source=stub")
+            check(stub["source"] == "stub" and strip(stub) == strip(doc), f"{path}: source=stub differs")
 
 
 def test_walk_vs_qemu(s, demo_done):
@@ -360,7 +376,7 @@ def test_answers_validate_against_the_schema(s, demo_done):
 def test_post_mortem_equals_the_stub(s, demo_done):
     """Post-mortem answers (QEMU's memory, decoded by the kernel's own code) equal the
     stub's apart from what only the kernel knows: mem_map counts, pids, HIGH_MEMORY."""
-    only_kernel = {"source", "count", "pid", "high_memory"}
+    only_kernel = {"count", "pid", "high_memory", *ENVELOPE}
 
     def known(value):
         if isinstance(value, dict):
@@ -371,11 +387,12 @@ def test_post_mortem_equals_the_stub(s, demo_done):
 
     for path in ("/api/v1/walk?addr=0x12345", "/api/v1/walk?addr=0x1000000", "/api/v1/walk?addr=0x30000000",
                  "/api/v1/page-tables/0", "/api/v1/page-tables/16", "/api/v1/page-tables/100"):
-        stub = get(s.base + path)
-        pm = get(s.base + path + ("&" if "?" in path else "?") + "source=qemu")
+        sep = "&" if "?" in path else "?"
+        stub = get(s.base + path + sep + "source=stub")
+        pm = get(s.base + path + sep + "source=qemu")
         check(pm["source"] == "qemu" and stub["source"] == "stub", f"{path}: sources {pm['source']} {stub['source']}")
         check(known(pm) == known(stub), f"{path}: post-mortem differs from the stub:\n{known(pm)}\n{known(stub)}")
-    stub = get(s.base + "/api/v1/page-directory?all=true&task=0")
+    stub = get(s.base + "/api/v1/page-directory?all=true&task=0&source=stub")
     pm = get(s.base + "/api/v1/page-directory?all=true&task=0&source=qemu")
     check(known(pm["entries"]) == known(stub["entries"]) and known(pm["runs"]) == known(stub["runs"]),
           f"the kernel's directory entries differ post-mortem:\n{pm['entries']}\n{stub['entries']}")
@@ -416,7 +433,8 @@ def test_numbers_parameters_and_order(s, demo_done):
     # ?pretty indents the same document.
     status, pretty, _ = request(b + "/api/v1/walk?addr=0x1000&pretty")
     check(status == 200 and b'\n  "command": "walk",' in pretty, f"?pretty: {pretty[:80]!r}")
-    check(json.loads(pretty) == json.loads(body), "?pretty changed the document")
+    # (A live answer's seq is the moment it was taken: compare the documents.)
+    check(strip(json.loads(pretty)) == strip(json.loads(body)), "?pretty changed the document")
     status, pretty, _ = request(b + "/api/v1/status?pretty=true")
     check(status == 200 and b"\n  " in pretty, "status?pretty=true")
 
@@ -448,10 +466,13 @@ def test_post_mortem(s, demo_done):
     s.qmp.execute("stop")
     try:
         t = time.monotonic()
-        doc = get(s.base + "/api/v1/walk?addr=0x12345")
+        doc = get(s.base + "/api/v1/walk?addr=0x12345&source=qemu")
         check(doc["source"] == "qemu" and doc["physical"] == "0x00012345", f"post-mortem walk {doc}")
         check(time.monotonic() - t < 12, "fallback took too long")
-        check(get(s.base + "/api/v1/page-directory")["source"] == "qemu", "page directory source")
+        check(get(s.base + "/api/v1/page-directory?source=qemu")["source"] == "qemu", "page directory source")
+        # The live source reads the paused machine's RAM as it is.
+        live = get(s.base + "/api/v1/walk?addr=0x12345")
+        check(live["source"] == "live" and live["physical"] == "0x00012345", f"live walk while paused {live}")
         check(get(s.base + "/api/v1/mem-map?start=0x200000&end=0x201000")["source"] == "qemu", "mem_map source")
         error_of(s.base + "/api/v1/tasks", 504, "timeout")
         error_of(s.base + "/api/v1/walk?addr=0x1&source=stub", 504, "timeout")
@@ -467,7 +488,8 @@ def test_post_mortem(s, demo_done):
 
 
 def test_restart(s, demo_done):
-    before = get(s.base + "/api/v1/status")["connects"]
+    status = get(s.base + "/api/v1/status")
+    before, boot = status["connects"], status["live"]["boot_id"]
     s.stop_qemu()
     time.sleep(0.5)
     check(get(s.base + "/health")["connected"] is False, "health after QEMU died")
@@ -480,6 +502,10 @@ def test_restart(s, demo_done):
     check(get(s.base + "/api/v1/status")["connects"] > before, "no reconnect counted")
     s.wait_console(r"^VERDICT", 90)
     check(get(s.base + "/api/v1/tasks")["tasks"][0]["pid"] == 0, "tasks after restart")
+    # The new QEMU's RAM file at the same path is a new boot: located again, and live.
+    live = get(s.base + "/api/v1/status")["live"]
+    check(live["usable"] and live["boot_id"] != boot, f"the new boot is not read live: {live}")
+    check(get(s.base + "/api/v1/walk?addr=0x12345")["source"] == "live", "walk after restart")
 
 
 def test_schemathesis(s, demo_done):

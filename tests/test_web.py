@@ -56,7 +56,7 @@ class Setup:
         self.daemon = Daemon(self.work, target=f"127.0.0.1:{self.machine.port}",
                              http_port=self.http_port, gdb_listen=f"127.0.0.1:{self.gdb_port}",
                              qmp_path=self.machine.qmp_path("daemon"), kernel=self.kernel,
-                             extra=("--history-ms", "250")).start()
+                             ram=self.machine.ram_path, extra=("--history-ms", "250")).start()
         self.browser = browser.Browser().__enter__()
         self.page = self.browser.page(1280, 800, "light")
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::live::{Consistency, Moment};
 
 /// Where an answer came from.
 #[derive(Serialize, ToSchema, Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,13 +20,56 @@ pub enum Source {
     Stub,
     /// QEMU's reads of physical memory, decoded here by the kernel's own code.
     Qemu,
+    /// The kernel's RAM file (its introspection descriptor), read without stopping it and
+    /// decoded here by the kernel's own code.
+    Live,
 }
 
 /// The fields every answer adds to its document: the one definition of the envelope.
+/// A live answer says when it was taken (`seq`, `consistency`, `mid_change`,
+/// `retries`); the others have only `source`.
 #[derive(Serialize, ToSchema, Clone, Copy, Debug)]
 pub struct Envelope {
+    /// The descriptor's sequence count the answer is consistent at (live answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u32>,
+    /// How the live copy is consistent: `consistent` (between two equal even counts),
+    /// `stopped` (the stub holds the kernel), `paused` (QEMU paused the VM), `brief_stop`
+    /// (the kernel kept changing: a QMP stop/cont).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+    /// The count was odd: the kernel is stopped in the middle of a change and the answer
+    /// shows it half done, as the stub's monitor does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mid_change: Option<bool>,
+    /// Copies discarded because the kernel changed during them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
     /// Where the answer came from.
     pub source: Source,
+}
+
+impl Envelope {
+    pub fn of(source: Source) -> Envelope {
+        Envelope {
+            seq: None,
+            consistency: None,
+            mid_change: None,
+            retries: None,
+            source,
+        }
+    }
+
+    /// A live answer's envelope.
+    pub fn live(moment: &Moment) -> Envelope {
+        Envelope {
+            seq: Some(moment.seq),
+            consistency: Some(moment.consistency),
+            mid_change: Some(moment.mid_change),
+            retries: Some(moment.retries),
+            source: Source::Live,
+        }
+    }
 }
 
 /// An answer: the document's own fields (`command` and `schema` first), then the
@@ -42,7 +86,15 @@ impl<D> Answer<D> {
     pub fn new(document: D, source: Source) -> Answer<D> {
         Answer {
             document,
-            envelope: Envelope { source },
+            envelope: Envelope::of(source),
+        }
+    }
+
+    /// A document computed from a live snapshot taken at `moment`.
+    pub fn live(document: D, moment: &Moment) -> Answer<D> {
+        Answer {
+            document,
+            envelope: Envelope::live(moment),
         }
     }
 }

@@ -39,6 +39,7 @@ use crate::answer::{parse_document, Answer, Envelope, Reply, Source};
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{Feed, FeedEvent};
 use crate::link::{LinkHandle, Op, OpResult};
+use crate::live::{Parts, Tables};
 use crate::params::{parse_u32, Params};
 use crate::postmortem::{KernelOnly, QemuView};
 use crate::qemu::{Pages, Qmp};
@@ -62,6 +63,8 @@ pub struct App {
     pub cache: Mutex<Cache>,
     /// The history of snapshots the web view shows (recorder.rs).
     pub recorder: Arc<crate::recorder::Recorder>,
+    /// The live source: the guest's RAM file (`--ram`).
+    pub live: Option<crate::live::Live>,
 }
 
 /// Facts that do not change while the kernel runs, per connection to it.
@@ -80,11 +83,14 @@ type Shared = State<Arc<App>>;
 #[derive(Deserialize, Serialize, ToSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceChoice {
-    /// The stub, and QEMU when the stub is not connected or does not answer.
+    /// The RAM file when the daemon has one (`--ram`) and it is usable, else the stub,
+    /// and QEMU when the stub is not connected or does not answer.
     #[default]
     Auto,
     Stub,
     Qemu,
+    /// The RAM file only (an error when it is not usable).
+    Live,
 }
 
 impl SourceChoice {
@@ -93,9 +99,41 @@ impl SourceChoice {
             None | Some("auto") => Ok(SourceChoice::Auto),
             Some("stub") => Ok(SourceChoice::Stub),
             Some("qemu") => Ok(SourceChoice::Qemu),
+            Some("live") => Ok(SourceChoice::Live),
             Some(other) => Err(ApiError::bad_request(format!(
-                "source: '{other}' is not auto, stub or qemu"
+                "source: '{other}' is not auto, live, stub or qemu"
             ))),
+        }
+    }
+
+    /// Whether the stub is asked (after the live source, for `Auto`).
+    fn tries_stub(self) -> bool {
+        matches!(self, SourceChoice::Auto | SourceChoice::Stub)
+    }
+}
+
+/// The live source's answer for `choice`, computed by `make` over a snapshot of `parts`:
+/// `Some` when it answered (or, with `source=live`, failed), `None` to go on to the stub.
+async fn try_live<T>(
+    app: &App,
+    choice: SourceChoice,
+    parts: crate::live::Parts,
+    make: impl Fn(&crate::live::Snapshot) -> Result<T, ApiError>,
+) -> Option<Result<T, ApiError>> {
+    let wanted = match choice {
+        SourceChoice::Live => true,
+        SourceChoice::Auto => app.live.is_some(),
+        _ => false,
+    };
+    if !wanted {
+        return None;
+    }
+    match app.live_compute(parts, make).await {
+        Ok(answer) => Some(answer),
+        Err(u) if choice == SourceChoice::Live => Some(Err(u.into())),
+        Err(u) => {
+            tracing::debug!("live source: {u:?}; asking the stub");
+            None
         }
     }
 }
@@ -248,6 +286,35 @@ pub struct Status {
     pub allow_write: bool,
     /// While gdb has the kernel stopped: the stop it was told of.
     pub gdb_stop: Option<GdbStop>,
+    /// The live source (`--ram`); null without one.
+    pub live: Option<LiveStatus>,
+}
+
+/// The live source's state: the RAM file and its descriptor, or why they are not usable
+/// (answers then come from the stub).
+#[derive(Serialize, ToSchema)]
+pub struct LiveStatus {
+    /// The RAM file.
+    pub ram: String,
+    /// The descriptor was found and passed every check: answers default to it.
+    pub usable: bool,
+    /// Why not, when not usable: `{"code", "message"}`.
+    pub error: Option<crate::error::ErrorDetail>,
+    /// How the descriptor was found (ELF symbol or the locator at 0x101000).
+    pub found_by: Option<crate::live::descriptor::FoundBy>,
+    /// Its physical address, hex.
+    pub descriptor: Option<String>,
+    /// The kernel build's id (hex), and whether it was compared with the ELF's.
+    pub build_id: Option<String>,
+    pub build_id_checked: bool,
+    /// The boot's id (hex), and whether it was compared with the machine's memory (QMP).
+    pub boot_id: Option<String>,
+    pub boot_id_checked: bool,
+    /// The sequence count now (odd: a change in progress, or stopped in one).
+    pub seq: Option<u32>,
+    /// The stub holds the kernel stopped, and how many times it has stopped it since boot.
+    pub stopped: Option<bool>,
+    pub stops: Option<u32>,
 }
 
 /// Where gdb stopped the kernel: the signal of its stop reply and the thread (pid + 1).
@@ -428,7 +495,11 @@ async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiE
         let cache = app.cache().await;
         (cache.cr3, cache.high_memory)
     };
-    if cr3.is_some() {
+    let live = live_status(&app).await;
+    if let Some((dir, h)) = live.1 {
+        (cr3, high) = (Some(dir), Some(h));
+        source = Some("live".to_string());
+    } else if cr3.is_some() {
         source = Some("stub".to_string());
     } else if link.connected {
         let ops = vec![
@@ -488,8 +559,55 @@ async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiE
                 thread,
                 pid: thread.and_then(|t| t.checked_sub(1)),
             }),
+        live: live.0,
     };
     Ok(Reply::new(&status, pretty))
+}
+
+/// The live source's state for `status`, and the directory and HIGH_MEMORY it publishes.
+async fn live_status(app: &App) -> (Option<LiveStatus>, Option<(u32, u32)>) {
+    let Some(live) = &app.live else {
+        return (None, None);
+    };
+    let mut st = LiveStatus {
+        ram: live.path().display().to_string(),
+        usable: false,
+        error: None,
+        found_by: None,
+        descriptor: None,
+        build_id: None,
+        build_id_checked: false,
+        boot_id: None,
+        boot_id_checked: false,
+        seq: None,
+        stopped: None,
+        stops: None,
+    };
+    match app.live_located().await {
+        Ok(l) => {
+            let d = l.descriptor();
+            let (stopped, stops) = d.stopped();
+            st.usable = true;
+            st.found_by = Some(l.found_by);
+            st.descriptor = Some(hex(l.addr));
+            st.build_id = Some(crate::live::descriptor::hex_bytes(l.header.build_id()));
+            st.build_id_checked = l.build_id_checked;
+            st.boot_id = Some(format!("{:#018x}", l.header.boot_id));
+            st.boot_id_checked = l.boot_checked();
+            st.seq = Some(d.seq_now());
+            st.stopped = Some(stopped);
+            st.stops = Some(stops);
+            (Some(st), Some((l.layout.pg_dir, l.layout.high_memory)))
+        }
+        Err(u) => {
+            let e = ApiError::from(u);
+            st.error = Some(crate::error::ErrorDetail {
+                code: e.code.clone(),
+                message: e.message.clone(),
+            });
+            (Some(st), None)
+        }
+    }
 }
 
 /// `?pretty`: the JSON indented (every endpoint takes it).
@@ -618,7 +736,17 @@ async fn page_directory(State(app): Shared, RawQuery(q): RawQuery) -> Result<Rep
         all: params.boolean("all")? == Some(true),
     };
     let choice = SourceChoice::of(&params)?;
-    if choice != SourceChoice::Qemu {
+    let live = try_live(&app, choice, Parts::tables(Tables::All), |snap| {
+        let q = report::DumpPgd::new(snap, snap, &filter).map_err(monitor_refusal)?;
+        Ok(Reply::new(
+            &Answer::live(q.document(), &snap.moment),
+            pretty,
+        ))
+    });
+    if let Some(answer) = live.await {
+        return answer;
+    }
+    if choice.tries_stub() {
         let mut line = String::from("dumppgd --json");
         if let Some(t) = task {
             line += &format!(" --task {t}");
@@ -700,7 +828,22 @@ async fn page_table(
             "index must be 0..1023",
         ));
     }
-    if choice != SourceChoice::Qemu {
+    let live = try_live(
+        &app,
+        choice,
+        Parts::tables(Tables::One(index as usize)),
+        |snap| {
+            let q = report::DumpPt::new(snap, snap, index as usize);
+            Ok(Reply::new(
+                &Answer::live(q.document(), &snap.moment),
+                pretty,
+            ))
+        },
+    );
+    if let Some(answer) = live.await {
+        return answer;
+    }
+    if choice.tries_stub() {
         match app
             .monitor::<DumpPtDoc<'static>>(&format!("dumppt {index} --json"))
             .await
@@ -784,18 +927,30 @@ async fn walk(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiErr
     };
     let choice = SourceChoice::of(&params)?;
     let mut answer = None;
-    if choice != SourceChoice::Qemu {
+    // A task's walk needs its slot first: every table then.
+    let tables = match task {
+        Some(_) => Tables::All,
+        None => Tables::One(LinearAddr::new(addr as u32).dir_index()),
+    };
+    let live = try_live(&app, choice, Parts::tables(tables), |snap| {
+        let doc = report::walk(snap, snap, addr as u32, task).map_err(monitor_refusal)?;
+        Ok((doc, Envelope::live(&snap.moment)))
+    });
+    if let Some(a) = live.await {
+        answer = Some(a?);
+    }
+    if answer.is_none() && choice.tries_stub() {
         let mut line = format!("walk {addr:#x} --json");
         if let Some(t) = task {
             line += &format!(" --task {t}");
         }
         match app.monitor::<WalkDoc>(&line).await {
-            Ok(d) => answer = Some((d, Source::Stub)),
+            Ok(d) => answer = Some((d, Envelope::of(Source::Stub))),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),
             Err(_) => {}
         }
     }
-    let (document, source) = match answer {
+    let (document, envelope) = match answer {
         Some(a) => a,
         None => {
             if task.is_some_and(|t| t != 0) {
@@ -811,7 +966,7 @@ async fn walk(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiErr
             };
             let doc =
                 report::walk(&view, &KernelOnly, addr as u32, task).map_err(monitor_refusal)?;
-            (doc, Source::Qemu)
+            (doc, Envelope::of(Source::Qemu))
         }
     };
     let mut check = WalkCheck {
@@ -829,7 +984,7 @@ async fn walk(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiErr
     let reply = WalkReply {
         document,
         check,
-        envelope: Envelope { source },
+        envelope,
     };
     Ok(Reply::new(&reply, pretty))
 }
@@ -859,7 +1014,7 @@ async fn mem_map(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, Api
     let end = params.number("end")?;
     let choice = SourceChoice::of(&params)?;
     let paging = paging_static(&app)?;
-    if choice != SourceChoice::Qemu {
+    if choice.tries_stub() {
         match mem_map_stub(&app, paging, start, end).await {
             Ok(doc) => return Ok(Reply::new(&Answer::new(doc, Source::Stub), pretty)),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),

@@ -6,6 +6,10 @@ mod error;
 mod events;
 mod history;
 mod link;
+// The live source's module API serves the fault stream and the recorder as well; not
+// every part of it is used by the answers yet.
+#[allow(dead_code)]
+mod live;
 mod params;
 mod postmortem;
 mod qemu;
@@ -55,6 +59,11 @@ struct Cli {
     /// The kernel ELF (for the PAGING symbol that holds mem_map).
     #[arg(long, default_value = "target/i586-unknown-linux-gnu/release/kernel")]
     kernel: PathBuf,
+    /// The guest's RAM file (QEMU's memory-backend-file, share=on): answers are read from
+    /// it live, without stopping the kernel (source=live, the default when given). It may
+    /// appear after the daemon starts (QEMU creates it).
+    #[arg(long, value_name = "FILE")]
+    ram: Option<PathBuf>,
     /// Allow requests that change the kernel (fault injection).
     #[arg(long)]
     allow_write: bool,
@@ -171,7 +180,12 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
             cli.kernel.display()
         );
     }
+    let live = cli.ram.clone().map(|ram| {
+        tracing::info!("live source: the RAM file {}", ram.display());
+        live::Live::new(ram, kernel_elf.as_deref())
+    });
     let app = Arc::new(api::App {
+        live,
         link,
         qmp: qemu::Qmp::new(cli.qmp.clone(), timeout),
         timeout,

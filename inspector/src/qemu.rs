@@ -193,6 +193,31 @@ impl Session<'_> {
             .ok_or_else(|| QemuError::Protocol("no base-memory".into()))
     }
 
+    /// Whether the VM runs (QMP `query-status`): false while it is paused.
+    pub async fn running(&mut self) -> Result<bool, QemuError> {
+        let reply = self.execute("query-status").await?;
+        reply
+            .get("running")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| QemuError::Protocol("no running in query-status".into()))
+    }
+
+    /// Pauses the VM (QMP `stop`).
+    pub async fn stop(&mut self) -> Result<(), QemuError> {
+        self.execute("stop").await.map(drop)
+    }
+
+    /// Resumes the VM (QMP `cont`).
+    pub async fn cont(&mut self) -> Result<(), QemuError> {
+        self.execute("cont").await.map(drop)
+    }
+
+    async fn execute(&mut self, command: &str) -> Result<Value, QemuError> {
+        timeout(self.timeout, self.conn.execute(command, None))
+            .await
+            .map_err(|_| QemuError::Timeout)?
+    }
+
     /// `gva2gpa`: QEMU's translation of a linear address with the current CR3.
     pub async fn gva2gpa(&mut self, linear: u32) -> Result<Option<u32>, QemuError> {
         let text = self.hmp(&format!("gva2gpa {linear:#x}")).await?;

@@ -50,6 +50,41 @@ pub fn find_paging_static(path: &std::path::Path) -> Result<PagingStatic, Symbol
     Err(SymbolError::NoSymbol)
 }
 
+/// What identifies a kernel ELF to a reader of its RAM: its GNU build-id and where it put
+/// the introspection descriptor (kernel/introspect's `PGKERNEL_DESCRIPTOR`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelIdentity {
+    /// The build id's bytes (up to introspect's `BUILD_ID_LEN`, as the kernel keeps them);
+    /// empty when the ELF has no note.
+    pub build_id: Vec<u8>,
+    /// The descriptor's address (physical: the kernel runs identity-mapped).
+    pub descriptor: Option<u32>,
+}
+
+/// The build id and the descriptor symbol of the kernel ELF at `path`.
+pub fn kernel_identity(path: &std::path::Path) -> Result<KernelIdentity, SymbolError> {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(path).map_err(|error| SymbolError::Read {
+        path: path.display().to_string(),
+        error,
+    })?;
+    let file = object::File::parse(&*data).map_err(|e| SymbolError::Parse(e.to_string()))?;
+    let mut build_id = file
+        .build_id()
+        .map_err(|e| SymbolError::Parse(e.to_string()))?
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    build_id.truncate(introspect::BUILD_ID_LEN);
+    let descriptor = file
+        .symbols()
+        .find(|s| s.name() == Ok(introspect::DESCRIPTOR_SYMBOL))
+        .map(|s| s.address() as u32);
+    Ok(KernelIdentity {
+        build_id,
+        descriptor,
+    })
+}
+
 /// What `showmem` says, to verify a candidate offset.
 pub struct Hints {
     pub high_memory: u32,

@@ -26,10 +26,11 @@ def private_build(workdir, options):
 
 class Daemon:
     """The inspector serving the kernel on `target` (COM1's host:port): HTTP on
-    127.0.0.1:`http_port`, gdb's proxy on `gdb_listen` ("127.0.0.1:N" or "off")."""
+    127.0.0.1:`http_port`, gdb's proxy on `gdb_listen` ("127.0.0.1:N" or "off"); with
+    `ram` (a Machine's `ram_path`) it answers live from the guest's RAM file."""
 
     def __init__(self, workdir, *, target, http_port, gdb_listen="off", qmp_path=None,
-                 kernel=None, extra=(), log="daemon.log", binary=None):
+                 kernel=None, ram=None, extra=(), log="daemon.log", binary=None):
         self.workdir = Path(workdir)
         self.args = [str(binary or paths.INSPECTOR), "--target", target,
                      "--gdb-listen", gdb_listen, "--listen", f"127.0.0.1:{http_port}"]
@@ -37,6 +38,8 @@ class Daemon:
             self.args += ["--qmp", str(qmp_path)]
         if kernel is not None:
             self.args += ["--kernel", str(kernel)]
+        if ram is not None:
+            self.args += ["--ram", str(ram)]
         self.args += list(extra)
         self.log_path = self.workdir / log
         self.base = f"http://127.0.0.1:{http_port}"
@@ -62,6 +65,15 @@ class Daemon:
     def stop(self):
         if self.process is not None:
             procs.stop(self.process)
+
+
+# The envelope's fields: where and when an answer was taken (answer.rs's Envelope).
+ENVELOPE = ("seq", "consistency", "mid_change", "retries", "source")
+
+
+def document(answer):
+    """An answer without its envelope: the monitor's document, to compare across sources."""
+    return {k: v for k, v in answer.items() if k not in ENVELOPE}
 
 
 def request(url, method="GET", body=None, headers=None, timeout=30):

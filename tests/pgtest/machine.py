@@ -97,12 +97,18 @@ atexit.register(_remove_live_ram_dirs)
 
 
 class RamFile:
-    """A private directory holding the guest's RAM file `ram` (created by QEMU)."""
+    """A private directory holding the guest's RAM file `ram` (created by QEMU); `again`
+    makes the same directory anew (a restarted machine keeps its RAM file's path, as it
+    keeps its ports, so that a daemon given `--ram` finds the new boot there)."""
 
-    def __init__(self, base=None):
+    def __init__(self, base=None, again=None):
         base = Path(base) if base is not None else ram_base()
         sweep_stale_ram_dirs(base)
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{RAM_DIR_PREFIX}{os.getpid()}-", dir=base))
+        if again is not None:
+            again.mkdir(mode=0o700)
+            self.dir = again
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix=f"{RAM_DIR_PREFIX}{os.getpid()}-", dir=base))
         _LIVE_RAM_DIRS.add(self.dir)
         self.path = self.dir / "ram"
 
@@ -181,6 +187,7 @@ class Machine:
         self.process = None
         self.qmp = None
         self.ram = None
+        self._ram_dir = None
         self._swap_made = False
         self._started_once = False
 
@@ -251,7 +258,8 @@ class Machine:
                 self.qmp_path(name).unlink(missing_ok=True)
             self.console.unlink(missing_ok=True)
             if self.use_ram_file:
-                self.ram = RamFile()
+                self.ram = RamFile(again=self._ram_dir if restart else None)
+                self._ram_dir = self.ram.dir
             with open(self.stderr_path, "ab") as err:
                 self.process = procs.spawn(self.command(), stdout=err, stderr=err)
             self._started_once = True

@@ -65,6 +65,9 @@ pub const NAME_LEN: usize = abi::MAX_NAME_LEN + 1;
 pub const FAULT_RING_LEN: usize = 8192;
 /// Allocation sites (mm's [`AllocSite::ALL`]).
 pub const SITES: usize = AllocSite::ALL.len();
+/// How many of the ring's faults `monitor faults` lists (the most recent; its answers
+/// cross a 115200-baud line), and so the inspector's `faults` from the RAM file.
+pub const FAULT_LOG_LEN: usize = 64;
 
 const fn magic(bytes: &[u8; 8]) -> [u32; 2] {
     [
@@ -934,6 +937,48 @@ impl InjectState {
     }
 }
 
+impl InjectState {
+    /// Reader: the failure-injection state as `fail` shows it (kernel/report's input).
+    pub fn load(&self) -> report::FailState {
+        use report::inputs::{LastFailure, SiteState as Site, TaskFailState};
+        let mut state = report::FailState {
+            seed: self.seed.load(),
+            sites: [Site::default(); SITES],
+            tasks: [TaskFailState::default(); NR_TASKS],
+            last: None,
+        };
+        for (out, w) in state.sites.iter_mut().zip(&self.sites) {
+            *out = Site {
+                probability: get(&w.probability).min(100) as u8,
+                interval: get(&w.interval),
+                times: get(&w.times) as i32,
+                times_left: get(&w.times_left) as i32,
+                space: get(&w.space),
+                filter: get(&w.task_filter) != 0,
+                calls: w.calls.load(),
+                fired: w.fired.load(),
+            };
+        }
+        for (slot, out) in state.tasks.iter_mut().enumerate() {
+            *out = TaskFailState {
+                make_it_fail: get(&self.make_it_fail[slot]) != 0,
+                fail_nth: get(&self.fail_nth[slot]),
+            };
+        }
+        let last = get(&self.last);
+        if last & 1 != 0 {
+            state.last = AllocSite::ALL
+                .get(((last >> 8) & 0xff) as usize)
+                .map(|&site| LastFailure {
+                    site,
+                    slot: (get(&self.last_slot) as usize).min(NR_TASKS - 1),
+                    by_fail_nth: (last >> 16) & 1 != 0,
+                });
+        }
+        state
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Task entries
 // ---------------------------------------------------------------------------------------
@@ -1133,6 +1178,20 @@ impl FaultRing {
             by_kernel: (info >> 16) & 1 != 0,
             action: action_from_index((info >> 8) & 0xff)?,
         })
+    }
+
+    /// Calls `f` for the last `n` faults the ring holds whole, oldest first (a record
+    /// overwritten or being written meanwhile is left out).
+    pub fn recent(&self, n: usize, mut f: impl FnMut(&FaultRecord)) {
+        let next = self.next_seq();
+        let first = next
+            .saturating_sub(n.min(FAULT_RING_LEN) as u32)
+            .max(self.oldest_seq());
+        for seq in first..next {
+            if let Some(r) = self.get(seq) {
+                f(&r);
+            }
+        }
     }
 
     /// The oldest sequence number the ring can still hold.

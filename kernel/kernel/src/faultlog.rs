@@ -11,7 +11,7 @@
 use crate::publish;
 
 /// How many faults the monitor lists (the most recent).
-pub const FAULT_LOG_LEN: usize = 64;
+pub use introspect::FAULT_LOG_LEN;
 
 /// What the fault handler did about one fault (decided by `mm::fault`).
 pub use mm::fault::FaultAction;
@@ -26,17 +26,8 @@ pub fn record(rec: FaultRecord) -> u64 {
 }
 
 /// Calls `f` for the last [`FAULT_LOG_LEN`] faults the ring holds whole, oldest first.
-pub fn for_each(mut f: impl FnMut(&FaultRecord)) {
-    let ring = publish::fault_ring();
-    let next = ring.next_seq();
-    let first = next
-        .saturating_sub(FAULT_LOG_LEN as u32)
-        .max(ring.oldest_seq());
-    for seq in first..next {
-        if let Some(r) = ring.get(seq) {
-            f(&r);
-        }
-    }
+pub fn for_each(f: impl FnMut(&FaultRecord)) {
+    publish::fault_ring().recent(FAULT_LOG_LEN, f);
 }
 
 /// Calls `f` with each action and how many faults ended that way since boot.

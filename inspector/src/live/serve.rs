@@ -1,0 +1,166 @@
+//! The live source in the daemon: a snapshot for a request, with the machine's checks
+//! (the boot id and RAM size against QEMU's own view) and the fallbacks when the kernel
+//! keeps changing (QEMU's pause, a brief QMP stop/cont), and the documents computed from
+//! it by kernel/report.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use super::{Consistency, LiveError, Located, Parts, Snapshot, TRIES};
+use crate::api::App;
+use crate::error::ApiError;
+
+/// Why the live source did not answer: the caller falls back to the stub (`Auto`) or
+/// reports it (`source=live`).
+#[derive(Debug)]
+pub enum Unavailable {
+    /// No `--ram`.
+    NotConfigured,
+    /// The RAM file or its descriptor is not usable (status says why).
+    Error(LiveError),
+    /// The kernel changed during every retry and no brief stop was possible.
+    Changing { retries: u32 },
+}
+
+impl From<Unavailable> for ApiError {
+    fn from(u: Unavailable) -> ApiError {
+        match u {
+            Unavailable::NotConfigured => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_ram",
+                "the live source needs the guest's RAM file (--ram FILE)",
+            ),
+            Unavailable::Error(e) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+            }
+            Unavailable::Changing { retries } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "changing",
+                format!("the kernel changed during {retries} copies and QEMU could not stop it briefly (no --qmp)"),
+            ),
+        }
+    }
+}
+
+/// How many brief stops are tried before giving up (each lands at an even count unless
+/// the vCPU was inside a change).
+const BRIEF_STOPS: u32 = 8;
+
+impl App {
+    /// The located descriptor, checked against the machine once per boot.
+    pub async fn live_located(&self) -> Result<std::sync::Arc<Located>, Unavailable> {
+        let live = self.live.as_ref().ok_or(Unavailable::NotConfigured)?;
+        let located = live.located().map_err(Unavailable::Error)?;
+        if !located.boot_checked() && self.qmp.configured() {
+            if let Err(e) = self.check_machine(&located).await {
+                live.refuse(&located, e.clone());
+                return Err(Unavailable::Error(e));
+            }
+        }
+        Ok(located)
+    }
+
+    /// The file's size against QEMU's RAM, and the boot id in the file against the one in
+    /// the machine's memory: a stale file (another boot, another VM) differs. When QEMU
+    /// does not answer, the check waits for the next request.
+    async fn check_machine(&self, located: &Located) -> Result<(), LiveError> {
+        let Ok(mut s) = self.qmp.session().await else {
+            return Ok(());
+        };
+        if let Ok(ram) = s.ram_size().await {
+            if ram != located.ram.len() {
+                return Err(LiveError::NotThisMachine {
+                    file: located.ram.len(),
+                    qemu: ram,
+                });
+            }
+        }
+        let Ok(words) = s.read_words(located.boot_id_addr(), 2).await else {
+            return Ok(());
+        };
+        let machine = u64::from(words[0]) | u64::from(words[1]) << 32;
+        if machine != located.header.boot_id {
+            return Err(LiveError::OtherBoot {
+                file: located.header.boot_id,
+                machine,
+            });
+        }
+        located.set_boot_checked();
+        Ok(())
+    }
+
+    /// A snapshot of `parts`: between two equal even counts, or as it is while the stub
+    /// or QEMU holds the kernel; when the kernel keeps changing, during a brief QMP stop.
+    pub async fn live_snapshot(&self, parts: &Parts) -> Result<Snapshot, Unavailable> {
+        let located = self.live_located().await?;
+        let err = Unavailable::Error;
+        let changing = match Snapshot::take(&located, parts, TRIES).map_err(err)? {
+            Ok(snap) => return Ok(snap),
+            Err(c) => c,
+        };
+        if !self.qmp.configured() {
+            return Err(Unavailable::Changing {
+                retries: changing.retries,
+            });
+        }
+        let Ok(mut s) = self.qmp.session().await else {
+            return Err(Unavailable::Changing {
+                retries: changing.retries,
+            });
+        };
+        // A VM QEMU has paused: the state as it is (mid-change when the count is odd).
+        if s.running().await.ok() == Some(false) {
+            let snap =
+                Snapshot::take_frozen(&located, parts, Consistency::Paused, changing.retries)
+                    .map_err(err)?;
+            if s.running().await.ok() == Some(false) {
+                return Ok(snap);
+            }
+        }
+        // A brief stop at an even count (QMP can stop the vCPU anywhere, also inside a
+        // change: then let it run a moment and stop again).
+        for _ in 0..BRIEF_STOPS {
+            if s.stop().await.is_err() {
+                break;
+            }
+            let even = located.descriptor().seq_now() & 1 == 0;
+            let snap = even.then(|| {
+                Snapshot::take_frozen(&located, parts, Consistency::BriefStop, changing.retries)
+            });
+            let _ = s.cont().await;
+            match snap {
+                Some(Ok(snap)) => return Ok(snap),
+                Some(Err(e)) => return Err(err(e)),
+                None => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+        Err(Unavailable::Changing {
+            retries: changing.retries,
+        })
+    }
+
+    /// Computes `make` over a live snapshot of `parts`; when the document read something
+    /// the snapshot did not copy, over a complete one instead (never an answer from an
+    /// incomplete copy).
+    pub async fn live_compute<T>(
+        &self,
+        parts: Parts,
+        make: impl Fn(&Snapshot) -> T,
+    ) -> Result<T, Unavailable> {
+        let snap = self.live_snapshot(&parts).await?;
+        let value = make(&snap);
+        if !snap.missed() {
+            return Ok(value);
+        }
+        let snap = self.live_snapshot(&Parts::ALL).await?;
+        let value = make(&snap);
+        if snap.missed() {
+            // Parts::ALL copies everything a document reads: a miss here is a bug.
+            return Err(Unavailable::Error(LiveError::BadLayout {
+                what: "a document read what a full snapshot does not hold",
+            }));
+        }
+        Ok(value)
+    }
+}

@@ -1,0 +1,163 @@
+"""test_live: the inspector's live source, the guest's RAM file (`--ram`), against the
+kernel in QEMU: bad input (a RAM file of the wrong size; a missing, corrupt or
+wrong-version descriptor; a file from another boot; another kernel build) is a clear
+error in `status` and every answer falls back to the stub, never a wrong one; a good file
+answers live, equal to the stub's monitor documents.
+
+One machine for the module (the demo, then idle); one daemon at a time owns its COM1
+(the stub, for the fallbacks) and a QMP socket of its own (the boot-id check)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pgtest import procs
+from pgtest.check import check
+from pgtest.inspector import Daemon, document, error_of, get, private_build
+from pgtest.machine import Machine
+
+pytestmark = [pytest.mark.xdist_group("live"), pytest.mark.timeout(300)]
+
+# The descriptor's header (kernel/docs/introspection.md): magic at 0, version at 8,
+# the boot id at 40.
+MAGIC_AT, VERSION_AT, BOOT_ID_AT = 0, 8, 40
+PROBES = ("/api/v1/walk?addr=0x12345", "/api/v1/page-directory", "/api/v1/page-tables/0")
+
+
+class Setup:
+    def __init__(self, work, options):
+        self.work = Path(work)
+        self.kernel, self.image = private_build(self.work, options)
+        self.machine = Machine(self.work / "machine", "init=demo", mem="32M", stub="kernel",
+                               qmp=("tests", "daemon"), accel=options.accel,
+                               kernel=self.kernel, image=self.image, qemu=options.qemu)
+        self.n = 0
+
+    def daemon(self, ram, kernel=None):
+        """A daemon owning the machine's COM1, reading `ram`; stop it before the next."""
+        self.n += 1
+        port = procs.free_port()
+        return Daemon(self.work, target=f"127.0.0.1:{self.machine.port}", http_port=port,
+                      qmp_path=self.machine.qmp_path("daemon"), kernel=kernel or self.kernel,
+                      ram=ram, extra=("--timeout-ms", "5000"), log=f"daemon{self.n}.log").start()
+
+    def copy_ram(self, name, patch=None, size=None):
+        """A copy of the guest's RAM file (the machine idles: it does not change), cut to
+        `size` bytes, with `patch(bytearray)` applied."""
+        data = bytearray(self.machine.ram_path.read_bytes())
+        if size is not None:
+            data = data[:size]
+        if patch is not None:
+            patch(data)
+        path = self.work / name
+        path.write_bytes(data)
+        return path
+
+
+@pytest.fixture(scope="module")
+def s(workdirs, built):
+    setup = Setup(workdirs.make("live"), built)
+    try:
+        setup.machine.start()
+        setup.machine.wait_console(r"^VERDICT", 90)
+        yield setup
+    finally:
+        setup.machine.close()
+
+
+def live_status(base):
+    return get(base + "/api/v1/status")["live"]
+
+
+def test_a_good_file_answers_live_as_the_stub_does(s):
+    d = s.daemon(s.machine.ram_path)
+    try:
+        st = live_status(d.base)
+        check(st["usable"] and st["error"] is None, f"live status {st}")
+        check(st["found_by"] == "symbol" and st["build_id_checked"] and st["boot_id_checked"], f"checks {st}")
+        check(st["seq"] % 2 == 0 and st["stopped"] is False, f"an idle kernel's count {st}")
+        for path in PROBES:
+            live = get(d.base + path)
+            sep = "&" if "?" in path else "?"
+            stub = get(d.base + path + sep + "source=stub")
+            check(live["source"] == "live" and live["consistency"] == "consistent", f"{path}: {live}")
+            check(document(live) == document(stub), f"{path}: live differs from the stub\n{live}\n{stub}")
+        stops = live_status(d.base)["stops"]
+        for _ in range(20):
+            get(d.base + "/api/v1/page-directory")
+        check(live_status(d.base)["stops"] == stops, "a live query stopped the kernel")
+    finally:
+        d.stop()
+
+
+def refused(s, ram, code, kernel=None):
+    """A daemon over a bad RAM file: the error in status, answers from the stub."""
+    d = s.daemon(ram, kernel)
+    try:
+        st = live_status(d.base)
+        check(not st["usable"] and st["error"]["code"] == code,
+              f"{ram.name}: expected {code}, status says {st}")
+        check(st["error"]["message"], "an error without a message")
+        for path in PROBES:
+            doc = get(d.base + path)
+            check(doc["source"] == "stub", f"{ram.name} {path}: not the stub's answer: {doc.get('source')}")
+            error_of(d.base + path + ("&" if "?" in path else "?") + "source=live", 503, code)
+        return st["error"]["message"]
+    finally:
+        d.stop()
+
+
+def descriptor_addr(s):
+    d = s.daemon(s.machine.ram_path)
+    try:
+        return int(live_status(d.base)["descriptor"], 16)
+    finally:
+        d.stop()
+
+
+def test_bad_ram_files_fall_back_to_the_stub(s):
+    desc = descriptor_addr(s)
+
+    def poke(at, value):
+        def patch(data):
+            data[desc + at:desc + at + 4] = value.to_bytes(4, "little")
+        return patch
+
+    def word(at):
+        data = s.machine.ram_path.read_bytes()
+        return int.from_bytes(data[desc + at:desc + at + 4], "little")
+
+    message = refused(s, s.copy_ram("short", size=16 << 20), "wrong_size")
+    check("HIGH_MEMORY" in message, message)
+    refused(s, s.copy_ram("corrupt", patch=poke(MAGIC_AT, 0x12345678)), "no_descriptor")
+    message = refused(s, s.copy_ram("version", patch=poke(VERSION_AT, word(VERSION_AT) + 1)),
+                      "descriptor_version")
+    check("version" in message, message)
+    message = refused(s, s.copy_ram("other-boot", patch=poke(BOOT_ID_AT, word(BOOT_ID_AT) ^ 1)), "other_boot")
+    check("another boot" in message, message)
+    zeros = s.work / "zeros"
+    zeros.write_bytes(bytes(32 << 20))
+    refused(s, zeros, "not_published")
+    # Without the ELF the locator is all there is: a file without one is no kernel's RAM.
+    refused(s, zeros, "no_descriptor", kernel=s.work / "no-such-elf")
+    missing = s.work / "missing"
+    refused(s, missing, "ram_unavailable")
+
+
+def test_another_kernel_build_is_refused(s):
+    """A RAM file of another kernel build than the ELF: here the ELF's build id changed."""
+    st_daemon = s.daemon(s.machine.ram_path)
+    try:
+        build_id = bytes.fromhex(live_status(st_daemon.base)["build_id"])
+    finally:
+        st_daemon.stop()
+    elf = bytearray(s.kernel.read_bytes())
+    at = elf.find(build_id)
+    check(at > 0, "the ELF does not hold the build id the kernel published")
+    elf[at] ^= 0xff
+    other = s.work / "other-kernel"
+    other.write_bytes(elf)
+    message = refused(s, s.machine.ram_path, "other_build", kernel=other)
+    check(build_id.hex() in message, message)
