@@ -619,42 +619,110 @@ pub struct PrettyQuery {
     pretty: Option<bool>,
 }
 
-/// A monitor command with no arguments, through the stub, as an answer.
+/// Returns from the handler with the live source's answer when it gives one: `$query`
+/// is kernel/report's query over the snapshot `$snap` (a `Result`), whose document is the
+/// answer.
+macro_rules! answer_live {
+    ($app:expr, $choice:expr, $parts:expr, $pretty:expr, |$snap:ident| $query:expr) => {
+        let live = try_live(&$app, $choice, $parts, |$snap| {
+            let q = $query?;
+            Ok(Reply::new(
+                &Answer::live(q.document(), &$snap.moment),
+                $pretty,
+            ))
+        });
+        if let Some(answer) = live.await {
+            return answer;
+        }
+    };
+}
+
+/// A monitor command with no arguments through the stub, as an answer (after the live
+/// source, which `answer_live!` asked). QEMU's memory alone cannot answer these: they
+/// need the task table or `mem_map`.
 async fn stub_answer<D: DeserializeOwned + Serialize>(
     app: &App,
-    q: Option<String>,
+    choice: SourceChoice,
+    pretty: bool,
     line: &str,
 ) -> Result<Reply, ApiError> {
-    let params = Params::parse(q.as_deref(), &[])?;
+    if choice == SourceChoice::Qemu {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "needs_kernel_data",
+            format!("`{line}` needs the kernel's own data (source=live or stub), not QEMU's memory alone"),
+        ));
+    }
     let doc: D = app.monitor(line).await?;
+    Ok(Reply::new(&Answer::new(doc, Source::Stub), pretty))
+}
+
+/// The `source` and `pretty` of an endpoint without other parameters.
+fn source_and_pretty(q: Option<String>) -> Result<(SourceChoice, bool), ApiError> {
+    let params = Params::parse(q.as_deref(), &["source"])?;
+    Ok((SourceChoice::of(&params)?, params.pretty()?))
+}
+
+/// What `checkmm` reads besides the paging state, from the snapshot's task table.
+fn live_checkmm(snap: &crate::live::Snapshot, json_pretty: bool) -> Result<Reply, ApiError> {
+    let (live_slots, pages) = snap.check_input_parts();
+    let input = mm::CheckInput {
+        live_slots,
+        kernel_refs: &pages,
+    };
+    let mut scratch = vec![0u16; mm::check::SCRATCH_LEN];
+    let q = report::CheckMm::new(snap, &input, &mut scratch).map_err(monitor_refusal)?;
     Ok(Reply::new(
-        &Answer::new(doc, Source::Stub),
-        params.pretty()?,
+        &Answer::live(q.document(), &snap.moment),
+        json_pretty,
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks", tag = "kernel", params(PrettyQuery),
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "kernel", params(SourceQuery),
     responses((status = 200, body = TasksAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn tasks(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
-    stub_answer::<TasksDoc<'static>>(&app, q, "tasks --json").await
+    let (choice, pretty) = source_and_pretty(q)?;
+    answer_live!(app, choice, Parts::tables(Tables::All), pretty, |snap| {
+        Ok::<_, ApiError>(report::Tasks::new(snap, snap))
+    });
+    stub_answer::<TasksDoc<'static>>(&app, choice, pretty, "tasks --json").await
 }
 
-#[utoipa::path(get, path = "/api/v1/checkmm", tag = "kernel", params(PrettyQuery),
+#[utoipa::path(get, path = "/api/v1/checkmm", tag = "kernel", params(SourceQuery),
     responses((status = 200, body = CheckMmAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn checkmm(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
-    stub_answer::<CheckMmDoc<'static>>(&app, q, "checkmm --json").await
+    let (choice, pretty) = source_and_pretty(q)?;
+    let live = try_live(&app, choice, Parts::tables(Tables::All), |snap| {
+        live_checkmm(snap, pretty)
+    });
+    if let Some(answer) = live.await {
+        return answer;
+    }
+    stub_answer::<CheckMmDoc<'static>>(&app, choice, pretty, "checkmm --json").await
 }
 
-#[utoipa::path(get, path = "/api/v1/showmem", tag = "kernel", params(PrettyQuery),
+#[utoipa::path(get, path = "/api/v1/showmem", tag = "kernel", params(SourceQuery),
     responses((status = 200, body = ShowMemAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn showmem(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
-    stub_answer::<ShowMemDoc<'static>>(&app, q, "showmem --json").await
+    let (choice, pretty) = source_and_pretty(q)?;
+    answer_live!(app, choice, Parts::tables(Tables::All), pretty, |snap| {
+        report::ShowMem::new(snap, snap).map_err(monitor_refusal)
+    });
+    stub_answer::<ShowMemDoc<'static>>(&app, choice, pretty, "showmem --json").await
 }
 
-#[utoipa::path(get, path = "/api/v1/faults", tag = "kernel", params(PrettyQuery),
+#[utoipa::path(get, path = "/api/v1/faults", tag = "kernel", params(SourceQuery),
     responses((status = 200, body = FaultsAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn faults(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
-    stub_answer::<FaultsDoc<'static>>(&app, q, "faults --json").await
+    let (choice, pretty) = source_and_pretty(q)?;
+    let parts = Parts {
+        faults: Some(introspect::FAULT_LOG_LEN),
+        ..Parts::tables(Tables::None)
+    };
+    answer_live!(app, choice, parts, pretty, |snap| {
+        report::Faults::new(snap).map_err(monitor_refusal)
+    });
+    stub_answer::<FaultsDoc<'static>>(&app, choice, pretty, "faults --json").await
 }
 
 /// Filters of the page directory (those of `dumppgd`). Numbers are decimal or `0x` hex.
@@ -736,16 +804,9 @@ async fn page_directory(State(app): Shared, RawQuery(q): RawQuery) -> Result<Rep
         all: params.boolean("all")? == Some(true),
     };
     let choice = SourceChoice::of(&params)?;
-    let live = try_live(&app, choice, Parts::tables(Tables::All), |snap| {
-        let q = report::DumpPgd::new(snap, snap, &filter).map_err(monitor_refusal)?;
-        Ok(Reply::new(
-            &Answer::live(q.document(), &snap.moment),
-            pretty,
-        ))
+    answer_live!(app, choice, Parts::tables(Tables::All), pretty, |snap| {
+        report::DumpPgd::new(snap, snap, &filter).map_err(monitor_refusal)
     });
-    if let Some(answer) = live.await {
-        return answer;
-    }
     if choice.tries_stub() {
         let mut line = String::from("dumppgd --json");
         if let Some(t) = task {
@@ -828,21 +889,13 @@ async fn page_table(
             "index must be 0..1023",
         ));
     }
-    let live = try_live(
-        &app,
+    answer_live!(
+        app,
         choice,
         Parts::tables(Tables::One(index as usize)),
-        |snap| {
-            let q = report::DumpPt::new(snap, snap, index as usize);
-            Ok(Reply::new(
-                &Answer::live(q.document(), &snap.moment),
-                pretty,
-            ))
-        },
+        pretty,
+        |snap| { Ok::<_, ApiError>(report::DumpPt::new(snap, snap, index as usize)) }
     );
-    if let Some(answer) = live.await {
-        return answer;
-    }
     if choice.tries_stub() {
         match app
             .monitor::<DumpPtDoc<'static>>(&format!("dumppt {index} --json"))
@@ -1013,6 +1066,22 @@ async fn mem_map(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, Api
     let start = params.number("start")?;
     let end = params.number("end")?;
     let choice = SourceChoice::of(&params)?;
+    let live = try_live(&app, choice, Parts::tables(Tables::None), |snap| {
+        let l = &snap.layout;
+        let (first, last) = frame_range(start, end, l.high_memory)?;
+        let counts = snap.mem_map_counts().get(first..last).unwrap_or_default();
+        let doc = mem_map_document(
+            counts,
+            first,
+            l.high_memory,
+            Some(l.start_mem),
+            LOCATED_LIVE,
+        );
+        Ok(Reply::new(&Answer::live(doc, &snap.moment), pretty))
+    });
+    if let Some(answer) = live.await {
+        return answer;
+    }
     let paging = paging_static(&app)?;
     if choice.tries_stub() {
         match mem_map_stub(&app, paging, start, end).await {
@@ -1048,12 +1117,18 @@ fn frame_range(
     Ok((first, last.min(MAX_PAGING_PAGES)))
 }
 
+/// How the counts were found: named by the descriptor (live), in the PAGING static
+/// checked against showmem (stub), or by shape alone (post-mortem).
+const LOCATED_LIVE: &str = "named by the kernel's descriptor (live)";
+const LOCATED_CHECKED: &str = "checked against showmem";
+const LOCATED_BY_SHAPE: &str = "by shape only (post-mortem)";
+
 fn mem_map_document(
     counts: &[u8],
     first: usize,
     high: u32,
     start_mem: Option<u32>,
-    verified: bool,
+    located: &'static str,
 ) -> MemMapDoc {
     let free = counts.iter().filter(|&&c| c == 0).count();
     MemMapDoc {
@@ -1067,11 +1142,7 @@ fn mem_map_document(
         free,
         used: counts.len() - free,
         counts: counts.to_vec(),
-        located: if verified {
-            "checked against showmem"
-        } else {
-            "by shape only (post-mortem)"
-        },
+        located,
     }
 }
 
@@ -1152,7 +1223,13 @@ async fn mem_map_stub(
     let Some(OpResult::Memory(counts)) = results.first() else {
         return Err(ApiError::internal("unexpected link answer"));
     };
-    Ok(mem_map_document(counts, first, high, Some(start_mem), true))
+    Ok(mem_map_document(
+        counts,
+        first,
+        high,
+        Some(start_mem),
+        LOCATED_CHECKED,
+    ))
 }
 
 /// What showmem says about mem_map, to find its counts in kernel memory.
@@ -1220,14 +1297,28 @@ async fn mem_map_qemu(
         first,
         high,
         None,
-        verified.is_none(),
+        if verified.is_none() {
+            LOCATED_CHECKED
+        } else {
+            LOCATED_BY_SHAPE
+        },
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/fail", tag = "fault injection", params(PrettyQuery),
+#[utoipa::path(get, path = "/api/v1/fail", tag = "fault injection", params(SourceQuery),
     responses((status = 200, body = FailAnswer), (status = 400, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn fail_get(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
-    stub_answer::<FailDoc<'static>>(&app, q, "fail --json").await
+    let (choice, pretty) = source_and_pretty(q)?;
+    let parts = Parts {
+        inject: true,
+        ..Parts::tables(Tables::None)
+    };
+    answer_live!(app, choice, parts, pretty, |snap| {
+        snap.fail_state()
+            .map(|state| report::Fail::new(state, snap, None))
+            .ok_or_else(|| ApiError::internal("the snapshot has no failure-injection state"))
+    });
+    stub_answer::<FailDoc<'static>>(&app, choice, pretty, "fail --json").await
 }
 
 /// A change to the failure-injection knobs: exactly one of `site`, `seed`, `task`.

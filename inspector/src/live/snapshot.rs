@@ -227,6 +227,11 @@ impl Snapshot {
         self.tables.keys().copied()
     }
 
+    /// `mem_map`'s counts (index 0: the frame at LOW_MEM).
+    pub fn mem_map_counts(&self) -> &[u8] {
+        &self.mem_map
+    }
+
     /// The tasks as published, by slot.
     pub fn tasks(&self) -> &[Option<TaskValue>] {
         &self.tasks
