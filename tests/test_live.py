@@ -1,5 +1,8 @@
 """test_live: the inspector's live source, the guest's RAM file (`--ram`), against the
-kernel in QEMU: bad input (a RAM file of the wrong size; a missing, corrupt or
+kernel in QEMU. Never torn: during the demo (with its swap workload: memhog swaps 32 MiB
+out) and a campaign run, checkmm is computed host-side on live snapshots, one after
+another, and every one the daemon calls consistent is clean (the test notes how many and
+how many retries). Bad input (a RAM file of the wrong size; a missing, corrupt or
 wrong-version descriptor; a file from another boot; another kernel build) is a clear
 error in `status` and every answer falls back to the stub, never a wrong one; a good file
 answers live, equal to the stub's monitor documents.
@@ -7,16 +10,15 @@ answers live, equal to the stub's monitor documents.
 One machine for the module (the demo, then idle); one daemon at a time owns its COM1
 (the stub, for the fallbacks) and a QMP socket of its own (the boot-id check)."""
 
+import collections
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-
-from pgtest import procs
+from pgtest import campaign, procs
 from pgtest.check import check
-from pgtest.inspector import Daemon, document, error_of, get, private_build
-from pgtest.machine import Machine
+from pgtest.inspector import Daemon, document, error_of, get, private_build, request
+from pgtest.machine import Machine, SwapDisk
 
 pytestmark = [pytest.mark.xdist_group("live"), pytest.mark.timeout(300)]
 
@@ -31,17 +33,19 @@ class Setup:
     def __init__(self, work, options):
         self.work = Path(work)
         self.kernel, self.image = private_build(self.work, options)
-        self.machine = Machine(self.work / "machine", "init=demo", mem="32M", stub="kernel",
-                               qmp=("tests", "daemon"), accel=options.accel,
+        self.options = options
+        self.machine = Machine(self.work / "machine", "init=demo", mem="32M", swap=SwapDisk("32M"),
+                               stub="kernel", qmp=("tests", "daemon"), accel=options.accel,
                                kernel=self.kernel, image=self.image, qemu=options.qemu)
         self.n = 0
 
-    def daemon(self, ram, kernel=None):
+    def daemon(self, ram, kernel=None, machine=None):
         """A daemon owning the machine's COM1, reading `ram`; stop it before the next."""
         self.n += 1
         port = procs.free_port()
-        return Daemon(self.work, target=f"127.0.0.1:{self.machine.port}", http_port=port,
-                      qmp_path=self.machine.qmp_path("daemon"), kernel=kernel or self.kernel,
+        machine = machine or self.machine
+        return Daemon(self.work, target=f"127.0.0.1:{machine.port}", http_port=port,
+                      qmp_path=machine.qmp_path("daemon"), kernel=kernel or self.kernel,
                       ram=ram, extra=("--timeout-ms", "5000"), log=f"daemon{self.n}.log").start()
 
     def copy_ram(self, name, patch=None, size=None):
@@ -62,17 +66,90 @@ def s(workdirs, built):
     setup = Setup(workdirs.make("live"), built)
     try:
         setup.machine.start()
-        setup.machine.wait_console(r"^VERDICT", 90)
         yield setup
     finally:
         setup.machine.close()
+
+
+@pytest.fixture(autouse=True)
+def _console_in_reports(request, s):
+    request.node.pg_machines = [s.machine]
+
+
+@pytest.fixture
+def demo_done(s):
+    s.machine.wait_console(r"^VERDICT", 120)
 
 
 def live_status(base):
     return get(base + "/api/v1/status")["live"]
 
 
-def test_a_good_file_answers_live_as_the_stub_does(s):
+def never_torn(base, running, what, least):
+    """checkmm over live snapshots, one after another while `running()`: every snapshot
+    called consistent (or taken in a brief stop) must be clean. Returns a note."""
+    taken, retries, kinds, unusable = 0, 0, collections.Counter(), collections.Counter()
+    while running():
+        status, body, _ = request(base + "/api/v1/checkmm?source=live", timeout=30)
+        if status != 200:
+            # Before the kernel published its descriptor, or once QEMU has gone.
+            unusable[json.loads(body)["error"]["code"]] += 1
+            continue
+        doc = json.loads(body)
+        taken += 1
+        retries += doc["retries"]
+        kinds[doc["consistency"]] += 1
+        check(doc["ok"] and doc["mismatch_count"] == 0 and not doc["mid_change"],
+              f"{what}: a torn snapshot (seq {doc['seq']}, {doc['consistency']}): {document(doc)}")
+    check(taken >= least, f"{what}: only {taken} snapshots ({dict(unusable)} unusable)")
+    return (f"{what}: {taken} snapshots, all clean; {retries} retries; "
+            f"{dict(kinds)}; not usable: {dict(unusable)}")
+
+
+def test_never_torn_during_the_demo(s, request):
+    """The demo, swap included: fork and copy-on-write, demand paging, memhog swapping
+    until oom."""
+    d = s.daemon(s.machine.ram_path)
+    try:
+        done = lambda: "VERDICT" in s.machine.console_text()
+        note = never_torn(d.base, lambda: not done() and s.machine.alive(), "the demo with swap", 20)
+        check(done() and "VERDICT: PASS" in s.machine.console_text(), "the demo did not pass")
+        request.node.user_properties.append(("note", note))
+        print(note)
+    finally:
+        d.stop()
+
+
+def test_never_torn_during_a_campaign_run(s, request):
+    """A run of the fixed-seed campaign (failure injection on a ktest workload, with a
+    swap disk), watched from its boot."""
+    run = next(r for r in map(campaign.draw, campaign.seeds(campaign.FIXED_SEED, 50))
+               if r["workload"] == "oom-recovery" and r["swap"])
+    machine = Machine(s.work / "campaign", run["cmdline"].replace(" onexit=exit", ""), mem=run["mem"],
+                      swap=SwapDisk(run["swap"]) if run["swap"] else None, stub="kernel", gdb_wait=True,
+                      qmp=("tests", "daemon"), accel=s.options.accel, kernel=s.kernel, image=s.image,
+                      qemu=s.options.qemu)
+    request.node.pg_machines = [machine]
+    try:
+        machine.start()
+        d = s.daemon(machine.ram_path, machine=machine)
+        try:
+            # The kernel waits for gdb at boot (the whole run is watched): a stub query
+            # lets it go (it ends with `D`).
+            get(d.base + "/api/v1/walk?addr=0&source=stub")
+            done = lambda: "VERDICT" in machine.console_text()
+            note = never_torn(d.base, lambda: not done() and machine.alive(),
+                              f"campaign seed {run['seed']} ({run['workload']}, {run['mem']})", 5)
+            check(done(), f"the campaign run gave no verdict: {machine.console_text()[-500:]}")
+            request.node.user_properties.append(("note", note))
+            print(note)
+        finally:
+            d.stop()
+    finally:
+        machine.close()
+
+
+def test_a_good_file_answers_live_as_the_stub_does(s, demo_done):
     d = s.daemon(s.machine.ram_path)
     try:
         st = live_status(d.base)
@@ -111,6 +188,7 @@ def refused(s, ram, code, kernel=None):
 
 
 def descriptor_addr(s):
+    s.machine.wait_console(r"^VERDICT", 120)
     d = s.daemon(s.machine.ram_path)
     try:
         return int(live_status(d.base)["descriptor"], 16)
@@ -118,7 +196,7 @@ def descriptor_addr(s):
         d.stop()
 
 
-def test_bad_ram_files_fall_back_to_the_stub(s):
+def test_bad_ram_files_fall_back_to_the_stub(s, demo_done):
     desc = descriptor_addr(s)
 
     def poke(at, value):
@@ -147,7 +225,7 @@ def test_bad_ram_files_fall_back_to_the_stub(s):
     refused(s, missing, "ram_unavailable")
 
 
-def test_another_kernel_build_is_refused(s):
+def test_another_kernel_build_is_refused(s, demo_done):
     """A RAM file of another kernel build than the ELF: here the ELF's build id changed."""
     st_daemon = s.daemon(s.machine.ram_path)
     try:

@@ -14,7 +14,6 @@ one xdist worker (group "web"):
 Every test but the restart also checks that the browser console showed no error.
 """
 
-import json
 import re
 import time
 from pathlib import Path
@@ -71,15 +70,11 @@ class Setup:
 
     def gdb_command(self, command, timeout=30):
         """Runs a gdb command; its output up to the next prompt."""
-        self.gdb.send(command + "\n")
-        return self.gdb.read_until(PROMPT, timeout)
+        return self.gdb.command(command, timeout)
 
     def gdb_monitor_json(self, command):
         """`monitor COMMAND --json` in the interactive gdb, parsed."""
-        out = self.gdb_command(f"python print(gdb.execute({('monitor ' + command + ' --json')!r}, to_string=True))")
-        match = re.search(r"^\{.*\}$", out, re.MULTILINE)
-        check(match, f"gdb printed no JSON for monitor {command}: {out[-400:]!r}")
-        return json.loads(match.group(0))
+        return self.gdb.monitor_json(command)
 
     def history(self):
         return get(self.base + "/api/v1/history")

@@ -34,8 +34,9 @@ pub struct Envelope {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u32>,
     /// How the live copy is consistent: `consistent` (between two equal even counts),
-    /// `stopped` (the stub holds the kernel), `paused` (QEMU paused the VM), `brief_stop`
-    /// (the kernel kept changing: a QMP stop/cont).
+    /// `stopped` (gdb or the stub holds the kernel), `paused` (QEMU paused the VM),
+    /// `brief_stop_qemu` / `brief_stop_stub` (the kernel kept changing: a brief QMP
+    /// stop/cont at an even count, or a brief stop by the stub).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consistency: Option<Consistency>,
     /// The count was odd: the kernel is stopped in the middle of a change and the answer

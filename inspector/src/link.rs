@@ -20,6 +20,7 @@
 //! resends on `-`), so the two conversations never see each other's acks.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,6 +48,36 @@ pub enum Op {
     Monitor(String),
     /// `m ADDR,LEN`: linear memory (read in chunks).
     ReadMemory { addr: u32, len: u32 },
+    /// Keeps the kernel stopped until the holder lets go (or the job's deadline): the
+    /// live source reads the RAM file meanwhile, at an even count (the stub stops the
+    /// kernel only where interrupts are on, never inside a change).
+    Hold(Arc<Hold>),
+}
+
+/// The two ends of an [`Op::Hold`]: the link says when the kernel is stopped, the holder
+/// when it may run again.
+#[derive(Debug)]
+pub struct Hold {
+    stopped: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    release: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Hold {
+    /// A hold, the receiver told when the kernel is stopped and the sender that lets go
+    /// (dropping it lets go too).
+    pub fn new() -> (Arc<Hold>, oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        let hold = Hold {
+            stopped: std::sync::Mutex::new(Some(stopped_tx)),
+            release: std::sync::Mutex::new(Some(release_rx)),
+        };
+        (Arc::new(hold), stopped_rx, release_tx)
+    }
+
+    fn take<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
+        slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// What one [`Op`] produced.
@@ -54,6 +85,8 @@ pub enum Op {
 pub enum OpResult {
     Monitor(String),
     Memory(Vec<u8>),
+    /// The hold ended.
+    Held,
 }
 
 /// A batch of ops run in one stop of the kernel, and where its answer goes.
@@ -667,6 +700,16 @@ impl Session<'_> {
                     .read_memory(*addr, *len, target_r, deadline)
                     .await
                     .map(OpResult::Memory),
+                Op::Hold(hold) => {
+                    if let Some(stopped) = Hold::take(&hold.stopped) {
+                        let _ = stopped.send(());
+                    }
+                    if let Some(release) = Hold::take(&hold.release) {
+                        // Let go on release, on the holder's drop, or at the deadline.
+                        let _ = timeout_at(deadline, release).await;
+                    }
+                    Ok(OpResult::Held)
+                }
             };
             results.push(result?);
         }

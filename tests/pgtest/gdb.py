@@ -1,6 +1,7 @@
 """gdb: real gdb against a stub, in batch mode (`run_gdb`, `run_batch`) or interactive
 under a pseudo-terminal (`PtyGdb`, for Ctrl-C), each in its own process group."""
 
+import json
 import os
 import pty
 import re
@@ -12,6 +13,8 @@ from . import paths, procs
 from .check import TestFailure
 
 # Exact output: no pager, no wrapping, no colour, no questions.
+# gdb's prompt, as the interactive sessions wait for it.
+PROMPT = r"\(gdb\) "
 SETTINGS = ("set pagination off", "set confirm off", "set width 0", "set style enabled off")
 
 
@@ -129,6 +132,20 @@ class PtyGdb:
 
     def send(self, text):
         os.write(self.fd, text.encode())
+
+    def command(self, line, timeout=30.0):
+        """Runs a gdb command; its output up to the next prompt."""
+        self.send(line + "\n")
+        return self.read_until(PROMPT, timeout)
+
+    def monitor_json(self, command, timeout=60.0):
+        """`monitor COMMAND --json`, parsed (the stub's own document)."""
+        out = self.command(f"python print(gdb.execute({('monitor ' + command + ' --json')!r}, to_string=True))",
+                           timeout)
+        match = re.search(r"^\{.*\}$", out, re.MULTILINE)
+        if not match:
+            raise TestFailure(f"gdb printed no JSON for monitor {command}: {out[-400:]!r}")
+        return json.loads(match.group(0))
 
     def close(self, kill=False):
         """Ends gdb: SIGTERM then SIGKILL, or with kill=True SIGKILL at once (a gdb that

@@ -45,7 +45,7 @@ impl From<Unavailable> for ApiError {
 
 /// How many brief stops are tried before giving up (each lands at an even count unless
 /// the vCPU was inside a change).
-const BRIEF_STOPS: u32 = 8;
+const BRIEF_STOPS: u32 = 4;
 
 impl App {
     /// The located descriptor, checked against the machine once per boot.
@@ -99,45 +99,85 @@ impl App {
             Ok(snap) => return Ok(snap),
             Err(c) => c,
         };
+        if let Some(snap) = self
+            .qemu_brief_stop(&located, parts, changing.retries)
+            .await?
+        {
+            return Ok(snap);
+        }
+        if let Some(snap) = self
+            .stub_brief_stop(&located, parts, changing.retries)
+            .await?
+        {
+            return Ok(snap);
+        }
+        Err(Unavailable::Changing {
+            retries: changing.retries,
+        })
+    }
+
+    /// QEMU's view: a paused VM read as it is; else brief `stop`/`cont`s until one lands
+    /// at an even count (QMP stops the vCPU anywhere, also inside a change: then it runs
+    /// a moment and is stopped again). `None` without QMP or when no stop landed so.
+    async fn qemu_brief_stop(
+        &self,
+        located: &Located,
+        parts: &Parts,
+        retries: u32,
+    ) -> Result<Option<Snapshot>, Unavailable> {
+        let err = Unavailable::Error;
         if !self.qmp.configured() {
-            return Err(Unavailable::Changing {
-                retries: changing.retries,
-            });
+            return Ok(None);
         }
         let Ok(mut s) = self.qmp.session().await else {
-            return Err(Unavailable::Changing {
-                retries: changing.retries,
-            });
+            return Ok(None);
         };
-        // A VM QEMU has paused: the state as it is (mid-change when the count is odd).
         if s.running().await.ok() == Some(false) {
             let snap =
-                Snapshot::take_frozen(&located, parts, Consistency::Paused, changing.retries)
-                    .map_err(err)?;
+                Snapshot::take_frozen(located, parts, Consistency::Paused, retries).map_err(err)?;
             if s.running().await.ok() == Some(false) {
-                return Ok(snap);
+                return Ok(Some(snap));
             }
         }
-        // A brief stop at an even count (QMP can stop the vCPU anywhere, also inside a
-        // change: then let it run a moment and stop again).
         for _ in 0..BRIEF_STOPS {
             if s.stop().await.is_err() {
                 break;
             }
             let even = located.descriptor().seq_now() & 1 == 0;
             let snap = even.then(|| {
-                Snapshot::take_frozen(&located, parts, Consistency::BriefStop, changing.retries)
+                Snapshot::take_frozen(located, parts, Consistency::BriefStopQemu, retries)
             });
             let _ = s.cont().await;
             match snap {
-                Some(Ok(snap)) => return Ok(snap),
-                Some(Err(e)) => return Err(err(e)),
+                Some(snap) => return snap.map(Some).map_err(err),
                 None => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         }
-        Err(Unavailable::Changing {
-            retries: changing.retries,
-        })
+        Ok(None)
+    }
+
+    /// The stub's view: it stops the kernel only where interrupts are on (never inside a
+    /// change) and holds it while the snapshot is copied. `None` when the stub is not
+    /// connected or does not stop the kernel in time.
+    async fn stub_brief_stop(
+        &self,
+        located: &Located,
+        parts: &Parts,
+        retries: u32,
+    ) -> Result<Option<Snapshot>, Unavailable> {
+        let (hold, stopped, release) = crate::link::Hold::new();
+        let link = self.link.clone();
+        let timeout = self.timeout;
+        let job =
+            tokio::spawn(async move { link.run(vec![crate::link::Op::Hold(hold)], timeout).await });
+        let held = tokio::time::timeout(self.timeout, stopped).await;
+        let snap = match held {
+            Ok(Ok(())) => Snapshot::take_held(located, parts, retries).map_err(Unavailable::Error),
+            _ => Ok(None),
+        };
+        drop(release);
+        let _ = job.await;
+        snap
     }
 
     /// Computes `make` over a live snapshot of `parts`; when the document read something

@@ -73,7 +73,10 @@ pub enum Consistency {
     Paused,
     /// The kernel kept changing through every retry: copied during a brief QMP
     /// `stop`/`cont` at an even count.
-    BriefStop,
+    BriefStopQemu,
+    /// The kernel kept changing through every retry: copied during a brief stop by the
+    /// stub (where interrupts are on, so never inside a change).
+    BriefStopStub,
 }
 
 /// When a snapshot was taken: the count it is consistent at and how.
@@ -191,6 +194,29 @@ impl Snapshot {
         }))
     }
 
+    /// Copies `parts` while the stub holds the kernel for the caller (an
+    /// [`Op::Hold`](crate::link::Op::Hold)): as it is, at the stop the stub made.
+    pub fn take_held(
+        loc: &Located,
+        parts: &Parts,
+        retries: u32,
+    ) -> Result<Option<Snapshot>, LiveError> {
+        Ok(match Snapshot::take(loc, parts, 4)? {
+            Ok(snap) if snap.moment.consistency == Consistency::Stopped => {
+                let m = snap.moment;
+                Some(Snapshot {
+                    moment: Moment {
+                        consistency: Consistency::BriefStopStub,
+                        retries: retries + m.retries,
+                        ..m
+                    },
+                    ..snap
+                })
+            }
+            _ => None,
+        })
+    }
+
     /// Copies `parts` as they are: the caller knows the machine is not running (QEMU has
     /// it paused, from before this call to after it).
     pub fn take_frozen(
@@ -205,6 +231,15 @@ impl Snapshot {
 
     /// The copy, dated: the count it was taken at and how it is consistent.
     fn dated(mut self, m: Mark, consistency: Consistency, retries: u32) -> Snapshot {
+        if m.seq & 1 != 0 {
+            // Stopped inside a change: the scalars the kernel publishes when it leaves the
+            // change (kernel/kernel/src/publish.rs) still say what they said before it,
+            // while mem_map itself is as the kernel has it now. The free counter is then
+            // what mem_map's zeros say, which is what the kernel's own counter holds
+            // between its updates of the two (get_free_page, free_page).
+            let paging = self.nr_pages().min(self.mem_map.len());
+            self.nr_free = self.mem_map[..paging].iter().filter(|&&c| c == 0).count() as u32;
+        }
         self.moment = Moment {
             seq: m.seq,
             consistency,
