@@ -19,6 +19,8 @@ pub mod ram;
 pub mod ring;
 pub mod serve;
 pub mod snapshot;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
