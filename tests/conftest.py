@@ -195,7 +195,7 @@ def _deselect_slow(config, items):
 
 # --- exclusive tests ---------------------------------------------------------------------
 # Tests marked `exclusive` run while no other test of the run does, as each runner ran
-# alone before the harness: the inspector's tests assert response times (a 3 s stub
+# alone before the harness: the inspector's tests assert response times (an 8 s stub
 # timeout, a 12 s post-mortem fallback) and its stub link degrades with a QEMU scenario
 # busy on the other core. Every test holds a shared lock while it runs, an exclusive
 # test the exclusive one, kept across consecutive exclusive tests (the inspector's group

@@ -69,7 +69,7 @@ class Setup:
                         gdb_listen=f"127.0.0.1:{self.gdb_port}" if port is None else "off",
                         qmp_path=self.machine.qmp_path("daemon"), kernel=self.kernel,
                         ram=self.machine.ram_path if port is None else None,
-                        extra=("--timeout-ms", "3000", "--poll-ms", "300", *extra), log=log)
+                        extra=("--timeout-ms", "8000", "--poll-ms", "300", *extra), log=log)
         self.daemons.append(daemon)
         return daemon.start()
 
