@@ -980,9 +980,11 @@ async fn walk(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiErr
     };
     let choice = SourceChoice::of(&params)?;
     let mut answer = None;
-    // A task's walk needs its slot first: every table then.
     let tables = match task {
-        Some(_) => Tables::All,
+        Some(pid) => Tables::Task {
+            pid,
+            offset: addr as u32,
+        },
         None => Tables::One(LinearAddr::new(addr as u32).dir_index()),
     };
     let live = try_live(&app, choice, Parts::tables(tables), |snap| {

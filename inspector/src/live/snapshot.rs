@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 
 use introspect::{LayoutValue, TaskValue};
-use mm::addr::{Frame, PhysAddr, NR_TASKS, PAGE_SIZE};
+use mm::addr::{Frame, LinearAddr, PhysAddr, NR_TASKS, PAGE_SIZE};
 use mm::view::PagingView;
 use report::{FailState, FaultRecord, FaultSource, LogBusy, TaskSlots, TaskSource, TaskSummary};
 use serde::Serialize;
@@ -28,6 +28,9 @@ pub enum Tables {
     None,
     /// The table of one directory entry.
     One(usize),
+    /// The table that maps `offset` in the segment of the task `pid` (its slot found in
+    /// the same copy of the task table; none when there is no such task).
+    Task { pid: u32, offset: u32 },
     /// Every table the directory names (that a reader would accept: `page_table`).
     All,
 }
@@ -362,6 +365,11 @@ fn copy(loc: &Located, parts: &Parts) -> Result<Snapshot, LiveError> {
     let wanted: Vec<usize> = match parts.tables {
         Tables::None => vec![],
         Tables::One(i) => vec![i],
+        Tables::Task { pid, offset } => c
+            .slot_of_pid(pid)
+            .map(|slot| LinearAddr::new(mm::addr::slot_base(slot).as_u32().wrapping_add(offset)))
+            .map(|linear| vec![linear.dir_index()])
+            .unwrap_or_default(),
         Tables::All => (0..1024).collect(),
     };
     for i in wanted {

@@ -282,6 +282,17 @@ fn a_snapshot_of_one_table_misses_what_it_did_not_copy() {
         walk,
         json(report::walk(&k.mm, &Pids(&k), linear.as_u32(), None).unwrap())
     );
+    // A task's walk: the table of its slot, found in the same copy of the task table.
+    let task = Parts::tables(Tables::Task {
+        pid: pid(2),
+        offset: 0x1000,
+    });
+    let snap2 = Snapshot::take(&located, &task, 4).unwrap().unwrap();
+    assert_eq!(
+        json(report::walk(&snap2, &snap2, 0x1000, Some(pid(2))).unwrap()),
+        json(report::walk(&k.mm, &Pids(&k), 0x1000, Some(pid(2))).unwrap())
+    );
+    assert!(!snap2.missed());
     // Another slot's table was not copied: the snapshot says so instead of answering.
     let _ = report::walk(&snap, &snap, 0x0800_1000, None);
     assert!(snap.missed());
