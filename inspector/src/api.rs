@@ -742,7 +742,7 @@ pub struct PgdQuery {
     writable: Option<bool>,
     /// One entry per line, no merging (the JSON entries are never merged anyway).
     all: Option<bool>,
-    /// `auto` (default), `stub` or `qemu`.
+    /// `auto` (default: the RAM file, else the stub, else QEMU), `live`, `stub` or `qemu`.
     source: Option<SourceChoice>,
     /// Indent the JSON.
     pretty: Option<bool>,
@@ -863,7 +863,7 @@ fn monitor_refusal(e: report::MonitorError) -> ApiError {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documents the parameters; params::Params reads them
 pub struct SourceQuery {
-    /// `auto` (default), `stub` or `qemu`.
+    /// `auto` (default: the RAM file, else the stub, else QEMU), `live`, `stub` or `qemu`.
     source: Option<SourceChoice>,
     /// Indent the JSON.
     pretty: Option<bool>,
@@ -928,7 +928,7 @@ pub struct WalkQuery {
     task: Option<String>,
     /// `qemu`: also ask QEMU (gva2gpa) and say whether it agrees.
     verify: Option<String>,
-    /// `auto` (default), `stub` or `qemu`.
+    /// `auto` (default: the RAM file, else the stub, else QEMU), `live`, `stub` or `qemu`.
     source: Option<SourceChoice>,
     /// Indent the JSON.
     pretty: Option<bool>,
@@ -1053,7 +1053,7 @@ pub struct MemMapQuery {
     start: Option<String>,
     /// End, exclusive; default HIGH_MEMORY. At most 16128 frames.
     end: Option<String>,
-    /// `auto` (default), `stub` or `qemu`.
+    /// `auto` (default: the RAM file, else the stub, else QEMU), `live`, `stub` or `qemu`.
     source: Option<SourceChoice>,
     /// Indent the JSON.
     pretty: Option<bool>,
