@@ -28,7 +28,16 @@ from pgtest import gdb as pg_gdb
 from pgtest import paths, procs, tools
 from pgtest.check import check
 from pgtest.gdb import PtyGdb
-from pgtest.inspector import ENVELOPE, Daemon, document, error_of, get, private_build, request, sse_events
+from pgtest.inspector import (
+    ENVELOPE,
+    Daemon,
+    document,
+    error_of,
+    get,
+    private_build,
+    request,
+    sse_events,
+)
 from pgtest.machine import Machine
 from pgtest.paths import INSPECTOR
 

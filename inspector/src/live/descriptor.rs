@@ -145,16 +145,19 @@ fn check_layout(l: &LayoutValue, len: u64) -> Result<(), LiveError> {
         });
     }
     let within = |addr: u32, bytes: u64| u64::from(addr) + bytes <= u64::from(l.high_memory);
-    if l.start_mem < LOW_MEM || l.start_mem >= l.high_memory || l.start_mem % PAGE_SIZE != 0 {
+    if l.start_mem < LOW_MEM
+        || l.start_mem >= l.high_memory
+        || !l.start_mem.is_multiple_of(PAGE_SIZE)
+    {
         return bad("start_mem");
     }
-    if l.pg_dir % PAGE_SIZE != 0 || !within(l.pg_dir, u64::from(PAGE_SIZE)) {
+    if !l.pg_dir.is_multiple_of(PAGE_SIZE) || !within(l.pg_dir, u64::from(PAGE_SIZE)) {
         return bad("the page directory");
     }
     if l.kernel_pdes as usize > PDES_PER_TASK
         || l.kernel_tables[..l.kernel_pdes as usize]
             .iter()
-            .any(|&t| t % PAGE_SIZE != 0 || !within(t, u64::from(PAGE_SIZE)))
+            .any(|&t| !t.is_multiple_of(PAGE_SIZE) || !within(t, u64::from(PAGE_SIZE)))
     {
         return bad("the identity map's page tables");
     }
@@ -167,7 +170,7 @@ fn check_layout(l: &LayoutValue, len: u64) -> Result<(), LiveError> {
         return bad("mem_map");
     }
     if (l.free_bits_words as usize) < pages.div_ceil(32)
-        || l.free_bits % 4 != 0
+        || !l.free_bits.is_multiple_of(4)
         || !within(l.free_bits, 4 * u64::from(l.free_bits_words))
     {
         return bad("the free-frame bitmap");

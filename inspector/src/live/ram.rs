@@ -102,7 +102,7 @@ impl Ram {
 
     /// The aligned word at physical `addr`; `None` outside the file or unaligned.
     pub fn word(&self, addr: u32) -> Option<u32> {
-        if addr % 4 != 0 {
+        if !addr.is_multiple_of(4) {
             return None;
         }
         self.words()
@@ -112,7 +112,7 @@ impl Ram {
 
     /// `out.len()` words from physical `addr`; `None` when any lies outside the file.
     pub fn copy_words(&self, addr: u32, out: &mut [u32]) -> Option<()> {
-        if addr % 4 != 0 {
+        if !addr.is_multiple_of(4) {
             return None;
         }
         let first = (addr / 4) as usize;
@@ -146,7 +146,7 @@ impl Ram {
     /// A `T` made only of atomic words (the descriptor's types) at physical `addr`.
     fn record<T>(&self, addr: u32) -> Option<&T> {
         let size = std::mem::size_of::<T>();
-        if addr % 4 != 0 || u64::from(addr) + size as u64 > self.len() {
+        if !addr.is_multiple_of(4) || u64::from(addr) + size as u64 > self.len() {
             return None;
         }
         let words = &self.words()[(addr / 4) as usize..];
