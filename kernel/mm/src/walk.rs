@@ -3,7 +3,9 @@
 //! These only read: they never fault a page in, never change an entry or a count, so the
 //! debugger and the system calls can look at any address safely.
 
-use crate::addr::{slot_base, Frame, LinearAddr, ENTRIES_PER_TABLE, NR_TASKS, PDES_PER_TASK};
+use crate::addr::{
+    slot_base, Frame, LinearAddr, PhysAddr, ENTRIES_PER_TABLE, NR_TASKS, PAGE_SIZE, PDES_PER_TASK,
+};
 use crate::entry::Entry;
 use crate::memory::Mm;
 use crate::phys::PhysMem;
@@ -114,6 +116,69 @@ pub fn walk<V: PagingView + ?Sized>(view: &V, linear: LinearAddr) -> Walk {
         walk.frame = Some((frame, view.count(frame)));
     }
     walk
+}
+
+/// A present page a debugger reached by a walk (gdb's `m` and `M`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The physical address the linear address translates to.
+    pub phys: u32,
+    /// The page-table entry and its physical address.
+    pub pte: Entry,
+    pub pte_addr: u32,
+}
+
+/// Why a debugger's walk reached no page it may touch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoPage {
+    /// No page table, or no page: an access would fault.
+    NotMapped,
+    /// The entry names a frame beyond RAM (a corrupted entry).
+    OutsideRam(Frame),
+}
+
+/// Walks `linear` to a present frame inside RAM, for a debugger: the kernel's gdb stub,
+/// and the inspector's proxy answering gdb's reads from the RAM file of a stopped kernel
+/// (the same walk over another view, so the same bytes and the same refusals).
+pub fn translate<V: PagingView + ?Sized>(view: &V, linear: u32) -> Result<Page, NoPage> {
+    let walk = walk(view, LinearAddr::new(linear));
+    let (Some(pte), Some((frame, _))) = (walk.pte, walk.frame) else {
+        return Err(NoPage::NotMapped);
+    };
+    if frame.as_u32() >= view.high_memory() {
+        return Err(NoPage::OutsideRam(frame));
+    }
+    const ENTRY_BYTES: u32 = 4;
+    Ok(Page {
+        phys: frame.as_u32() | walk.linear.page_offset(),
+        pte,
+        pte_addr: walk.pde.frame().as_u32() + walk.pte_index as u32 * ENTRY_BYTES,
+    })
+}
+
+/// A debugger's read of `[linear, linear + out.len())`, up to the first page [`translate`]
+/// refuses; `copy` fills a piece from physical memory (inside one page, inside RAM).
+/// Returns how many bytes were read.
+pub fn read_linear<V: PagingView + ?Sized>(
+    view: &V,
+    linear: u32,
+    out: &mut [u8],
+    mut copy: impl FnMut(PhysAddr, &mut [u8]),
+) -> usize {
+    let mut done = 0;
+    while done < out.len() {
+        let at = linear.wrapping_add(done as u32);
+        let Ok(page) = translate(view, at) else { break };
+        let in_page = (PAGE_SIZE - at % PAGE_SIZE) as usize;
+        let n = in_page.min(out.len() - done);
+        copy(PhysAddr::new(page.phys), &mut out[done..done + n]);
+        done += n;
+        // The last page of the address space: do not wrap around to 0.
+        if at.checked_add(n as u32).is_none() {
+            break;
+        }
+    }
+    done
 }
 
 /// Pages and page tables of task slot `slot`.

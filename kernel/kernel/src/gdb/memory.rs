@@ -1,6 +1,6 @@
 //! Memory by linear address, for gdb: software page walks and the identity map.
 //!
-//! A read walks the page tables in software (`Mm::walk`) and copies from the frame
+//! A read walks the page tables in software (`mm::walk::translate`) and copies from the frame
 //! through the identity map, so it never faults, never demand-loads a page and never
 //! changes an entry or a `mem_map` count; an unmapped address ends the read there.
 //!
@@ -16,7 +16,8 @@
 use core::fmt;
 
 use mm::addr::{Frame, LinearAddr, PAGE_SIZE};
-use mm::entry::{Entry, EntryFlags};
+use mm::entry::EntryFlags;
+use mm::walk::NoPage;
 use mm::Mm;
 
 use crate::arch::x86::{cpu, debugger, phys::KernelPhys};
@@ -63,30 +64,14 @@ impl fmt::Display for AccessError {
     }
 }
 
-/// A present page the debugger reached by a walk.
-#[derive(Clone, Copy, Debug)]
-pub struct Page {
-    /// The physical address `linear` translates to.
-    pub phys: u32,
-    /// The page-table entry and its physical address.
-    pub pte: Entry,
-    pub pte_addr: u32,
-}
+pub use mm::walk::Page;
 
-/// Walks `linear` to a present frame inside RAM.
+/// Walks `linear` to a present frame inside RAM (`mm`'s debugger walk, which the
+/// inspector's proxy also runs over the RAM file).
 pub fn translate(mm: &Mm<KernelPhys>, linear: u32) -> Result<Page, AccessError> {
-    let walk = mm.walk(LinearAddr::new(linear));
-    let (Some(pte), Some((frame, _))) = (walk.pte, walk.frame) else {
-        return Err(AccessError::NotMapped { linear });
-    };
-    if frame.as_u32() >= mm.high_memory() {
-        return Err(AccessError::OutsideRam { linear, frame });
-    }
-    const ENTRY_BYTES: u32 = 4;
-    Ok(Page {
-        phys: frame.as_u32() | walk.linear.page_offset(),
-        pte,
-        pte_addr: walk.pde.frame().as_u32() + walk.pte_index as u32 * ENTRY_BYTES,
+    mm::walk::translate(mm, linear).map_err(|e| match e {
+        NoPage::NotMapped => AccessError::NotMapped { linear },
+        NoPage::OutsideRam(frame) => AccessError::OutsideRam { linear, frame },
     })
 }
 
@@ -112,24 +97,9 @@ pub fn writable(mm: &Mm<KernelPhys>, linear: u32) -> Result<Page, AccessError> {
 /// The bytes of `[linear, linear + out.len())`, up to the first unreadable page.
 /// Returns how many were read.
 pub fn read(mm: &Mm<KernelPhys>, linear: u32, out: &mut [u8]) -> usize {
-    let mut done = 0;
-    while done < out.len() {
-        let at = linear.wrapping_add(done as u32);
-        let Ok(page) = translate(mm, at) else { break };
-        let in_page = (PAGE_SIZE - at % PAGE_SIZE) as usize;
-        let n = in_page.min(out.len() - done);
-        mm::PhysMem::read_bytes(
-            &mm.phys,
-            mm::PhysAddr::new(page.phys),
-            &mut out[done..done + n],
-        );
-        done += n;
-        // The last page of the address space: do not wrap around to 0.
-        if at.checked_add(n as u32).is_none() {
-            break;
-        }
-    }
-    done
+    mm::walk::read_linear(mm, linear, out, |at, piece| {
+        mm::PhysMem::read_bytes(&mm.phys, at, piece)
+    })
 }
 
 /// Writes `bytes` at `linear`: every page is checked first, so a refused write changes
