@@ -4,7 +4,7 @@ One machine for the whole module (TCG; COM1 on a free port, two QMP sockets: the
 daemon's and the tests', QEMU's own gdbstub on a free port) and target/debug/inspector
 on free ports. The tests check every endpoint against the kernel's own monitor output
 (real gdb, batch mode, through the daemon's gdb port) and against QEMU's translation;
-concurrent clients; gdb attached at the same time; post-mortem (the VM paused: QEMU
+concurrent clients; gdb attached at the same time; a paused VM and a silent stub (QEMU
 answers); the kernel killed and restarted; bad requests; schemathesis against the
 served OpenAPI document; every answer against the committed JSON Schema of the
 documents (kernel/docs/monitor.schema.json), post-mortem answers against the stub's, and
@@ -469,24 +469,90 @@ def test_safety_flags(s, demo_done):
         p.stop()
 
 
-def test_post_mortem(s, demo_done):
-    """The VM paused (the stub cannot answer): QEMU answers, and says so."""
+FAST_S = 1.0  # "at once": a generous bound for an answer that asks nobody slow
+
+
+def timed_get(url, expect=200):
+    t = time.monotonic()
+    doc = get(url, expect=expect) if expect == 200 else error_of(url, expect, None)
+    return doc, time.monotonic() - t
+
+
+class SilentTarget:
+    """A TCP port that accepts a connection and never answers: a stub whose kernel is
+    wedged (the VM runs, nothing comes back)."""
+
+    def __init__(self):
+        import socket
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.conns.append(conn)  # read nothing, answer nothing
+
+    def close(self):
+        self.server.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_paused_vm(s, demo_done):
+    """The VM paused (QMP stop; the stub cannot answer): status says so with the right
+    HIGH_MEMORY, QEMU answers what it can at once and says why, the rest is a 503 at
+    once; after cont everything comes from the stub again."""
+    running = get(s.base + "/api/v1/status")
+    show = get(s.base + "/api/v1/showmem")
     s.qmp.execute("stop")
     try:
-        t = time.monotonic()
-        doc = get(s.base + "/api/v1/walk?addr=0x12345&source=qemu")
-        check(doc["source"] == "qemu" and doc["physical"] == "0x00012345", f"post-mortem walk {doc}")
-        check(time.monotonic() - t < 12, "fallback took too long")
-        check(get(s.base + "/api/v1/page-directory?source=qemu")["source"] == "qemu", "page directory source")
-        # The live source reads the paused machine's RAM as it is.
-        live = get(s.base + "/api/v1/walk?addr=0x12345")
-        check(live["source"] == "live" and live["physical"] == "0x00012345", f"live walk while paused {live}")
-        check(get(s.base + "/api/v1/mem-map?start=0x200000&end=0x201000&source=qemu")["source"] == "qemu",
-              "mem_map source")
-        check(get(s.base + "/api/v1/mem-map?start=0x200000&end=0x201000")["source"] == "live", "live mem_map")
-        error_of(s.base + "/api/v1/tasks?source=stub", 504, "timeout")
-        check(get(s.base + "/api/v1/tasks")["source"] == "live", "tasks of the paused VM")
-        error_of(s.base + "/api/v1/walk?addr=0x1&source=stub", 504, "timeout")
+        st, took = timed_get(s.base + "/api/v1/status")
+        check(st["kernel"] == "paused" and st["vm"] == "paused", f"status of a paused VM: {st}")
+        check(st["high_memory"] == show["high_memory"] and st["cr3"] == running["cr3"],
+              f"paused status {st} vs showmem {show['high_memory']}, cr3 {running['cr3']}")
+        check(took < FAST_S, f"status took {took:.2f} s")
+        # The live source reads the paused machine's RAM as it is: every document, at once.
+        for path in ("/api/v1/walk?addr=0x12345", "/api/v1/page-directory", "/api/v1/page-tables/0",
+                     "/api/v1/mem-map?start=0x200000&end=0x201000", "/api/v1/tasks", "/api/v1/checkmm",
+                     "/api/v1/faults"):
+            doc, took = timed_get(s.base + path)
+            check(doc["source"] == "live" and doc["consistency"] == "paused", f"{path} paused: {str(doc)[:300]}")
+            check(took < FAST_S, f"{path} took {took:.2f} s on a paused VM")
+        doc, took = timed_get(s.base + "/api/v1/walk?addr=0x12345&source=qemu")
+        check(doc["source"] == "qemu" and doc["physical"] == "0x00012345" and took < FAST_S,
+              f"post-mortem walk {doc} in {took:.2f} s")
+        # The stub is not asked (it cannot answer): a 503 at once, not a timeout.
+        for path in ("/api/v1/tasks?source=stub", "/api/v1/walk?addr=0x1&source=stub"):
+            doc, took = timed_get(s.base + path, 503)
+            check(doc["error"]["code"] == "vm_paused" and "paused" in doc["error"]["message"], f"{path}: {doc}")
+            check(took < FAST_S, f"{path} took {took:.2f} s to refuse")
+        # Without a RAM file: QEMU answers what it can, saying why, after one short stop wait.
+        silent = SilentTarget()
+        try:
+            port = procs.free_port()
+            d = s.start_daemon(port=port, target=f"127.0.0.1:{silent.port}", log="daemon-paused.log")
+            base = f"http://127.0.0.1:{port}"
+            wait_connected(base)
+            for path, field, value in (("/api/v1/walk?addr=0x12345", "physical", "0x00012345"),
+                                       ("/api/v1/page-directory", "command", "dumppgd"),
+                                       ("/api/v1/mem-map?start=0x200000&end=0x201000", "command", "mem_map")):
+                doc, took = timed_get(base + path)
+                check(doc["source"] == "qemu" and doc.get("kernel") == "paused" and doc[field] == value,
+                      f"{path} on a paused VM without RAM file: {str(doc)[:300]}")
+                check(took < FAST_S, f"{path} took {took:.2f} s on a paused VM")
+            doc, took = timed_get(base + "/api/v1/tasks", 503)
+            check(doc["error"]["code"] == "vm_paused" and took < FAST_S, f"tasks: {doc} in {took:.2f} s")
+            st = get(base + "/api/v1/status")
+            check(st["kernel"] == "paused" and st["high_memory"] == show["high_memory"], f"status {st}")
+            d.stop()
+        finally:
+            silent.close()
     finally:
         s.qmp.execute("cont")
     deadline = time.monotonic() + 20
@@ -495,7 +561,46 @@ def test_post_mortem(s, demo_done):
         if status == 200:
             break
         check(time.monotonic() < deadline, f"the stub did not come back after cont: {status} {body[:200]!r}")
-        time.sleep(0.5)
+        time.sleep(0.2)
+    st = get(s.base + "/api/v1/status")
+    check(st["kernel"] == "running" and st["vm"] == "running" and st["stub_responsive"], f"after cont: {st}")
+    walk = get(s.base + "/api/v1/walk?addr=0x12345&source=stub")
+    check(walk["source"] == "stub" and "kernel" not in walk, f"walk after cont: {walk}")
+
+
+def wait_connected(base):
+    deadline = time.monotonic() + 10
+    while not get(base + "/health")["connected"]:
+        check(time.monotonic() < deadline, f"the daemon at {base} did not connect")
+        time.sleep(0.05)
+
+
+def test_unresponsive_stub(s, demo_done):
+    """A stub that does not answer while the VM runs: after one short probe the kernel
+    is `unresponsive`, QEMU answers at once and says why, the task table is a 503."""
+    silent = SilentTarget()
+    port = procs.free_port()
+    try:
+        d = s.start_daemon(port=port, target=f"127.0.0.1:{silent.port}", log="daemon-silent.log")
+        base = f"http://127.0.0.1:{port}"
+        wait_connected(base)
+        # The first query finds out (the stub's stop probe), well before --timeout-ms.
+        doc, took = timed_get(base + "/api/v1/walk?addr=0x12345")
+        check(doc["source"] == "qemu" and doc.get("kernel") == "unresponsive", f"first walk: {doc}")
+        check(took < 4, f"the first walk took {took:.2f} s (the stop probe is 2 s, --timeout-ms 3 s)")
+        st, took = timed_get(base + "/api/v1/status")
+        check(st["kernel"] == "unresponsive" and st["vm"] == "running" and not st["stub_responsive"], f"status {st}")
+        check(st["high_memory"] == get(s.base + "/api/v1/showmem")["high_memory"], f"HIGH_MEMORY {st}")
+        check(took < FAST_S, f"status took {took:.2f} s")
+        doc, took = timed_get(base + "/api/v1/page-directory")
+        check(doc["source"] == "qemu" and doc.get("kernel") == "unresponsive", f"page directory: {str(doc)[:200]}")
+        check(took < FAST_S, f"page directory took {took:.2f} s")
+        doc, took = timed_get(base + "/api/v1/tasks", 503)
+        check(doc["error"]["code"] == "unresponsive", f"tasks: {doc}")
+        check(took < FAST_S, f"tasks took {took:.2f} s to refuse")
+        d.stop()
+    finally:
+        silent.close()
 
 
 def test_restart(s, demo_done):

@@ -25,6 +25,27 @@ pub enum Source {
     Live,
 }
 
+/// Why an answer did not come from the stub: the state the kernel was found in.
+#[derive(Serialize, ToSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelState {
+    /// The VM is not running (QMP `stop`, QEMU's own gdbstub, a guest panic).
+    Paused,
+    /// The VM runs but the kernel's stub does not answer (wedged with interrupts off).
+    Unresponsive,
+}
+
+impl KernelState {
+    /// The state a failed stub query reveals (`None`: another failure).
+    pub fn of_error(error: &ApiError) -> Option<KernelState> {
+        match error.code.as_str() {
+            "vm_paused" => Some(KernelState::Paused),
+            "unresponsive" | "timeout" => Some(KernelState::Unresponsive),
+            _ => None,
+        }
+    }
+}
+
 /// The fields every answer adds to its document: the one definition of the envelope.
 /// A live answer says when it was taken (`seq`, `consistency`, `mid_change`,
 /// `retries`); the others have only `source`.
@@ -48,6 +69,9 @@ pub struct Envelope {
     pub retries: Option<u32>,
     /// Where the answer came from.
     pub source: Source,
+    /// Present when the stub could not answer: why (`paused` or `unresponsive`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelState>,
 }
 
 impl Envelope {
@@ -58,6 +82,7 @@ impl Envelope {
             mid_change: None,
             retries: None,
             source,
+            kernel: None,
         }
     }
 
@@ -69,6 +94,7 @@ impl Envelope {
             mid_change: Some(moment.mid_change),
             retries: Some(moment.retries),
             source: Source::Live,
+            kernel: None,
         }
     }
 }
@@ -97,6 +123,12 @@ impl<D> Answer<D> {
             document,
             envelope: Envelope::live(moment),
         }
+    }
+
+    /// The answer says the kernel was found `kernel` (why the stub did not answer).
+    pub fn noting(mut self, kernel: Option<KernelState>) -> Answer<D> {
+        self.envelope.kernel = kernel;
+        self
     }
 }
 

@@ -35,7 +35,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::answer::{parse_document, Answer, Envelope, Reply, Source};
+use crate::answer::{parse_document, Answer, Envelope, KernelState, Reply, Source};
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{Feed, FeedEvent};
 use crate::link::{LinkHandle, Op, OpResult};
@@ -52,7 +52,7 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// Everything the handlers share.
 pub struct App {
     pub link: LinkHandle,
-    pub qmp: Qmp,
+    pub qmp: Arc<Qmp>,
     pub timeout: Duration,
     pub allow_write: bool,
     pub guard: Guard,
@@ -267,8 +267,14 @@ pub struct Health {
 pub struct Status {
     /// The kernel's stub is connected (QEMU's COM1).
     pub connected: bool,
-    /// `running`, `stopped` (gdb holds it) or `unknown` (not connected).
+    /// `running`; `stopped` (gdb holds it); `paused` (the VM is not running: QMP `stop`,
+    /// QEMU's own gdbstub; answers come from QEMU at once); `unresponsive` (the VM runs
+    /// but the stub does not answer: a wedged kernel; answers come from QEMU); `unknown`
+    /// (not connected).
     pub kernel: String,
+    /// QEMU's run state (`query-status`: `running`, `paused`, `debug`, ...); null
+    /// without QMP.
+    pub vm: Option<String>,
     pub gdb_attached: bool,
     /// The last query got its answer in time.
     pub stub_responsive: bool,
@@ -361,10 +367,29 @@ pub fn hex(value: u32) -> String {
 }
 
 impl App {
-    /// One monitor command through the stub, parsed into its document.
+    /// One monitor command through the stub, parsed into its document (at once an
+    /// error when the VM is paused or the stub unresponsive).
     async fn monitor<D: DeserializeOwned>(&self, line: &str) -> Result<D, ApiError> {
-        let text = self.link.monitor(line, self.timeout).await?;
-        parse_document(&text)
+        self.monitor_for(SourceChoice::Auto, line).await
+    }
+
+    /// As [`monitor`](Self::monitor); `source=stub` tries a stub that seems
+    /// unresponsive (the client asked for nothing else).
+    async fn monitor_for<D: DeserializeOwned>(
+        &self,
+        choice: SourceChoice,
+        line: &str,
+    ) -> Result<D, ApiError> {
+        let ops = vec![Op::Monitor(line.to_string())];
+        let results = if choice == SourceChoice::Stub {
+            self.link.run_patient(ops, self.timeout).await?
+        } else {
+            self.link.run(ops, self.timeout).await?
+        };
+        match results.first() {
+            Some(OpResult::Monitor(text)) => parse_document(text),
+            _ => Err(ApiError::internal("no monitor answer")),
+        }
     }
 
     /// Whether a stub failure lets QEMU answer instead.
@@ -373,7 +398,12 @@ impl App {
             && self.qmp.configured()
             && matches!(
                 error.code.as_str(),
-                "not_connected" | "timeout" | "protocol_error" | "stub_refused"
+                "not_connected"
+                    | "timeout"
+                    | "protocol_error"
+                    | "stub_refused"
+                    | "vm_paused"
+                    | "unresponsive"
             )
     }
 
@@ -390,14 +420,20 @@ impl App {
         cache
     }
 
-    /// CR3 and HIGH_MEMORY as QEMU sees them (HIGH_MEMORY from the kernel's identity map is
-    /// not needed: RAM size bounds the reads, rounded down to a page).
+    /// CR3 and HIGH_MEMORY as QEMU sees them: HIGH_MEMORY as the kernel published it
+    /// in its descriptor, else the RAM size (rounded down to a page), which bounds the
+    /// reads all the same.
     async fn qemu_machine(&self) -> Result<(Frame, u32), ApiError> {
         let mut s = self.qmp.session().await?;
         let cr3 = s.cr3().await?;
         let ram = s.ram_size().await?;
-        let high = u32::try_from(ram.min(mm::addr::MAX_HIGH_MEMORY as u64))
+        let ram = u32::try_from(ram.min(mm::addr::MAX_HIGH_MEMORY as u64))
             .unwrap_or(mm::addr::MAX_HIGH_MEMORY);
+        // Never beyond the RAM QEMU has, whatever the descriptor says.
+        let high = match s.published_high_memory().await? {
+            Some(h) if h > LOW_MEM && h <= ram => h,
+            _ => ram,
+        };
         Ok((Frame::containing(cr3), high & !(PAGE_SIZE - 1)))
     }
 
@@ -489,6 +525,8 @@ async fn health_v1(state: Shared) -> Json<Health> {
     responses((status = 200, description = "link and machine state", body = Status), (status = 400, body = ErrorBody)))]
 async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
     let pretty = Params::parse(q.as_deref(), &[])?.pretty()?;
+    // QEMU first: a paused VM is said at once, and its stub is not asked.
+    let vm = app.link.vm_state().await;
     let link = app.link.status();
     let mut source = None;
     let (mut cr3, mut high) = {
@@ -532,16 +570,23 @@ async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiE
             source = Some("qemu".into());
         }
     }
+    // The link's state after the queries above (they may have found the stub unresponsive).
+    let link = app.link.status();
     let kernel = if !link.connected {
         "unknown"
+    } else if vm.as_ref().is_some_and(|v| !v.running) {
+        "paused"
     } else if link.stopped_by_gdb {
         "stopped"
+    } else if !link.stub_responsive {
+        "unresponsive"
     } else {
         "running"
     };
     let status = Status {
         connected: link.connected,
         kernel: kernel.into(),
+        vm: vm.map(|v| v.status),
         gdb_attached: link.gdb_attached,
         stub_responsive: link.stub_responsive,
         cr3: cr3.map(hex),
@@ -807,6 +852,7 @@ async fn page_directory(State(app): Shared, RawQuery(q): RawQuery) -> Result<Rep
     answer_live!(app, choice, Parts::tables(Tables::All), pretty, |snap| {
         report::DumpPgd::new(snap, snap, &filter).map_err(monitor_refusal)
     });
+    let mut because = None;
     if choice.tries_stub() {
         let mut line = String::from("dumppgd --json");
         if let Some(t) = task {
@@ -828,10 +874,13 @@ async fn page_directory(State(app): Shared, RawQuery(q): RawQuery) -> Result<Rep
         if filter.all {
             line += " --all";
         }
-        match app.monitor::<DumpPgdDoc<'static>>(&line).await {
+        match app.monitor_for::<DumpPgdDoc<'static>>(choice, &line).await {
             Ok(doc) => return Ok(Reply::new(&Answer::new(doc, Source::Stub), pretty)),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),
-            Err(e) => tracing::info!("page directory from QEMU: the stub failed ({})", e.message),
+            Err(e) => {
+                tracing::info!("page directory from QEMU: the stub failed ({})", e.message);
+                because = KernelState::of_error(&e);
+            }
         }
     }
     if task.is_some_and(|t| t != 0) {
@@ -849,7 +898,10 @@ async fn page_directory(State(app): Shared, RawQuery(q): RawQuery) -> Result<Rep
         high_memory: high,
     };
     let q = report::DumpPgd::new(&view, &KernelOnly, &filter).map_err(monitor_refusal)?;
-    Ok(Reply::new(&Answer::new(q.document(), Source::Qemu), pretty))
+    Ok(Reply::new(
+        &Answer::new(q.document(), Source::Qemu).noting(because),
+        pretty,
+    ))
 }
 
 /// A refusal of the kernel's own code, computed here (post-mortem).
@@ -896,14 +948,15 @@ async fn page_table(
         pretty,
         |snap| { Ok::<_, ApiError>(report::DumpPt::new(snap, snap, index as usize)) }
     );
+    let mut because = None;
     if choice.tries_stub() {
         match app
-            .monitor::<DumpPtDoc<'static>>(&format!("dumppt {index} --json"))
+            .monitor_for::<DumpPtDoc<'static>>(choice, &format!("dumppt {index} --json"))
             .await
         {
             Ok(doc) => return Ok(Reply::new(&Answer::new(doc, Source::Stub), pretty)),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),
-            Err(_) => {}
+            Err(e) => because = KernelState::of_error(&e),
         }
     }
     let (dir, high) = app.qemu_machine().await?;
@@ -914,7 +967,10 @@ async fn page_table(
         high_memory: high,
     };
     let q = report::DumpPt::new(&view, &KernelOnly, index as usize);
-    Ok(Reply::new(&Answer::new(q.document(), Source::Qemu), pretty))
+    Ok(Reply::new(
+        &Answer::new(q.document(), Source::Qemu).noting(because),
+        pretty,
+    ))
 }
 
 /// A walk's arguments. Numbers are decimal or `0x` hex.
@@ -994,15 +1050,16 @@ async fn walk(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiErr
     if let Some(a) = live.await {
         answer = Some(a?);
     }
+    let mut because = None;
     if answer.is_none() && choice.tries_stub() {
         let mut line = format!("walk {addr:#x} --json");
         if let Some(t) = task {
             line += &format!(" --task {t}");
         }
-        match app.monitor::<WalkDoc>(&line).await {
+        match app.monitor_for::<WalkDoc>(choice, &line).await {
             Ok(d) => answer = Some((d, Envelope::of(Source::Stub))),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),
-            Err(_) => {}
+            Err(e) => because = KernelState::of_error(&e),
         }
     }
     let (document, envelope) = match answer {
@@ -1021,7 +1078,13 @@ async fn walk(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiErr
             };
             let doc =
                 report::walk(&view, &KernelOnly, addr as u32, task).map_err(monitor_refusal)?;
-            (doc, Envelope::of(Source::Qemu))
+            (
+                doc,
+                Envelope {
+                    kernel: because,
+                    ..Envelope::of(Source::Qemu)
+                },
+            )
         }
     };
     let mut check = WalkCheck {
@@ -1085,15 +1148,19 @@ async fn mem_map(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, Api
         return answer;
     }
     let paging = paging_static(&app)?;
+    let mut because = None;
     if choice.tries_stub() {
-        match mem_map_stub(&app, paging, start, end).await {
+        match mem_map_stub(&app, choice, paging, start, end).await {
             Ok(doc) => return Ok(Reply::new(&Answer::new(doc, Source::Stub), pretty)),
             Err(e) if !app.falls_back(choice, &e) => return Err(e),
-            Err(_) => {}
+            Err(e) => because = KernelState::of_error(&e),
         }
     }
     let doc = mem_map_qemu(&app, paging, start, end).await?;
-    Ok(Reply::new(&Answer::new(doc, Source::Qemu), pretty))
+    Ok(Reply::new(
+        &Answer::new(doc, Source::Qemu).noting(because),
+        pretty,
+    ))
 }
 
 /// Clamps the asked range to the frames mem_map covers; frame indices [first, last).
@@ -1200,13 +1267,14 @@ pub(crate) async fn counts_offset(app: &App, paging: PagingStatic) -> Result<usi
 
 async fn mem_map_stub(
     app: &App,
+    choice: SourceChoice,
     paging: PagingStatic,
     start: Option<u64>,
     end: Option<u64>,
 ) -> Result<MemMapDoc, ApiError> {
     // A parsed document is not Send (its lists may be lazy): keep only its values.
     let (high, start_mem) = {
-        let showmem: ShowMemDoc<'static> = app.monitor("showmem --json").await?;
+        let showmem: ShowMemDoc<'static> = app.monitor_for(choice, "showmem --json").await?;
         (showmem.high_memory.0, showmem.start_mem.0)
     };
     let (first, last) = frame_range(start, end, high)?;

@@ -17,7 +17,8 @@ pub struct ErrorBody {
 /// What went wrong: a stable machine-readable code and a sentence.
 #[derive(Serialize, ToSchema, Debug)]
 pub struct ErrorDetail {
-    /// e.g. `bad_request`, `not_connected`, `timeout`, `no_such_task`, `writes_disabled`.
+    /// e.g. `bad_request`, `not_connected`, `timeout`, `vm_paused`, `unresponsive`,
+    /// `no_such_task`, `writes_disabled`.
     pub code: String,
     pub message: String,
 }
@@ -72,6 +73,8 @@ impl From<LinkError> for ApiError {
             LinkError::Refused(_) => (StatusCode::BAD_GATEWAY, "stub_refused"),
             LinkError::TooLarge(_) => (StatusCode::BAD_GATEWAY, "response_too_large"),
             LinkError::Protocol(_) => (StatusCode::BAD_GATEWAY, "protocol_error"),
+            LinkError::Paused(_) => (StatusCode::SERVICE_UNAVAILABLE, "vm_paused"),
+            LinkError::Unresponsive => (StatusCode::SERVICE_UNAVAILABLE, "unresponsive"),
         };
         ApiError::new(status, code, e.to_string())
     }

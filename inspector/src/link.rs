@@ -14,6 +14,18 @@
 //!   breakpoint that came first) is gdb's: it is forwarded and the job runs without
 //!   resuming.
 //!
+//! A stub that has not stopped for a job within [`PAUSE_CHECK`] makes the link ask QEMU
+//! whether the VM runs (QMP `query-status`, when the daemon has `--qmp`; asking before
+//! every job would slow the guest, whose serial line QEMU's main loop also serves): a
+//! paused VM fails the job with [`LinkError::Paused`], and while it stays paused every
+//! job fails so at once, the stub sent nothing. A stub that does not stop within
+//! [`STOP_PROBE`] while the VM runs (a kernel wedged with interrupts off) is marked
+//! unresponsive: jobs then fail at once with [`LinkError::Unresponsive`] (the API answers
+//! from QEMU instead), except those that insist ([`LinkHandle::run_patient`]), while a
+//! probe (an empty job) tries it again every [`PROBE_EVERY`] until it answers. A late
+//! answer to what such a job sent (a `qSupported`, a 0x03) is undone when it comes: `D`,
+//! or `c` with the stop swallowed.
+//!
 //! gdb's bytes are not read while a job runs: they wait in the socket, so a Ctrl-C gdb
 //! sends meanwhile reaches the stub after our `c`, and stops the kernel for gdb.
 //! Acknowledgements end at this task on both sides (it acks what it receives and
@@ -29,6 +41,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{timeout_at, Instant};
 
+use crate::qemu::{Qmp, RunState};
 use crate::rsp::{self, Decoder, Event, MonitorReply};
 
 /// The largest packet accepted from either side (the stub's buffer is 4 KiB; gdb's
@@ -40,6 +53,15 @@ const MEMORY_CHUNK: u32 = 0x7f0;
 const CLEANUP_TIME: Duration = Duration::from_secs(2);
 /// How often to retry connecting to the target port.
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+/// How long the stub may take to stop for a job (answer `qSupported`, or stop on 0x03)
+/// before it counts as unresponsive. The stub takes the UART interrupt wherever
+/// interrupts are on (user mode, the idle loop): milliseconds even during the demo's
+/// swapping under TCG; two seconds leave room for a host loaded by other VMs.
+pub const STOP_PROBE: Duration = Duration::from_secs(2);
+/// How long a stop may take before the link asks QEMU whether the VM is paused.
+pub const PAUSE_CHECK: Duration = Duration::from_millis(250);
+/// How often an unresponsive stub is probed again.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// One step of a job.
 #[derive(Clone, Debug)]
@@ -118,6 +140,12 @@ pub enum LinkError {
     TooLarge(usize),
     #[error("protocol error: {0}")]
     Protocol(String),
+    #[error(
+        "the VM is not running (QEMU's status: {0}): its kernel cannot answer until it continues"
+    )]
+    Paused(String),
+    #[error("the kernel's stub does not answer (a kernel wedged with interrupts off?); it is probed again every second")]
+    Unresponsive,
 }
 
 /// What the link knows, for `/status`.
@@ -144,11 +172,73 @@ pub struct LinkStatus {
 pub struct LinkHandle {
     jobs: mpsc::Sender<Job>,
     status: watch::Receiver<LinkStatus>,
+    /// QEMU, asked whether the VM runs again while the link found it paused.
+    qmp: Option<Arc<Qmp>>,
+    paused: Paused,
+}
+
+/// QEMU's word for the VM's state when the link found it not running (shared by the
+/// link task, which finds it, and the handles, which clear it when it runs again).
+pub type Paused = Arc<std::sync::Mutex<Option<String>>>;
+
+fn lock_paused(p: &Paused) -> std::sync::MutexGuard<'_, Option<String>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LinkHandle {
-    /// Runs `ops` in one stop of the kernel, within `timeout`.
+    /// Runs `ops` in one stop of the kernel, within `timeout`; fails at once when the VM
+    /// is paused or the stub is known to be unresponsive (see the module docs).
     pub async fn run(&self, ops: Vec<Op>, timeout: Duration) -> Result<Vec<OpResult>, LinkError> {
+        self.gate().await?;
+        if !self.status.borrow().stub_responsive {
+            return Err(LinkError::Unresponsive);
+        }
+        self.submit(ops, timeout).await
+    }
+
+    /// As [`run`](Self::run), but tries a stub that seems unresponsive (for a client
+    /// that asked for the stub and nothing else).
+    pub async fn run_patient(
+        &self,
+        ops: Vec<Op>,
+        timeout: Duration,
+    ) -> Result<Vec<OpResult>, LinkError> {
+        self.gate().await?;
+        self.submit(ops, timeout).await
+    }
+
+    /// QEMU's run state, when QMP is configured and answers.
+    pub async fn vm_state(&self) -> Option<RunState> {
+        let qmp = self.qmp.as_ref()?;
+        match qmp.run_state().await {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::debug!("query-status: {e}");
+                None
+            }
+        }
+    }
+
+    /// Refuses a job the stub cannot answer: not connected, or the VM found paused and
+    /// still paused (QEMU is asked only then).
+    async fn gate(&self) -> Result<(), LinkError> {
+        if !self.status.borrow().connected {
+            return Err(LinkError::NotConnected);
+        }
+        if lock_paused(&self.paused).is_none() {
+            return Ok(());
+        }
+        match self.vm_state().await {
+            Some(state) if !state.running => Err(LinkError::Paused(state.status)),
+            _ => {
+                *lock_paused(&self.paused) = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues a job and waits for its answer.
+    async fn submit(&self, ops: Vec<Op>, timeout: Duration) -> Result<Vec<OpResult>, LinkError> {
         if !self.status.borrow().connected {
             return Err(LinkError::NotConnected);
         }
@@ -196,21 +286,45 @@ pub struct LinkConfig {
     pub max_reply: usize,
     /// Jobs that may wait in the queue.
     pub queue: usize,
+    /// QEMU's QMP, to tell a paused VM from a slow stub.
+    pub qmp: Option<Arc<Qmp>>,
 }
 
 /// Starts the link task; gdb connections come through `gdb_conns` (from the listener).
 pub fn spawn(config: LinkConfig, gdb_conns: mpsc::Receiver<TcpStream>) -> LinkHandle {
     let (jobs_tx, jobs_rx) = mpsc::channel(config.queue);
     let (status_tx, status_rx) = watch::channel(LinkStatus::default());
-    tokio::spawn(run(config, jobs_rx, gdb_conns, status_tx));
-    LinkHandle {
+    let paused = Paused::default();
+    let handle = LinkHandle {
         jobs: jobs_tx,
         status: status_rx,
+        qmp: config.qmp.clone(),
+        paused: paused.clone(),
+    };
+    tokio::spawn(run(config, paused, jobs_rx, gdb_conns, status_tx));
+    tokio::spawn(probe(handle.clone()));
+    handle
+}
+
+/// Tries an unresponsive stub again, every [`PROBE_EVERY`], with an empty job (a stop
+/// and a resume): its success marks the stub responsive again.
+async fn probe(link: LinkHandle) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let status = link.status();
+        if !status.connected || status.stub_responsive || link.gate().await.is_err() {
+            continue;
+        }
+        match link.submit(Vec::new(), STOP_PROBE).await {
+            Ok(_) => tracing::info!("the kernel's stub answers again"),
+            Err(e) => tracing::debug!("probing the stub: {e}"),
+        }
     }
 }
 
 async fn run(
     config: LinkConfig,
+    paused: Paused,
     mut jobs: mpsc::Receiver<Job>,
     mut gdb_conns: mpsc::Receiver<TcpStream>,
     status: watch::Sender<LinkStatus>,
@@ -265,6 +379,10 @@ async fn run(
             status: &status,
             max_reply: config.max_reply,
             requeued: VecDeque::new(),
+            owed_detach: false,
+            owed_continue: false,
+            qmp: config.qmp.clone(),
+            paused: paused.clone(),
         };
         let end = session
             .serve(read, early_gdb.take(), &mut jobs, &mut gdb_conns)
@@ -327,6 +445,14 @@ struct Session<'a> {
     max_reply: usize,
     /// Events a job decoded but did not consume (they belong to what comes next).
     requeued: VecDeque<Event>,
+    /// A `qSupported` of ours went unanswered in time: if the stub answers it late, it
+    /// holds the kernel stopped in a session nobody uses, and owes a `D`.
+    owed_detach: bool,
+    /// Our 0x03 (gdb's session running) brought no stop in time: when its SIGINT stop
+    /// comes, gdb must not see it, and the kernel is owed a `c`.
+    owed_continue: bool,
+    qmp: Option<Arc<Qmp>>,
+    paused: Paused,
 }
 
 /// How a job gets the kernel stopped (see the module docs).
@@ -403,7 +529,9 @@ impl Session<'_> {
                         // Callers that gave up need no answer.
                         batch.retain(|j| !j.reply.is_closed());
                         let results = self.run_jobs(&batch, &mut target_r).await;
-                        let ok = !results.iter().any(|r| matches!(r, Err(LinkError::Timeout) | Err(LinkError::NotConnected)));
+                        // Unresponsive: the stub did not even stop (a slow answer after a
+                        // stop is a timeout of that job alone).
+                        let ok = !results.iter().any(|r| matches!(r, Err(LinkError::Unresponsive)));
                         let closed = results.iter().any(|r| matches!(r, Err(LinkError::NotConnected)));
                         self.status.send_modify(|s| { s.stub_responsive = ok; s.jobs += batch.len() as u64; });
                         for (job, result) in batch.into_iter().zip(results) {
@@ -505,6 +633,14 @@ impl Session<'_> {
                             self.publish();
                         }
                     }
+                    Some(GdbWait::Stop)
+                        if self.owed_continue && rsp::stop_signal(&body) == Some(rsp::SIGINT) =>
+                    {
+                        // The stop our late 0x03 caused: not gdb's; the kernel runs on.
+                        tracing::info!("the stub stopped late for a query: continuing it");
+                        self.owed_continue = false;
+                        self.send_target_packet(rsp::frame(b"c")).await?;
+                    }
                     Some(GdbWait::Stop) => {
                         self.send_gdb(&raw, true).await;
                         if rsp::is_stop_reply(&body) {
@@ -514,6 +650,13 @@ impl Session<'_> {
                             self.note_stop(&body);
                             self.publish();
                         }
+                    }
+                    _ if self.owed_detach && !self.gdb.as_ref().is_some_and(|g| g.session) => {
+                        // The late answer to a qSupported of ours: the stub holds the
+                        // kernel for a session nobody uses. Detach (its OK is a stray).
+                        tracing::info!("the stub answered a query late: detaching it");
+                        self.owed_detach = false;
+                        self.send_target_packet(rsp::frame(b"D")).await?;
                     }
                     _ => tracing::debug!(
                         "stray packet from the stub dropped: {:?}",
@@ -606,9 +749,15 @@ impl Session<'_> {
         let Some(first) = jobs.first() else {
             return Vec::new();
         };
-        let deadline = Instant::now() + first.timeout;
+        // A short probe: a stub that does not stop for us in STOP_PROBE is unresponsive.
+        let deadline = Instant::now() + first.timeout.min(STOP_PROBE);
         match self.stop_for_jobs(deadline, target_r).await {
             Err(e) => {
+                let e = if e == LinkError::Timeout {
+                    LinkError::Unresponsive
+                } else {
+                    e
+                };
                 // The kernel did not stop for us: every job gets that answer.
                 jobs.iter().map(|_| Err(e.clone())).collect()
             }
@@ -630,7 +779,7 @@ impl Session<'_> {
                 // Resume whatever the outcome: inspecting must not leave the kernel stopped.
                 let cleanup = Instant::now() + CLEANUP_TIME;
                 let resumed = match mode {
-                    JobMode::OwnSession => self.request(b"D", target_r, cleanup).await.map(|_| ()),
+                    JobMode::OwnSession => self.detach(target_r, cleanup).await,
                     JobMode::Interrupted => self.send_packet(b"c", target_r, cleanup).await,
                     JobMode::GdbStopped => Ok(()),
                 };
@@ -658,14 +807,28 @@ impl Session<'_> {
         };
         match mode {
             JobMode::OwnSession => {
-                self.request(b"qSupported:multiprocess-", target_r, deadline)
-                    .await?;
+                if self.owed_detach {
+                    // Our earlier qSupported may be answered late (its session holds
+                    // the kernel): end whatever session the stub has, then start ours.
+                    self.handshake(target_r, deadline).await?;
+                    self.detach(target_r, deadline).await?;
+                }
+                self.handshake(target_r, deadline).await?;
             }
             JobMode::Interrupted => {
                 self.send_target(&[rsp::INTERRUPT])
                     .await
                     .map_err(|_| LinkError::NotConnected)?;
-                let (raw, body) = self.wait_stop(target_r, deadline).await?;
+                self.owed_continue = true;
+                let first = (Instant::now() + PAUSE_CHECK).min(deadline);
+                let (raw, body) = match self.wait_stop(target_r, first).await {
+                    Err(LinkError::Timeout) if first < deadline => {
+                        self.check_paused().await?;
+                        self.wait_stop(target_r, deadline).await?
+                    }
+                    other => other?,
+                };
+                self.owed_continue = false;
                 if rsp::stop_signal(&body) != Some(rsp::SIGINT) {
                     // A stop of gdb's own that came first: gdb's to see; it holds the kernel now.
                     self.send_gdb(&raw, true).await;
@@ -680,6 +843,93 @@ impl Session<'_> {
             JobMode::GdbStopped => {}
         }
         Ok(mode)
+    }
+
+    /// `qSupported`: the stub stops for it (a session of ours). Replies that are not a
+    /// `qSupported` answer (an `OK` to an earlier `D`) are old, and skipped.
+    async fn handshake(
+        &mut self,
+        target_r: &mut OwnedReadHalf,
+        deadline: Instant,
+    ) -> Result<(), LinkError> {
+        let accept = |reply: &[u8]| reply.windows(11).any(|w| w == b"PacketSize=");
+        self.owed_detach = true;
+        let first = (Instant::now() + PAUSE_CHECK).min(deadline);
+        match self
+            .request_matching(b"qSupported:multiprocess-", accept, target_r, first)
+            .await
+        {
+            Err(LinkError::Timeout) if first < deadline => {
+                self.check_paused().await?;
+                self.await_matching(accept, target_r, deadline).await?;
+            }
+            other => {
+                other?;
+            }
+        }
+        self.owed_detach = false;
+        Ok(())
+    }
+
+    /// A stop that takes long: is the VM paused? (`Err(Paused)`, remembered for the
+    /// handles, which clear it once it runs again.)
+    async fn check_paused(&self) -> Result<(), LinkError> {
+        let Some(qmp) = &self.qmp else { return Ok(()) };
+        match qmp.run_state().await {
+            Ok(state) if !state.running => {
+                *lock_paused(&self.paused) = Some(state.status.clone());
+                Err(LinkError::Paused(state.status))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `D`: the kernel runs on. Replies before its `OK` (a late answer to an earlier
+    /// `qSupported`) are skipped.
+    async fn detach(
+        &mut self,
+        target_r: &mut OwnedReadHalf,
+        deadline: Instant,
+    ) -> Result<(), LinkError> {
+        self.request_matching(
+            b"D",
+            |reply| reply == b"OK" || reply.first() == Some(&b'E'),
+            target_r,
+            deadline,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// One request; the first reply `accept` takes (others are dropped).
+    async fn request_matching(
+        &mut self,
+        body: &[u8],
+        accept: impl Fn(&[u8]) -> bool,
+        target_r: &mut OwnedReadHalf,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, LinkError> {
+        self.send_packet(body, target_r, deadline).await?;
+        self.await_matching(accept, target_r, deadline).await
+    }
+
+    /// The next reply `accept` takes (others are dropped).
+    async fn await_matching(
+        &mut self,
+        accept: impl Fn(&[u8]) -> bool,
+        target_r: &mut OwnedReadHalf,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, LinkError> {
+        loop {
+            let (_, reply) = self.next_packet(target_r, deadline).await?;
+            if accept(&reply) {
+                return Ok(reply);
+            }
+            tracing::debug!(
+                "an old reply skipped: {:?}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
     }
 
     /// One job's ops, the kernel stopped; the first failure ends it.

@@ -156,11 +156,13 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         });
     }
     let timeout = Duration::from_millis(cli.timeout_ms.max(100));
+    let qmp = Arc::new(qemu::Qmp::new(cli.qmp.clone(), timeout));
     let link = link::spawn(
         link::LinkConfig {
             target: cli.target.clone(),
             max_reply: cli.max_reply,
             queue: 64,
+            qmp: qmp.configured().then(|| qmp.clone()),
         },
         gdb_rx,
     );
@@ -187,7 +189,7 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
     let app = Arc::new(api::App {
         live,
         link,
-        qmp: qemu::Qmp::new(cli.qmp.clone(), timeout),
+        qmp,
         timeout,
         allow_write: cli.allow_write,
         guard: security::Guard::new(cli.listen, cli.token.clone(), &cli.allow_hosts),

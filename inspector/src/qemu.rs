@@ -128,6 +128,15 @@ impl Pages {
     }
 }
 
+/// QEMU's run state (`query-status`): whether the guest's CPUs run, and QEMU's word for
+/// the state (`running`, `paused` after `stop`, `debug` while QEMU's own gdbstub holds
+/// it, `guest-panicked`, `shutdown`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunState {
+    pub running: bool,
+    pub status: String,
+}
+
 /// A batch of QMP commands on one connection.
 pub struct Session<'a> {
     conn: Connection,
@@ -148,6 +157,11 @@ impl Qmp {
         self.path.is_some()
     }
 
+    /// `query-status` on a connection of its own.
+    pub async fn run_state(&self) -> Result<RunState, QemuError> {
+        self.session().await?.run_state().await
+    }
+
     /// Opens a session (waits for any other one to end).
     pub async fn session(&self) -> Result<Session<'_>, QemuError> {
         let path = self.path.as_ref().ok_or(QemuError::NotConfigured)?;
@@ -166,6 +180,11 @@ impl Qmp {
 }
 
 impl Session<'_> {
+    /// `query-status`.
+    pub async fn run_state(&mut self) -> Result<RunState, QemuError> {
+        parse_run_state(&self.execute("query-status").await?)
+    }
+
     async fn hmp(&mut self, line: &str) -> Result<String, QemuError> {
         timeout(self.timeout, self.conn.hmp(line))
             .await
@@ -195,11 +214,7 @@ impl Session<'_> {
 
     /// Whether the VM runs (QMP `query-status`): false while it is paused.
     pub async fn running(&mut self) -> Result<bool, QemuError> {
-        let reply = self.execute("query-status").await?;
-        reply
-            .get("running")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| QemuError::Protocol("no running in query-status".into()))
+        Ok(self.run_state().await?.running)
     }
 
     /// Pauses the VM (QMP `stop`).
@@ -251,6 +266,31 @@ impl Session<'_> {
         Ok(bytes)
     }
 
+    /// HIGH_MEMORY as the kernel published it in its introspection descriptor
+    /// (kernel/docs/introspection.md: the locator at a fixed address names the
+    /// descriptor); `None` when there is no published descriptor of this layout.
+    pub async fn published_high_memory(&mut self) -> Result<Option<u32>, QemuError> {
+        use core::mem::offset_of;
+        use introspect::{Descriptor, Layout, Locator, DESCRIPTOR_MAGIC, LOCATOR_ADDR};
+        use std::sync::atomic::AtomicU32;
+        let words = self.read_words(LOCATOR_ADDR, 5).await?;
+        let word = |i: usize| AtomicU32::new(words[i]);
+        let locator = Locator {
+            magic: [word(0), word(1)],
+            version: word(2),
+            descriptor: word(3),
+            size: word(4),
+        };
+        let Ok(at) = locator.descriptor_addr() else {
+            return Ok(None);
+        };
+        if self.read_words(at, 2).await? != DESCRIPTOR_MAGIC {
+            return Ok(None);
+        }
+        let field = (offset_of!(Descriptor, layout) + offset_of!(Layout, high_memory)) as u32;
+        Ok(self.read_words(at + field, 1).await?.first().copied())
+    }
+
     /// Fetches the page `frame` into `pages` (once).
     pub async fn fetch_page(&mut self, pages: &mut Pages, frame: Frame) -> Result<(), QemuError> {
         if !pages.has(frame) {
@@ -258,6 +298,21 @@ impl Session<'_> {
             pages.pages.insert(frame.as_u32(), words);
         }
         Ok(())
+    }
+}
+
+/// `query-status`'s answer (`{"running": false, "status": "paused", ...}`).
+pub fn parse_run_state(reply: &Value) -> Result<RunState, QemuError> {
+    let running = reply.get("running").and_then(Value::as_bool);
+    let status = reply.get("status").and_then(Value::as_str);
+    match (running, status) {
+        (Some(running), Some(status)) => Ok(RunState {
+            running,
+            status: status.to_string(),
+        }),
+        _ => Err(QemuError::Protocol(format!(
+            "query-status answered {reply}"
+        ))),
     }
 }
 
@@ -304,6 +359,15 @@ mod tests {
             parse_xp_words(xp),
             vec![0x1ca023, 0x1cb023, 0x1cc023, 0x1cd023, 0]
         );
+        let paused = json!({"running": false, "singlestep": false, "status": "paused"});
+        assert_eq!(
+            parse_run_state(&paused).unwrap(),
+            RunState {
+                running: false,
+                status: "paused".into()
+            }
+        );
+        assert!(parse_run_state(&json!({"status": "running"})).is_err());
         let xb = "0000000000100000: 0x64 0x64 0x00\r\n";
         assert_eq!(parse_xp_words(xb), vec![0x64, 0x64, 0]);
     }

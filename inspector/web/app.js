@@ -247,6 +247,10 @@ function renderState() {
   } else if (s.kernel === 'stopped') {
     pill = h('span', { class: 'pill stopped', id: 'stopped', title: 'gdb has the kernel stopped: this is its state at the stop (SIGTRAP: a breakpoint, watchpoint or step; SIGINT: Ctrl-C); continue in gdb to see it move' },
       `stopped by gdb${stopWhere(s.gdbStop)}`);
+  } else if (s.kernel === 'paused') {
+    pill = h('span', { class: 'pill stopped', id: 'paused', title: `QEMU has the VM paused (its status: ${s.vm}): nothing moves until it continues` }, 'VM paused');
+  } else if (s.kernel === 'unresponsive') {
+    pill = h('span', { class: 'pill down', title: 'the VM runs but the kernel\'s stub does not answer (a wedged kernel?); the inspector probes it every second' }, 'kernel unresponsive');
   } else {
     pill = h('span', { class: 'pill running' }, 'running');
   }

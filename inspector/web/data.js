@@ -80,7 +80,8 @@ export async function loadStatus() {
   const s = await get('/api/v1/status');
   return {
     connected: s.connected,
-    kernel: s.kernel, // running | stopped | unknown
+    kernel: s.kernel, // running | stopped | paused | unresponsive | unknown
+    vm: s.vm, // QEMU's run state (query-status), null without QMP
     gdbAttached: s.gdb_attached,
     stubResponsive: s.stub_responsive,
     cr3: num(s.cr3),
