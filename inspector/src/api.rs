@@ -64,7 +64,7 @@ pub struct App {
     /// The history of snapshots the web view shows (recorder.rs).
     pub recorder: Arc<crate::recorder::Recorder>,
     /// The live source: the guest's RAM file (`--ram`).
-    pub live: Option<crate::live::Live>,
+    pub live: Option<Arc<crate::live::Live>>,
 }
 
 /// Facts that do not change while the kernel runs, per connection to it.
@@ -294,6 +294,20 @@ pub struct Status {
     pub gdb_stop: Option<GdbStop>,
     /// The live source (`--ram`); null without one.
     pub live: Option<LiveStatus>,
+    /// The fault stream (`faults/stream`): where it reads faults, and how many it never saw.
+    pub fault_stream: FaultStreamStatus,
+}
+
+/// The fault stream's state.
+#[derive(Serialize, ToSchema)]
+pub struct FaultStreamStatus {
+    /// `ring`: the descriptor's fault ring in the RAM file (nothing lost in normal use);
+    /// `stub`: the stub's log of the last 64, polled every `--poll-ms`.
+    pub from: String,
+    /// The newest fault seq the stream has.
+    pub last_seq: u64,
+    /// Faults since the daemon started that the stream never saw (the sum of its gaps).
+    pub lost: u64,
 }
 
 /// The live source's state: the RAM file and its descriptor, or why they are not usable
@@ -605,6 +619,11 @@ async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiE
                 pid: thread.and_then(|t| t.checked_sub(1)),
             }),
         live: live.0,
+        fault_stream: FaultStreamStatus {
+            from: if app.live.is_some() { "ring" } else { "stub" }.into(),
+            last_seq: app.feed.last_seq(),
+            lost: app.feed.lost(),
+        },
     };
     Ok(Reply::new(&status, pretty))
 }
@@ -1575,9 +1594,19 @@ async fn fault_stream(
     let resuming = since.is_some();
     let mut sent = since.unwrap_or_else(|| app.feed.last_seq());
     let stream = async_stream(move |tx| async move {
-        for (seq, record) in replay {
-            sent = sent.max(seq);
-            if tx.send(fault_event(seq, &record)).await.is_err() {
+        for event in replay {
+            let event = match event {
+                FeedEvent::Fault { seq, record, .. } => {
+                    sent = sent.max(seq);
+                    fault_event(seq, &record)
+                }
+                FeedEvent::Gap { after, upto } => {
+                    sent = sent.max(upto - 1);
+                    gap_event(after, upto)
+                }
+                FeedEvent::Boot => continue,
+            };
+            if tx.send(event).await.is_err() {
                 return;
             }
         }
@@ -1592,9 +1621,17 @@ async fn fault_stream(
                     fault_event(seq, &record)
                 }
                 Ok(FeedEvent::Fault { .. }) => continue,
-                Ok(FeedEvent::Gap { after, upto }) => SseEvent::default()
-                    .event("gap")
-                    .data(json!({"after": after, "upto": upto}).to_string()),
+                Ok(FeedEvent::Gap { after, upto }) if upto > sent + 1 => {
+                    let from = after.max(sent);
+                    sent = upto - 1;
+                    gap_event(from, upto)
+                }
+                Ok(FeedEvent::Gap { .. }) => continue,
+                Ok(FeedEvent::Boot) => {
+                    // Sequence numbers start again: everything new is new.
+                    sent = 0;
+                    SseEvent::default().event("boot").data("{}")
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => SseEvent::default()
                     .event("gap")
                     .data(json!({"lagged": n}).to_string()),
@@ -1606,6 +1643,12 @@ async fn fault_stream(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn gap_event(after: u64, upto: u64) -> SseEvent {
+    SseEvent::default()
+        .event("gap")
+        .data(json!({"after": after, "upto": upto}).to_string())
 }
 
 fn fault_event(seq: u64, record: &report::tasks::FaultDoc) -> SseEvent {

@@ -166,11 +166,6 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         },
         gdb_rx,
     );
-    let feed = events::Feed::spawn(
-        link.clone(),
-        Duration::from_millis(cli.poll_ms.max(200)),
-        timeout,
-    );
     if let Some(dir) = cli.web_dir.clone() {
         tracing::info!("web view served from {}", dir.display());
         web::serve_from(dir);
@@ -184,8 +179,14 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
     }
     let live = cli.ram.clone().map(|ram| {
         tracing::info!("live source: the RAM file {}", ram.display());
-        live::Live::new(ram, kernel_elf.as_deref())
+        Arc::new(live::Live::new(ram, kernel_elf.as_deref()))
     });
+    let feed = events::Feed::spawn(
+        link.clone(),
+        live.clone(),
+        Duration::from_millis(cli.poll_ms.max(200)),
+        timeout,
+    );
     let app = Arc::new(api::App {
         live,
         link,
