@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from pgtest import gdb as pg_gdb
-from pgtest import paths, procs, tools
+from pgtest import paths, procs, rsp, tools
 from pgtest.check import check
 from pgtest.gdb import PtyGdb
 from pgtest.inspector import (
@@ -509,6 +509,47 @@ def test_safety_flags(s, demo_done):
         check(get(base + "/health")["status"] == "ok", "health needs no token")
     finally:
         p.stop()
+
+
+def rsp_reads(port, reads):
+    """gdb's handshake, `?`, the `m` packets of `reads` [(addr, len)], `D`: the replies."""
+    c = rsp.Client("127.0.0.1", port, timeout=30)
+    try:
+        check(b"PacketSize=" in c.request("qSupported:multiprocess+;swbreak+;hwbreak+"), "no PacketSize")
+        c.request("?")
+        replies = [c.request(f"m{a:x},{n:x}") for a, n in reads]
+        check(c.request("D") == b"OK", "detach")
+        return replies
+    finally:
+        c.close()
+
+
+def test_gdb_reads_from_ram(s, demo_done):
+    """While the stub holds the kernel, the proxy answers gdb's `m` from the RAM file by
+    the stub's own walk: the same bytes and the same errors as the stub itself gives (a
+    direct connection to COM1), for kernel addresses, a page boundary into memory the
+    walk refuses, unmapped addresses, and the stub's rule for a read that starts where a
+    short one ended."""
+    high = int(get(s.base + "/api/v1/showmem")["high_memory"], 16)
+    pg_dir = int(get(s.base + "/api/v1/status")["cr3"], 16)
+    reads = [(0x100000, 0x40), (0x12345, 0x10), (0x1ff0, 0x20), (0x100000, 4000), (pg_dir, 0x1000),
+             (high - 0x10, 0x20), (high + 0x10, 4), (high, 4), (high - 0x1000, 0x1000),
+             (0x30000000, 4), (0x4000000 - 8, 0x10), (0xfffffffc, 8), (0x0badf00d, 0x7)]
+    before = get(s.base + "/api/v1/status")["gdb_reads_from_ram"]
+    proxied = rsp_reads(s.gdb_port, reads)
+    served = get(s.base + "/api/v1/status")["gdb_reads_from_ram"] - before
+    check(served == len(reads), f"{served} of {len(reads)} reads answered from the RAM file")
+    # The stub itself, on COM1 (the daemon gives the line up meanwhile).
+    s.daemon.stop()
+    try:
+        direct = rsp_reads(s.machine.port, reads)
+    finally:
+        s.daemon = s.start_daemon("--allow-write")
+        wait_connected(s.base)
+    for (addr, n), p, d in zip(reads, proxied, direct):
+        check(p == d, f"m{addr:x},{n:x}: the proxy answered {p[:60]!r}, the stub {d[:60]!r}")
+    check(proxied[2] and proxied[7] == b"E0e" and proxied[6] == b"" and len(proxied[5]) == 2 * 0x10,
+          f"the reads did not meet the cases they are for: {[r[:16] for r in proxied]}")
 
 
 FAST_S = 1.0  # "at once": a generous bound for an answer that asks nobody slow

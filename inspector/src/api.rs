@@ -292,6 +292,9 @@ pub struct Status {
     pub allow_write: bool,
     /// While gdb has the kernel stopped: the stop it was told of.
     pub gdb_stop: Option<GdbStop>,
+    /// gdb's memory reads (`m`) the proxy answered from the RAM file while the stub held
+    /// the kernel, since the daemon started.
+    pub gdb_reads_from_ram: u64,
     /// The live source (`--ram`); null without one.
     pub live: Option<LiveStatus>,
     /// The fault stream (`faults/stream`): where it reads faults, and how many it never saw.
@@ -618,6 +621,7 @@ async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiE
                 thread,
                 pid: thread.and_then(|t| t.checked_sub(1)),
             }),
+        gdb_reads_from_ram: link.reads_from_ram,
         live: live.0,
         fault_stream: FaultStreamStatus {
             from: if app.live.is_some() { "ring" } else { "stub" }.into(),

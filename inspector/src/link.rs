@@ -26,6 +26,10 @@
 //! answer to what such a job sent (a `qSupported`, a 0x03) is undone when it comes: `D`,
 //! or `c` with the stop swallowed.
 //!
+//! While gdb has the kernel stopped, its `m` reads are answered here from the RAM file
+//! (`--ram`) by the stub's own walk ([`crate::memread`]), at memory speed; writes,
+//! breakpoints and everything else go to the stub.
+//!
 //! gdb's bytes are not read while a job runs: they wait in the socket, so a Ctrl-C gdb
 //! sends meanwhile reaches the stub after our `c`, and stops the kernel for gdb.
 //! Acknowledgements end at this task on both sides (it acks what it receives and
@@ -41,6 +45,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{timeout_at, Instant};
 
+use crate::live::Live;
+use crate::memread::{self, Reads};
 use crate::qemu::{Qmp, RunState};
 use crate::rsp::{self, Decoder, Event, MonitorReply};
 
@@ -165,6 +171,8 @@ pub struct LinkStatus {
     pub jobs: u64,
     /// The last stop gdb was told of (signal, thread id), while gdb has the kernel stopped.
     pub gdb_stop: Option<(u8, Option<u32>)>,
+    /// gdb's `m` reads answered from the RAM file (the kernel stopped) since start.
+    pub reads_from_ram: u64,
 }
 
 /// The HTTP side's end of the link.
@@ -288,6 +296,8 @@ pub struct LinkConfig {
     pub queue: usize,
     /// QEMU's QMP, to tell a paused VM from a slow stub.
     pub qmp: Option<Arc<Qmp>>,
+    /// The RAM file, for gdb's reads while the stub holds the kernel.
+    pub live: Option<Arc<Live>>,
 }
 
 /// Starts the link task; gdb connections come through `gdb_conns` (from the listener).
@@ -383,6 +393,9 @@ async fn run(
             owed_continue: false,
             qmp: config.qmp.clone(),
             paused: paused.clone(),
+            live: config.live.clone(),
+            reads: Reads::default(),
+            stub_packet_size: None,
         };
         let end = session
             .serve(read, early_gdb.take(), &mut jobs, &mut gdb_conns)
@@ -453,6 +466,11 @@ struct Session<'a> {
     owed_continue: bool,
     qmp: Option<Arc<Qmp>>,
     paused: Paused,
+    live: Option<Arc<Live>>,
+    /// What the stub's read rules need remembered between gdb's reads answered here.
+    reads: Reads,
+    /// The stub's PacketSize (from its qSupported answer): a read answered here must fit.
+    stub_packet_size: Option<usize>,
 }
 
 /// How a job gets the kernel stopped (see the module docs).
@@ -618,6 +636,7 @@ impl Session<'_> {
         match event {
             Event::Packet { raw, body } => {
                 self.send_target(&[rsp::ACK]).await?;
+                self.note_packet_size(&body);
                 let wait = self.gdb.as_ref().map(|g| g.wait);
                 match wait {
                     Some(GdbWait::Reply { monitor, detach }) => {
@@ -679,6 +698,13 @@ impl Session<'_> {
         match event {
             Event::Packet { raw, body } => {
                 self.send_gdb(&[rsp::ACK], false).await;
+                if let Some(reply) = self.read_from_ram(&body).await {
+                    self.send_gdb(&rsp::frame(&reply), true).await;
+                    return Ok(());
+                }
+                if matches!(body.first(), Some(b'm' | b'M' | b'X')) {
+                    self.reads.forget();
+                }
                 let wait = if rsp::is_resume(&body) {
                     GdbWait::Stop
                 } else if body == b"k" {
@@ -710,6 +736,45 @@ impl Session<'_> {
             Event::Ack => {}
         }
         Ok(())
+    }
+
+    /// The reply to gdb's `m`, from the RAM file, when the stub holds the kernel stopped
+    /// in gdb's session and the file is this machine's (`None`: the stub answers).
+    async fn read_from_ram(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        let (addr, len) = memread::parse_m(body)?;
+        let stopped_for_gdb = self
+            .gdb
+            .as_ref()
+            .is_some_and(|g| g.session && g.wait == GdbWait::Nothing);
+        // Longer than the stub's packet: the stub splits it, by its own rules.
+        let fits = self
+            .stub_packet_size
+            .is_some_and(|size| len > 0 && (len as usize) * 2 + 4 <= size);
+        if !stopped_for_gdb || !fits {
+            return None;
+        }
+        let located = self.live.as_ref()?.located().ok()?;
+        if !located.boot_checked() {
+            // Another boot's or another VM's file must not answer: QEMU says which.
+            let qmp = self.qmp.as_ref()?;
+            crate::live::serve::check_machine(qmp, &located)
+                .await
+                .ok()?;
+        }
+        if !located.boot_checked() || !located.descriptor().stopped().0 {
+            return None;
+        }
+        let view = crate::live::view::RamView::new(&located);
+        let reply = self.reads.answer(&view, addr, len);
+        self.status.send_modify(|s| s.reads_from_ram += 1);
+        Some(reply)
+    }
+
+    /// Remembers the stub's PacketSize from its qSupported answer.
+    fn note_packet_size(&mut self, body: &[u8]) {
+        if let Some(size) = packet_size(body) {
+            self.stub_packet_size = Some(size);
+        }
     }
 
     /// gdb's connection closed: a session it left behind must not keep the kernel
@@ -852,21 +917,20 @@ impl Session<'_> {
         target_r: &mut OwnedReadHalf,
         deadline: Instant,
     ) -> Result<(), LinkError> {
-        let accept = |reply: &[u8]| reply.windows(11).any(|w| w == b"PacketSize=");
+        let accept = |reply: &[u8]| packet_size(reply).is_some();
         self.owed_detach = true;
         let first = (Instant::now() + PAUSE_CHECK).min(deadline);
-        match self
+        let reply = match self
             .request_matching(b"qSupported:multiprocess-", accept, target_r, first)
             .await
         {
             Err(LinkError::Timeout) if first < deadline => {
                 self.check_paused().await?;
-                self.await_matching(accept, target_r, deadline).await?;
+                self.await_matching(accept, target_r, deadline).await?
             }
-            other => {
-                other?;
-            }
-        }
+            other => other?,
+        };
+        self.note_packet_size(&reply);
         self.owed_detach = false;
         Ok(())
     }
@@ -1187,9 +1251,36 @@ impl Session<'_> {
     }
 }
 
+/// The PacketSize of a qSupported answer (`None`: not one).
+fn packet_size(body: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b"PacketSize=";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = body[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    usize::from_str_radix(std::str::from_utf8(&body[at..at + digits]).ok()?, 16).ok()
+}
+
 async fn read_opt(stream: &mut Option<OwnedReadHalf>, buf: &mut [u8]) -> std::io::Result<usize> {
     match stream {
         Some(s) => s.read(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_stubs_packet_size_from_its_qsupported_answer() {
+        assert_eq!(
+            packet_size(b"PacketSize=4000;qXfer:features:read+;swbreak+"),
+            Some(0x4000)
+        );
+        assert_eq!(packet_size(b"swbreak+;PacketSize=1000"), Some(0x1000));
+        assert_eq!(packet_size(b"OK"), None);
+        assert_eq!(packet_size(b"PacketSize=;x"), None);
     }
 }

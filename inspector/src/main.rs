@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod history;
 mod link;
+mod memread;
 // The live source's module API serves the fault stream and the recorder as well; not
 // every part of it is used by the answers yet.
 #[allow(dead_code)]
@@ -157,19 +158,6 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
     }
     let timeout = Duration::from_millis(cli.timeout_ms.max(100));
     let qmp = Arc::new(qemu::Qmp::new(cli.qmp.clone(), timeout));
-    let link = link::spawn(
-        link::LinkConfig {
-            target: cli.target.clone(),
-            max_reply: cli.max_reply,
-            queue: 64,
-            qmp: qmp.configured().then(|| qmp.clone()),
-        },
-        gdb_rx,
-    );
-    if let Some(dir) = cli.web_dir.clone() {
-        tracing::info!("web view served from {}", dir.display());
-        web::serve_from(dir);
-    }
     let kernel_elf = cli.kernel.exists().then_some(cli.kernel.clone());
     if kernel_elf.is_none() {
         tracing::warn!(
@@ -181,6 +169,20 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         tracing::info!("live source: the RAM file {}", ram.display());
         Arc::new(live::Live::new(ram, kernel_elf.as_deref()))
     });
+    let link = link::spawn(
+        link::LinkConfig {
+            target: cli.target.clone(),
+            max_reply: cli.max_reply,
+            queue: 64,
+            qmp: qmp.configured().then(|| qmp.clone()),
+            live: live.clone(),
+        },
+        gdb_rx,
+    );
+    if let Some(dir) = cli.web_dir.clone() {
+        tracing::info!("web view served from {}", dir.display());
+        web::serve_from(dir);
+    }
     let feed = events::Feed::spawn(
         link.clone(),
         live.clone(),

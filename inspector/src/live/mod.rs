@@ -8,7 +8,9 @@
 //!   sequence count (or while the kernel is stopped), which kernel/report computes the
 //!   documents from;
 //! - [`ring`]: the fault ring's records since a sequence number, with the gap when the
-//!   ring wrapped.
+//!   ring wrapped;
+//! - [`view`]: the paging state straight from the file while the kernel is stopped (the
+//!   gdb proxy's memory reads).
 //!
 //! [`Live`] ties them together for the daemon: it maps the file when it appears, maps it
 //! again when QEMU made a new one or the kernel rebooted (a new boot id), and keeps the
@@ -21,6 +23,7 @@ pub mod serve;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

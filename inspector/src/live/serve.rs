@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use super::{Consistency, LiveError, Located, Parts, Snapshot, TRIES};
 use crate::api::App;
 use crate::error::ApiError;
+use crate::qemu::Qmp;
 
 /// Why the live source did not answer: the caller falls back to the stub (`Auto`) or
 /// reports it (`source=live`).
@@ -65,29 +66,7 @@ impl App {
     /// the machine's memory: a stale file (another boot, another VM) differs. When QEMU
     /// does not answer, the check waits for the next request.
     async fn check_machine(&self, located: &Located) -> Result<(), LiveError> {
-        let Ok(mut s) = self.qmp.session().await else {
-            return Ok(());
-        };
-        if let Ok(ram) = s.ram_size().await {
-            if ram != located.ram.len() {
-                return Err(LiveError::NotThisMachine {
-                    file: located.ram.len(),
-                    qemu: ram,
-                });
-            }
-        }
-        let Ok(words) = s.read_words(located.boot_id_addr(), 2).await else {
-            return Ok(());
-        };
-        let machine = u64::from(words[0]) | u64::from(words[1]) << 32;
-        if machine != located.header.boot_id {
-            return Err(LiveError::OtherBoot {
-                file: located.header.boot_id,
-                machine,
-            });
-        }
-        located.set_boot_checked();
-        Ok(())
+        check_machine(&self.qmp, located).await
     }
 
     /// A snapshot of `parts`: between two equal even counts, or as it is while the stub
@@ -203,4 +182,33 @@ impl App {
         }
         Ok(value)
     }
+}
+
+/// The file's size against QEMU's RAM, and the boot id in the file against the one in
+/// the machine's memory (see [`App::live_located`]); also the gdb proxy's check before it
+/// answers reads from the file.
+pub async fn check_machine(qmp: &Qmp, located: &Located) -> Result<(), LiveError> {
+    let Ok(mut s) = qmp.session().await else {
+        return Ok(());
+    };
+    if let Ok(ram) = s.ram_size().await {
+        if ram != located.ram.len() {
+            return Err(LiveError::NotThisMachine {
+                file: located.ram.len(),
+                qemu: ram,
+            });
+        }
+    }
+    let Ok(words) = s.read_words(located.boot_id_addr(), 2).await else {
+        return Ok(());
+    };
+    let machine = u64::from(words[0]) | u64::from(words[1]) << 32;
+    if machine != located.header.boot_id {
+        return Err(LiveError::OtherBoot {
+            file: located.header.boot_id,
+            machine,
+        });
+    }
+    located.set_boot_checked();
+    Ok(())
 }
