@@ -412,21 +412,7 @@ impl PagingView for Snapshot {
             None => self.miss(),
         }
     }
-    fn pg_dir(&self) -> Frame {
-        Frame::containing(self.layout.pg_dir)
-    }
-    fn high_memory(&self) -> u32 {
-        self.layout.high_memory
-    }
-    fn start_mem(&self) -> u32 {
-        self.layout.start_mem
-    }
-    fn kernel_pdes(&self) -> usize {
-        self.layout.kernel_pdes as usize
-    }
-    fn kernel_table(&self, dir: usize) -> Frame {
-        Frame::containing(self.layout.kernel_tables.get(dir).copied().unwrap_or(0))
-    }
+    crate::layout_view_methods!(layout);
     fn map_count(&self, index: usize) -> Option<u8> {
         self.mem_map.get(index).copied()
     }

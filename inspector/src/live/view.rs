@@ -3,11 +3,34 @@
 //! The gdb proxy walks it with `mm`'s debugger walk to answer `m` packets as the stub would.
 
 use introspect::{Descriptor, LayoutValue};
-use mm::addr::{Frame, PhysAddr, LOW_MEM, PAGE_SHIFT};
+use mm::addr::{PhysAddr, LOW_MEM, PAGE_SHIFT};
 use mm::view::PagingView;
 
 use super::ram::Ram;
 use super::Located;
+
+/// The [`PagingView`] methods a view answers from the layout the kernel published
+/// (`self.$field`, a [`LayoutValue`]): one definition for every view over it.
+#[macro_export]
+macro_rules! layout_view_methods {
+    ($field:ident) => {
+        fn pg_dir(&self) -> mm::addr::Frame {
+            mm::addr::Frame::containing(self.$field.pg_dir)
+        }
+        fn high_memory(&self) -> u32 {
+            self.$field.high_memory
+        }
+        fn start_mem(&self) -> u32 {
+            self.$field.start_mem
+        }
+        fn kernel_pdes(&self) -> usize {
+            self.$field.kernel_pdes as usize
+        }
+        fn kernel_table(&self, dir: usize) -> mm::addr::Frame {
+            mm::addr::Frame::containing(self.$field.kernel_tables.get(dir).copied().unwrap_or(0))
+        }
+    };
+}
 
 /// [`PagingView`] over the mapped RAM of a stopped kernel. Reads outside the file read
 /// as zero (an empty entry: a walk stops rather than inventing a mapping).
@@ -47,21 +70,7 @@ impl PagingView for RamView<'_> {
     fn read_phys_u32(&self, addr: PhysAddr) -> u32 {
         self.word(addr.as_u32())
     }
-    fn pg_dir(&self) -> Frame {
-        Frame::containing(self.layout.pg_dir)
-    }
-    fn high_memory(&self) -> u32 {
-        self.layout.high_memory
-    }
-    fn start_mem(&self) -> u32 {
-        self.layout.start_mem
-    }
-    fn kernel_pdes(&self) -> usize {
-        self.layout.kernel_pdes as usize
-    }
-    fn kernel_table(&self, dir: usize) -> Frame {
-        Frame::containing(self.layout.kernel_tables.get(dir).copied().unwrap_or(0))
-    }
+    crate::layout_view_methods!(layout);
     fn map_count(&self, index: usize) -> Option<u8> {
         let frames = (self.layout.high_memory.saturating_sub(LOW_MEM) >> PAGE_SHIFT) as usize;
         if index >= frames.min(self.layout.mem_map_len as usize) {
