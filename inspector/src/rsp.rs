@@ -88,7 +88,13 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<u8>, RspError> {
 
 /// Lowercase hex of `data`.
 pub fn hex_encode(data: &[u8]) -> String {
-    data.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(data.len() * 2);
+    for &b in data {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 /// The bytes of a hex string (either case).
