@@ -166,6 +166,14 @@ def test_history_shows_the_cow_marks_of_a_fork(w):
     w.gdb.read_until(PROMPT, 10)
     w.page.wait_for_selector("#stopped", timeout=15000)
     check("stopped by gdb" in w.page.inner_text("#stopped"), "the page does not say gdb stopped the kernel")
+    # Where: the eip gdb read after the stop, and the function holding it.
+    pc = re.search(r"= (0x[0-9a-f]+)", w.gdb_command("p/x $pc"))
+    check(pc, "gdb printed no $pc")
+    eip = f"0x{int(pc.group(1), 16):08x}"
+    w.page.wait_for_function("() => /copy_page_tables/.test(document.getElementById('stopped')?.textContent ?? '')",
+                             timeout=10000)
+    where = w.page.inner_text("#stopped")
+    check(f"at {eip} copy_page_tables" in where, f"the page says {where!r}, gdb stopped at {eip} in copy_page_tables")
     before = w.settled_moment()
     # After copy_page_tables: the child's tables exist, the parent's pages are read-only.
     w.gdb_command("pg-finish", timeout=60)
