@@ -127,9 +127,13 @@ class Setup:
               .slice(0, 5).map((el) => `${el.tagName.toLowerCase()}#${el.id}.${el.className}`);
             return [document.documentElement.scrollWidth - w, wide];
         }""")
+        # Nor may a view be wider than its panel (a sideways scroll bar hides columns).
+        clipped = page.evaluate("""() => [...document.querySelectorAll('.views')].filter((v) => !v.closest('[hidden]'))
+            .filter((v) => v.scrollWidth > v.clientWidth + 1).map((v) => `${v.scrollWidth} px in ${v.clientWidth}`)""")
         page.context.close()
         check(not errors, f"{path.name}: console errors {errors[:5]}")
         check(overflow <= 0, f"{path.name}: the page is {overflow} px wider than the window: {wide}")
+        check(not clipped, f"{path.name}: a view is wider than its panel: {clipped}")
         return path
 
 
@@ -331,6 +335,7 @@ def test_live_updates_arrive_during_the_demo(w):
     check(moments == sorted(moments) and moments[-1] > moments[0], f"moments did not advance: {moments[:3]}..{moments[-3:]}")
     check(float(w.page.inner_text("#total-rate")) > 0, "the page counts no live updates")
     w.screenshot("memory", 1280, 800, "dark", lambda p: p.click("#tab-memory"))
+    w.screenshot("faults", 1280, 800, "light", lambda p: p.click("#tab-faults"))
     w.no_console_errors()
 
 
