@@ -41,9 +41,10 @@ impl Functions {
     pub fn at(&self, addr: u32) -> Option<(&str, u32)> {
         let i = self.sorted.partition_point(|&(start, _, _)| start <= addr);
         // The last function starting at or before addr, if addr is inside it.
-        let (start, size, name) = self.sorted[..i].iter().rev().find(|(start, size, _)| {
-            u64::from(addr) < u64::from(*start) + u64::from(*size)
-        })?;
+        let (start, size, name) = self.sorted[..i]
+            .iter()
+            .rev()
+            .find(|(start, size, _)| u64::from(addr) < u64::from(*start) + u64::from(*size))?;
         debug_assert!(*start <= addr && addr - start < *size);
         Some((name.as_str(), addr - start))
     }
@@ -77,9 +78,18 @@ mod tests {
     #[test]
     fn an_address_names_its_function_and_offset() {
         let f = functions();
-        assert_eq!(f.describe(0x1040).as_deref(), Some("mm::memory::copy_page_tables"));
-        assert_eq!(f.describe(0x105c).as_deref(), Some("mm::memory::copy_page_tables+0x1c"));
-        assert_eq!(f.describe(0x113f).as_deref(), Some("mm::memory::copy_page_tables+0xff"));
+        assert_eq!(
+            f.describe(0x1040).as_deref(),
+            Some("mm::memory::copy_page_tables")
+        );
+        assert_eq!(
+            f.describe(0x105c).as_deref(),
+            Some("mm::memory::copy_page_tables+0x1c")
+        );
+        assert_eq!(
+            f.describe(0x113f).as_deref(),
+            Some("mm::memory::copy_page_tables+0xff")
+        );
         // Between two functions, before the first, after the last: no name, no guess.
         assert_eq!(f.describe(0x1140), None);
         assert_eq!(f.describe(0xfff), None);
@@ -88,6 +98,9 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_elf_is_an_error() {
-        assert!(matches!(Functions::parse(b"not an elf"), Err(SymbolError::Parse(_))));
+        assert!(matches!(
+            Functions::parse(b"not an elf"),
+            Err(SymbolError::Parse(_))
+        ));
     }
 }

@@ -442,14 +442,13 @@ impl Session<'_> {
     fn note_stop(&self, body: &[u8]) {
         if let Some(signal) = rsp::stop_signal(body) {
             let thread = rsp::stop_thread(body);
-            self.status
-                .send_modify(|s| {
-                    s.gdb_stop = Some(StopSeen {
-                        signal,
-                        thread,
-                        eip: None,
-                    });
+            self.status.send_modify(|s| {
+                s.gdb_stop = Some(StopSeen {
+                    signal,
+                    thread,
+                    eip: None,
                 });
+            });
         }
     }
 
