@@ -16,8 +16,10 @@ at its defaults (as scripts/run starts it) and the page open in Debian's chromiu
     during the demo, and with the kernel idle after it.
 Prints one JSON document (scripts/bench reads it); needs the test venv's Python
 (Playwright) and /usr/bin/chromium, both from `scripts/setup --test`.
+`--screenshot FILE` also saves the page (1280x800, light) as it is while memhog swaps,
+its Faults view open: the README's picture, docs/web-view.png.
 
-Usage: target/test-venv/bin/python scripts/bench_web.py [--inspector PATH] [--json FILE]
+Usage: target/test-venv/bin/python scripts/bench_web.py [--inspector PATH] [--json FILE] [--screenshot FILE]
 """
 
 import argparse
@@ -44,6 +46,10 @@ LOADS = 3
 IDLE_WINDOW_S = 10
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MEMHOG_LINE = re.compile(r"^memhog\[\d+\]: \d+ MiB touched, (\d+) frames free")
+# The screenshot waits for memhog's first swapping line (the page then has every view busy).
+SWAPPING = r"^memhog\[\d+\]: \d+ MiB touched, 0 frames free"
+SCREENSHOT_VIEW = "f"
+
 
 # Records, in the page, every moment and free-frame count it puts on screen.
 RECORDER_JS = """() => {
@@ -111,7 +117,7 @@ def demo_alone(work):
         machine.close()
 
 
-def demo_with_page(work, inspector):
+def demo_with_page(work, inspector, screenshot=None):
     machine = boot(work, "viewed")
     http = procs.free_port()
     out = {}
@@ -129,6 +135,11 @@ def demo_with_page(work, inspector):
             page.goto(daemon.base + "/")
             page.wait_for_function("() => document.getElementById('totals') !== null")
             page.evaluate(RECORDER_JS)
+            if screenshot:
+                machine.wait_console(SWAPPING, DEMO_TIMEOUT_S)
+                page.keyboard.press(SCREENSHOT_VIEW)
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(screenshot))
             machine.wait_console(r"^VERDICT", DEMO_TIMEOUT_S)
             demo_s = time.monotonic() - started
             cpu1, wall1 = cpu_seconds(daemon.process.pid), time.monotonic()
@@ -198,6 +209,8 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inspector", type=Path, default=None, help="the inspector binary (default target/debug/inspector)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--screenshot", type=Path, default=None,
+                        help="also save the page while memhog swaps (1280x800, light) as this PNG")
     args = parser.parse_args(argv)
     missing = browser.available()
     if missing:
@@ -205,7 +218,7 @@ def main(argv):
     else:
         with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
             work = Path(tmp)
-            result = demo_with_page(work, args.inspector)
+            result = demo_with_page(work, args.inspector, args.screenshot)
             result["demo_alone_s"] = round(demo_alone(work), 1)
     text = json.dumps(result)
     if args.json:

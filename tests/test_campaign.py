@@ -139,6 +139,7 @@ def test_replay_explains_an_expected_fail():
     console = ("ktest[1]: fork with fail-nth 1 (0.11 copy_process returns EAGAIN): EAGAIN\n"
                "oom: out of memory (injected: a failure at site do_no_page, not a real shortage), "
                "killing pid 2 (ktest)\n"
+               "run: page faults since boot: 1 zero page, 1 out of memory, killed\n"
                "run: injected failures (failseed 5): do_no_page failed 1 of 3 calls\n"
                "VERDICT: FAIL init did not exit with 0 (code 1)\n")
     text = "\n".join(campaign.explain(run, outcome_of(console, campaign.STATUS_FAIL)))
@@ -146,6 +147,7 @@ def test_replay_explains_an_expected_fail():
         check(f"armed {site['site']}: probability {site['probability']}%" in text, text)
     check("the kernel's record: injected failures (failseed 5): do_no_page failed 1 of 3 calls" in text
           and "replay:   oom: out of memory (injected" in text and "EAGAIN" in text
+          and "replay:   run: page faults" not in text
           and "expected: init met the injected failures" in text
           and "the run PASSES" in text and "the workload's FAIL is the expected outcome" in text, text)
 

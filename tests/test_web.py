@@ -122,9 +122,13 @@ class Setup:
               .slice(0, 5).map((el) => `${el.tagName.toLowerCase()}#${el.id}.${el.className}`);
             return [document.documentElement.scrollWidth - w, wide];
         }""")
+        # Nor may a view be wider than its panel (a sideways scroll bar hides columns).
+        clipped = page.evaluate("""() => [...document.querySelectorAll('.views')].filter((v) => !v.closest('[hidden]'))
+            .filter((v) => v.scrollWidth > v.clientWidth + 1).map((v) => `${v.scrollWidth} px in ${v.clientWidth}`)""")
         page.context.close()
         check(not errors, f"{path.name}: console errors {errors[:5]}")
         check(overflow <= 0, f"{path.name}: the page is {overflow} px wider than the window: {wide}")
+        check(not clipped, f"{path.name}: a view is wider than its panel: {clipped}")
         return path
 
 
@@ -161,6 +165,14 @@ def test_history_shows_the_cow_marks_of_a_fork(w):
     w.gdb.read_until(PROMPT, 10)
     w.page.wait_for_selector("#stopped", timeout=15000)
     check("stopped by gdb" in w.page.inner_text("#stopped"), "the page does not say gdb stopped the kernel")
+    # Where: the eip gdb read after the stop, and the function holding it.
+    pc = re.search(r"= (0x[0-9a-f]+)", w.gdb_command("p/x $pc"))
+    check(pc, "gdb printed no $pc")
+    eip = f"0x{int(pc.group(1), 16):08x}"
+    w.page.wait_for_function("() => /copy_page_tables/.test(document.getElementById('stopped')?.textContent ?? '')",
+                             timeout=10000)
+    where = w.page.inner_text("#stopped")
+    check(f"at {eip} copy_page_tables" in where, f"the page says {where!r}, gdb stopped at {eip} in copy_page_tables")
     before = w.settled_moment()
     # After copy_page_tables: the child's tables exist, the parent's pages are read-only.
     w.gdb_command("pg-finish", timeout=60)
@@ -305,7 +317,7 @@ def test_live_updates_arrive_during_the_demo(w):
     w.gdb.close()
     w.gdb = None
     w.page.wait_for_function("() => !document.getElementById('stopped')", timeout=15000)
-    moments = []
+    moments = [w.moments["after"]]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(set(w.page.evaluate("() => window.freeShown"))) < 4:
         moments.append(w.page_moment())
@@ -318,6 +330,7 @@ def test_live_updates_arrive_during_the_demo(w):
     check(moments == sorted(moments) and moments[-1] > moments[0], f"moments did not advance: {moments[:3]}..{moments[-3:]}")
     check(float(w.page.inner_text("#total-rate")) > 0, "the page counts no live updates")
     w.screenshot("memory", 1280, 800, "dark", lambda p: p.click("#tab-memory"))
+    w.screenshot("faults", 1280, 800, "light", lambda p: p.click("#tab-faults"))
     w.no_console_errors()
 
 

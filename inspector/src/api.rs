@@ -57,6 +57,8 @@ pub struct App {
     pub allow_write: bool,
     pub guard: Guard,
     pub kernel_elf: Option<PathBuf>,
+    /// The ELF's functions by address (None without the ELF).
+    pub functions: Option<crate::functions::Functions>,
     pub feed: Feed,
     /// Show progress bars for long post-mortem dumps (stderr is a terminal).
     pub progress: bool,
@@ -340,7 +342,8 @@ pub struct LiveStatus {
     pub stops: Option<u32>,
 }
 
-/// Where gdb stopped the kernel: the signal of its stop reply and the thread (pid + 1).
+/// Where gdb stopped the kernel: the signal of its stop reply, the thread (pid + 1), and
+/// the eip gdb read right after the stop.
 #[derive(Serialize, ToSchema)]
 pub struct GdbStop {
     /// gdb's signal number: 5 SIGTRAP (breakpoint, watchpoint, step), 2 SIGINT (Ctrl-C).
@@ -348,6 +351,11 @@ pub struct GdbStop {
     pub thread: Option<u32>,
     /// The task that thread is (thread id - 1).
     pub pid: Option<u32>,
+    /// The stopped thread's eip, hex (null until gdb has read its registers).
+    pub eip: Option<String>,
+    /// The kernel function holding eip, `name+0xoffset` (null: not in the kernel's code,
+    /// e.g. a user task's, or no kernel ELF).
+    pub function: Option<String>,
 }
 
 // ---- extractor helpers: every rejection becomes the API's own error ----
@@ -616,10 +624,14 @@ async fn status(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, ApiE
         gdb_stop: link
             .gdb_stop
             .filter(|_| link.stopped_by_gdb)
-            .map(|(signal, thread)| GdbStop {
-                signal,
-                thread,
-                pid: thread.and_then(|t| t.checked_sub(1)),
+            .map(|stop| GdbStop {
+                signal: stop.signal,
+                thread: stop.thread,
+                pid: stop.thread.and_then(|t| t.checked_sub(1)),
+                eip: stop.eip.map(hex),
+                function: stop
+                    .eip
+                    .and_then(|eip| app.functions.as_ref()?.describe(eip)),
             }),
         gdb_reads_from_ram: link.reads_from_ram,
         live: live.0,

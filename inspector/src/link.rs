@@ -169,10 +169,22 @@ pub struct LinkStatus {
     pub connects: u64,
     /// Jobs completed.
     pub jobs: u64,
-    /// The last stop gdb was told of (signal, thread id), while gdb has the kernel stopped.
-    pub gdb_stop: Option<(u8, Option<u32>)>,
+    /// The last stop gdb was told of, while gdb has the kernel stopped.
+    pub gdb_stop: Option<StopSeen>,
     /// gdb's `m` reads answered from the RAM file (the kernel stopped) since start.
     pub reads_from_ram: u64,
+}
+
+/// A stop reply the proxy passed to gdb, and the eip gdb then read (the first `g` reply
+/// after the stop: gdb reads the stopped thread's registers before anything else).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StopSeen {
+    /// gdb's signal number (5 SIGTRAP, 2 SIGINT).
+    pub signal: u8,
+    /// The stop reply's thread id (pid + 1), when it names one.
+    pub thread: Option<u32>,
+    /// null until gdb has read the registers.
+    pub eip: Option<u32>,
 }
 
 /// The HTTP side's end of the link.
@@ -433,8 +445,12 @@ impl std::fmt::Display for ServeEnd {
 enum GdbWait {
     /// Nothing: gdb has the kernel stopped and no request is out.
     Nothing,
-    /// The reply to a request (for `qRcmd`, `O` packets first).
-    Reply { monitor: bool, detach: bool },
+    /// The reply to a request (for `qRcmd`, `O` packets first; for `g`, the registers).
+    Reply {
+        monitor: bool,
+        detach: bool,
+        registers: bool,
+    },
     /// A stop reply: the kernel runs in gdb's session.
     Stop,
 }
@@ -605,9 +621,26 @@ impl Session<'_> {
     fn note_stop(&self, body: &[u8]) {
         if let Some(signal) = rsp::stop_signal(body) {
             let thread = rsp::stop_thread(body);
-            self.status
-                .send_modify(|s| s.gdb_stop = Some((signal, thread)));
+            self.status.send_modify(|s| {
+                s.gdb_stop = Some(StopSeen {
+                    signal,
+                    thread,
+                    eip: None,
+                });
+            });
         }
+    }
+
+    /// The eip of gdb's first register read after a stop: where the kernel stopped.
+    fn note_registers(&self, body: &[u8]) {
+        let Some(eip) = rsp::eip_of_registers(body) else {
+            return;
+        };
+        self.status.send_modify(|s| {
+            if let Some(stop) = s.gdb_stop.as_mut().filter(|stop| stop.eip.is_none()) {
+                stop.eip = Some(eip);
+            }
+        });
     }
 
     async fn send_target(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -639,8 +672,15 @@ impl Session<'_> {
                 self.note_packet_size(&body);
                 let wait = self.gdb.as_ref().map(|g| g.wait);
                 match wait {
-                    Some(GdbWait::Reply { monitor, detach }) => {
+                    Some(GdbWait::Reply {
+                        monitor,
+                        detach,
+                        registers,
+                    }) => {
                         self.send_gdb(&raw, true).await;
+                        if registers {
+                            self.note_registers(&body);
+                        }
                         let output = monitor && body.first() == Some(&b'O') && body != b"OK";
                         if !output {
                             if let Some(g) = self.gdb.as_mut() {
@@ -714,6 +754,7 @@ impl Session<'_> {
                     GdbWait::Reply {
                         monitor: body.starts_with(b"qRcmd,"),
                         detach: body.first() == Some(&b'D'),
+                        registers: body == b"g",
                     }
                 };
                 if let Some(g) = self.gdb.as_mut() {

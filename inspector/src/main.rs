@@ -4,6 +4,7 @@ mod answer;
 mod api;
 mod error;
 mod events;
+mod functions;
 mod history;
 mod link;
 mod memread;
@@ -189,6 +190,12 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         Duration::from_millis(cli.poll_ms.max(200)),
         timeout,
     );
+    // Where gdb stopped the kernel is said by function name (status.gdb_stop).
+    let functions = kernel_elf.as_deref().and_then(|elf| {
+        functions::Functions::load(elf)
+            .map_err(|e| tracing::warn!("no function names for gdb's stops: {e}"))
+            .ok()
+    });
     let app = Arc::new(api::App {
         live,
         link,
@@ -197,6 +204,7 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         allow_write: cli.allow_write,
         guard: security::Guard::new(cli.listen, cli.token.clone(), &cli.allow_hosts),
         kernel_elf,
+        functions,
         feed,
         progress: std::io::stderr().is_terminal(),
         cache: Mutex::new(api::Cache::default()),

@@ -181,6 +181,18 @@ pub fn stop_thread(body: &[u8]) -> Option<u32> {
     u32::from_str_radix(tid.trim_start_matches('p'), 16).ok()
 }
 
+/// gdb's i386 register order in a `g` reply: eax ecx edx ebx esp ebp esi edi eip ...,
+/// each 4 bytes little-endian as 8 hex digits; eip is the ninth.
+const EIP_REGISTER: usize = 8;
+
+/// The eip of a `g` reply (null when the reply is an error, too short, or says the
+/// register is unavailable with `x` digits).
+pub fn eip_of_registers(body: &[u8]) -> Option<u32> {
+    let at = EIP_REGISTER * 8;
+    let bytes = hex_decode(body.get(at..at + 8)?).ok()?;
+    Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
 /// SIGINT as gdb numbers it: what the stub reports for a Ctrl-C.
 pub const SIGINT: u8 = 2;
 
@@ -430,5 +442,18 @@ mod tests {
         assert_eq!(stop_thread(b"T02thread:1a;"), Some(0x1a));
         assert_eq!(stop_thread(b"S05"), None);
         assert_eq!(stop_thread(b"T05swbreak:;"), None);
+    }
+
+    #[test]
+    fn a_register_reply_gives_eip() {
+        // eax..edi, then eip 0x00102a3c little-endian, then eflags.
+        let mut body = "00000000".repeat(8);
+        body.push_str("3c2a1000");
+        body.push_str("46020000");
+        assert_eq!(eip_of_registers(body.as_bytes()), Some(0x0010_2a3c));
+        assert_eq!(eip_of_registers(b"E01"), None);
+        assert_eq!(eip_of_registers(&body.as_bytes()[..70]), None);
+        let unavailable = "00000000".repeat(8) + "xxxxxxxx";
+        assert_eq!(eip_of_registers(unavailable.as_bytes()), None);
     }
 }

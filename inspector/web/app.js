@@ -217,13 +217,19 @@ function updatesPerSecond() {
   return state.updates.filter((t) => t >= since).length / 5;
 }
 
-/** Where gdb stopped, from its stop reply: the signal and the task. */
+/** Where gdb stopped, from its stop reply and the registers gdb read: the signal, the task, eip and its function. */
 function stopWhere(stop) {
   if (!stop) return '';
   const why = { 5: 'SIGTRAP', 2: 'SIGINT' }[stop.signal] ?? `signal ${stop.signal}`;
   const task = stop.pid === null ? null : state.latest?.tasks.list.find((t) => t.pid === stop.pid);
   const who = stop.pid === null ? '' : ` in pid ${stop.pid}${task ? ` ${task.program}` : ''}`;
-  return `: ${why}${who}`;
+  const at = stop.eip == null ? '' : ` at ${stop.eip}${stop.function ? ` ${shortName(stop.function)}` : ''}`;
+  return `: ${why}${who}${at}`;
+}
+
+/** A kernel function's path without its crate and module (`mm::memory::copy_page_tables+0x1c` → `copy_page_tables+0x1c`). */
+function shortName(name) {
+  return name.split('::').at(-1);
 }
 
 function renderState() {
@@ -245,7 +251,7 @@ function renderState() {
         ? `Showing the state as of ${clock(state.latest.takenAt)}; the page recovers by itself when the kernel is back.`
         : 'The page shows it by itself when the kernel is back.')];
   } else if (s.kernel === 'stopped') {
-    pill = h('span', { class: 'pill stopped', id: 'stopped', title: 'gdb has the kernel stopped: this is its state at the stop (SIGTRAP: a breakpoint, watchpoint or step; SIGINT: Ctrl-C); continue in gdb to see it move' },
+    pill = h('span', { class: 'pill stopped', id: 'stopped', title: `gdb has the kernel stopped: this is its state at the stop (SIGTRAP: a breakpoint, watchpoint or step; SIGINT: Ctrl-C)${s.gdbStop?.function ? `, in ${s.gdbStop.function}` : ''}; continue in gdb to see it move` },
       `stopped by gdb${stopWhere(s.gdbStop)}`);
   } else if (s.kernel === 'paused') {
     pill = h('span', { class: 'pill stopped', id: 'paused', title: `QEMU has the VM paused (its status: ${s.vm}): nothing moves until it continues` }, 'VM paused');

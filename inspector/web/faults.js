@@ -69,8 +69,8 @@ export class FaultsView {
       h('td', { class: 'num' }, String(f.pid)),
       h('td', { class: 'num' }, hex(f.linear)),
       h('td', { class: 'num' }, hex(f.eip)),
-      h('td', {}, f.error, f.byKernel ? h('span', { class: 'tag', title: 'taken by the kernel on the task\'s behalf (verify_area, a read of user memory)' }, 'kernel') : null),
-      h('td', {}, h('span', { class: `tick ${f.action} inline` }, faultPath(f.action).glyph), ' ', faultPath(f.action).text),
+      h('td', { class: 'wrap' }, f.error, f.byKernel ? h('span', { class: 'tag', title: 'taken by the kernel on the task\'s behalf (verify_area, a read of user memory)' }, 'kernel') : null),
+      h('td', { class: 'wrap what' }, h('span', { class: `tick ${f.action} inline` }, faultPath(f.action).glyph), ' ', faultPath(f.action).text),
       h('td', { class: 'wrap' }, pathNode(f.action))));
     fill(this.list,
       h('p', { class: 'note' }, `${shown.length} shown, newest first. Click one for its entry before and after.`),

@@ -280,7 +280,7 @@ def explain(run, outcome):
     else:
         lines.append("replay: the kernel printed no record of injected failures (the run did not reach its end)")
     met = [line for line in console_lines
-           if INJECTION_TRACES.search(line) and not line.startswith(("run: injected", VERDICT_PREFIX))]
+           if INJECTION_TRACES.search(line) and not line.startswith(NOT_TRACES)]
     if met:
         lines.append("replay: where the workload met them (the console):")
         lines += [f"replay:   {line}" for line in met[:MAX_TRACES]]
@@ -302,6 +302,9 @@ def explain(run, outcome):
 # kills (an oom of an injected failure says "injected"), failed forks and execs, and the
 # checks of the ktest scenarios.
 INJECTION_TRACES = re.compile(r"injected|EAGAIN|ENOMEM|killed|CHECK FAILED")
+# Lines that match but are shown apart (the record, the verdicts) or only count
+# ("page faults since boot: ..., 1 out of memory, killed").
+NOT_TRACES = ("run: injected", "run: page faults since boot", VERDICT_PREFIX)
 MAX_TRACES = 12
 
 
