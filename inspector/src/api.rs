@@ -745,6 +745,17 @@ fn source_and_pretty(q: Option<String>) -> Result<(SourceChoice, bool), ApiError
 
 /// What `checkmm` reads besides the paging state, from the snapshot's task table.
 fn live_checkmm(snap: &crate::live::Snapshot, json_pretty: bool) -> Result<Reply, ApiError> {
+    live_checkmm_with(snap, |doc| {
+        Reply::new(&Answer::live(doc, &snap.moment), json_pretty)
+    })
+}
+
+/// `checkmm` over a live snapshot, its document given to `f` (the answer, or the
+/// recorder's copy for the web view).
+pub fn live_checkmm_with<R>(
+    snap: &crate::live::Snapshot,
+    f: impl FnOnce(CheckMmDoc<'_>) -> R,
+) -> Result<R, ApiError> {
     let (live_slots, pages) = snap.check_input_parts();
     let input = mm::CheckInput {
         live_slots,
@@ -752,10 +763,7 @@ fn live_checkmm(snap: &crate::live::Snapshot, json_pretty: bool) -> Result<Reply
     };
     let mut scratch = vec![0u16; mm::check::SCRATCH_LEN];
     let q = report::CheckMm::new(snap, &input, &mut scratch).map_err(monitor_refusal)?;
-    Ok(Reply::new(
-        &Answer::live(q.document(), &snap.moment),
-        json_pretty,
-    ))
+    Ok(f(q.document()))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "kernel", params(SourceQuery),

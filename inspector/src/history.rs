@@ -90,6 +90,8 @@ pub struct Snapshot {
     pub faults: Vec<FaultRow>,
     /// Faults since boot (the log may have dropped some of them before they were read).
     pub faults_since_boot: u64,
+    /// Where it was read: `live` (the RAM file, no stop) or `stub` (one stop).
+    pub source: &'static str,
 }
 
 impl Snapshot {
@@ -100,7 +102,7 @@ impl Snapshot {
     }
 
     /// The newest fault seq it knows.
-    fn last_fault(&self) -> u64 {
+    pub fn last_fault(&self) -> u64 {
         self.faults.last().map_or(0, |f| f.seq)
     }
 }
@@ -658,7 +660,7 @@ impl History {
         self.base_moment + self.steps.len() as u64
     }
 
-    #[cfg(test)]
+    /// The newest moment's snapshot.
     pub fn latest(&self) -> &Snapshot {
         &self.latest
     }
@@ -686,6 +688,7 @@ impl History {
             self.latest.time_ms = snap.time_ms;
             self.latest.consistent = snap.consistent;
             self.latest.faults_since_boot = snap.faults_since_boot;
+            self.latest.source = snap.source;
             return None;
         }
         let events = events(&self.latest, &snap, &delta);
@@ -909,6 +912,7 @@ mod tests {
             tasks: vec![task(0, None, 0, "kernel"), task(1, Some(0), 1, "demo")],
             faults: vec![],
             faults_since_boot: 0,
+            source: "stub",
         };
         s.directory[16] = 0x01ff_f000 | PDE;
         let mut t = empty_table();

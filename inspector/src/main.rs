@@ -79,6 +79,11 @@ struct Cli {
     /// stub each one stops the kernel for a few hundred milliseconds).
     #[arg(long, default_value_t = 2000)]
     history_ms: u64,
+    /// Milliseconds between the history's live snapshots while someone looks (with
+    /// `--ram`: copies of the RAM file, the kernel never stopped; none while nothing
+    /// changes).
+    #[arg(long, default_value_t = 50)]
+    live_ms: u64,
     /// The history's bound in steps (the oldest are folded away first).
     #[arg(long, default_value_t = 4096)]
     history_steps: usize,
@@ -210,6 +215,7 @@ async fn serve(cli: Cli) -> Result<(), StartError> {
         cache: Mutex::new(api::Cache::default()),
         recorder: recorder::Recorder::new(
             Duration::from_millis(cli.history_ms.max(100)),
+            Duration::from_millis(cli.live_ms.max(10)),
             history::Limits {
                 steps: cli.history_steps.max(1),
                 bytes: cli.history_mib.max(1) << 20,

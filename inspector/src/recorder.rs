@@ -1,11 +1,21 @@
 //! The recorder: takes snapshots of the kernel into the history (history.rs) and serves it under `/api/v1/history` for the web view.
 //!
-//! Through the stub every snapshot stops the kernel (the directory, the tables, mem_map,
-//! the task table and the fault log in one stop, about half a second over the serial
-//! line), so the recorder takes them only while someone looks (a history request in
-//! the last [`VIEWER_GRACE`]) and at most every `--history-ms`. The kernel's identity
-//! map (slot 0's tables) is read once per boot and reused while its directory entries
-//! do not change.
+//! With the RAM file (`--ram`, the live source of `live/`) a snapshot is a copy taken
+//! between two equal, even readings of the kernel's sequence count, without stopping
+//! it: the recorder takes one every `--live-ms` (50: the page can show 20 moments a
+//! second) while someone looks, and none while the count has not moved. While gdb
+//! holds the kernel stopped the copy is the state as it is (half-done inside a change),
+//! said by the moment's `consistent: false`. When the kernel kept changing through
+//! every retry the tick is skipped: the recorder never stops the kernel itself while
+//! the live source answers.
+//!
+//! Without it (no RAM file, or one the live source refuses) the snapshots come through
+//! the stub, and each stops the kernel (the directory, the tables, mem_map, the task
+//! table and the fault log in one stop, about half a second over the serial line), so
+//! the recorder takes them only while someone looks (a history request in the last
+//! [`VIEWER_GRACE`]) and at most every `--history-ms`. The kernel's identity map (slot
+//! 0's tables) is read once per boot and reused while its directory entries do not
+//! change.
 //!
 //! `GET /api/v1/history/live?after=M` is what the page polls: it waits until a moment
 //! newer than M exists and answers the changes from M to it in one delta (or the whole
@@ -34,10 +44,27 @@ use crate::history::{
     HistoryError, Limits, Snapshot, TaskRow,
 };
 use crate::link::{Op, OpResult};
+use crate::live;
 use crate::params::{parse_number, Params};
 
 /// How long after the last history request the stub source keeps recording.
 pub const VIEWER_GRACE: Duration = Duration::from_secs(10);
+/// Live copies are tried in this many rounds of `live::TRIES`, this far apart, before
+/// the live source's brief QMP stop.
+const LIVE_ROUNDS: u32 = 8;
+const LIVE_ROUND_PAUSE: Duration = Duration::from_millis(1);
+/// How long the live source may be unusable before the stub takes the snapshots.
+const LIVE_GRACE: Duration = Duration::from_secs(5);
+/// How often the recorder runs checkmm over a live copy.
+const CHECKMM_EVERY: Duration = Duration::from_secs(1);
+/// The faults a live moment keeps (the stub's `faults` gives 64): a step holds at most
+/// this many, and one with more says how many it dropped (faults_since_boot).
+const LIVE_FAULTS_KEPT: usize = 512;
+/// While gdb holds the kernel stopped its count does not move, but gdb may write its
+/// memory (`set var`): a stopped kernel is copied again this often.
+const STOPPED_RECHECK: Duration = Duration::from_millis(500);
+/// How long a request waits for the first snapshot of a boot.
+const READY_WAIT: Duration = Duration::from_secs(2);
 /// The longest a live request may wait for a new moment.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 /// Steps one answer lists at most (the page asks again for more).
@@ -45,8 +72,20 @@ const MAX_LISTED: usize = 512;
 
 /// What the recorder knows of the current boot.
 struct Inner {
-    /// The link's connection count when the history began (a reconnect is a new boot).
+    /// Which boot the history holds: counted by the recorder, one more at each new boot
+    /// (the link reconnected, or the RAM file holds another boot id).
     boot: u64,
+    /// The link's connection count and the live boot id the history began with.
+    connects: u64,
+    live_boot: Option<u64>,
+    /// The live count, stop flag and stop count of the last live snapshot, and when it
+    /// was taken (the same again: nothing to copy, see [`STOPPED_RECHECK`]).
+    live_mark: Option<((u32, bool, u32), Instant)>,
+    live_counts: LiveCounts,
+    /// checkmm over the newest consistent live copy (its JSON document), and when.
+    checkmm: Option<(serde_json::Value, Instant)>,
+    /// Where the last snapshot came from.
+    source: &'static str,
     history: Option<History>,
     /// The page directory's frame, and slot 0's tables by directory index (raw PDE, table).
     pg_dir: Option<u32>,
@@ -66,17 +105,64 @@ pub struct Recorder {
     taking: tokio::sync::Mutex<()>,
     newest: watch::Sender<(u64, u64)>,
     last_viewer: Mutex<Option<Instant>>,
+    /// Since when the live source has not been usable (None: it answers).
+    live_unusable_since: Mutex<Option<Instant>>,
     started: Instant,
+    /// Between stub snapshots, and between live ones.
     interval: Duration,
+    live_interval: Duration,
     limits: Limits,
 }
 
+/// How the live snapshots were consistent (the web view's and the bench's figures: a
+/// brief stop pauses the VM for a copy, the stub's stop count does not move).
+#[derive(Clone, Copy, Debug, Default, Serialize, ToSchema)]
+pub struct LiveCounts {
+    /// Between two equal, even readings of the count: the kernel never paused.
+    pub consistent: u64,
+    /// While gdb (the stub) held the kernel stopped, or QEMU had the VM paused.
+    pub stopped: u64,
+    /// During a brief stop (QMP's or the stub's); the recorder takes none itself.
+    pub brief_stop: u64,
+    /// The kernel changed through every try: a moment of the faults logged since (the
+    /// fault ring), the paging state as of the last copy.
+    pub faults_only: u64,
+    /// The same, and no fault came either: the tick is skipped.
+    pub changing: u64,
+}
+
+impl LiveCounts {
+    fn count(&mut self, c: live::Consistency) {
+        match c {
+            live::Consistency::Consistent => self.consistent += 1,
+            live::Consistency::Stopped | live::Consistency::Paused => self.stopped += 1,
+            live::Consistency::BriefStopQemu | live::Consistency::BriefStopStub => {
+                self.brief_stop += 1;
+            }
+        }
+    }
+}
+
+/// Why no live snapshot was taken.
+enum LiveMiss {
+    /// No RAM file, or one the live source cannot use now: the stub may answer.
+    Unusable(String),
+    /// The kernel kept changing through every retry: wait for the next tick.
+    Changing,
+}
+
 impl Recorder {
-    pub fn new(interval: Duration, limits: Limits) -> Arc<Recorder> {
+    pub fn new(interval: Duration, live_interval: Duration, limits: Limits) -> Arc<Recorder> {
         let (newest, _) = watch::channel((0, 0));
         Arc::new(Recorder {
             state: Mutex::new(Inner {
                 boot: 0,
+                connects: 0,
+                live_boot: None,
+                live_mark: None,
+                live_counts: LiveCounts::default(),
+                checkmm: None,
+                source: "stub",
                 history: None,
                 pg_dir: None,
                 kernel_tables: BTreeMap::new(),
@@ -88,8 +174,10 @@ impl Recorder {
             newest,
             taking: tokio::sync::Mutex::new(()),
             last_viewer: Mutex::new(None),
+            live_unusable_since: Mutex::new(None),
             started: Instant::now(),
             interval,
+            live_interval,
             limits,
         })
     }
@@ -114,42 +202,216 @@ impl Recorder {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Runs forever: a snapshot every interval while someone looks.
+    /// Runs forever: while someone looks, a live snapshot every `live_interval`, or
+    /// (without a usable RAM file) a stub snapshot every `interval`.
     pub async fn run(self: Arc<Recorder>, app: Arc<App>) {
-        let mut ticker = tokio::time::interval(self.interval);
+        let tick = if app.live.is_some() {
+            self.live_interval.min(self.interval)
+        } else {
+            self.interval
+        };
+        let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_stub: Option<Instant> = None;
         loop {
             ticker.tick().await;
-            if !app.link.status().connected || !self.viewer_recent() {
+            if !self.viewer_recent() {
                 continue;
             }
-            if let Err(e) = self.snapshot(&app).await {
-                self.lock().last_error = Some(e.message);
+            let stub_due = last_stub.is_none_or(|t| t.elapsed() >= self.interval);
+            let result = self.snapshot(&app, stub_due).await;
+            tracing::trace!(
+                "recorder tick: {:?}",
+                result.as_ref().map_err(|e| &e.message)
+            );
+            match result {
+                Ok(Some("stub")) => last_stub = Some(Instant::now()),
+                Ok(_) => {}
+                Err(e) => {
+                    if stub_due {
+                        last_stub = Some(Instant::now());
+                    }
+                    self.lock().last_error = Some(e.message);
+                }
             }
         }
     }
 
-    /// Takes one snapshot now (a new boot starts a new history first).
-    async fn snapshot(&self, app: &App) -> Result<(), ApiError> {
+    /// Takes one snapshot now, live when the RAM file answers, else through the stub
+    /// when `stub_ok` (a new boot starts a new history first); the source it used.
+    async fn snapshot(&self, app: &App, stub_ok: bool) -> Result<Option<&'static str>, ApiError> {
         let _one = self.taking.lock().await;
-        self.snapshot_taking(app).await
+        self.snapshot_taking(app, stub_ok).await
     }
 
     /// [`snapshot`](Self::snapshot) with `taking` held.
-    async fn snapshot_taking(&self, app: &App) -> Result<(), ApiError> {
+    async fn snapshot_taking(
+        &self,
+        app: &App,
+        stub_ok: bool,
+    ) -> Result<Option<&'static str>, ApiError> {
         let connects = app.link.status().connects;
-        if self.lock().boot != connects {
-            self.new_boot(connects);
+        let unusable = match self.live_snapshot(app, connects).await {
+            Ok(None) => return Ok(None),
+            Ok(Some(snap)) => {
+                *self
+                    .live_unusable_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+                self.take(snap);
+                return Ok(Some("live"));
+            }
+            Err(LiveMiss::Changing) => return Ok(None),
+            Err(LiveMiss::Unusable(why)) => why,
+        };
+        // With a RAM file, a passing failure (the descriptor not published yet at boot,
+        // QEMU busy for the boot check) is no reason to stop the kernel: the stub only
+        // when the live source has not answered for a while.
+        let since = *self
+            .live_unusable_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Instant::now);
+        if !stub_ok || (app.live.is_some() && since.elapsed() < LIVE_GRACE) {
+            return Ok(None);
         }
+        if !app.link.status().connected {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_connected",
+                format!("{unusable}; and the kernel's stub is not connected"),
+            ));
+        }
+        self.boot_check(connects, None);
         let snap = self.stub_snapshot(app).await?;
         self.take(snap);
-        Ok(())
+        Ok(Some("stub"))
+    }
+
+    /// A new history when the link reconnected or the RAM file holds another boot (a
+    /// live boot id of None: the stub's snapshot, which knows none).
+    fn boot_check(&self, connects: u64, live_boot: Option<u64>) {
+        let new = {
+            let s = self.lock();
+            s.history.is_none() && s.boot == 0
+                || s.connects != connects
+                || live_boot.is_some_and(|b| s.live_boot.is_some_and(|old| old != b))
+        };
+        if new {
+            self.new_boot(connects);
+        }
+        if live_boot.is_some() {
+            self.lock().live_boot = live_boot;
+        }
+    }
+
+    /// One live snapshot as a moment of the history; None when the kernel's count has
+    /// not moved since the last one (nothing changed, nothing copied).
+    async fn live_snapshot(&self, app: &App, connects: u64) -> Result<Option<Snapshot>, LiveMiss> {
+        let located = app.live_located().await.map_err(|u| match u {
+            live::serve::Unavailable::NotConfigured => {
+                LiveMiss::Unusable("no RAM file (--ram)".into())
+            }
+            u => LiveMiss::Unusable(format!("the RAM file: {}", ApiError::from(u).message)),
+        })?;
+        let mark = {
+            let d = located.descriptor();
+            let (stopped, stops) = d.stopped();
+            (d.seq_now(), stopped, stops)
+        };
+        let same = {
+            let s = self.lock();
+            s.history.is_some()
+                && s.connects == connects
+                && s.live_boot == Some(located.header.boot_id)
+                && s.live_mark.is_some_and(|(m, at)| {
+                    m == mark && !(mark.1 && at.elapsed() >= STOPPED_RECHECK)
+                })
+        };
+        if same {
+            return Ok(None);
+        }
+        // The kernel is inside a change most of the time while memhog faults: spread the
+        // tries over a few milliseconds to land in a gap between two changes before
+        // falling back to live_snapshot's brief QMP stop.
+        let mut snap = None;
+        for round in 0..LIVE_ROUNDS {
+            match live::Snapshot::take(&located, &live::Parts::ALL, live::TRIES) {
+                Ok(Ok(s)) => {
+                    snap = Some(s);
+                    break;
+                }
+                Ok(Err(_)) if round + 1 < LIVE_ROUNDS => {
+                    tokio::time::sleep(LIVE_ROUND_PAUSE).await;
+                }
+                Ok(Err(_)) => {}
+                Err(e) => return Err(LiveMiss::Unusable(format!("the RAM file: {e}"))),
+            }
+        }
+        let Some(snap) = snap else {
+            // No brief stop here (live_snapshot's fallback for a request): while memhog
+            // faults back to back the kernel is inside a change at nearly every instant,
+            // QMP's stops land inside one too, and pausing the VM 20 times a second would
+            // slow the very thing the page shows. The faults logged since come from the
+            // fault ring (it needs no count); the paging state stays the last copy's.
+            let moment = self.ring_moment(&located, connects);
+            let mut s = self.lock();
+            match moment {
+                Some(_) => s.live_counts.faults_only += 1,
+                None => s.live_counts.changing += 1,
+            }
+            return moment.map(Some).ok_or(LiveMiss::Changing);
+        };
+        let moment = from_live(&snap, self.now_ms())
+            .map_err(|e| LiveMiss::Unusable(format!("a live snapshot: {}", e.message)))?;
+        self.boot_check(connects, Some(snap.boot_id));
+        let mut s = self.lock();
+        let stopped = snap.moment.consistency == live::Consistency::Stopped;
+        s.live_mark = Some(((snap.moment.seq, stopped, snap.stops), Instant::now()));
+        s.live_counts.count(snap.moment.consistency);
+        // checkmm of a copy: the web view's, so that it never asks the kernel (the
+        // answer's fallback stops it when it keeps changing); at most once a second.
+        if s.checkmm
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= CHECKMM_EVERY)
+        {
+            if let Ok(Ok(doc)) = api::live_checkmm_with(&snap, |d| serde_json::to_value(d)) {
+                s.checkmm = Some((doc, Instant::now()));
+            }
+        }
+        s.pg_dir = Some(mm::view::PagingView::pg_dir(&snap).as_u32());
+        Ok(Some(moment))
+    }
+
+    /// The newest moment with the faults the kernel logged since it (read from the fault
+    /// ring, which needs no count: each record says whether it is whole): the paging
+    /// state stays the newest consistent copy's. None when no fault came.
+    fn ring_moment(&self, located: &live::Located, connects: u64) -> Option<Snapshot> {
+        let mut snap = {
+            let s = self.lock();
+            if s.connects != connects || s.live_boot != Some(located.header.boot_id) {
+                return None;
+            }
+            s.history.as_ref()?.latest().clone()
+        };
+        let after = u32::try_from(snap.last_fault()).ok()?;
+        let read = live::ring::since(&located.descriptor().faults, after, LIVE_FAULTS_KEPT);
+        if read.records.is_empty() {
+            return None;
+        }
+        snap.faults
+            .extend(read.records.iter().map(report::tasks::FaultDoc::of));
+        let drop = snap.faults.len().saturating_sub(LIVE_FAULTS_KEPT);
+        snap.faults.drain(..drop);
+        snap.faults_since_boot = u64::from(read.next.saturating_sub(1));
+        snap.time_ms = self.now_ms();
+        Some(snap)
     }
 
     /// Whether the history holds the current boot.
     fn current(&self, app: &App) -> bool {
         let s = self.lock();
-        s.history.is_some() && s.boot == app.link.status().connects
+        s.history.is_some() && s.connects == app.link.status().connects
     }
 
     /// A request that needs the history: the first snapshot of a boot is taken for it,
@@ -163,13 +425,28 @@ impl Recorder {
         if self.current(app) {
             return Ok(());
         }
-        self.snapshot_taking(app).await
+        // A live snapshot may be skipped (the kernel changing at every retry): try again
+        // for a while (the caller answers 503 after it, and the page asks again).
+        let deadline = Instant::now() + READY_WAIT;
+        loop {
+            if self.snapshot_taking(app, true).await?.is_some() || Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(self.live_interval).await;
+        }
     }
 
-    fn new_boot(&self, boot: u64) {
+    fn new_boot(&self, connects: u64) {
         let mut s = self.lock();
+        let boot = s.boot + 1;
         *s = Inner {
             boot,
+            connects,
+            live_boot: None,
+            live_mark: None,
+            live_counts: s.live_counts,
+            checkmm: None,
+            source: s.source,
             history: None,
             pg_dir: None,
             kernel_tables: BTreeMap::new(),
@@ -187,6 +464,7 @@ impl Recorder {
         let mut s = self.lock();
         s.snapshots += 1;
         s.last_error = None;
+        s.source = snap.source;
         let boot = s.boot;
         let newest = match &mut s.history {
             Some(h) => {
@@ -300,6 +578,7 @@ impl Recorder {
                 tasks,
                 faults,
                 faults_since_boot,
+                source: "stub",
             });
         }
         Err(ApiError::new(
@@ -348,6 +627,57 @@ impl Recorder {
         s.counts = Some(counts);
         Ok((pg_dir, counts))
     }
+}
+
+/// A moment of the history from a live snapshot: the raw directory and tables, mem_map,
+/// and the task and fault rows computed by kernel/report as the monitor computes
+/// `tasks --json` and `faults --json` (the stub path parses those same documents).
+/// The tables are those every reader accepts (`PagingView::page_table`: a user slot's
+/// entry naming reserved memory, which only `monitor corrupt` makes, reads as no table).
+fn from_live(snap: &live::Snapshot, time_ms: u64) -> Result<Snapshot, ApiError> {
+    use mm::view::PagingView;
+    let mut directory = Box::new([0u32; ENTRIES_PER_TABLE]);
+    for (i, e) in directory.iter_mut().enumerate() {
+        *e = snap.pde(i).0;
+    }
+    let mut tables = BTreeMap::new();
+    for dir in 0..ENTRIES_PER_TABLE {
+        let Some(frame) = snap.page_table(dir) else {
+            continue;
+        };
+        let mut t = Box::new([0u32; ENTRIES_PER_TABLE]);
+        for (i, e) in t.iter_mut().enumerate() {
+            *e = snap.read_entry(frame, i).0;
+        }
+        tables.insert(dir as u16, t);
+    }
+    let counts = (0..snap.nr_pages())
+        .map(|i| snap.map_count(i).unwrap_or(0))
+        .collect();
+    let tasks = tasks_from(&report::Tasks::new(snap, snap).document());
+    let faults = report::Faults::new(snap)
+        .map_err(|e| ApiError::internal(format!("the live fault log: {e:?}")))?;
+    let (mut faults, faults_since_boot) = faults_from(&faults.document());
+    let drop = faults.len().saturating_sub(LIVE_FAULTS_KEPT);
+    faults.drain(..drop);
+    if snap.missed() {
+        return Err(ApiError::internal(
+            "the live snapshot did not copy everything the history reads",
+        ));
+    }
+    Ok(Snapshot {
+        seq: u64::from(snap.moment.seq),
+        time_ms,
+        consistent: !snap.moment.mid_change,
+        directory,
+        tables,
+        counts,
+        high_memory: snap.high_memory(),
+        tasks,
+        faults,
+        faults_since_boot,
+        source: "live",
+    })
 }
 
 fn memory(r: Option<OpResult>) -> Result<Vec<u8>, ApiError> {
@@ -407,6 +737,14 @@ pub fn faults_from(doc: &FaultsDoc<'_>) -> (Vec<FaultRow>, u64) {
 
 // ---- what the endpoints answer ----
 
+fn checkmm_or_null_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(crate::history::report_ref("CheckMmDoc"))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+
 /// One step, without its changes (they can be many: ask for a diff).
 #[derive(Serialize, ToSchema)]
 pub struct StepSummary {
@@ -428,9 +766,11 @@ pub struct StepSummary {
 /// `/api/v1/history`: what is kept, and the steps after `since`.
 #[derive(Serialize, ToSchema)]
 pub struct HistoryInfo {
-    /// Which boot (the link's connection count): a new one starts a new history.
+    /// Which boot, counted by the inspector: a new one (QEMU restarted, the kernel
+    /// rebooted) starts a new history.
     pub boot: u64,
-    /// `stub` (each snapshot stops the kernel briefly).
+    /// Where the last snapshot came from: `live` (the RAM file, the kernel never
+    /// stopped) or `stub` (each snapshot stops the kernel briefly).
     pub source: String,
     /// Kept moments: `oldest..=newest`; null before the first snapshot.
     pub oldest: Option<u64>,
@@ -440,8 +780,16 @@ pub struct HistoryInfo {
     pub bytes: usize,
     pub max_steps: usize,
     pub max_bytes: usize,
-    /// Milliseconds between snapshots while someone looks.
+    /// Milliseconds between snapshots while someone looks (live ones: `live_interval_ms`,
+    /// taken only when the kernel's count moved).
     pub interval_ms: u64,
+    pub live_interval_ms: u64,
+    /// How the live snapshots since the inspector started were taken.
+    pub live: LiveCounts,
+    /// checkmm over the newest consistent live copy (at most a second old when the
+    /// kernel leaves room for one); null without the live source.
+    #[schema(schema_with = checkmm_or_null_schema)]
+    pub checkmm: Option<serde_json::Value>,
     pub snapshots: u64,
     pub last_error: Option<String>,
     /// At most 512, oldest first.
@@ -577,7 +925,7 @@ fn moment_doc(boot: u64, moment: u64, pg_dir: Option<u32>, s: Snapshot) -> Momen
         seq: s.seq,
         time_ms: s.time_ms,
         consistent: s.consistent,
-        source: "stub".into(),
+        source: s.source.into(),
         pg_dir: pg_dir.map(hex),
         high_memory: hex(s.high_memory),
         directory: s.directory.to_vec(),
@@ -642,7 +990,7 @@ pub async fn list(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, Ap
     }
     let info = HistoryInfo {
         boot: s.boot,
-        source: "stub".into(),
+        source: s.source.into(),
         oldest: h.map(History::oldest),
         newest: h.map(History::newest),
         evicted: h.map_or(0, |h| h.evicted),
@@ -650,6 +998,9 @@ pub async fn list(State(app): Shared, RawQuery(q): RawQuery) -> Result<Reply, Ap
         max_steps: r.limits.steps,
         max_bytes: r.limits.bytes,
         interval_ms: r.interval.as_millis() as u64,
+        live_interval_ms: r.live_interval.as_millis() as u64,
+        live: s.live_counts,
+        checkmm: s.checkmm.as_ref().map(|(doc, _)| doc.clone()),
         snapshots: s.snapshots,
         last_error: s.last_error.clone(),
         steps,

@@ -390,9 +390,12 @@ async function statusLoop() {
 async function checkmmLoop() {
   for (;;) {
     await new Promise((r) => setTimeout(r, state.checkmm ? CHECKMM_MS : 500));
-    if (!state.status?.connected || document.hidden) continue;
+    // Not before the history says its source: with the live one, checkmm comes from it.
+    if (!state.status?.connected || document.hidden || !state.info) continue;
     try {
-      state.checkmm = await loadCheckmm();
+      const checkmm = await loadCheckmm({ live: state.info?.source === 'live', since: follower.bounds?.newest ?? null });
+      if (checkmm === null) continue;
+      state.checkmm = checkmm;
       if (state.viewing === null && state.latest) {
         state.latest.checkmm = state.checkmm;
         if (visible('memory')) views.memory.update(state.latest);

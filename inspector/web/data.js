@@ -94,8 +94,17 @@ export async function loadStatus() {
   };
 }
 
-export async function loadCheckmm() {
-  const doc = await get('/api/v1/checkmm');
+/**
+ * checkmm: with the live source, the recorder's run over its newest copy (never a stop of
+ * the kernel); else the kernel's own, through /api/v1/checkmm.
+ */
+export async function loadCheckmm({ live = false, since = null } = {}) {
+  let doc = null;
+  if (live) doc = (await get(`/api/v1/history${since === null ? '' : `?since=${since}`}`)).checkmm ?? null;
+  if (doc === null) {
+    if (live) return null;
+    doc = await get('/api/v1/checkmm');
+  }
   return {
     ok: doc.ok,
     mismatchCount: doc.mismatch_count,
