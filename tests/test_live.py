@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pgtest import campaign, procs
+from pgtest import campaign, inspector, procs
 from pgtest.check import check
 from pgtest.inspector import Daemon, document, error_of, get, private_build, request
 from pgtest.machine import Machine, SwapDisk
@@ -140,7 +140,7 @@ def test_never_torn_during_a_campaign_run(s, request):
             # daemon's stop probe can find it unresponsive (a 503): ask again.
             deadline = time.monotonic() + 60
             while True:
-                status, body, _ = request(d.base + "/api/v1/walk?addr=0&source=stub", timeout=30)
+                status, body, _ = inspector.request(d.base + "/api/v1/walk?addr=0&source=stub", timeout=30)
                 if status == 200:
                     break
                 check(status == 503 and time.monotonic() < deadline,
