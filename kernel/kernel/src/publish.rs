@@ -19,13 +19,16 @@ use mm::addr::{LOW_MEM, NR_TASKS, PAGE_SIZE, PDES_PER_TASK};
 use mm::memory::FrameSearch;
 
 use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::arch::x86::cpu;
+use crate::arch::x86::phys::KernelPhys;
 use crate::arch::x86::published::{self, PGKERNEL_DESCRIPTOR as DESCRIPTOR, PGKERNEL_LOCATOR};
 use crate::arch::x86::sync::StopLockGuard;
 use crate::paging::Paging;
 use crate::task::TaskTable;
 use mm::inject::Injector;
+use mm::Mm;
 
 /// A change a reader must not see half-done: the count is odd while the outermost
 /// section lives.
@@ -34,8 +37,14 @@ pub struct Section {
     owner: bool,
 }
 
+/// How many sections are open, nested ones included (an interrupt's section opens and
+/// closes on top of the interrupted code's): a reader window ([`open_reader_window`]) may end
+/// the outermost only when it is the only one.
+static OPEN_SECTIONS: AtomicU32 = AtomicU32::new(0);
+
 /// Opens a section (nested ones leave the count alone).
 pub fn section() -> Section {
+    OPEN_SECTIONS.fetch_add(1, Ordering::Relaxed);
     Section {
         owner: DESCRIPTOR.begin_write(),
     }
@@ -44,7 +53,40 @@ pub fn section() -> Section {
 impl Drop for Section {
     fn drop(&mut self) {
         DESCRIPTOR.end_write(self.owner);
+        OPEN_SECTIONS.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// `mm::PhysMem::open_reader_window`: the paging state is between two operations, and
+/// the paging code is about to only read it and write the swap disk for a while
+/// (`swap_out`'s scan and write, from a page fault's first allocation). When the paging
+/// guard's section is the only one open (a page fault's: not a fork, which holds the task
+/// table too), the state is published and the count made even until
+/// [`close_reader_window`], so a reader outside the machine can copy it meanwhile: under
+/// TCG a 4 KiB PIO write is most of a swapping fault, and without the window memhog's
+/// swapping keeps the count odd 99% of the time. False when another section is open.
+pub fn open_reader_window(mm: &Mm<KernelPhys>) -> bool {
+    if OPEN_SECTIONS.load(Ordering::Relaxed) != 1 {
+        return false;
+    }
+    debug_assert!(
+        DESCRIPTOR.seq_now() & 1 != 0,
+        "the one open section owns the count"
+    );
+    publish_mm(mm);
+    OPEN_SECTIONS.store(0, Ordering::Relaxed);
+    DESCRIPTOR.end_write(true);
+    true
+}
+
+/// `mm::PhysMem::close_reader_window`: the paging code changes the state again; the
+/// paging guard's section goes on.
+pub fn close_reader_window() {
+    OPEN_SECTIONS.store(1, Ordering::Relaxed);
+    // An interrupt's section always ends before the interrupted code resumes, so the
+    // count is even here and this section owns it again.
+    let owner = DESCRIPTOR.begin_write();
+    assert!(owner, "a section was left open across a reader window");
 }
 
 /// A locked state the descriptor publishes: its first `&mut` opens a [`Section`]; when the
@@ -147,7 +189,11 @@ pub fn init(paging: &Paging) {
 
 /// The paging scalars: called by the paging guard, inside its section, when it drops.
 pub fn publish_paging(p: &Paging) {
-    let mm = &p.mm;
+    publish_mm(&p.mm);
+}
+
+/// The paging scalars of `mm` (free frames, counters, swap), inside a section.
+fn publish_mm(mm: &Mm<KernelPhys>) {
     // The kernel's identity map: a pointer is the physical address.
     let swap = mm.swap.as_ref().map(|s| (s, s.bitmap().as_ptr() as u32));
     DESCRIPTOR.paging.store(&mm.mem_map, &mm.counters, swap);
@@ -164,10 +210,8 @@ pub fn publish_injector(policy: &mut Injector) {
 /// section, when it drops. Only what changed is stored.
 pub fn publish_tasks(t: &TaskTable, dirty: u64, dirty_faults: u64) {
     let d = &DESCRIPTOR.tasks;
-    d.current.store(
-        crate::task::current() as u32,
-        core::sync::atomic::Ordering::Relaxed,
-    );
+    d.current
+        .store(crate::task::current() as u32, Ordering::Relaxed);
     for n in Bits(dirty_faults) {
         if let (Some(Some(task)), Some(e)) = (t.slots.get(n), d.entries.get(n)) {
             e.store_faults(&task.faults);

@@ -449,6 +449,11 @@ pub struct Mm<P: PhysMem> {
     pub swap: Option<crate::swap::SwapMap>,
     /// The rows of the deviations table whose original behaviour is on (`compat=`).
     pub compat: Compat,
+    /// True while the state is the one the last operation left, inside an operation
+    /// that has changed nothing yet: from the start of a page fault's handling
+    /// ([`Mm::as_one_operation`]) until its first allocation returns. A swap write made
+    /// then may let readers outside the machine in (`PhysMem::open_reader_window`).
+    pub(crate) between_operations: bool,
 }
 
 impl<P: PhysMem> Mm<P> {
@@ -483,6 +488,7 @@ impl<P: PhysMem> Mm<P> {
             counters: MmCounters::default(),
             swap: None,
             compat: Compat::empty(),
+            between_operations: false,
         };
         mm.phys.zero_frame(pg_dir);
         for (dir, &table) in tables[..kernel_pdes].iter().enumerate() {
@@ -549,6 +555,16 @@ impl<P: PhysMem> Mm<P> {
             .then(|| pte.frame().addr().offset(addr.page_offset()))
     }
 
+    /// Runs `op`, one operation begun from the state the last one left (a page fault's
+    /// handling): until its first allocation returns, a swap write may let readers
+    /// outside the machine see the state (`between_operations`).
+    pub fn as_one_operation<R>(&mut self, op: impl FnOnce(&mut Self) -> R) -> R {
+        self.between_operations = true;
+        let result = op(self);
+        self.between_operations = false;
+        result
+    }
+
     /// 0.11 `get_free_page`: the highest free frame, count 1, zero-filled; with the
     /// `policy` consulted first so that an injected failure changes nothing.
     ///
@@ -556,6 +572,20 @@ impl<P: PhysMem> Mm<P> {
     /// returns is the same (see `mem_map.rs`).
     #[inline(never)]
     pub fn get_free_page_with(
+        &mut self,
+        site: AllocSite,
+        policy: &mut dyn FailurePolicy,
+    ) -> Result<Frame, OutOfMemory> {
+        let frame = self.take_free_page(site, policy);
+        // The frame is the operation's first change (or its failure ends it).
+        self.between_operations = false;
+        frame
+    }
+
+    /// [`get_free_page_with`](Self::get_free_page_with) before the operation's state is
+    /// marked changed (inlined: a debugger's backtrace shows get_free_page's own frame).
+    #[inline(always)]
+    fn take_free_page(
         &mut self,
         site: AllocSite,
         policy: &mut dyn FailurePolicy,

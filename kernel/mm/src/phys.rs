@@ -6,6 +6,7 @@
 
 use crate::addr::{Frame, LinearAddr, PhysAddr};
 use crate::entry::Entry;
+use crate::memory::Mm;
 use core::fmt;
 
 /// Why the swap device could not move a page.
@@ -64,6 +65,30 @@ pub trait PhysMem {
     fn swap_write(&mut self, slot: u32, _frame: Frame) -> Result<(), SwapIoError> {
         let _ = slot;
         Err(SwapIoError::NoDevice)
+    }
+
+    /// `mm` is between two operations: the state the last one left, nothing half done
+    /// (`swap_out` from a page fault's first allocation, see `Mm::as_one_operation`), and
+    /// the paging code is about to spend a while only reading it and writing the swap
+    /// disk (`swap_out`'s scan and its write). A kernel that publishes its state to
+    /// readers outside the machine may let them in meanwhile (kernel/kernel/src/publish.rs:
+    /// under memory pressure that is most of a fault's time); true when it did, and then
+    /// [`close_reader_window`](PhysMem::close_reader_window) comes before the next
+    /// change. The default: no.
+    fn open_reader_window(mm: &Mm<Self>) -> bool
+    where
+        Self: Sized,
+    {
+        let _ = mm;
+        false
+    }
+    /// The paging code changes `mm` again after an opened
+    /// [`open_reader_window`](PhysMem::open_reader_window).
+    fn close_reader_window(mm: &Mm<Self>)
+    where
+        Self: Sized,
+    {
+        let _ = mm;
     }
 
     /// Reads entry `index` of the table (or directory) in `table`.

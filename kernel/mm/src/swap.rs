@@ -211,11 +211,22 @@ impl SwapMap {
 
     /// 0.12 `get_swap_page`: the lowest free slot, now in use.
     pub fn get_swap_page(&mut self) -> Option<u32> {
-        let word = self.bitmap.iter().position(|&w| w != 0)?;
-        let slot = word as u32 * 32 + self.bitmap[word].trailing_zeros();
-        self.bitmap[word] &= !(1 << (slot % 32));
-        self.nr_free -= 1;
+        let slot = self.lowest_free()?;
+        self.take(slot);
         Some(slot)
+    }
+
+    /// The slot `get_swap_page` would take, left free.
+    pub fn lowest_free(&self) -> Option<u32> {
+        let word = self.bitmap.iter().position(|&w| w != 0)?;
+        Some(word as u32 * 32 + self.bitmap[word].trailing_zeros())
+    }
+
+    /// Marks the free `slot` in use (`get_swap_page`'s second half).
+    fn take(&mut self, slot: u32) {
+        debug_assert!(slot != 0 && self.is_free(slot), "slot {slot} is not free");
+        self.bitmap[(slot / 32) as usize] &= !(1 << (slot % 32));
+        self.nr_free -= 1;
     }
 
     /// Memory came back (a task released its pages, or a dirty page reached the disk):
@@ -261,6 +272,20 @@ enum Eviction {
     Written,
     /// Dirty, but the device refused the write: nothing changed.
     WriteFailed,
+}
+
+/// Whether readers outside the machine are let in (`PhysMem::open_reader_window`): from
+/// the start of a `swap_out` whose operation had changed nothing yet, through its scan
+/// (which only reads) and its disk write, until its first change.
+struct ReaderWindow(bool);
+
+impl ReaderWindow {
+    /// Shuts the readers out before a change (a no-op when they are not in).
+    fn close<P: PhysMem>(&mut self, mm: &Mm<P>) {
+        if core::mem::take(&mut self.0) {
+            P::close_reader_window(mm);
+        }
+    }
 }
 
 /// Why `swap_in` could not bring a page back.
@@ -359,12 +384,14 @@ impl<P: PhysMem> Mm<P> {
     #[inline(never)]
     pub fn try_to_swap_out(&mut self, table: Frame, index: usize, linear: LinearAddr) -> bool {
         matches!(
-            self.evict(table, index, linear, true),
+            self.evict(table, index, linear, true, &mut ReaderWindow(false)),
             Eviction::Dropped | Eviction::Written
         )
     }
 
-    /// `try_to_swap_out`, saying what happened; `may_write` false skips dirty pages.
+    /// `try_to_swap_out`, saying what happened; `may_write` false skips dirty pages. An
+    /// open `window` is closed before the first change (and stays open through the
+    /// write: nothing has changed until it ends).
     #[inline(never)]
     fn evict(
         &mut self,
@@ -372,6 +399,7 @@ impl<P: PhysMem> Mm<P> {
         index: usize,
         linear: LinearAddr,
         may_write: bool,
+        window: &mut ReaderWindow,
     ) -> Eviction {
         let entry = self.phys.read_entry(table, index);
         if !entry.is_present() {
@@ -396,6 +424,7 @@ impl<P: PhysMem> Mm<P> {
                 }
                 swap.drops_since_progress += 1;
             }
+            window.close(self);
             self.phys.write_entry(table, index, Entry::EMPTY);
             self.phys.invalidate_page(linear);
             self.free_page(page.addr())
@@ -408,13 +437,12 @@ impl<P: PhysMem> Mm<P> {
         if !may_write || self.mem_map.count(page) != Some(1) {
             return Eviction::Kept;
         }
-        let Some(swap) = self.swap.as_mut() else {
-            return Eviction::Kept;
-        };
-        let Some(slot) = swap.get_swap_page() else {
-            return Eviction::Kept;
-        };
         if self.compat.contains(Compat::D19) {
+            let Some(slot) = self.swap.as_ref().and_then(SwapMap::lowest_free) else {
+                return Eviction::Kept;
+            };
+            window.close(self);
+            self.swap.as_mut().expect("checked above").take(slot);
             // 0.12: "*table_ptr = swap_nr<<1; invalidate(); write_swap_page(swap_nr,
             // (char *) page); free_page(page);": the entry names the slot first, and a
             // write that fails is not noticed: the page's data is lost.
@@ -431,13 +459,23 @@ impl<P: PhysMem> Mm<P> {
             swap.note_progress();
             return Eviction::Written;
         }
-        // D19: the page reaches the disk before the entry names the slot.
-        if self.phys.swap_write(slot, page).is_err() {
-            let swap = self.swap.as_mut().expect("checked above");
-            swap.swap_free(slot).expect("just allocated");
+        // D19: the page reaches the disk before the entry names the slot, and the slot
+        // is taken only then (the paging lock is held: nobody else takes it meanwhile),
+        // so nothing has changed until the write ends: readers stay in for its duration
+        // (the disk's time is most of swapping). A failed write changes only counters,
+        // which readers see when they are next published.
+        let Some(slot) = self.swap.as_ref().and_then(SwapMap::lowest_free) else {
+            return Eviction::Kept;
+        };
+        let written = self.phys.swap_write(slot, page);
+        let swap = self.swap.as_mut().expect("checked above");
+        if written.is_err() {
             swap.counters.write_errors += 1;
             return Eviction::WriteFailed;
         }
+        window.close(self);
+        let swap = self.swap.as_mut().expect("checked above");
+        swap.take(slot);
         self.phys.write_entry(table, index, Entry(slot << 1));
         self.phys.invalidate_page(linear);
         self.free_page(page.addr())
@@ -451,48 +489,64 @@ impl<P: PhysMem> Mm<P> {
     /// 0.12 `swap_out()`: a clock scan over every user page-table entry, resuming where
     /// the last call stopped and never touching task 0's slot, until one page is evicted.
     /// False when a whole round evicted nothing ("Out of swap-memory").
+    ///
+    /// When the operation that allocates has changed nothing yet (`between_operations`),
+    /// readers outside the machine are let in (`PhysMem::open_reader_window`) until the
+    /// eviction's first change: the scan only reads, and under memory pressure the scan
+    /// and the disk write are most of a fault's time.
     #[inline(never)]
     pub fn swap_out(&mut self) -> bool {
         let Some(swap) = self.swap.as_ref() else {
             return false;
         };
         let (mut dir, mut page) = (swap.clock_dir, swap.clock_page);
+        let mut window = ReaderWindow(self.between_operations && P::open_reader_window(self));
+        let evicted = self.scan_and_evict(&mut dir, &mut page, &mut window);
+        window.close(self);
+        let swap = self.swap.as_mut().expect("checked above");
+        swap.clock_dir = dir;
+        swap.clock_page = page;
+        evicted
+    }
+
+    /// `swap_out`'s clock scan from (`dir`, `page`), left where it stopped.
+    fn scan_and_evict(
+        &mut self,
+        dir: &mut usize,
+        page: &mut usize,
+        window: &mut ReaderWindow,
+    ) -> bool {
         // After one failed write, only clean pages are tried for the rest of this scan: a
         // failing device is not asked again for every dirty page of memory.
         let mut may_write = true;
         let user_pdes = ENTRIES_PER_TABLE - PDES_PER_TASK;
         for _ in 0..user_pdes * ENTRIES_PER_TABLE + ENTRIES_PER_TABLE {
-            if page >= ENTRIES_PER_TABLE {
-                page = 0;
-                dir = if dir + 1 >= ENTRIES_PER_TABLE {
+            if *page >= ENTRIES_PER_TABLE {
+                *page = 0;
+                *dir = if *dir + 1 >= ENTRIES_PER_TABLE {
                     PDES_PER_TASK
                 } else {
-                    dir + 1
+                    *dir + 1
                 };
             }
-            let Some(table) = self.page_table(dir) else {
-                page = ENTRIES_PER_TABLE;
+            let Some(table) = self.page_table(*dir) else {
+                *page = ENTRIES_PER_TABLE;
                 continue;
             };
-            let index = page;
-            page += 1;
+            let index = *page;
+            *page += 1;
             let outcome = self.evict(
                 table,
                 index,
-                LinearAddr::from_indices(dir, index),
+                LinearAddr::from_indices(*dir, index),
                 may_write,
+                window,
             );
             may_write &= outcome != Eviction::WriteFailed;
             if matches!(outcome, Eviction::Dropped | Eviction::Written) {
-                let swap = self.swap.as_mut().expect("checked above");
-                swap.clock_dir = dir;
-                swap.clock_page = page;
                 return true;
             }
         }
-        let swap = self.swap.as_mut().expect("checked above");
-        swap.clock_dir = dir;
-        swap.clock_page = page;
         false
     }
 

@@ -5,10 +5,11 @@
 
 mod support;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use mm::addr::{LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE};
+use mm::addr::{Frame, LOW_MEM, MAX_HIGH_MEMORY, PAGE_SIZE};
 use mm::mem_map::MemMap;
 use mm::memory::AllocSite;
 use proptest::prelude::*;
@@ -360,9 +361,28 @@ fn run(ram: u32, steps: &[Step]) -> Result<(), TestCaseError> {
 
 /// The same invariants on a machine with a swap disk: every task still reads its own
 /// data (swapped out and back, or dropped and reloaded), and at the end no frame and no
-/// swap slot is left in use.
+/// swap slot is left in use. Readers are let in (`PhysMem::open_reader_window`): checkmm
+/// is clean over every state a window opens on, and nothing they see changes inside one.
 fn run_with_swap(ram: u32, swap_pages: u32, steps: &[Step]) -> Result<(), TestCaseError> {
     run_on(SimKernel::new(ram).with_swap(swap_pages), steps)
+}
+
+/// The task table as the reader windows' checkmm needs it: the live slots and the
+/// kernel's own frames, as of the step under way (a window opens only inside a fault,
+/// which changes neither).
+type TaskTableNow = Rc<RefCell<(Vec<usize>, Vec<Frame>)>>;
+
+fn let_readers_in(k: &mut SimKernel) -> TaskTableNow {
+    let now: TaskTableNow = Rc::default();
+    let seen = now.clone();
+    let windows = &mut k.mm.phys.reader_windows;
+    windows.let_in = true;
+    windows.on_open = Some(Rc::new(move |mm| {
+        let (live, refs) = &*seen.borrow();
+        let found = checkmm_of(mm, live, refs);
+        assert!(found.is_empty(), "a reader window opened on {found:#?}");
+    }));
+    now
 }
 
 fn run_on(k: SimKernel, steps: &[Step]) -> Result<(), TestCaseError> {
@@ -372,8 +392,12 @@ fn run_on(k: SimKernel, steps: &[Step]) -> Result<(), TestCaseError> {
         programs: programs(),
     };
     let baseline = r.k.free_frames();
+    let task_table = r.k.mm.swap.is_some().then(|| let_readers_in(&mut r.k));
     r.spawn(Some(0));
     for (i, step) in steps.iter().enumerate() {
+        if let Some(now) = &task_table {
+            *now.borrow_mut() = (r.k.live_slots(), r.k.kernel_refs());
+        }
         r.apply(step)
             .map_err(|e| TestCaseError::fail(format!("step {i} {step:?}: {e}")))?;
         r.check()

@@ -457,3 +457,99 @@ fn swap_entries_without_a_swap_device_are_reported() {
         entry: Entry(3 << 1)
     }));
 }
+
+/// Lets readers in (`PhysMem::open_reader_window`) with a checkmm of `live` and the
+/// kernel's frames over every state a window opens on; returns how many were checked.
+fn let_readers_in(k: &mut SimKernel, live: &[usize]) -> std::rc::Rc<std::cell::Cell<u32>> {
+    let checked = std::rc::Rc::new(std::cell::Cell::new(0));
+    let (live, refs, seen) = (live.to_vec(), k.kernel_refs(), checked.clone());
+    let windows = &mut k.mm.phys.reader_windows;
+    windows.let_in = true;
+    windows.on_open = Some(std::rc::Rc::new(move |mm| {
+        let found = checkmm_of(mm, &live, &refs);
+        assert!(found.is_empty(), "a reader window opened on {found:#?}");
+        seen.set(seen.get() + 1);
+    }));
+    checked
+}
+
+#[test]
+fn a_swapping_fault_lets_readers_in_for_its_scan_and_write_and_they_see_a_clean_state() {
+    let mut k = SimKernel::new(DEFAULT_RAM).with_swap(256);
+    let t = k.spawn(None).unwrap();
+    let checked = let_readers_in(&mut k, &[t]);
+    // memhog: more pages than RAM holds. Each fault past the last free frame runs
+    // swap_out from its first allocation, before it changed anything: a window each,
+    // over which (SimRam checks) nothing readers see changes.
+    let free = k.free_frames() as u32;
+    let pages = free + 40;
+    for p in 0..pages {
+        k.write_word(t, p * PAGE_SIZE, p ^ 0x5A5A_0000).unwrap();
+    }
+    let written = k.mm.swap.as_ref().unwrap().counters.written_out;
+    assert!(written >= 40);
+    let opened = k.mm.phys.reader_windows.opened();
+    assert!(
+        opened >= written,
+        "{opened} windows for {written} pages written"
+    );
+    assert_eq!(u64::from(checked.get()), opened);
+    // A page in a new 4 MiB region: the zero page's allocation evicts in a window, the
+    // page table's (the fault's second allocation, the page already taken) must not.
+    let far = 0x40_0000 + 0x1000;
+    assert!(pages * PAGE_SIZE < far);
+    k.write_word(t, far, 0xFA12).unwrap();
+    assert_eq!(k.read_word(t, far).unwrap(), 0xFA12);
+    let opened = k.mm.phys.reader_windows.opened();
+    // Reading them back: swap_in's allocation evicts in a window too.
+    for p in 0..pages {
+        assert_eq!(k.read_word(t, p * PAGE_SIZE).unwrap(), p ^ 0x5A5A_0000);
+    }
+    assert!(k.mm.phys.reader_windows.opened() > opened);
+    assert!(!k.mm.phys.reader_windows.is_open());
+    k.assert_clean();
+}
+
+#[test]
+fn a_fork_under_memory_pressure_keeps_readers_out() {
+    let mut k = SimKernel::new(DEFAULT_RAM).with_swap(256);
+    let t = k.spawn(None).unwrap();
+    let free = k.free_frames() as u32;
+    for p in 0..free + 8 {
+        k.write_word(t, p * PAGE_SIZE, p).unwrap();
+    }
+    let _ = let_readers_in(&mut k, &[t]);
+    // copy_page_tables allocates half way through the copy: its swap_out must not let
+    // readers see a half-copied directory.
+    let forked = k.fork(t);
+    assert_eq!(k.mm.phys.reader_windows.opened(), 0, "fork: {forked:?}");
+    if let Ok(child) = forked {
+        k.exit(child);
+    }
+    k.assert_clean();
+}
+
+#[test]
+fn compat_d19_writes_with_readers_out_and_a_failed_write_changes_nothing_they_see() {
+    let mut k = SimKernel::new(DEFAULT_RAM).with_swap(256);
+    k.mm.compat = mm::compat::Compat::D19;
+    let t = k.spawn(None).unwrap();
+    let checked = let_readers_in(&mut k, &[t]);
+    let free = k.free_frames() as u32;
+    // 0.12's order points the entry at the slot before the write: the write is inside the
+    // change (SimRam panics at a RAM write with readers in; the scan before it is not).
+    for p in 0..free + 16 {
+        k.write_word(t, p * PAGE_SIZE, p).unwrap();
+    }
+    assert!(checked.get() >= 16);
+    // D19 off, a failing device: each write fails inside the window and changes only
+    // counters; with no clean page to drop the task dies of out-of-memory.
+    k.mm.compat = mm::compat::Compat::empty();
+    k.mm.phys.disk.as_mut().unwrap().fail_writes = true;
+    let before = k.mm.phys.reader_windows.opened();
+    let result = k.write_word(t, (free + 20) * PAGE_SIZE, 1);
+    assert!(result.is_err(), "{result:?}");
+    assert!(k.mm.phys.reader_windows.opened() > before);
+    assert!(k.mm.swap.as_ref().unwrap().counters.write_errors > 0);
+    k.assert_clean();
+}

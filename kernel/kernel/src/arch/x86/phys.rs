@@ -113,6 +113,12 @@ pub fn check_identity(addr: u32, len: usize) {
 }
 
 impl PhysMem for KernelPhys {
+    fn open_reader_window(mm: &mm::Mm<Self>) -> bool {
+        crate::publish::open_reader_window(mm)
+    }
+    fn close_reader_window(_mm: &mm::Mm<Self>) {
+        crate::publish::close_reader_window();
+    }
     fn read_u32(&self, addr: PhysAddr) -> u32 {
         let p = self.ptr(addr, 4) as *const u32;
         // SAFETY: `ptr` checked the word lies in identity-mapped RAM; page-table words are
