@@ -252,3 +252,26 @@ def test_another_kernel_build_is_refused(s, demo_done):
     other.write_bytes(elf)
     message = refused(s, s.machine.ram_path, "other_build", kernel=other)
     check(build_id.hex() in message, message)
+
+
+def test_a_qmp_socket_that_never_answers_holds_up_no_live_answer(s, demo_done):
+    """QEMU serves one client per QMP socket: while another holds the daemon's, the boot
+    check gets no answer. Live answers go on from the file meanwhile, each waiting at most
+    a moment for QEMU, not the daemon's 5 s timeout every time."""
+    import socket
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    holder.connect(str(s.machine.qmp_path("daemon")))
+    try:
+        check(b"QMP" in holder.recv(4096), "QEMU did not greet the holder")
+        d = s.daemon(s.machine.ram_path)
+        try:
+            started = time.monotonic()
+            for probe in PROBES + PROBES:
+                doc = get(d.base + probe)
+                check(doc["source"] == "live", f"{probe}: answered from {doc['source']}")
+            took = time.monotonic() - started
+            check(took < 4.0, f"6 live answers took {took:.1f} s with QMP unanswered")
+        finally:
+            d.stop()
+    finally:
+        holder.close()

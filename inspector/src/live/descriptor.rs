@@ -6,7 +6,8 @@
 //! ELF's). The boot id is checked against the machine by the caller (it needs QEMU).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use introspect::{Descriptor, HeaderValue, LayoutValue};
 use mm::addr::{LOW_MEM, MAX_HIGH_MEMORY, MAX_PAGING_PAGES, NR_TASKS, PAGE_SIZE, PDES_PER_TASK};
@@ -36,6 +37,8 @@ pub struct Located {
     pub build_id_checked: bool,
     /// Whether the boot id was compared with the machine's own memory (QEMU).
     boot_checked: AtomicBool,
+    /// When QEMU last left the boot check unanswered (see [`Located::boot_check_due`]).
+    boot_check_unanswered: Mutex<Option<Instant>>,
 }
 
 /// What the reader expects of the kernel: from its ELF, when it has one.
@@ -79,6 +82,7 @@ impl Located {
             layout,
             build_id_checked: expect.build_id.is_some(),
             boot_checked: AtomicBool::new(false),
+            boot_check_unanswered: Mutex::new(None),
         })
     }
 
@@ -106,6 +110,26 @@ impl Located {
 
     pub fn set_boot_checked(&self) {
         self.boot_checked.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the boot check may be tried now: not yet checked, and QEMU did not leave
+    /// it unanswered in the last `retry` (a QMP socket another client holds never
+    /// answers: each answer must not wait for it).
+    pub fn boot_check_due(&self, retry: Duration) -> bool {
+        !self.boot_checked()
+            && self
+                .boot_check_unanswered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none_or(|at| at.elapsed() >= retry)
+    }
+
+    /// QEMU did not answer the boot check (try again after a while).
+    pub fn note_boot_check_unanswered(&self) {
+        *self
+            .boot_check_unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     /// The physical address of the boot id in the descriptor (for the machine's check).

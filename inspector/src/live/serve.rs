@@ -44,6 +44,13 @@ impl From<Unavailable> for ApiError {
     }
 }
 
+/// How long an answer waits for QEMU's part of the boot check, and how long after QEMU
+/// left it unanswered the next answer tries again: until then answers go on from the
+/// file (its build id and layout were checked; only a stale file of another boot is not
+/// yet excluded), rather than each waiting out the QMP timeout.
+const BOOT_CHECK_WAIT: Duration = Duration::from_millis(500);
+const BOOT_CHECK_RETRY: Duration = Duration::from_secs(2);
+
 /// How many brief stops are tried before giving up (each lands at an even count unless
 /// the vCPU was inside a change).
 const BRIEF_STOPS: u32 = 4;
@@ -53,10 +60,14 @@ impl App {
     pub async fn live_located(&self) -> Result<std::sync::Arc<Located>, Unavailable> {
         let live = self.live.as_ref().ok_or(Unavailable::NotConfigured)?;
         let located = live.located().map_err(Unavailable::Error)?;
-        if !located.boot_checked() && self.qmp.configured() {
-            if let Err(e) = self.check_machine(&located).await {
-                live.refuse(&located, e.clone());
-                return Err(Unavailable::Error(e));
+        if self.qmp.configured() && located.boot_check_due(BOOT_CHECK_RETRY) {
+            match tokio::time::timeout(BOOT_CHECK_WAIT, self.check_machine(&located)).await {
+                Ok(Err(e)) => {
+                    live.refuse(&located, e.clone());
+                    return Err(Unavailable::Error(e));
+                }
+                Ok(Ok(())) if located.boot_checked() => {}
+                Ok(Ok(())) | Err(_) => located.note_boot_check_unanswered(),
             }
         }
         Ok(located)
