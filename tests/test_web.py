@@ -357,10 +357,38 @@ def test_live_updates_arrive_during_the_demo(w):
     check(rate >= MIN_UPDATES_PER_S, f"the page showed {rate:.1f} moments a second while memhog ran (at least "
                                      f"{MIN_UPDATES_PER_S}: {info['snapshots']} snapshots, last error {info['last_error']!r})")
     check(float(w.page.inner_text("#total-rate")) >= MIN_UPDATES_PER_S, "the page's own updates/s is below the floor")
+    faults_view_follows_the_faults(w)
     w.screenshot("memory", 1280, 800, "dark", lambda p: p.click("#tab-memory"))
     w.screenshot("faults", 1280, 800, "light", lambda p: p.click("#tab-faults"))
     w.no_console_errors()
     check(w.stops() == stops, f"the kernel was stopped {w.stops() - stops} times while the page was open and gdb gone")
+
+
+def faults_view_follows_the_faults(w):
+    """While memhog faults: the Faults view lists the newest first, each fault once, its
+    first row the header's last fault, and stays so as live updates add faults (the rows
+    already shown are kept, the new ones go on top); a click shows the entry around one."""
+    w.page.click("#tab-faults")
+
+    def listed():
+        return w.page.evaluate("""() => ({
+            rows: [...document.querySelectorAll('#fault-table tbody tr')].map((r) => Number(r.dataset.seq)),
+            ticks: document.querySelectorAll('#fault-timeline .tick').length,
+            last: Number(document.getElementById('faults-since-boot')?.textContent) })""")
+
+    seen = []
+    for _ in range(6):
+        got = listed()
+        rows = got["rows"]
+        check(rows and rows == sorted(set(rows), reverse=True) and len(rows) <= 200,
+              f"the fault list is not the newest first, each once: {rows[:5]}..{rows[-5:]}")
+        check(rows[0] == got["last"] and got["ticks"] == len(rows),
+              f"the list's newest {rows[0]} / {got['ticks']} ticks against the header's last fault {got['last']} / {len(rows)} rows")
+        seen.append(rows[0])
+        w.page.wait_for_timeout(300)
+    check(seen[-1] > seen[0], f"the fault list did not follow memhog's faults: newest {seen}")
+    w.page.click("#fault-table tbody tr")
+    w.page.wait_for_selector("#fault-before", timeout=10000)
 
 
 def test_a_killed_and_restarted_kernel_shows_the_banner_then_recovers(w):
