@@ -331,9 +331,9 @@ impl Recorder {
         if same {
             return Ok(None);
         }
-        // The kernel is inside a change most of the time while memhog faults: spread the
-        // tries over a few milliseconds to land in a gap between two changes before
-        // falling back to live_snapshot's brief QMP stop.
+        // While memhog faults the kernel changes its state many times a second (the
+        // reader windows around swap_out's scan and write are the long gaps): spread
+        // the tries over a few milliseconds to land in a gap between two changes.
         let mut snap = None;
         for round in 0..LIVE_ROUNDS {
             match live::Snapshot::take(&located, &live::Parts::ALL, live::TRIES) {
@@ -349,10 +349,10 @@ impl Recorder {
             }
         }
         let Some(snap) = snap else {
-            // No brief stop here (live_snapshot's fallback for a request): while memhog
-            // faults back to back the kernel is inside a change at nearly every instant,
-            // QMP's stops land inside one too, and pausing the VM 20 times a second would
-            // slow the very thing the page shows. The faults logged since come from the
+            // No brief stop here (live_snapshot's fallback for a request): when the
+            // kernel is inside a change at every try (faults back to back without
+            // swapping), QMP's stops land inside one too, and pausing the VM 20 times a
+            // second would slow the very thing the page shows. The faults logged since come from the
             // fault ring (it needs no count); the paging state stays the last copy's.
             let moment = self.ring_moment(&located, connects);
             let mut s = self.lock();
