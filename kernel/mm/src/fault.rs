@@ -274,14 +274,14 @@ pub fn page_fault<P: PhysMem>(
     core::hint::black_box(&linear);
     // Each path changes nothing before its first allocation (do_no_page's zero page, its
     // loaded page or shared page's table, swap_in's page, un_wp_page's copy): a swap_out
-    // that allocation runs may let readers in while it writes (Mm::as_one_operation).
-    let verdict = mm.as_one_operation(|mm| {
-        if error_code & fault_code::PRESENT == 0 {
-            Verdict::from_no_page(mm.do_no_page(error_code, linear, ctx, policy))
-        } else {
-            Verdict::from_wp(mm.do_wp_page(error_code, linear, ctx.base, policy))
-        }
-    });
+    // that allocation runs may let readers in while it writes (Mm::begin_operation).
+    mm.begin_operation();
+    let verdict = if error_code & fault_code::PRESENT == 0 {
+        Verdict::from_no_page(mm.do_no_page(error_code, linear, ctx, policy))
+    } else {
+        Verdict::from_wp(mm.do_wp_page(error_code, linear, ctx.base, policy))
+    };
+    mm.end_operation();
     Fault {
         linear,
         error_code,

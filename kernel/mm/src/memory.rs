@@ -451,7 +451,7 @@ pub struct Mm<P: PhysMem> {
     pub compat: Compat,
     /// True while the state is the one the last operation left, inside an operation
     /// that has changed nothing yet: from the start of a page fault's handling
-    /// ([`Mm::as_one_operation`]) until its first allocation returns. A swap write made
+    /// ([`Mm::begin_operation`]) until its first allocation returns. A swap write made
     /// then may let readers outside the machine in (`PhysMem::open_reader_window`).
     pub(crate) between_operations: bool,
 }
@@ -555,14 +555,18 @@ impl<P: PhysMem> Mm<P> {
             .then(|| pte.frame().addr().offset(addr.page_offset()))
     }
 
-    /// Runs `op`, one operation begun from the state the last one left (a page fault's
-    /// handling): until its first allocation returns, a swap write may let readers
-    /// outside the machine see the state (`between_operations`).
-    pub fn as_one_operation<R>(&mut self, op: impl FnOnce(&mut Self) -> R) -> R {
+    /// An operation begins from the state the last one left (a page fault's handling):
+    /// until its first allocation returns, `swap_out` may let readers outside the machine
+    /// see the state (`between_operations`). [`end_operation`](Self::end_operation)
+    /// follows. (Two calls, not a closure: a debugger's backtrace through the fault path
+    /// keeps the frames it had.)
+    pub fn begin_operation(&mut self) {
         self.between_operations = true;
-        let result = op(self);
+    }
+
+    /// The operation [`begin_operation`](Self::begin_operation) began is over.
+    pub fn end_operation(&mut self) {
         self.between_operations = false;
-        result
     }
 
     /// 0.11 `get_free_page`: the highest free frame, count 1, zero-filled; with the
@@ -572,20 +576,6 @@ impl<P: PhysMem> Mm<P> {
     /// returns is the same (see `mem_map.rs`).
     #[inline(never)]
     pub fn get_free_page_with(
-        &mut self,
-        site: AllocSite,
-        policy: &mut dyn FailurePolicy,
-    ) -> Result<Frame, OutOfMemory> {
-        let frame = self.take_free_page(site, policy);
-        // The frame is the operation's first change (or its failure ends it).
-        self.between_operations = false;
-        frame
-    }
-
-    /// [`get_free_page_with`](Self::get_free_page_with) before the operation's state is
-    /// marked changed (inlined: a debugger's backtrace shows get_free_page's own frame).
-    #[inline(always)]
-    fn take_free_page(
         &mut self,
         site: AllocSite,
         policy: &mut dyn FailurePolicy,
@@ -619,6 +609,9 @@ impl<P: PhysMem> Mm<P> {
         };
         self.phys.zero_frame(frame);
         self.counters.allocations[site.index()] += 1;
+        // The frame is the operation's first change: no reader window from here on (a
+        // failed allocation changed nothing).
+        self.between_operations = false;
         Ok(frame)
     }
 

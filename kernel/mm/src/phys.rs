@@ -68,7 +68,7 @@ pub trait PhysMem {
     }
 
     /// `mm` is between two operations: the state the last one left, nothing half done
-    /// (`swap_out` from a page fault's first allocation, see `Mm::as_one_operation`), and
+    /// (`swap_out` from a page fault's first allocation, see `Mm::begin_operation`), and
     /// the paging code is about to spend a while only reading it and writing the swap
     /// disk (`swap_out`'s scan and its write). A kernel that publishes its state to
     /// readers outside the machine may let them in meanwhile (kernel/kernel/src/publish.rs:
